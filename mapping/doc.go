@@ -1,0 +1,25 @@
+// Package mapping turns QUBS pending-reporting appointments into FHIR R4
+// resources: a ServiceRequest for the worklist entry and the Patient,
+// Practitioners and Organization it references.
+//
+// Everything here is a pure function of its arguments: no I/O, no context,
+// no clock. The field-by-field table, with every system and extension the
+// package emits, is MAPPING.md next to this file; it is the project's
+// final word on the mapping.
+//
+// Two rules shape the code:
+//
+//   - Nothing QUBS sends is dropped silently. A value that has a faithful
+//     FHIR home goes there; a value that does not (an unparseable date, a
+//     gender string outside FHIR's four codes, the raw JSON of a service
+//     item) is kept verbatim in one of this package's extensions, so the
+//     appointment can be read back from the resources.
+//   - Mapping degrades rather than fails. FromAppointment returns an error
+//     only for an appointment id that no FHIR id can carry.
+//
+// Ids are per FHIR base, and there is one base per QUBS domain, so no id
+// includes the domain.
+package mapping
+
+// The bridge's zone table must not depend on the host having tzdata.
+import _ "time/tzdata"
