@@ -1,0 +1,392 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+var errUsage = errors.New("usage")
+
+// Main is the program, separate from main() so that end-to-end tests run
+// the real thing on port 0 and stop it through the context.
+type Main struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+
+	// Ready is closed once every listener of the command is bound; then
+	// BridgeURL and SimURL hold their addresses.
+	Ready     chan struct{}
+	BridgeURL string
+	SimURL    string
+}
+
+// NewMain returns a Main wired to the process's stdout, stderr and
+// environment.
+func NewMain() *Main {
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Ready: make(chan struct{})}
+}
+
+// commands lists the options each command reads.
+var commands = map[string][]string{
+	"serve": {"qubs-api-url", "qubs-token-url", "qubs-client-id", "qubs-client-secret", "qubs-client-secret-file",
+		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key", "log-level"},
+	"demo":     {"listen", "public-url", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "log-level"},
+	"qubs-sim": {"listen", "seed", "appointments", "log-level"},
+}
+
+// Run runs the command named by args[0] until ctx is done.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		m.help()
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	cmd := args[0]
+	names, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(m.Stderr, "unknown command %q\n\n", cmd)
+		m.help()
+		return errUsage
+	}
+	opts := newOptions()
+	if cmd == "qubs-sim" {
+		// The simulator alone listens on --listen, with its own twin so
+		// that BRIDGE_LISTEN of a bridge in the same shell is not taken.
+		opts.byFlag["listen"].env = "QUBS_SIM_LISTEN"
+		opts.byFlag["listen"].def = "127.0.0.1:8090"
+	}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	opts.register(fs, names...)
+	fs.Usage = func() {
+		fmt.Fprintf(m.Stderr, "usage: qubs-fhir-bridge %s [flags]\n\n", cmd)
+		opts.usage(m.Stderr, names...)
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(m.Stderr, "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return errUsage
+	}
+	opts.resolve(m.Getenv)
+	log, err := m.logger(opts.get("log-level"))
+	if err != nil {
+		return err
+	}
+	log.Info("configuration", "command", cmd, "version", version, "settings", opts.effective(names...))
+	switch cmd {
+	case "serve":
+		return m.serve(ctx, opts, log)
+	case "demo":
+		return m.demo(ctx, opts, log)
+	default:
+		return m.sim(ctx, opts, log)
+	}
+}
+
+func (m *Main) help() {
+	fmt.Fprintf(m.Stderr, `qubs-fhir-bridge %s: a FHIR R4 server in front of the QUBS Integrations API
+
+usage: qubs-fhir-bridge <command> [flags]
+
+commands:
+  serve      the FHIR server against a real QUBS
+  demo       a seeded QUBS simulator and the bridge in one process, on loopback
+  qubs-sim   the QUBS simulator alone
+  help       this text
+
+Every flag has an environment twin; flags win over the environment.
+`, version)
+	opts := newOptions()
+	opts.usage(m.Stderr, opts.order...)
+}
+
+func (m *Main) logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("BRIDGE_LOG_LEVEL %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error {
+	listen := opts.get("listen")
+	if err := checkAuth(opts.get("auth"), listen); err != nil {
+		return err
+	}
+	if err := checkStore(opts.get("store")); err != nil {
+		return err
+	}
+	secret, err := opts.clientSecret()
+	if err != nil {
+		return err
+	}
+	if opts.get("qubs-client-id") == "" || secret == "" {
+		return errors.New("QUBS_CLIENT_ID and QUBS_CLIENT_SECRET (or QUBS_CLIENT_SECRET_FILE) are required")
+	}
+	style, err := authStyle(opts.get("qubs-auth-style"))
+	if err != nil {
+		return err
+	}
+	client, err := qubs.New(qubs.Config{
+		BaseURL:      opts.get("qubs-api-url"),
+		TokenURL:     opts.get("qubs-token-url"),
+		ClientID:     opts.get("qubs-client-id"),
+		ClientSecret: secret,
+		AuthStyle:    style,
+		UserAgent:    "qubs-fhir-bridge/" + version,
+	})
+	if err != nil {
+		return fmt.Errorf("QUBS client: %w", err)
+	}
+	cfg, err := serverConfig(opts, client, log, cursorKey(opts.get("cursor-key"), secret))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", listen, err)
+	}
+	m.BridgeURL = "http://" + ln.Addr().String()
+	close(m.Ready)
+	log.Info("serving FHIR", "addr", ln.Addr().String())
+	return serveHTTP(ctx, ln, server.New(cfg), log)
+}
+
+func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error {
+	simOpts, err := simOptions(opts, log)
+	if err != nil {
+		return err
+	}
+	if !isLoopback(opts.get("listen")) || !isLoopback(opts.get("sim-listen")) {
+		return errors.New("the demo serves unauthenticated synthetic data and listens on loopback only")
+	}
+	sim, err := qubssim.Start(opts.get("sim-listen"), simOpts)
+	if err != nil {
+		return fmt.Errorf("starting the QUBS simulator: %w", err)
+	}
+	defer sim.Close()
+	client, err := qubs.New(qubs.Config{
+		BaseURL:      sim.URL,
+		TokenURL:     sim.TokenURL(),
+		ClientID:     qubssim.DefaultClientID,
+		ClientSecret: qubssim.DefaultClientSecret,
+		AuthStyle:    oauth2.AuthStyleInParams,
+		UserAgent:    "qubs-fhir-bridge/" + version,
+	})
+	if err != nil {
+		return fmt.Errorf("QUBS client: %w", err)
+	}
+	if opts.get("site-timezones") == "" {
+		// The simulator's sites span Australian zones; tell the bridge
+		// which is which, as an operator would with BRIDGE_SITE_TIMEZONES.
+		opts.byFlag["site-timezones"].value = siteZones(sim.SiteTimeZones())
+	}
+	cfg, err := serverConfig(opts, client, log, cursorKey("", qubssim.DefaultClientSecret))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", opts.get("listen"))
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", opts.get("listen"), err)
+	}
+	m.BridgeURL, m.SimURL = "http://"+ln.Addr().String(), sim.URL
+	base := m.BridgeURL + "/fhir/" + sim.Domains()[0]
+	if cfg.PublicURL != "" {
+		base = strings.TrimRight(cfg.PublicURL, "/") + "/fhir/" + sim.Domains()[0]
+	}
+	fmt.Fprintf(m.Stdout, `qubs-fhir-bridge demo: FHIR R4 over a seeded QUBS simulator (synthetic patients only)
+
+  FHIR base:       %s
+  other domains:   %s
+  QUBS simulator:  %s   (inspection: %s/_sim/inspect)
+
+Try:
+  curl -s '%s/ServiceRequest?_count=5&_include=ServiceRequest:subject' -H 'Accept: application/fhir+json'
+
+Ctrl-C stops it.
+`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, sim.URL, base)
+	close(m.Ready)
+	return serveHTTP(ctx, ln, server.New(cfg), log)
+}
+
+func (m *Main) sim(ctx context.Context, opts *options, log *slog.Logger) error {
+	simOpts, err := simOptions(opts, log)
+	if err != nil {
+		return err
+	}
+	sim, err := qubssim.Start(opts.get("listen"), simOpts)
+	if err != nil {
+		return fmt.Errorf("starting the QUBS simulator: %w", err)
+	}
+	defer sim.Close()
+	m.SimURL = sim.URL
+	fmt.Fprintf(m.Stdout, `QUBS simulator (not for production; synthetic data)
+  API base:     %s
+  token URL:    %s
+  client:       %s / %s
+  domains:      %s
+  inspection:   %s/_sim/inspect
+`, sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret, strings.Join(sim.Domains(), ", "), sim.URL)
+	close(m.Ready)
+	<-ctx.Done()
+	return nil
+}
+
+func simOptions(opts *options, log *slog.Logger) (qubssim.Options, error) {
+	seed, err := strconv.ParseInt(opts.get("seed"), 10, 64)
+	if err != nil {
+		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_SEED %q is not an integer", opts.get("seed"))
+	}
+	n, err := strconv.Atoi(opts.get("appointments"))
+	if err != nil || n < 1 || n > 100_000 {
+		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_APPOINTMENTS %q: want 1..100000", opts.get("appointments"))
+	}
+	return qubssim.Options{Seed: seed, Appointments: n, Logger: log.With("component", "qubs-sim")}, nil
+}
+
+func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []byte) (server.Config, error) {
+	zones, err := mapping.NewZones(opts.get("default-timezone"), opts.get("site-timezones"))
+	if err != nil {
+		return server.Config{}, fmt.Errorf("time zones: %w", err)
+	}
+	public := opts.get("public-url")
+	if public != "" {
+		if err := checkPublicURL(public); err != nil {
+			return server.Config{}, err
+		}
+	}
+	return server.Config{
+		PublicURL: strings.TrimRight(public, "/"),
+		QUBS:      client,
+		Zones:     zones,
+		CursorKey: key,
+		Logger:    log,
+		Version:   version,
+	}, nil
+}
+
+// siteZones writes a site-to-zone map in BRIDGE_SITE_TIMEZONES syntax.
+func siteZones(m map[string]string) string {
+	sites := make([]string, 0, len(m))
+	for site := range m {
+		sites = append(sites, site)
+	}
+	sort.Strings(sites)
+	var parts []string
+	for _, site := range sites {
+		parts = append(parts, site+"="+m[site])
+	}
+	return strings.Join(parts, ";")
+}
+
+// serveHTTP serves until ctx is done, then drains in-flight requests.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // twenty 2 MiB artifacts from a slow client
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func checkAuth(mode, listen string) error {
+	switch mode {
+	case "none":
+		if !isLoopback(listen) {
+			return fmt.Errorf("BRIDGE_AUTH=none is refused on %s: without authentication the bridge listens on loopback only", listen)
+		}
+		return nil
+	case "static", "jwt", "smart":
+		return fmt.Errorf("BRIDGE_AUTH=%s is not implemented in this release; use none on loopback behind an authenticating proxy", mode)
+	}
+	return fmt.Errorf("BRIDGE_AUTH %q: want none, static or jwt", mode)
+}
+
+func checkStore(store string) error {
+	if strings.HasPrefix(store, "sqlite:") && len(store) > len("sqlite:") {
+		return nil
+	}
+	if strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://") {
+		return nil
+	}
+	return fmt.Errorf("BRIDGE_STORE %q: want sqlite:PATH or a postgres:// URL", redactURL(store))
+}
+
+func checkPublicURL(s string) error {
+	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+		return fmt.Errorf("BRIDGE_PUBLIC_URL %q must be an absolute http(s) URL", s)
+	}
+	return nil
+}
+
+func authStyle(s string) (oauth2.AuthStyle, error) {
+	switch s {
+	case "body", "post", "client_secret_post":
+		return oauth2.AuthStyleInParams, nil
+	case "basic", "client_secret_basic":
+		return oauth2.AuthStyleInHeader, nil
+	case "auto":
+		return oauth2.AuthStyleAutoDetect, nil
+	}
+	return 0, fmt.Errorf("QUBS_AUTH_STYLE %q: want body, basic or auto", s)
+}
+
+// cursorKey is BRIDGE_CURSOR_KEY when set; otherwise a key derived from
+// the QUBS client secret, which every replica of one deployment shares, so
+// next links work across replicas without another secret to manage.
+func cursorKey(explicit, qubsSecret string) []byte {
+	if explicit != "" {
+		k := sha256.Sum256([]byte(explicit))
+		return k[:]
+	}
+	mac := hmac.New(sha256.New, []byte(qubsSecret))
+	mac.Write([]byte("qubs-fhir-bridge paging cursors v1"))
+	return mac.Sum(nil)
+}

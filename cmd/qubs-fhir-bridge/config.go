@@ -1,0 +1,155 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// option is one setting with its flag and its environment twin. Flags win
+// over the environment, the environment over the default.
+type option struct {
+	flag, env, def, usage string
+	secret                bool
+	value                 string
+}
+
+// options is the whole configuration of every command; each command uses
+// the ones it names.
+type options struct {
+	byFlag map[string]*option
+	order  []string
+}
+
+func newOptions() *options {
+	o := &options{byFlag: map[string]*option{}}
+	add := func(flag, env, def, usage string, secret bool) {
+		o.byFlag[flag] = &option{flag: flag, env: env, def: def, usage: usage, secret: secret}
+		o.order = append(o.order, flag)
+	}
+	add("qubs-api-url", "QUBS_API_URL", "https://partners.qubs.io", "QUBS base URL", false)
+	add("qubs-token-url", "QUBS_TOKEN_URL", "https://authenticate.qubs.io/oauth2/token", "OAuth2 token endpoint of QUBS", false)
+	add("qubs-client-id", "QUBS_CLIENT_ID", "", "QUBS OAuth2 client id", false)
+	add("qubs-client-secret", "QUBS_CLIENT_SECRET", "", "QUBS OAuth2 client secret (prefer the file)", true)
+	add("qubs-client-secret-file", "QUBS_CLIENT_SECRET_FILE", "", "file holding the QUBS client secret", false)
+	add("qubs-auth-style", "QUBS_AUTH_STYLE", "body", "how the client authenticates to the token endpoint: body (form) or basic (HTTP Basic)", false)
+	add("listen", "BRIDGE_LISTEN", "127.0.0.1:8080", "listen address of the FHIR server", false)
+	add("public-url", "BRIDGE_PUBLIC_URL", "", "absolute base URL used in Bundle links and Location headers; default derived from the request", false)
+	add("store", "BRIDGE_STORE", "sqlite:qubs-fhir-bridge.db", "sqlite:PATH or a postgres:// URL (reserved: nothing is stored yet)", false)
+	add("auth", "BRIDGE_AUTH", "none", "inbound authentication: none (loopback only); static and jwt are not implemented yet", false)
+	add("default-timezone", "BRIDGE_DEFAULT_TIMEZONE", "Australia/Sydney", "IANA zone of site-local dates and times", false)
+	add("site-timezones", "BRIDGE_SITE_TIMEZONES", "", `per-site zones, "Site A=Australia/Perth;Site B=Australia/Brisbane"`, false)
+	add("cursor-key", "BRIDGE_CURSOR_KEY", "", "secret sealing paging cursors; replicas must share it (default: derived from the QUBS client secret)", true)
+	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
+	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)
+	add("seed", "QUBS_SIM_SEED", "1", "seed of the simulator's data", false)
+	add("appointments", "QUBS_SIM_APPOINTMENTS", "1200", "pending appointments the simulator seeds", false)
+	return o
+}
+
+// register adds the named options to fs, under their flag names and, for
+// the simulator command, "listen" mapped onto a different option.
+func (o *options) register(fs *flag.FlagSet, names ...string) {
+	for _, n := range names {
+		opt := o.byFlag[n]
+		fs.Func(n, fmt.Sprintf("%s (env %s, default %q)", opt.usage, opt.env, opt.def), func(v string) error {
+			opt.value = v
+			return nil
+		})
+	}
+}
+
+// resolve fills every option not set by a flag from the environment, else
+// its default.
+func (o *options) resolve(getenv func(string) string) {
+	for _, opt := range o.byFlag {
+		if opt.value != "" {
+			continue
+		}
+		if v := getenv(opt.env); v != "" {
+			opt.value = v
+		} else {
+			opt.value = opt.def
+		}
+	}
+}
+
+func (o *options) get(flag string) string { return o.byFlag[flag].value }
+
+// print writes the effective configuration with secrets redacted, as the
+// first thing the server logs, so an operator sees what it runs with.
+func (o *options) effective(names ...string) map[string]string {
+	out := map[string]string{}
+	for _, n := range names {
+		opt := o.byFlag[n]
+		v := opt.value
+		if opt.secret && v != "" {
+			v = "[redacted]"
+		}
+		if n == "store" || n == "qubs-api-url" || n == "qubs-token-url" || n == "public-url" {
+			v = redactURL(v)
+		}
+		out[opt.env] = v
+	}
+	return out
+}
+
+// redactURL hides a password in a URL such as postgres://user:pw@host/db.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "redacted")
+	}
+	return u.String()
+}
+
+func (o *options) usage(w io.Writer, names ...string) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  flag\tenvironment\tdefault\tmeaning")
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
+	for _, n := range sorted {
+		opt := o.byFlag[n]
+		fmt.Fprintf(tw, "  --%s\t%s\t%s\t%s\n", opt.flag, opt.env, opt.def, opt.usage)
+	}
+	tw.Flush()
+}
+
+// clientSecret reads QUBS_CLIENT_SECRET, else the file QUBS_CLIENT_SECRET_FILE.
+func (o *options) clientSecret() (string, error) {
+	if v := o.get("qubs-client-secret"); v != "" {
+		return v, nil
+	}
+	path := o.get("qubs-client-secret-file")
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading QUBS_CLIENT_SECRET_FILE: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// isLoopback reports whether a listen address only accepts local
+// connections; an empty host ("":8080) listens everywhere.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir/fhirtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+)
+
+// syncBuffer is written by the program's goroutine and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envFrom(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+// start runs the program with args until the test ends.
+func start(t *testing.T, env map[string]string, args ...string) (*Main, *syncBuffer, *syncBuffer) {
+	t.Helper()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	m := &Main{Stdout: out, Stderr: errOut, Getenv: envFrom(env), Ready: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, args) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "the program must stop cleanly")
+		case <-time.After(30 * time.Second):
+			t.Error("the program did not stop")
+		}
+	})
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("the program stopped early: %v\n%s", err, errOut.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("the program did not become ready")
+	}
+	return m, out, errOut
+}
+
+func fetch(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	res, err := http.Get(url)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, b
+}
+
+func TestDemoServesAPageableWorklist(t *testing.T) {
+	m, out, _ := start(t, nil, "demo", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0")
+	base := m.BridgeURL + "/fhir/acme"
+	assert.Contains(t, out.String(), base, "the demo prints its FHIR base")
+	assert.Contains(t, out.String(), "curl", "and a request to paste")
+
+	status, body := fetch(t, base+"/metadata")
+	require.Equal(t, http.StatusOK, status)
+	fhirtest.RequireValidR4(t, body)
+
+	next, seen := base+"/ServiceRequest?_count=250", 0
+	for next != "" {
+		status, body := fetch(t, next)
+		require.Equal(t, http.StatusOK, status, "%s", body)
+		fhirtest.RequireValidR4(t, body)
+		var b struct {
+			Link  []struct{ Relation, URL string }
+			Entry []json.RawMessage
+		}
+		require.NoError(t, json.Unmarshal(body, &b))
+		seen += len(b.Entry)
+		next = ""
+		for _, l := range b.Link {
+			if l.Relation == "next" {
+				next = l.URL
+			}
+		}
+	}
+	assert.GreaterOrEqual(t, seen, 1000)
+
+	status, _ = fetch(t, m.BridgeURL+"/readyz")
+	assert.Equal(t, http.StatusOK, status)
+}
+
+func TestSimulatorAlone(t *testing.T) {
+	m, out, _ := start(t, map[string]string{"QUBS_SIM_APPOINTMENTS": "20"}, "qubs-sim", "--listen", "127.0.0.1:0")
+	assert.Contains(t, out.String(), m.SimURL)
+	res, err := http.PostForm(m.SimURL+"/oauth2/token", map[string][]string{
+		"grant_type": {"client_credentials"}, "client_id": {qubssim.DefaultClientID}, "client_secret": {qubssim.DefaultClientSecret},
+	})
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+}
+
+func TestServeAgainstSimulator(t *testing.T) {
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 50})
+	require.NoError(t, err)
+	t.Cleanup(func() { sim.Close() })
+	m, _, logs := start(t, map[string]string{
+		"QUBS_API_URL":       sim.URL,
+		"QUBS_TOKEN_URL":     sim.TokenURL(),
+		"QUBS_CLIENT_ID":     qubssim.DefaultClientID,
+		"QUBS_CLIENT_SECRET": qubssim.DefaultClientSecret,
+		"BRIDGE_LISTEN":      "127.0.0.1:0",
+	}, "serve")
+	status, body := fetch(t, m.BridgeURL+"/fhir/acme/ServiceRequest?_count=5")
+	require.Equal(t, http.StatusOK, status, "%s", body)
+	fhirtest.RequireValidR4(t, body)
+	assert.NotContains(t, logs.String(), qubssim.DefaultClientSecret, "the effective configuration is logged with secrets redacted")
+	assert.Contains(t, logs.String(), "[redacted]")
+}
+
+func TestStartupRefusals(t *testing.T) {
+	base := map[string]string{"QUBS_CLIENT_ID": "id", "QUBS_CLIENT_SECRET": "s", "BRIDGE_LISTEN": "127.0.0.1:0"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"auth none off loopback", with("BRIDGE_LISTEN", "0.0.0.0:0"), []string{"serve"}, "loopback"},
+		{"unknown auth", with("BRIDGE_AUTH", "magic"), []string{"serve"}, "BRIDGE_AUTH"},
+		{"missing credentials", with("QUBS_CLIENT_SECRET", ""), []string{"serve"}, "QUBS_CLIENT_ID"},
+		{"bad store", with("BRIDGE_STORE", "mysql://x"), []string{"serve"}, "BRIDGE_STORE"},
+		{"bad zone", with("BRIDGE_DEFAULT_TIMEZONE", "Mars/Olympus"), []string{"serve"}, "zone"},
+		{"bad public url", with("BRIDGE_PUBLIC_URL", "example.org"), []string{"serve"}, "BRIDGE_PUBLIC_URL"},
+		{"flag wins over env", with("BRIDGE_LISTEN", "127.0.0.1:0"), []string{"serve", "--listen", "0.0.0.0:0"}, "loopback"},
+		{"secret file missing", with("QUBS_CLIENT_SECRET", "", "QUBS_CLIENT_SECRET_FILE", "/nonexistent/secret"), []string{"serve"}, "QUBS_CLIENT_SECRET_FILE"},
+		{"demo off loopback", nil, []string{"demo", "--listen", "0.0.0.0:0"}, "loopback"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			m := &Main{Stdout: &out, Stderr: &errOut, Getenv: envFrom(tc.env), Ready: make(chan struct{})}
+			err := m.Run(context.Background(), tc.args)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestHelpListsEveryEnvironmentVariable(t *testing.T) {
+	var errOut bytes.Buffer
+	m := &Main{Stdout: io.Discard, Stderr: &errOut, Getenv: envFrom(nil), Ready: make(chan struct{})}
+	require.NoError(t, m.Run(context.Background(), []string{"help"}))
+	for _, env := range []string{"QUBS_API_URL", "QUBS_TOKEN_URL", "QUBS_CLIENT_ID", "QUBS_CLIENT_SECRET", "QUBS_CLIENT_SECRET_FILE",
+		"BRIDGE_LISTEN", "BRIDGE_PUBLIC_URL", "BRIDGE_STORE", "BRIDGE_AUTH", "BRIDGE_DEFAULT_TIMEZONE", "BRIDGE_SITE_TIMEZONES"} {
+		assert.Contains(t, errOut.String(), env)
+	}
+	assert.True(t, strings.Contains(errOut.String(), "--public-url"))
+}

@@ -1,0 +1,37 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// healthz answers while the process is up; it checks nothing else so an
+// orchestrator does not restart the bridge because QUBS is down.
+func (s *Server) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// readyz answers 200 only when a QUBS token can be obtained (and, once the
+// bridge keeps a store, when the store answers), so a load balancer sends
+// no traffic to a replica that cannot reach QUBS.
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
+	defer cancel()
+	checks := gin.H{}
+	status := http.StatusOK
+	if err := s.cfg.QUBS.Token(ctx); err != nil {
+		checks["qubs"] = "unavailable"
+		status = http.StatusServiceUnavailable
+		s.log.Warn("readiness: no QUBS token", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
+	} else {
+		checks["qubs"] = "ok"
+	}
+	state := "ok"
+	if status != http.StatusOK {
+		state = "unavailable"
+	}
+	c.JSON(status, gin.H{"status": state, "checks": checks})
+}

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+)
+
+// HeaderCorrelationID is the header that carries one id from the FHIR client
+// through the bridge to QUBS and back.
+const HeaderCorrelationID = "X-Correlation-Id"
+
+// Context keys set by middleware.
+const (
+	keyCorrelationID = "qfb.correlationID"
+	keyContentType   = "qfb.contentType"
+	keyDomain        = "qfb.domain"
+)
+
+// validCorrelationID keeps log lines and upstream headers clean: a client's
+// id is reused only when it is short printable ASCII without spaces.
+var validCorrelationID = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
+
+func newCorrelationID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// correlation takes X-Correlation-Id from the request (or makes one), puts
+// it on the response and in the request context, where the QUBS client
+// picks it up for every upstream call.
+func (s *Server) correlation() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		id := c.GetHeader(HeaderCorrelationID)
+		if !validCorrelationID.MatchString(id) {
+			id = newCorrelationID()
+		}
+		c.Set(keyCorrelationID, id)
+		c.Header(HeaderCorrelationID, id)
+		c.Request = c.Request.WithContext(qubs.WithCorrelationID(c.Request.Context(), id))
+		c.Next()
+	}
+}
+
+// recovery turns a panic into a 500 OperationOutcome that names nothing of
+// the bridge's internals; the stack goes to the log, which never holds PHI
+// because panics carry no request data by construction here.
+func (s *Server) recovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			rec := recover()
+			if rec == nil {
+				return
+			}
+			if rec == http.ErrAbortHandler {
+				panic(rec)
+			}
+			s.log.Error("panic", "correlation_id", c.GetString(keyCorrelationID),
+				"route", c.FullPath(), "panic_type", fmt.Sprintf("%T", rec), "stack", string(debug.Stack()))
+			if c.Writer.Written() {
+				c.Abort()
+				return
+			}
+			s.renderError(c, fhir.Errorf(http.StatusInternalServerError, "exception", "internal error"))
+			c.Abort()
+		}()
+		c.Next()
+	}
+}
+
+// accessLog writes one line per request by allow-list: the route template
+// (never the concrete path or query, which hold patient and study ids), the
+// status, the duration and the correlation id.
+func (s *Server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		level := slog.LevelInfo
+		if c.Writer.Status() >= 500 {
+			level = slog.LevelWarn
+		}
+		s.log.LogAttrs(c.Request.Context(), level, "request",
+			slog.String("method", c.Request.Method),
+			slog.String("route", route),
+			slog.String("domain", c.Param("domain")),
+			slog.Int("status", c.Writer.Status()),
+			slog.Int("bytes", c.Writer.Size()),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("correlation_id", c.GetString(keyCorrelationID)),
+		)
+	}
+}
+
+// limits caps the body and bounds the request's time, QUBS calls included.
+func (s *Server) limits() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength > s.cfg.MaxBodyBytes {
+			s.renderError(c, fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly",
+				"request body of %d bytes exceeds the limit of %d bytes", c.Request.ContentLength, s.cfg.MaxBodyBytes))
+			c.Abort()
+			return
+		}
+		if c.Request.Body != nil {
+			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		}
+		c.Next()
+	}
+}
+
+// negotiate picks the response format before any work is done, so a client
+// asking for XML learns it at once (406) rather than after QUBS calls.
+func (s *Server) negotiate() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ct, err := fhir.Negotiate(c.GetHeader("Accept"), c.Query("_format"))
+		if err != nil {
+			s.renderError(c, fhir.Errorf(http.StatusNotAcceptable, "not-supported",
+				"only JSON is supported (application/fhir+json or application/json); XML is not"))
+			c.Abort()
+			return
+		}
+		c.Set(keyContentType, ct)
+		c.Next()
+	}
+}
+
+// validDomain is what the bridge accepts as a QUBS domain in its URLs. QUBS
+// documents no syntax; this keeps path injection out of upstream URLs.
+var validDomain = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func (s *Server) domain() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		d := c.Param("domain")
+		if !validDomain.MatchString(d) {
+			s.renderError(c, fhir.Errorf(http.StatusNotFound, "not-found", "no FHIR base for this domain"))
+			c.Abort()
+			return
+		}
+		c.Set(keyDomain, d)
+		ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
+		defer cancel()
+		c.Request = c.Request.WithContext(ctx)
+		c.Next()
+	}
+}
