@@ -1,6 +1,11 @@
 // Package mapping turns QUBS pending-reporting appointments into FHIR R4
 // resources: a ServiceRequest for the worklist entry and the Patient,
-// Practitioners and Organization it references.
+// Practitioners and Organization it references; appointment attachments
+// into DocumentReferences, comments into Communications and alerts into
+// Flags. The other way, it reads what clients send (DiagnosticReport,
+// DocumentReference, Communication) into QUBS report submissions, report
+// artifacts and comments, collecting every Issue rather than stopping at
+// the first.
 //
 // Everything here is a pure function of its arguments: no I/O, no context,
 // no clock. The field-by-field table, with every system and extension the
@@ -15,7 +20,9 @@
 //     item) is kept verbatim in one of this package's extensions, so the
 //     appointment can be read back from the resources.
 //   - Mapping degrades rather than fails. FromAppointment returns an error
-//     only for an appointment id that no FHIR id can carry.
+//     only for an appointment id that no FHIR id can carry, and the
+//     attachment and comment mappings only for ids that no FHIR id can
+//     carry.
 //
 // Ids are per FHIR base, and there is one base per QUBS domain, so no id
 // includes the domain.

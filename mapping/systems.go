@@ -73,10 +73,13 @@ const (
 	// ExtUserRole (Practitioner, valueString) is a QUBS user's role, e.g.
 	// "Radiologist". It is a QUBS account role, not a qualification.
 	ExtUserRole = Base + "StructureDefinition/qubs-user-role"
-	// ExtOriginal (ServiceRequest, complex, repeating) keeps a QUBS string that
-	// FHIR cannot carry as it is: one holding control characters (FHIR strings
-	// allow only tab, CR and LF below U+0020) or invalid UTF-8. The FHIR
-	// output carries the string with each such character replaced by U+FFFD;
+	// ExtOriginal (ServiceRequest, DocumentReference, Communication, Flag;
+	// complex, repeating) keeps a QUBS string that FHIR cannot carry as it
+	// is: one holding control characters (FHIR strings allow only tab, CR
+	// and LF below U+0020) or invalid UTF-8; and, outside ServiceRequest, a
+	// date-time in year 0000, which FHIR cannot write (left out of the
+	// resource). The FHIR output carries the string with each such
+	// character replaced by U+FFFD;
 	// this extension has the QUBS field name in sub-extension "field"
 	// (valueString, e.g. "clinicalInfo", "radiologistUser.firstName",
 	// "serviceItems[2]") and the exact bytes in "value" (valueBase64Binary).
@@ -98,3 +101,62 @@ const (
 // SNOMEDImagingProcedure is the ServiceRequest.category code, as AU
 // eRequesting and IHE use it.
 const SNOMEDImagingProcedure = "363679005"
+
+// Systems and extensions of the report, document and comment mappings
+// (report.go, documents.go, comments.go); MAPPING.md has the tables.
+const (
+	// SystemReportGUID is the system of the QUBS reportGuid on
+	// DiagnosticReport.identifier (type FILL), present once QUBS accepted
+	// the report.
+	SystemReportGUID = Base + "NamingSystem/report-guid"
+	// SystemAttachmentGUID is the system of a QUBS attachment guid on
+	// DocumentReference.identifier.
+	SystemAttachmentGUID = Base + "NamingSystem/attachment-guid"
+	// SystemCommentGUID is the system of a QUBS comment guid on
+	// Communication.identifier and Flag.identifier.
+	SystemCommentGUID = Base + "NamingSystem/comment-guid"
+	// SystemCommentType is the bridge's code system for the QUBS comment
+	// types AC, AA, PC and PA (Communication.category, Flag.category).
+	SystemCommentType = Base + "CodeSystem/comment-type"
+
+	// ExtDeliveryState (DiagnosticReport, valueCode pending|delivered|failed)
+	// is how far the bridge got delivering the report to QUBS. The bridge
+	// sets it on every read; a client's own value is dropped.
+	ExtDeliveryState = Base + "StructureDefinition/delivery-state"
+	// ExtDeliveredAt (DiagnosticReport, valueInstant) is when QUBS accepted
+	// the report.
+	ExtDeliveredAt = Base + "StructureDefinition/delivered-at"
+	// ExtUser (on a Reference to a QUBS user: DocumentReference.author,
+	// Communication.sender, Flag.author; complex) is the QUBS
+	// UserSummaryResponse exactly: sub-extensions "username", "firstName",
+	// "initials", "lastName", "role" (valueString), those present.
+	// Reference.display and .identifier are conveniences derived from it.
+	ExtUser = Base + "StructureDefinition/qubs-user"
+	// ExtIsAlert (Communication, valueBoolean) is the comment's isAlert,
+	// always present: the category code says the same for consistent QUBS
+	// data, this keeps it when QUBS sends a type and a flag that disagree.
+	ExtIsAlert = Base + "StructureDefinition/qubs-is-alert"
+	// ExtPatientLevel (Communication, valueBoolean true) marks a comment
+	// whose appointmentId was empty: a patient-level comment, listed
+	// through the appointment in basedOn.
+	ExtPatientLevel = Base + "StructureDefinition/patient-level-comment"
+	// ExtCommentAppointmentID (Communication, valueString) keeps a
+	// comment's appointmentId when it is neither empty nor the appointment
+	// it was listed through.
+	ExtCommentAppointmentID = Base + "StructureDefinition/qubs-appointment-id"
+	// ExtFlagServiceRequest (Flag, valueReference to ServiceRequest) is the
+	// appointment the alert was listed through. R4 Flag has no basedOn and
+	// the bridge serves no Encounter.
+	ExtFlagServiceRequest = Base + "StructureDefinition/flag-service-request"
+)
+
+// External systems of the report, document and comment mappings.
+const (
+	SystemLOINC = "http://loinc.org"
+	// SystemMedicareProvider is the AU Base Medicare provider number
+	// system, read from the interpreting clinician.
+	SystemMedicareProvider = "http://ns.electronichealth.net.au/id/medicare-provider-number"
+	// ExtFlagDetail is the core extension pointing from a Flag to the
+	// record behind it: the Communication of the same comment.
+	ExtFlagDetail = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+)
