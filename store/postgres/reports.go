@@ -1,0 +1,310 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+)
+
+// versionCols selects a report version joined with its report row (alias r),
+// whose lease belongs to the version only when leased_version matches.
+const versionCols = `v.domain, v.report_id, v.version, v.appointment_id, v.patient_ref, v.status,
+	v.resource, v.submission, v.purged, v.created_at,
+	v.state, v.attempts, v.last_error, v.report_guid, v.delivered_at, v.next_attempt_at,
+	CASE WHEN r.leased_version = v.version THEN r.lease_owner END,
+	CASE WHEN r.leased_version = v.version THEN r.lease_until END`
+
+// scanVersion reads versionCols (plus extra destinations after them).
+func scanVersion(row pgx.Row, extra ...any) (*store.Report, error) {
+	var (
+		r          store.Report
+		leaseOwner *string
+	)
+	dest := append([]any{&r.Domain, &r.ID, &r.Version, &r.AppointmentID, &r.PatientRef, &r.Status,
+		&r.Resource, &r.Submission, &r.Purged, &r.CreatedAt,
+		&r.Delivery.State, &r.Delivery.Attempts, &r.Delivery.LastError, &r.Delivery.ReportGUID,
+		&r.Delivery.DeliveredAt, &r.Delivery.NextAttemptAt,
+		&leaseOwner, &r.Delivery.LeaseUntil}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	r.CreatedAt = utc(r.CreatedAt)
+	r.Delivery.NextAttemptAt = utc(r.Delivery.NextAttemptAt)
+	r.Delivery.DeliveredAt = utcPtr(r.Delivery.DeliveredAt)
+	r.Delivery.LeaseUntil = utcPtr(r.Delivery.LeaseUntil)
+	if leaseOwner != nil {
+		r.Delivery.LeasedBy = *leaseOwner
+	}
+	return &r, nil
+}
+
+// CreateReport stores version 1 of a new report and queues its delivery in
+// one transaction. See store.Reports.
+func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
+	if r != nil {
+		defer store.Wrap(&err, "postgres.CreateReport(%q, %q)", r.Domain, r.ID)
+	}
+	if err := sqlutil.PrepareReport(r); err != nil {
+		return err
+	}
+	r.Version = 1
+	return s.write(ctx, func(tx pgx.Tx) error {
+		// ON CONFLICT waits for a concurrent insert of the same id to end,
+		// then does nothing if it committed: exactly one create wins.
+		tag, err := tx.Exec(ctx, `INSERT INTO reports
+			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at, queue_due_at)
+			VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7)
+			ON CONFLICT (domain, id) DO NOTHING`,
+			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, r.CreatedAt, r.Delivery.NextAttemptAt)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return store.E(store.KindConflict, "report exists")
+		}
+		return insertVersion(ctx, tx, r)
+	})
+}
+
+// UpdateReport stores the next version of a report and queues its
+// delivery in one transaction. See store.Reports.
+func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) (err error) {
+	if r != nil {
+		defer store.Wrap(&err, "postgres.UpdateReport(%q, %q)", r.Domain, r.ID)
+	}
+	if err := sqlutil.PrepareReport(r); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		// The row lock serialises concurrent updates (each gets its own
+		// version number) and claims of this report.
+		var latest int
+		err := tx.QueryRow(ctx, `SELECT latest_version FROM reports WHERE domain = $1 AND id = $2 FOR UPDATE`,
+			r.Domain, r.ID).Scan(&latest)
+		if err != nil {
+			return notFound(err, "report")
+		}
+		if ifMatch > 0 && ifMatch != latest {
+			return store.E(store.KindPrecondition, "version is %d, not %d", latest, ifMatch)
+		}
+		r.Version = latest + 1
+		// The new version is the newest pending one, so its due time is the
+		// queue's; older pending versions are superseded at the next claim.
+		if _, err := tx.Exec(ctx, `UPDATE reports
+			SET latest_version = $1, appointment_id = $2, patient_ref = $3, status = $4, updated_at = $5, queue_due_at = $6
+			WHERE domain = $7 AND id = $8`,
+			r.Version, r.AppointmentID, r.PatientRef, r.Status, r.CreatedAt, r.Delivery.NextAttemptAt,
+			r.Domain, r.ID); err != nil {
+			return err
+		}
+		return insertVersion(ctx, tx, r)
+	})
+}
+
+// insertVersion writes r's version row and artifacts.
+func insertVersion(ctx context.Context, tx pgx.Tx, r *store.Report) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO report_versions
+		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		r.Domain, r.ID, r.Version, r.AppointmentID, r.PatientRef, r.Status, r.Resource, r.Submission,
+		r.CreatedAt, r.Delivery.State, r.Delivery.NextAttemptAt); err != nil {
+		return err
+	}
+	if len(r.Artifacts) == 0 {
+		return nil
+	}
+	var b pgx.Batch
+	for _, a := range r.Artifacts {
+		b.Queue(`INSERT INTO report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, data)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.Data)
+	}
+	return tx.SendBatch(ctx, &b).Close()
+}
+
+// Report returns the latest version of a report. See store.Reports.
+func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report, err error) {
+	defer store.Wrap(&err, "postgres.Report(%q, %q)", domain, id)
+	var r *store.Report
+	err = s.read(ctx, func(q querier) error {
+		var latest int
+		if err := q.QueryRow(ctx, `SELECT latest_version FROM reports WHERE domain = $1 AND id = $2`,
+			domain, id).Scan(&latest); err != nil {
+			return notFound(err, "report")
+		}
+		r, err = loadVersion(ctx, q, domain, id, latest, false)
+		return err
+	})
+	return r, err
+}
+
+// ReportVersion returns one version of a report. See store.Reports.
+func (s *Store) ReportVersion(ctx context.Context, domain, id string, version int) (_ *store.Report, err error) {
+	defer store.Wrap(&err, "postgres.ReportVersion(%q, %q, %d)", domain, id, version)
+	var r *store.Report
+	err = s.read(ctx, func(q querier) error {
+		r, err = loadVersion(ctx, q, domain, id, version, false)
+		return err
+	})
+	return r, err
+}
+
+// loadVersion reads one version and its artifacts, their Data only when
+// withData.
+func loadVersion(ctx context.Context, q querier, domain, id string, version int, withData bool) (*store.Report, error) {
+	r, err := scanVersion(q.QueryRow(ctx, `SELECT `+versionCols+`
+		FROM report_versions v JOIN reports r ON r.domain = v.domain AND r.id = v.report_id
+		WHERE v.domain = $1 AND v.report_id = $2 AND v.version = $3`, domain, id, version))
+	if err != nil {
+		return nil, notFound(err, "report version")
+	}
+	data := "NULL::bytea"
+	if withData {
+		data = "data"
+	}
+	rows, err := q.Query(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, qubs_guid, uploaded_at, `+data+`
+		FROM report_artifacts WHERE domain = $1 AND report_id = $2 AND version = $3 ORDER BY idx`, domain, id, version)
+	if err != nil {
+		return nil, err
+	}
+	err = scanArtifacts(rows, func(_ string, _ int, a store.Artifact) { r.Artifacts = append(r.Artifacts, a) })
+	return r, err
+}
+
+// scanArtifacts reads rows of (report_id, version, idx, file_name,
+// content_type, size, sha256, qubs_guid, uploaded_at, data) and closes them.
+func scanArtifacts(rows pgx.Rows, add func(reportID string, version int, a store.Artifact)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			a        store.Artifact
+			reportID string
+			version  int
+		)
+		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
+			&a.QUBSGUID, &a.UploadedAt, &a.Data); err != nil {
+			return err
+		}
+		a.UploadedAt = utcPtr(a.UploadedAt)
+		add(reportID, version, a)
+	}
+	return rows.Err()
+}
+
+// ReportArtifact returns one artifact with its bytes. See store.Reports.
+func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
+	defer store.Wrap(&err, "postgres.ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
+	rows, err := s.pool.Query(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, qubs_guid, uploaded_at, data
+		FROM report_artifacts WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4`, domain, id, version, index)
+	if err != nil {
+		return nil, err
+	}
+	var found *store.Artifact
+	if err := scanArtifacts(rows, func(_ string, _ int, a store.Artifact) { found = &a }); err != nil {
+		return nil, err
+	}
+	if found == nil {
+		return nil, store.E(store.KindNotFound, "no such artifact")
+	}
+	return found, nil
+}
+
+// SearchReports pages through the latest versions of a domain's reports.
+// See store.Reports.
+func (s *Store) SearchReports(ctx context.Context, domain string, f store.ReportFilter) (reports []*store.Report, next string, err error) {
+	defer store.Wrap(&err, "postgres.SearchReports(%q)", domain)
+	err = s.read(ctx, func(q querier) error {
+		reports, next, err = search(ctx, q, domain, f)
+		return err
+	})
+	return reports, next, err
+}
+
+func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
+	where := []string{"r.domain = $1"}
+	args := []any{domain}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	// = ANY($n) takes the whole list as one text[] parameter.
+	in := func(col string, vals []string) {
+		if len(vals) > 0 {
+			where = append(where, col+" = ANY("+arg(vals)+")")
+		}
+	}
+	in("r.appointment_id", f.AppointmentIDs)
+	in("r.patient_ref", f.PatientRefs)
+	in("r.status", f.Statuses)
+	if f.After != "" {
+		created, id, err := sqlutil.DecodeCursor(f.After)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(r.created_at, r.id) > ("+arg(created)+", "+arg(id)+")")
+	}
+	limit := sqlutil.Limit(f.Limit)
+	// One more than the page tells whether there is a next page.
+	rows, err := q.Query(ctx, `SELECT `+versionCols+`, r.created_at
+		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
+		WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY r.created_at, r.id LIMIT `+arg(limit+1), args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var (
+		reports []*store.Report
+		firsts  []time.Time
+	)
+	for rows.Next() {
+		var first time.Time
+		r, err := scanVersion(rows, &first)
+		if err != nil {
+			return nil, "", err
+		}
+		reports = append(reports, r)
+		firsts = append(firsts, first)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	rows.Close()
+	if len(reports) > limit {
+		reports = reports[:limit]
+		next = sqlutil.EncodeCursor(firsts[limit-1], reports[limit-1].ID)
+	}
+	if len(reports) == 0 {
+		return nil, "", nil
+	}
+	// The page's artifacts in one query rather than one per report.
+	byID := make(map[string]*store.Report, len(reports))
+	ids := make([]string, 0, len(reports))
+	for _, r := range reports {
+		byID[r.ID] = r
+		ids = append(ids, r.ID)
+	}
+	arows, err := q.Query(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.qubs_guid, a.uploaded_at, NULL::bytea
+		FROM report_artifacts a JOIN reports r ON r.domain = a.domain AND r.id = a.report_id AND r.latest_version = a.version
+		WHERE a.domain = $1 AND a.report_id = ANY($2)
+		ORDER BY a.report_id, a.idx`, domain, ids)
+	if err != nil {
+		return nil, "", err
+	}
+	err = scanArtifacts(arows, func(id string, version int, a store.Artifact) {
+		if r := byID[id]; r != nil && r.Version == version {
+			r.Artifacts = append(r.Artifacts, a)
+		}
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return reports, next, nil
+}

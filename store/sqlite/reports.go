@@ -1,0 +1,313 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+)
+
+// versionCols selects a report version joined with its report row (alias r),
+// whose lease belongs to the version only when leased_version matches.
+const versionCols = `v.domain, v.report_id, v.version, v.appointment_id, v.patient_ref, v.status,
+	v.resource, v.submission, v.purged, v.created_at,
+	v.state, v.attempts, v.last_error, v.report_guid, v.delivered_at, v.next_attempt_at,
+	CASE WHEN r.leased_version = v.version THEN r.lease_owner END,
+	CASE WHEN r.leased_version = v.version THEN r.lease_until END`
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanVersion reads versionCols (plus extra destinations after them).
+func scanVersion(sc scanner, extra ...any) (*store.Report, error) {
+	var (
+		r                     store.Report
+		created, next         int64
+		delivered, leaseUntil sql.NullInt64
+		leaseOwner            sql.NullString
+		resource, submission  []byte
+	)
+	dest := append([]any{&r.Domain, &r.ID, &r.Version, &r.AppointmentID, &r.PatientRef, &r.Status,
+		&resource, &submission, &r.Purged, &created,
+		&r.Delivery.State, &r.Delivery.Attempts, &r.Delivery.LastError, &r.Delivery.ReportGUID, &delivered, &next,
+		&leaseOwner, &leaseUntil}, extra...)
+	if err := sc.Scan(dest...); err != nil {
+		return nil, err
+	}
+	r.Resource, r.Submission = resource, submission
+	r.CreatedAt = fromUS(created)
+	r.Delivery.NextAttemptAt = fromUS(next)
+	r.Delivery.DeliveredAt = fromNullUS(delivered)
+	r.Delivery.LeasedBy = leaseOwner.String
+	r.Delivery.LeaseUntil = fromNullUS(leaseUntil)
+	return &r, nil
+}
+
+// CreateReport stores version 1 of a new report and queues its delivery in
+// one transaction. See store.Reports.
+func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
+	if r != nil {
+		defer store.Wrap(&err, "sqlite.CreateReport(%q, %q)", r.Domain, r.ID)
+	}
+	if err := sqlutil.PrepareReport(r); err != nil {
+		return err
+	}
+	r.Version = 1
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO reports
+			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at, queue_due_at)
+			VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (domain, id) DO NOTHING`,
+			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, us(r.CreatedAt), us(r.CreatedAt), us(r.Delivery.NextAttemptAt))
+		if err != nil {
+			return err
+		}
+		if ok, err := oneRow(res); err != nil {
+			return err
+		} else if !ok {
+			return store.E(store.KindConflict, "report exists")
+		}
+		return insertVersion(ctx, tx, r)
+	})
+}
+
+// UpdateReport stores the next version of a report and queues its
+// delivery in one transaction. See store.Reports.
+func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) (err error) {
+	if r != nil {
+		defer store.Wrap(&err, "sqlite.UpdateReport(%q, %q)", r.Domain, r.ID)
+	}
+	if err := sqlutil.PrepareReport(r); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var latest int
+		err := tx.QueryRowContext(ctx, `SELECT latest_version FROM reports WHERE domain = ? AND id = ?`,
+			r.Domain, r.ID).Scan(&latest)
+		if err != nil {
+			return notFound(err, "report")
+		}
+		if ifMatch > 0 && ifMatch != latest {
+			return store.E(store.KindPrecondition, "version is %d, not %d", latest, ifMatch)
+		}
+		r.Version = latest + 1
+		// The new version is the newest pending one, so its due time is the
+		// queue's; older pending versions are superseded at the next claim.
+		if _, err := tx.ExecContext(ctx, `UPDATE reports
+			SET latest_version = ?, appointment_id = ?, patient_ref = ?, status = ?, updated_at = ?, queue_due_at = ?
+			WHERE domain = ? AND id = ?`,
+			r.Version, r.AppointmentID, r.PatientRef, r.Status, us(r.CreatedAt), us(r.Delivery.NextAttemptAt),
+			r.Domain, r.ID); err != nil {
+			return err
+		}
+		return insertVersion(ctx, tx, r)
+	})
+}
+
+// insertVersion writes r's version row and artifacts.
+func insertVersion(ctx context.Context, tx *sql.Tx, r *store.Report) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO report_versions
+		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.Domain, r.ID, r.Version, r.AppointmentID, r.PatientRef, r.Status, r.Resource, r.Submission,
+		us(r.CreatedAt), r.Delivery.State, us(r.Delivery.NextAttemptAt)); err != nil {
+		return err
+	}
+	for _, a := range r.Artifacts {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Report returns the latest version of a report. See store.Reports.
+func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report, err error) {
+	defer store.Wrap(&err, "sqlite.Report(%q, %q)", domain, id)
+	var r *store.Report
+	err = s.read(ctx, func(q querier) error {
+		var latest int
+		if err := q.QueryRowContext(ctx, `SELECT latest_version FROM reports WHERE domain = ? AND id = ?`,
+			domain, id).Scan(&latest); err != nil {
+			return notFound(err, "report")
+		}
+		r, err = loadVersion(ctx, q, domain, id, latest, false)
+		return err
+	})
+	return r, err
+}
+
+// ReportVersion returns one version of a report. See store.Reports.
+func (s *Store) ReportVersion(ctx context.Context, domain, id string, version int) (_ *store.Report, err error) {
+	defer store.Wrap(&err, "sqlite.ReportVersion(%q, %q, %d)", domain, id, version)
+	var r *store.Report
+	err = s.read(ctx, func(q querier) error {
+		r, err = loadVersion(ctx, q, domain, id, version, false)
+		return err
+	})
+	return r, err
+}
+
+// loadVersion reads one version and its artifacts, their Data only when
+// withData.
+func loadVersion(ctx context.Context, q querier, domain, id string, version int, withData bool) (*store.Report, error) {
+	r, err := scanVersion(q.QueryRowContext(ctx, `SELECT `+versionCols+`
+		FROM report_versions v JOIN reports r ON r.domain = v.domain AND r.id = v.report_id
+		WHERE v.domain = ? AND v.report_id = ? AND v.version = ?`, domain, id, version))
+	if err != nil {
+		return nil, notFound(err, "report version")
+	}
+	data := "NULL"
+	if withData {
+		data = "data"
+	}
+	rows, err := q.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, qubs_guid, uploaded_at, `+data+`
+		FROM report_artifacts WHERE domain = ? AND report_id = ? AND version = ? ORDER BY idx`, domain, id, version)
+	if err != nil {
+		return nil, err
+	}
+	err = scanArtifacts(rows, func(_ string, _ int, a store.Artifact) { r.Artifacts = append(r.Artifacts, a) })
+	return r, err
+}
+
+// scanArtifacts reads rows of (report_id, version, idx, file_name,
+// content_type, size, sha256, qubs_guid, uploaded_at, data) and closes them.
+func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a store.Artifact)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			a        store.Artifact
+			reportID string
+			version  int
+			uploaded sql.NullInt64
+			data     []byte
+		)
+		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
+			&a.QUBSGUID, &uploaded, &data); err != nil {
+			return err
+		}
+		a.UploadedAt = fromNullUS(uploaded)
+		a.Data = data
+		add(reportID, version, a)
+	}
+	return rows.Err()
+}
+
+// ReportArtifact returns one artifact with its bytes. See store.Reports.
+func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
+	defer store.Wrap(&err, "sqlite.ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
+	rows, err := s.r.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, qubs_guid, uploaded_at, data
+		FROM report_artifacts WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`, domain, id, version, index)
+	if err != nil {
+		return nil, err
+	}
+	var found *store.Artifact
+	if err := scanArtifacts(rows, func(_ string, _ int, a store.Artifact) { found = &a }); err != nil {
+		return nil, err
+	}
+	if found == nil {
+		return nil, store.E(store.KindNotFound, "no such artifact")
+	}
+	return found, nil
+}
+
+// SearchReports pages through the latest versions of a domain's reports.
+// See store.Reports.
+func (s *Store) SearchReports(ctx context.Context, domain string, f store.ReportFilter) (reports []*store.Report, next string, err error) {
+	defer store.Wrap(&err, "sqlite.SearchReports(%q)", domain)
+	err = s.read(ctx, func(q querier) error {
+		reports, next, err = search(ctx, q, domain, f)
+		return err
+	})
+	return reports, next, err
+}
+
+func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
+	where := []string{"r.domain = ?"}
+	args := []any{domain}
+	in := func(col string, vals []string) {
+		if len(vals) == 0 {
+			return
+		}
+		where = append(where, col+" IN ("+placeholders(len(vals))+")")
+		for _, v := range vals {
+			args = append(args, v)
+		}
+	}
+	in("r.appointment_id", f.AppointmentIDs)
+	in("r.patient_ref", f.PatientRefs)
+	in("r.status", f.Statuses)
+	if f.After != "" {
+		created, id, err := sqlutil.DecodeCursor(f.After)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(r.created_at, r.id) > (?, ?)")
+		args = append(args, us(created), id)
+	}
+	limit := sqlutil.Limit(f.Limit)
+	// One more than the page tells whether there is a next page.
+	args = append(args, limit+1)
+	rows, err := q.QueryContext(ctx, `SELECT `+versionCols+`, r.created_at
+		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
+		WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY r.created_at, r.id LIMIT ?`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var (
+		reports []*store.Report
+		firsts  []int64
+	)
+	for rows.Next() {
+		var first int64
+		r, err := scanVersion(rows, &first)
+		if err != nil {
+			return nil, "", err
+		}
+		reports = append(reports, r)
+		firsts = append(firsts, first)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	rows.Close()
+	if len(reports) > limit {
+		reports = reports[:limit]
+		last := reports[limit-1]
+		next = sqlutil.EncodeCursor(fromUS(firsts[limit-1]), last.ID)
+	}
+	if len(reports) == 0 {
+		return nil, "", nil
+	}
+	// The page's artifacts in one query rather than one per report.
+	byID := make(map[string]*store.Report, len(reports))
+	args = []any{domain}
+	for _, r := range reports {
+		byID[r.ID] = r
+		args = append(args, r.ID)
+	}
+	arows, err := q.QueryContext(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.qubs_guid, a.uploaded_at, NULL
+		FROM report_artifacts a JOIN reports r ON r.domain = a.domain AND r.id = a.report_id AND r.latest_version = a.version
+		WHERE a.domain = ? AND a.report_id IN (`+placeholders(len(reports))+`)
+		ORDER BY a.report_id, a.idx`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	err = scanArtifacts(arows, func(id string, version int, a store.Artifact) {
+		// Only the artifacts of the version on the page (the join already
+		// ensures it inside the read transaction; this keeps it obvious).
+		if r := byID[id]; r != nil && r.Version == version {
+			r.Artifacts = append(r.Artifacts, a)
+		}
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return reports, next, nil
+}

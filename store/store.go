@@ -1,0 +1,372 @@
+// Package store defines what the bridge persists because QUBS cannot give it
+// back: the DiagnosticReport versions it accepted and their delivery state,
+// the durable queue that delivers them to QUBS exactly once, the binaries,
+// comments (Communication) and DocumentReferences it created, the
+// idempotency keys of its clients, and the retention purge of all that PHI.
+//
+// This package holds only the domain types, the interfaces and the error
+// kinds. The implementations live side by side, one per database, and know
+// nothing of each other: store/sqlite (embedded, the default) and
+// store/postgres (for several replicas). Both pass the one conformance suite
+// in store/storetest. docs/store.md describes the schema, the queue and the
+// retention rules.
+//
+// Every time the store returns is in UTC and truncated to the microsecond,
+// the precision both databases keep, so that what is read back equals what
+// was written.
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Store is everything the bridge persists. Implementations are safe for
+// concurrent use by many goroutines and, on PostgreSQL, by many replicas.
+type Store interface {
+	Reports
+	Binaries
+	Communications
+	DocumentReferences
+	Idempotency
+	Deliveries
+	Purger
+	// Ping reports whether the database answers (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases the database handles. It does not wait for callers
+	// still inside a method.
+	Close() error
+}
+
+// Report is one version of a DiagnosticReport the bridge accepted. Resource,
+// Submission and artifact Data are PHI; everything else is the skeleton kept
+// after retention purges them.
+type Report struct {
+	// Domain is the QUBS domain (the FHIR base), ID the bridge's own FHIR id
+	// (the caller makes it; the store never invents ids).
+	Domain, ID string
+	// Version is 1, 2, ... (FHIR meta.versionId). The store sets it.
+	Version int
+	// AppointmentID is the QUBS appointment the report is for.
+	AppointmentID string
+	// PatientRef is "Patient/123", for search by patient ("" if unknown).
+	PatientRef string
+	// Status is the FHIR DiagnosticReport.status as received (preliminary,
+	// final, amended...).
+	Status string
+	// Resource is the FHIR JSON as the bridge will serve it, minus the
+	// delivery fields it adds when serving. PHI.
+	Resource []byte
+	// Submission is the QUBS ReportSubmission JSON to send. PHI.
+	Submission []byte
+	// Artifacts are the report artifacts (PDF, DICOM SR) to upload to QUBS
+	// before the submission, in presentedForm order.
+	Artifacts []Artifact
+	// Delivery is the delivery state of this version.
+	Delivery Delivery
+	// CreatedAt is when this version was accepted (Last-Modified). The
+	// store sets it to the current time when it is zero.
+	CreatedAt time.Time
+	// Purged is true once retention removed Resource, Submission and the
+	// artifact bytes; the caller answers such a version with 410 Gone.
+	Purged bool
+}
+
+// Artifact is one report artifact of a report version.
+type Artifact struct {
+	// Index is the artifact's position, 0, 1, ... The store numbers the
+	// artifacts of a new version in slice order.
+	Index       int
+	FileName    string
+	ContentType string
+	// Size and SHA256 (lower-case hex) describe Data; the store computes
+	// them from Data when they are zero.
+	Size   int64
+	SHA256 string
+	// Data is the artifact's bytes (PHI). It is nil when purged, and when
+	// not loaded: only ClaimDelivery and ReportArtifact load it.
+	Data []byte
+	// QUBSGUID and UploadedAt are set by RecordUpload once the artifact's
+	// PUT to QUBS succeeded, so that a retried delivery skips it.
+	QUBSGUID   string
+	UploadedAt *time.Time
+}
+
+// Delivery states of a report version.
+const (
+	// DeliveryPending: queued, or being worked under a lease, or waiting
+	// for its next attempt.
+	DeliveryPending = "pending"
+	// DeliveryDelivered: QUBS accepted the submission (ReportGUID is set).
+	DeliveryDelivered = "delivered"
+	// DeliveryFailed: permanently failed (QUBS refused it as invalid, the
+	// appointment left PENDING REPORTING, or attempts ran out).
+	DeliveryFailed = "failed"
+	// DeliverySuperseded: never sent because a newer version of the same
+	// report was accepted before this one was delivered; QUBS keeps only
+	// the latest submission, so sending this one would be wasted at best
+	// and, arriving late, would overwrite the newer one at worst.
+	DeliverySuperseded = "superseded"
+)
+
+// Delivery is the delivery state of one report version.
+type Delivery struct {
+	// State is one of DeliveryPending, DeliveryDelivered, DeliveryFailed,
+	// DeliverySuperseded.
+	State string
+	// Attempts counts the claims of this version, the current one included.
+	Attempts int
+	// LastError is the last failure, as the worker wrote it. It must be
+	// PHI-free: the worker writes error kinds and statuses, never bodies.
+	LastError string
+	// ReportGUID is the reportGuid QUBS answered, once delivered.
+	ReportGUID  string
+	DeliveredAt *time.Time
+	// NextAttemptAt is when the version is due (again).
+	NextAttemptAt time.Time
+	// LeasedBy and LeaseUntil name the worker that last claimed the
+	// version and when its lease ends; empty and nil once Complete, Retry
+	// or Fail released it. LeaseUntil in the past is an expired lease
+	// nobody has taken over yet. A worker must stop working a job (and not
+	// call Complete, Retry or Fail for it) once LeaseUntil has passed:
+	// another worker may have taken it over.
+	LeasedBy   string
+	LeaseUntil *time.Time
+}
+
+// ReportFilter selects reports in SearchReports. Within one field the values
+// are alternatives (OR); the fields combine with AND; an empty field does not
+// filter. Filters apply to the latest version of each report.
+type ReportFilter struct {
+	AppointmentIDs []string
+	PatientRefs    []string
+	Statuses       []string
+	// Limit is the page size; 0 means DefaultSearchLimit, and it is clamped
+	// to MaxSearchLimit.
+	Limit int
+	// After is the opaque cursor SearchReports returned as next; "" starts
+	// at the beginning.
+	After string
+}
+
+// Page sizes of SearchReports.
+const (
+	DefaultSearchLimit = 100
+	MaxSearchLimit     = 1000
+)
+
+// Reports are the DiagnosticReport versions the bridge accepted.
+type Reports interface {
+	// CreateReport stores r as version 1 of a new report and enqueues its
+	// delivery in the same transaction, so an accepted report is never lost
+	// and never delivered without being stored. It sets r.Version to 1,
+	// r.CreatedAt (when zero), the artifacts' Index, Size and SHA256, and
+	// r.Delivery (pending, due at r.Delivery.NextAttemptAt or, when zero,
+	// at r.CreatedAt).
+	// Errors: ErrConflict if (r.Domain, r.ID) exists; ErrInvalid if Domain,
+	// ID, AppointmentID, Resource or Submission is empty.
+	CreateReport(ctx context.Context, r *Report) error
+	// UpdateReport stores r as the next version of an existing report and
+	// enqueues its delivery in the same transaction. With ifMatch > 0 the
+	// current version must equal ifMatch (FHIR If-Match: W/"n"). It sets
+	// r.Version and the fields CreateReport sets. Older versions still
+	// pending are superseded when the queue reaches them (see Deliveries).
+	// Errors: ErrNotFound if the report does not exist; ErrPrecondition if
+	// ifMatch > 0 and differs from the current version; ErrInvalid as for
+	// CreateReport.
+	UpdateReport(ctx context.Context, r *Report, ifMatch int) error
+	// Report returns the latest version of a report, without artifact Data.
+	// Errors: ErrNotFound.
+	Report(ctx context.Context, domain, id string) (*Report, error)
+	// ReportVersion returns one version of a report (FHIR vread), without
+	// artifact Data. Errors: ErrNotFound if the report or the version does
+	// not exist.
+	ReportVersion(ctx context.Context, domain, id string, version int) (*Report, error)
+	// ReportArtifact returns one artifact of a report version with its
+	// Data (nil when purged). Errors: ErrNotFound.
+	ReportArtifact(ctx context.Context, domain, id string, version, index int) (*Artifact, error)
+	// SearchReports returns the latest versions of the domain's reports that
+	// match f, without artifact Data, ordered by the time each report was
+	// first created, then id (keyset paging, stable while reports are
+	// added or updated). next is the cursor of the following page, "" on
+	// the last page. Errors: ErrInvalid for a malformed f.After.
+	SearchReports(ctx context.Context, domain string, f ReportFilter) (reports []*Report, next string, err error)
+}
+
+// Deliveries is the durable queue of report versions to deliver to QUBS.
+// Several workers, in one or several replicas, poll it with ClaimDelivery.
+//
+// A claimed job is leased: until the lease expires no other worker can claim
+// any version of the same report, so two workers never work the same job, or
+// two versions of one report, at once; when the lease expires (the worker
+// crashed or overran) another worker takes the job over, so a crash never
+// loses a job. A worker must therefore finish each job, QUBS calls
+// included, within its lease: run the job under
+// context.WithDeadline(ctx, *Delivery.LeaseUntil) minus a margin.
+//
+// Versions of one report are delivered in order and never overtake each
+// other, because QUBS keeps only the latest submission per appointment: a
+// late preliminary must never overwrite a final. When ClaimDelivery reaches a
+// report with several pending versions it claims the newest and marks the
+// older ones DeliverySuperseded (never sent). A version already leased is
+// never superseded: a newer version waits until the leased one is completed,
+// retried or failed, or its lease expires.
+//
+// Jobs are identified by (domain, report id, version). Complete, Retry and
+// Fail answer ErrConflict when the version is no longer pending (a worker
+// that overran its lease and lost the job to superseding).
+type Deliveries interface {
+	// ClaimDelivery leases the next due job to worker until now+lease and
+	// returns that report version with its artifacts' Data; its
+	// Delivery.Attempts already counts this claim. Due means pending,
+	// NextAttemptAt <= now, and no unexpired lease on the report. The job
+	// due longest is claimed first.
+	// Errors: ErrNotFound when no job is due; ErrInvalid for lease <= 0 or
+	// an empty worker.
+	ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (*Report, error)
+	// RecordUpload records that artifact index of a version was uploaded to
+	// QUBS as qubsGUID at at, so a retry after a crash or a failure does
+	// not upload it again. Recording the same artifact again overwrites.
+	// Errors: ErrNotFound if the version or artifact does not exist;
+	// ErrConflict if the version is no longer pending.
+	RecordUpload(ctx context.Context, domain, id string, version, index int, qubsGUID string, at time.Time) error
+	// CompleteDelivery marks a version delivered with the reportGuid QUBS
+	// answered and releases the report's lease; a newer pending version,
+	// if any, becomes due. Completing a delivered version again is a no-op.
+	// Errors: ErrNotFound; ErrConflict if the version was failed or
+	// superseded.
+	CompleteDelivery(ctx context.Context, domain, id string, version int, reportGUID string, at time.Time) error
+	// RetryDelivery records a transient failure (lastError must be
+	// PHI-free), makes the version due again at next and releases the
+	// lease. Errors: ErrNotFound; ErrConflict if the version is not
+	// pending.
+	RetryDelivery(ctx context.Context, domain, id string, version int, lastError string, next time.Time) error
+	// FailDelivery marks a version permanently failed (lastError must be
+	// PHI-free) and releases the lease; a newer pending version, if any,
+	// becomes due. Failing a failed version again is a no-op.
+	// Errors: ErrNotFound; ErrConflict if the version was delivered or
+	// superseded.
+	FailDelivery(ctx context.Context, domain, id string, version int, lastError string) error
+	// PendingDeliveries counts the pending versions, leased or not, for
+	// metrics and /readyz.
+	PendingDeliveries(ctx context.Context) (int, error)
+}
+
+// Binary is a Binary resource sent to the bridge (POST Binary), referenced by
+// a DiagnosticReport's presentedForm.url. Data is PHI.
+type Binary struct {
+	Domain, ID, ContentType string
+	Data                    []byte
+	// Size and SHA256 (lower-case hex) describe Data; the store computes
+	// them when they are zero.
+	Size      int64
+	SHA256    string
+	CreatedAt time.Time
+	// Purged is true once retention removed Data.
+	Purged bool
+}
+
+// Binaries are the Binary resources sent to the bridge.
+type Binaries interface {
+	// CreateBinary stores b, setting CreatedAt (when zero), Size and SHA256.
+	// Errors: ErrConflict if (Domain, ID) exists; ErrInvalid if Domain or
+	// ID is empty.
+	CreateBinary(ctx context.Context, b *Binary) error
+	// Binary returns a binary with its Data. Errors: ErrNotFound.
+	Binary(ctx context.Context, domain, id string) (*Binary, error)
+}
+
+// Communication is a comment the bridge created in QUBS. Resource (the FHIR
+// JSON, with the comment text) is PHI.
+type Communication struct {
+	Domain, ID, AppointmentID, CommentGUID string
+	Resource                               []byte
+	// IdempotencyKey is the key the bridge sent QUBS.
+	IdempotencyKey string
+	CreatedAt      time.Time
+	// Purged is true once retention removed Resource.
+	Purged bool
+}
+
+// Communications are the comments the bridge created in QUBS.
+type Communications interface {
+	// CreateCommunication stores c, setting CreatedAt when zero.
+	// Errors: ErrConflict if (Domain, ID) exists; ErrInvalid if Domain or
+	// ID is empty.
+	CreateCommunication(ctx context.Context, c *Communication) error
+	// Communication returns one communication. Errors: ErrNotFound.
+	Communication(ctx context.Context, domain, id string) (*Communication, error)
+	// CommunicationsByAppointment returns the appointment's communications,
+	// oldest first (none is not an error).
+	CommunicationsByAppointment(ctx context.Context, domain, appointmentID string) ([]*Communication, error)
+}
+
+// DocumentReference is a DocumentReference the bridge created (a report
+// artifact uploaded to QUBS). Resource may hold PHI (title, description,
+// subject) and is purged like the others.
+type DocumentReference struct {
+	Domain, ID, AppointmentID, AttachmentGUID string
+	Resource                                  []byte
+	CreatedAt                                 time.Time
+	// Purged is true once retention removed Resource.
+	Purged bool
+}
+
+// DocumentReferences are the DocumentReferences the bridge created.
+type DocumentReferences interface {
+	// CreateDocumentReference stores d, setting CreatedAt when zero.
+	// Errors: ErrConflict if (Domain, ID) exists; ErrInvalid if Domain or
+	// ID is empty.
+	CreateDocumentReference(ctx context.Context, d *DocumentReference) error
+	// DocumentReference returns one. Errors: ErrNotFound.
+	DocumentReference(ctx context.Context, domain, id string) (*DocumentReference, error)
+}
+
+// IdempotencyRecord maps a client's Idempotency-Key (or If-None-Exist, or a
+// hash of the resource) within a scope to the resource it created. It holds
+// no PHI: RequestHash is a digest of the request.
+type IdempotencyRecord struct {
+	Domain string
+	// Scope is the operation, e.g. "DiagnosticReport:create".
+	Scope string
+	Key   string
+	// RequestHash identifies the request payload, so a key reused with
+	// another payload can be refused.
+	RequestHash  string
+	ResourceType string
+	ResourceID   string
+	Version      int
+	CreatedAt    time.Time
+}
+
+// Idempotency records which resource each idempotent request created.
+type Idempotency interface {
+	// ClaimIdempotency inserts rec, setting rec.CreatedAt when zero, unless
+	// a record with the same (Domain, Scope, Key) exists; then it returns
+	// that record (and no error), so the caller replays it, or answers
+	// 409/422 when its RequestHash differs. It returns (nil, nil) when rec
+	// was inserted. Atomic across goroutines and replicas: of concurrent
+	// claims exactly one inserts.
+	//
+	// The claim is made before the resource is created, so a crash in
+	// between leaves a record naming a resource that does not exist: a
+	// caller that gets an existing record whose resource is not found
+	// creates it with the recorded ResourceID (the create's ErrConflict
+	// settles a race between two such callers).
+	// Errors: ErrInvalid if Domain, Scope or Key is empty.
+	ClaimIdempotency(ctx context.Context, rec *IdempotencyRecord) (existing *IdempotencyRecord, err error)
+}
+
+// Purger implements retention.
+type Purger interface {
+	// PurgeBefore removes the PHI created before cutoff: report Resource,
+	// Submission and artifact Data, binary Data, communication and
+	// DocumentReference Resource. It keeps the skeleton (ids, versions,
+	// appointment ids, delivery state, sizes and hashes) with Purged set,
+	// so ids still answer (410 Gone) and nothing is delivered again.
+	// Report versions whose delivery is still pending are kept until the
+	// delivery ends: purging them would lose a report QUBS has not got.
+	// It returns the number of rows purged (report versions, binaries,
+	// communications, DocumentReferences) and is idempotent.
+	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)
+}
