@@ -11,7 +11,7 @@ import (
 // capabilities lists exactly what the routes implement; routes() and this
 // list change together.
 func (s *Server) capabilities(base string) fhir.CapabilityConfig {
-	return fhir.CapabilityConfig{
+	cfg := fhir.CapabilityConfig{
 		Software: "qubs-fhir-bridge",
 		Version:  s.cfg.Version,
 		BaseURL:  base,
@@ -27,10 +27,38 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 				Documentation: "Studies pending reporting in QUBS. Search by POST [base]/ServiceRequest/_search is also accepted.",
 			},
 			{Type: "Patient", Interactions: []string{"read"}, Documentation: "Patients of appointments pending reporting."},
+			{
+				Type: "DocumentReference", Interactions: []string{"read", "search-type", "create"},
+				Search:        documentReferenceSearch.Params,
+				Documentation: "QUBS appointment attachments (referrals, worksheets, report artifacts). Create uploads one PDF or DICOM SR report artifact to QUBS.",
+			},
+			{Type: "Binary", Interactions: s.binaryInteractions(), Documentation: "Attachment bytes, streamed from QUBS; files sent for use as report artifacts."},
+			{
+				Type: "Communication", Interactions: []string{"read", "search-type", "create"},
+				Search:        communicationSearch.Params,
+				Documentation: "QUBS appointment and patient comments and alerts. Create posts a comment to QUBS.",
+			},
+			{Type: "Flag", Interactions: []string{"read", "search-type"}, Search: flagSearch.Params, Documentation: "QUBS alerts (appointment and patient level)."},
 			{Type: "Practitioner", Interactions: []string{"read"}, Documentation: "Referring doctors and assigned radiologists."},
 			{Type: "Organization", Interactions: []string{"read"}, Documentation: "Referring clinics."},
 		},
 	}
+	if s.cfg.Store != nil {
+		cfg.Resources = append(cfg.Resources, fhir.ResourceCapability{
+			Type: "DiagnosticReport", Interactions: []string{"read", "vread", "update", "search-type", "create"},
+			Search: diagnosticReportSearch.Params, Versioning: "versioned-update", ConditionalCreate: true,
+			Documentation: "Reports for QUBS. Accepted reports are stored and delivered to QUBS exactly once, " +
+				"with their PDF and DICOM SR presentedForms uploaded first; the delivery state is an extension of the resource.",
+		})
+	}
+	return cfg
+}
+
+func (s *Server) binaryInteractions() []string {
+	if s.cfg.Store != nil {
+		return []string{"read", "create"}
+	}
+	return []string{"read"}
 }
 
 func (s *Server) metadata(c *gin.Context) error {

@@ -65,6 +65,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	client, err := qubs.New(qc)
 	require.NoError(t, err)
 	sc.QUBS = client
+	if sc.Store != nil && sc.Kick == nil {
+		startWorker(t, sc.Store, client, &sc)
+	}
 	srv := httptest.NewServer(server.New(sc))
 	t.Cleanup(srv.Close)
 	return &env{sim: sim, srv: srv, base: srv.URL + "/fhir/" + sim.Domains()[0]}

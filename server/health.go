@@ -14,9 +14,9 @@ func (s *Server) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
-// readyz answers 200 only when a QUBS token can be obtained (and, once the
-// bridge keeps a store, when the store answers), so a load balancer sends
-// no traffic to a replica that cannot reach QUBS.
+// readyz answers 200 only when a QUBS token can be obtained and the store
+// answers, so a load balancer sends no traffic to a replica that cannot
+// reach either.
 func (s *Server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
 	defer cancel()
@@ -28,6 +28,15 @@ func (s *Server) readyz(c *gin.Context) {
 		s.log.Warn("readiness: no QUBS token", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
 	} else {
 		checks["qubs"] = "ok"
+	}
+	if s.cfg.Store != nil {
+		if err := s.cfg.Store.Ping(ctx); err != nil {
+			checks["store"] = "unavailable"
+			status = http.StatusServiceUnavailable
+			s.log.Warn("readiness: store unavailable", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
+		} else {
+			checks["store"] = "ok"
+		}
 	}
 	state := "ok"
 	if status != http.StatusOK {

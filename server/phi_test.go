@@ -27,6 +27,9 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
+// phiMarker is part of every report and comment text the tests send.
+const phiMarker = "PHIMARKER"
+
 // assertNoPHI fails the test when the bridge's logs hold any patient name,
 // date of birth or clinical text of the simulator's pending appointments,
 // or a QUBS secret or token. newEnv runs it after every end-to-end test, so
@@ -43,6 +46,8 @@ func assertNoPHI(t testing.TB, logs string, sim *qubssim.Server) {
 		}
 	}
 	check("client secret", qubssim.DefaultClientSecret)
+	// Every report and comment text the tests send carries this marker.
+	check("report or comment text", phiMarker)
 	for _, marker := range []string{"Bearer ", "eyJ", "access_token"} {
 		check("token", marker)
 	}

@@ -6,6 +6,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"iter"
 	"log/slog"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
 // QUBS is the part of the QUBS client the server uses; *qubs.Client
@@ -25,6 +28,14 @@ type QUBS interface {
 	ListPending(ctx context.Context, domain string, pageSize int, nextToken string) (*qubs.AppointmentPage, error)
 	GetPending(ctx context.Context, domain, appointmentID string) (*qubs.Appointment, error)
 	Pending(ctx context.Context, domain string, pageSize int) iter.Seq2[qubs.Appointment, error]
+	ListAttachments(ctx context.Context, domain, appointmentID string, opts qubs.AttachmentOptions) ([]qubs.Attachment, error)
+	GetAttachment(ctx context.Context, domain, appointmentID, attachmentGUID string, opts qubs.AttachmentOptions) (*qubs.Attachment, error)
+	ListComments(ctx context.Context, domain, appointmentID string) ([]qubs.Comment, error)
+	GetComment(ctx context.Context, domain, appointmentID, commentGUID string) (*qubs.Comment, error)
+	CreateComment(ctx context.Context, domain, appointmentID string, in qubs.NewComment, idempotencyKey string) (*qubs.Comment, error)
+	CreateUploadURLs(ctx context.Context, domain, appointmentID string, in qubs.UploadRequest, idempotencyKey string) (*qubs.UploadURLs, error)
+	Upload(ctx context.Context, u qubs.UploadURL, contentType string, size int64, body io.Reader) error
+	Download(ctx context.Context, presignedURL string) (*qubs.Download, error)
 }
 
 var _ QUBS = (*qubs.Client)(nil)
@@ -36,7 +47,13 @@ type Config struct {
 	// Location headers. Empty means derive it from the request.
 	PublicURL string
 	QUBS      QUBS
-	Zones     *mapping.Zones
+	// Store keeps the reports, binaries, comments and documents the
+	// bridge accepted. Nil serves the read-only worklist alone.
+	Store store.Store
+	// Kick, when set, wakes the delivery worker after a report version is
+	// stored, so that it goes to QUBS at once rather than at the next poll.
+	Kick  func()
+	Zones *mapping.Zones
 	// CursorKey seals paging cursors. Replicas behind one load balancer must
 	// share it, or a next link minted by one is refused by another.
 	CursorKey []byte
@@ -64,12 +81,13 @@ const (
 
 // Server holds the router and what the handlers share.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	engine  *gin.Engine
-	cursors *fhir.Cursors
-	cache   *resourceCache
-	started time.Time
+	cfg       Config
+	log       *slog.Logger
+	engine    *gin.Engine
+	cursors   *fhir.Cursors
+	cache     *resourceCache
+	validator *fhir.Validator
+	started   time.Time
 }
 
 // New builds the server and its routes.
@@ -96,6 +114,12 @@ func New(cfg Config) *Server {
 		cache:   newResourceCache(cfg.CacheTTL, 50_000),
 		started: time.Now().UTC(),
 	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		// Only a broken build of google/fhir gets here.
+		panic(fmt.Sprintf("server: building the FHIR validator: %v", err))
+	}
+	s.validator = v
 	s.engine = s.routes()
 	return s
 }
@@ -128,13 +152,34 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 
-	base := e.Group("/fhir/:domain", s.negotiate(), s.domain())
+	fhirBase := e.Group("/fhir/:domain", s.domain())
+	// Binary read answers in the attachment's own media type, so it is
+	// outside JSON negotiation; every other route negotiates first.
+	fhirBase.GET("/Binary/:id", s.handle(s.readBinary))
+	base := fhirBase.Group("", s.negotiate())
 	base.GET("/metadata", s.handle(s.metadata))
 	base.GET("/ServiceRequest", s.handle(s.searchServiceRequests))
 	base.POST("/ServiceRequest/_search", s.handle(s.searchServiceRequests))
 	base.GET("/ServiceRequest/:id", s.handle(s.readServiceRequest))
 	for _, typ := range derivedTypes {
 		base.GET("/"+typ+"/:id", s.handle(s.readDerived(typ)))
+	}
+
+	base.GET("/DocumentReference", s.handle(s.searchDocumentReferences))
+	base.GET("/DocumentReference/:id", s.handle(s.readDocumentReference))
+	base.GET("/Communication", s.handle(s.searchCommunications))
+	base.GET("/Communication/:id", s.handle(s.readCommunication))
+	base.POST("/Communication", s.handle(s.createCommunication))
+	base.GET("/Flag", s.handle(s.searchFlags))
+	base.GET("/Flag/:id", s.handle(s.readFlag))
+	base.POST("/DocumentReference", s.handle(s.createDocumentReference))
+	if s.cfg.Store != nil {
+		base.POST("/Binary", s.handle(s.createBinary))
+		base.POST("/DiagnosticReport", s.handle(s.createDiagnosticReport))
+		base.GET("/DiagnosticReport", s.handle(s.searchDiagnosticReports))
+		base.GET("/DiagnosticReport/:id", s.handle(s.readDiagnosticReport))
+		base.PUT("/DiagnosticReport/:id", s.handle(s.updateDiagnosticReport))
+		base.GET("/DiagnosticReport/:id/_history/:vid", s.handle(s.vreadDiagnosticReport))
 	}
 	return e
 }

@@ -86,7 +86,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	binding := searchBinding(domain, q)
+	binding := searchBinding(domain, "ServiceRequest", q)
 	var cur srCursor
 	if tok := first(q.Params[cursorParam]); tok != "" {
 		raw, err := s.cursors.Open(binding, tok)
@@ -140,7 +140,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	bundle.SetLink("self", selfURL(base, values))
 	if next != nil {
 		raw, _ := json.Marshal(next)
-		bundle.SetLink("next", nextURL(base, values, s.cursors.Seal(binding, raw)))
+		bundle.SetLink("next", pageURL(base+"/ServiceRequest", values, s.cursors.Seal(binding, raw)))
 	}
 	if len(q.Ignored) > 0 {
 		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "not-supported",
@@ -340,20 +340,11 @@ func parseSRFilter(q *fhir.Query) (*srFilter, error) {
 			f.identifier = append(f.identifier, fhir.ParseToken(t))
 		}
 	}
-	for _, name := range []string{"patient", "subject"} {
-		for _, v := range q.Params[name] {
-			for _, r := range fhir.SplitValues(v) {
-				typ, id, err := fhir.ParseReference(r, "Patient")
-				if err != nil {
-					return nil, err
-				}
-				if typ != "Patient" {
-					return nil, fhir.Errorf(http.StatusBadRequest, "value", "%s must reference a Patient", name)
-				}
-				f.patient = append(f.patient, id)
-			}
-		}
+	patients, err := referenceIDs(q, "Patient", "patient", "subject")
+	if err != nil {
+		return nil, err
 	}
+	f.patient = patients
 	for _, v := range q.Params["status"] {
 		for _, st := range fhir.SplitValues(v) {
 			t := fhir.ParseToken(st)
@@ -442,9 +433,9 @@ func first(vs []string) string {
 // searchBinding ties a cursor to the search that minted it: the domain and
 // every criterion except the cursor itself, so a cursor pasted into another
 // search (or another domain) is refused rather than misread.
-func searchBinding(domain string, q *fhir.Query) string {
+func searchBinding(domain, resource string, q *fhir.Query) string {
 	var b strings.Builder
-	b.WriteString(domain + "|ServiceRequest|" + fmt.Sprint(q.Count))
+	b.WriteString(domain + "|" + resource + "|" + fmt.Sprint(q.Count))
 	keys := make([]string, 0, len(q.Params))
 	for k := range q.Params {
 		if k != cursorParam {
@@ -466,15 +457,4 @@ func selfURL(base string, values url.Values) string {
 		u += "?" + enc
 	}
 	return u
-}
-
-func nextURL(base string, values url.Values, cursor string) string {
-	v := url.Values{}
-	for k, vs := range values {
-		if k != cursorParam {
-			v[k] = vs
-		}
-	}
-	v.Set(cursorParam, cursor)
-	return base + "/ServiceRequest?" + v.Encode()
 }

@@ -479,9 +479,10 @@ func TestLinksHonourPublicURLAndProxies(t *testing.T) {
 	}
 }
 
-func TestCapabilityStatement(t *testing.T) {
-	e := newEnv(t)
-	r := get(t, e.base+"/metadata")
+// interactions returns what a CapabilityStatement advertises, by type.
+func interactions(t *testing.T, base string) map[string][]string {
+	t.Helper()
+	r := get(t, base+"/metadata")
 	require.Equal(t, http.StatusOK, r.status)
 	cs := r.json(t)
 	assert.Equal(t, "CapabilityStatement", cs["resourceType"])
@@ -494,10 +495,50 @@ func TestCapabilityStatement(t *testing.T) {
 			got[rm["type"].(string)] = append(got[rm["type"].(string)], in.(map[string]any)["code"].(string))
 		}
 	}
+	return got
+}
+
+// TestCapabilityStatement checks that the CapabilityStatement advertises
+// exactly what the routes implement: every advertised interaction is
+// routed, and the list is what we mean to offer.
+func TestCapabilityStatement(t *testing.T) {
+	readOnly := newEnv(t)
 	assert.Equal(t, map[string][]string{
-		"ServiceRequest": {"read", "search-type"},
-		"Patient":        {"read"},
-		"Practitioner":   {"read"},
-		"Organization":   {"read"},
-	}, got)
+		"ServiceRequest":    {"read", "search-type"},
+		"Patient":           {"read"},
+		"Practitioner":      {"read"},
+		"Organization":      {"read"},
+		"DocumentReference": {"read", "search-type", "create"},
+		"Binary":            {"read"},
+		"Communication":     {"read", "search-type", "create"},
+		"Flag":              {"read", "search-type"},
+	}, interactions(t, readOnly.base), "without a store there are no reports")
+
+	e := newEnv(t, withStore(t))
+	got := interactions(t, e.base)
+	assert.Equal(t, []string{"read", "vread", "update", "search-type", "create"}, got["DiagnosticReport"])
+	assert.Equal(t, []string{"read", "create"}, got["Binary"])
+
+	for typ, ins := range got {
+		for _, in := range ins {
+			var r *response
+			switch in {
+			case "read":
+				r = get(t, e.base+"/"+typ+"/does-not-exist")
+			case "vread":
+				r = get(t, e.base+"/"+typ+"/does-not-exist/_history/1")
+			case "search-type":
+				r = get(t, e.base+"/"+typ)
+			case "create":
+				r = post(t, e.base+"/"+typ, []byte("{}"), nil)
+			case "update":
+				r = put(t, e.base+"/"+typ+"/does-not-exist", []byte("{}"), nil)
+			default:
+				t.Errorf("%s: unexpected interaction %s", typ, in)
+				continue
+			}
+			assert.NotEqual(t, http.StatusMethodNotAllowed, r.status, "%s %s", typ, in)
+			assert.NotContains(t, string(r.body), "no route", "%s %s is advertised but not routed", typ, in)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,10 +20,14 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/delivery"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,7 +58,7 @@ func NewMain() *Main {
 var commands = map[string][]string{
 	"serve": {"qubs-api-url", "qubs-token-url", "qubs-client-id", "qubs-client-secret", "qubs-client-secret-file",
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key", "log-level"},
-	"demo":     {"listen", "public-url", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "log-level"},
+	"demo":     {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "log-level"},
 	"qubs-sim": {"listen", "seed", "appointments", "log-level"},
 }
 
@@ -79,6 +84,11 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		// that BRIDGE_LISTEN of a bridge in the same shell is not taken.
 		opts.byFlag["listen"].env = "QUBS_SIM_LISTEN"
 		opts.byFlag["listen"].def = "127.0.0.1:8090"
+	}
+	if cmd == "demo" {
+		// Without BRIDGE_STORE the demo keeps its reports in a temporary
+		// SQLite file removed when it stops.
+		opts.byFlag["store"].def = ""
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
@@ -172,6 +182,11 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	st, err := openStore(ctx, opts.get("store"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", listen, err)
@@ -179,7 +194,44 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	m.BridgeURL = "http://" + ln.Addr().String()
 	close(m.Ready)
 	log.Info("serving FHIR", "addr", ln.Addr().String())
-	return serveHTTP(ctx, ln, server.New(cfg), log)
+	return serveWithDelivery(ctx, ln, cfg, st, client, log)
+}
+
+// serveWithDelivery runs the FHIR server and the delivery worker until ctx
+// is done: the server stops taking requests first, then the worker stops
+// between two deliveries, so nothing accepted is left half done (an
+// interrupted delivery is retried from the store on the next start).
+func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, log *slog.Logger) error {
+	host, _ := os.Hostname()
+	w := &delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid())}
+	w.Init()
+	cfg.Store, cfg.Kick = st, w.Kick
+	wctx, stopWorker := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(wctx) }()
+	err := serveHTTP(ctx, ln, server.New(cfg), log)
+	stopWorker()
+	<-done
+	return err
+}
+
+// openStore opens BRIDGE_STORE: sqlite:PATH or a postgres:// URL.
+func openStore(ctx context.Context, dsn string) (store.Store, error) {
+	if err := checkStore(dsn); err != nil {
+		return nil, err
+	}
+	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("opening the SQLite store: %w", err)
+		}
+		return st, nil
+	}
+	st, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening the PostgreSQL store %s: %w", redactURL(dsn), err)
+	}
+	return st, nil
 }
 
 func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error {
@@ -215,6 +267,21 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
+	dsn := opts.get("store")
+	if dsn == "" {
+		// The demo's reports live as long as the demo.
+		dir, err := os.MkdirTemp("", "qubs-fhir-bridge-demo-")
+		if err != nil {
+			return fmt.Errorf("demo store: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		dsn = "sqlite:" + filepath.Join(dir, "bridge.db")
+	}
+	st, err := openStore(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	ln, err := net.Listen("tcp", opts.get("listen"))
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", opts.get("listen"), err)
@@ -224,19 +291,29 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 	if cfg.PublicURL != "" {
 		base = strings.TrimRight(cfg.PublicURL, "/") + "/fhir/" + sim.Domains()[0]
 	}
+	example := "ServiceRequest-id"
+	if ids := sim.PendingIDs(sim.Domains()[0]); len(ids) > 0 {
+		if id, err := mapping.ServiceRequestID(ids[0]); err == nil {
+			example = id
+		}
+	}
 	fmt.Fprintf(m.Stdout, `qubs-fhir-bridge demo: FHIR R4 over a seeded QUBS simulator (synthetic patients only)
 
-  FHIR base:       %s
-  other domains:   %s
-  QUBS simulator:  %s   (inspection: %s/_sim/inspect)
+  FHIR base:       %[1]s
+  other domains:   %[2]s
+  QUBS simulator:  %[3]s   (what QUBS received: %[3]s/_sim/inspect)
 
-Try:
-  curl -s '%s/ServiceRequest?_count=5&_include=ServiceRequest:subject' -H 'Accept: application/fhir+json'
+The worklist:
+  curl -s '%[1]s/ServiceRequest?_count=5&_include=ServiceRequest:subject'
+
+Report on a study:
+  curl -s -X POST '%[1]s/DiagnosticReport' -H 'Content-Type: application/fhir+json' \
+    -d '{"resourceType":"DiagnosticReport","status":"preliminary","code":{"text":"Imaging report"},"basedOn":[{"reference":"ServiceRequest/%[4]s"}],"conclusion":"No acute abnormality."}'
 
 Ctrl-C stops it.
-`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, sim.URL, base)
+`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example)
 	close(m.Ready)
-	return serveHTTP(ctx, ln, server.New(cfg), log)
+	return serveWithDelivery(ctx, ln, cfg, st, client, log)
 }
 
 func (m *Main) sim(ctx context.Context, opts *options, log *slog.Logger) error {

@@ -132,6 +132,7 @@ func TestServeAgainstSimulator(t *testing.T) {
 		"QUBS_CLIENT_ID":     qubssim.DefaultClientID,
 		"QUBS_CLIENT_SECRET": qubssim.DefaultClientSecret,
 		"BRIDGE_LISTEN":      "127.0.0.1:0",
+		"BRIDGE_STORE":       "sqlite:" + t.TempDir() + "/bridge.db",
 	}, "serve")
 	status, body := fetch(t, m.BridgeURL+"/fhir/acme/ServiceRequest?_count=5")
 	require.Equal(t, http.StatusOK, status, "%s", body)

@@ -1,0 +1,468 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+)
+
+var documentReferenceSearch = fhir.SearchSpec{
+	Resource: "DocumentReference",
+	Params: []fhir.ParamSpec{
+		{Name: "related", Type: "reference", Documentation: "ServiceRequest/{id}: the study's referrals, worksheets and report artifacts."},
+		{Name: "patient", Type: "reference", Documentation: "Patient/{id}: documents of every pending study of the patient."},
+		{Name: "subject", Type: "reference", Documentation: "Patient/{id}."},
+	},
+}
+
+// pendingOf returns the appointment behind a ServiceRequest id, nil when
+// QUBS no longer has it pending (or never had it).
+func (s *Server) pendingOf(c *gin.Context, srID string) (*qubs.Appointment, error) {
+	appt, ok := appointmentID(srID)
+	if !ok {
+		return nil, nil
+	}
+	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), c.GetString(keyDomain), appt)
+	if qubs.KindOf(err) == qubs.KindNotFound {
+		return nil, nil
+	}
+	return a, err
+}
+
+// appointmentsOf walks the worklist for the patient's pending
+// appointments: QUBS cannot filter by patient.
+func (s *Server) appointmentsOf(c *gin.Context, patientID string) ([]qubs.Appointment, error) {
+	var out []qubs.Appointment
+	for a, err := range s.cfg.QUBS.Pending(c.Request.Context(), c.GetString(keyDomain), maxQUBSPageSize) {
+		if err != nil {
+			return nil, err
+		}
+		if mapping.PatientID(&a) == patientID {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// searchAppointments resolves the study criteria shared by DocumentReference,
+// Communication and Flag searches: a ServiceRequest reference (named by
+// srParam) and/or a patient. One of them is required: a search over every
+// appointment's records would cost a QUBS call per appointment.
+func (s *Server) searchAppointments(c *gin.Context, q *fhir.Query, resource, srParam string) ([]qubs.Appointment, error) {
+	srIDs, err := referenceIDs(q, "ServiceRequest", srParam)
+	if err != nil {
+		return nil, err
+	}
+	patients, err := referenceIDs(q, "Patient", "patient", "subject")
+	if err != nil {
+		return nil, err
+	}
+	if len(srIDs) == 0 && len(patients) == 0 {
+		by := "patient"
+		if srParam != "" {
+			by = srParam + " or patient"
+		}
+		return nil, fhir.Errorf(http.StatusBadRequest, "too-costly", "search %s by %s", resource, by)
+	}
+	var out []qubs.Appointment
+	seen := map[string]bool{}
+	add := func(a qubs.Appointment) {
+		if !seen[a.AppointmentID] {
+			seen[a.AppointmentID] = true
+			out = append(out, a)
+		}
+	}
+	for _, id := range srIDs {
+		a, err := s.pendingOf(c, id)
+		if err != nil {
+			return nil, err
+		}
+		if a != nil {
+			add(*a)
+		}
+	}
+	if len(srIDs) > 0 && len(patients) > 0 {
+		// Both given: the studies, of those patients only.
+		kept := out[:0]
+		for _, a := range out {
+			for _, p := range patients {
+				if mapping.PatientID(&a) == p {
+					kept = append(kept, a)
+					break
+				}
+			}
+		}
+		return kept, nil
+	}
+	for _, p := range patients {
+		as, err := s.appointmentsOf(c, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			add(a)
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) searchDocumentReferences(c *gin.Context) error {
+	q, err := fhir.ParseSearch(c.Request.URL.Query(), c.GetHeader("Prefer"), documentReferenceSearch, defaultCount, maxCount)
+	if err != nil {
+		return err
+	}
+	appts, err := s.searchAppointments(c, q, "DocumentReference", "related")
+	if err != nil {
+		return err
+	}
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	bundle := fhir.NewSearchset(nil)
+	bundle.SetLink("self", base+"/DocumentReference?"+c.Request.URL.RawQuery)
+	for _, a := range appts {
+		atts, err := s.cfg.QUBS.ListAttachments(c.Request.Context(), c.GetString(keyDomain), a.AppointmentID, qubs.AttachmentOptions{})
+		if qubs.KindOf(err) == qubs.KindNotFound {
+			continue // left the worklist since
+		}
+		if err != nil {
+			return err
+		}
+		for _, att := range atts {
+			doc, id, err := s.documentReference(c, &a, att)
+			if err != nil {
+				return err
+			}
+			bundle.AddMatch(base+"/DocumentReference/"+id, doc)
+		}
+	}
+	s.write(c, http.StatusOK, bundle)
+	return nil
+}
+
+func (s *Server) documentReference(c *gin.Context, a *qubs.Appointment, att qubs.Attachment) (json.RawMessage, string, error) {
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	binID, err := mapping.BinaryID(a.AppointmentID, att.GUID)
+	if err != nil {
+		return nil, "", fmt.Errorf("attachment id: %w", err)
+	}
+	doc, err := mapping.DocumentReferenceFromAttachment(a.AppointmentID, mapping.PatientID(a), att, base+"/Binary/"+binID)
+	if err != nil {
+		return nil, "", fmt.Errorf("mapping attachment: %w", err)
+	}
+	b, err := encode(doc)
+	if err != nil {
+		return nil, "", fmt.Errorf("encoding DocumentReference: %w", err)
+	}
+	return b, deref(doc.Id), nil
+}
+
+func (s *Server) readDocumentReference(c *gin.Context) error {
+	id := c.Param("id")
+	appt, guid, err := mapping.ParseDocumentReferenceID(id)
+	if err != nil {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "DocumentReference/%s is not known", id)
+	}
+	a, att, err := s.attachment(c, appt, guid)
+	if err != nil {
+		return err
+	}
+	if a == nil {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "DocumentReference/%s is not known, or its study is no longer pending reporting", id)
+	}
+	body, _, err := s.documentReference(c, a, *att)
+	if err != nil {
+		return err
+	}
+	s.writeRaw(c, http.StatusOK, body)
+	return nil
+}
+
+// attachment fetches an appointment and one of its attachments; nil when
+// either is unknown to QUBS.
+func (s *Server) attachment(c *gin.Context, apptID, guid string) (*qubs.Appointment, *qubs.Attachment, error) {
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	a, err := s.cfg.QUBS.GetPending(ctx, domain, apptID)
+	if qubs.KindOf(err) == qubs.KindNotFound {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	att, err := s.cfg.QUBS.GetAttachment(ctx, domain, apptID, guid, qubs.AttachmentOptions{})
+	if qubs.KindOf(err) == qubs.KindNotFound {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, att, nil
+}
+
+// readBinary serves an attachment's bytes, streamed from QUBS's presigned
+// URL without holding the file, in its own media type; or, when the client
+// asks for FHIR JSON, a Binary resource with the bytes in base64 (FHIR R4
+// binary.html#rest).
+func (s *Server) readBinary(c *gin.Context) error {
+	id := c.Param("id")
+	wantsJSON := binaryAsJSON(c.GetHeader("Accept"), c.Query("_format"))
+	if appt, guid, err := mapping.ParseBinaryID(id); err == nil {
+		_, att, err := s.attachment(c, appt, guid)
+		if err != nil {
+			return err
+		}
+		if att == nil {
+			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
+		}
+		if att.URL == nil || *att.URL == "" {
+			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s has no content in QUBS yet", id)
+		}
+		dl, err := s.cfg.QUBS.Download(c.Request.Context(), *att.URL)
+		if err != nil {
+			return err
+		}
+		defer dl.Body.Close()
+		ct := dl.ContentType
+		if ct == "" || ct == "application/octet-stream" {
+			ct = mapping.ContentTypeForFileName(att.FileName)
+		}
+		if wantsJSON {
+			data, err := io.ReadAll(io.LimitReader(dl.Body, 64<<20))
+			if err != nil {
+				return fmt.Errorf("reading attachment: %w", err)
+			}
+			return s.binaryJSON(c, id, ct, data)
+		}
+		c.Header("Content-Disposition", disposition(att.FileName))
+		c.DataFromReader(http.StatusOK, dl.ContentLength, ct, dl.Body, nil)
+		return nil
+	}
+	if s.cfg.Store != nil {
+		b, err := s.cfg.Store.Binary(c.Request.Context(), c.GetString(keyDomain), id)
+		if err == nil {
+			if wantsJSON {
+				return s.binaryJSON(c, id, b.ContentType, b.Data)
+			}
+			c.Header("Content-Disposition", "inline")
+			c.Data(http.StatusOK, b.ContentType, b.Data)
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
+}
+
+// binaryAsJSON reports whether a Binary read asked for the FHIR resource
+// rather than the raw content: only an explicit FHIR JSON type counts,
+// because browsers and download tools send */*.
+func binaryAsJSON(accept, format string) bool {
+	if format != "" {
+		return strings.Contains(format, "json")
+	}
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+		if mt == fhir.ContentTypeFHIRJSON {
+			return true
+		}
+	}
+	return false
+}
+
+func disposition(fileName string) string {
+	if fileName == "" {
+		return "inline"
+	}
+	return mime.FormatMediaType("inline", map[string]string{"filename": fileName})
+}
+
+func (s *Server) binaryJSON(c *gin.Context, id, ct string, data []byte) error {
+	c.Set(keyContentType, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
+	s.write(c, http.StatusOK, models.Binary{Id: &id, ContentType: ct, Data: ptr(base64.StdEncoding.EncodeToString(data))})
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// createBinary keeps a client's file so a DiagnosticReport or
+// DocumentReference can reference it by url. It takes a FHIR Binary
+// resource, or the raw bytes of a PDF or DICOM file. The id is derived
+// from the content, so sending the same file twice yields one Binary.
+func (s *Server) createBinary(c *gin.Context) error {
+	domain := c.GetString(keyDomain)
+	var ct string
+	var data []byte
+	reqCT, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	switch reqCT {
+	case qubs.ContentTypePDF, qubs.ContentTypeDICOM:
+		b, err := io.ReadAll(io.LimitReader(c.Request.Body, qubs.MaxUploadBytes+1))
+		if err != nil {
+			return fhir.Errorf(http.StatusBadRequest, "structure", "reading the request body failed")
+		}
+		ct, data = reqCT, b
+	default:
+		body, err := s.readResource(c, "Binary")
+		if err != nil {
+			return err
+		}
+		var b models.Binary
+		if err := decodeResource(body, &b, "Binary"); err != nil {
+			return err
+		}
+		if b.Data == nil {
+			return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "required",
+				Expression: []string{"Binary.data"}, Diagnostics: "the Binary has no data"}}}
+		}
+		d, err := base64.StdEncoding.DecodeString(*b.Data)
+		if err != nil {
+			return &fhir.Error{Status: http.StatusBadRequest, Issues: []fhir.Issue{{Severity: "error", Code: "value",
+				Expression: []string{"Binary.data"}, Diagnostics: "data is not base64"}}}
+		}
+		ct, data = b.ContentType, d
+		if mt, _, err := mime.ParseMediaType(ct); err == nil {
+			ct = mt
+		}
+	}
+	if ct != qubs.ContentTypePDF && ct != qubs.ContentTypeDICOM {
+		return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "not-supported",
+			Expression: []string{"Binary.contentType"}, Diagnostics: "QUBS accepts report artifacts as application/pdf or application/dicom only"}}}
+	}
+	if len(data) > qubs.MaxUploadBytes {
+		return fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly", "the file is over the %d bytes QUBS accepts", qubs.MaxUploadBytes)
+	}
+	if len(data) == 0 {
+		return fhir.Errorf(http.StatusUnprocessableEntity, "required", "the file is empty")
+	}
+	id := "bin-" + hashHex([]byte(domain), []byte(ct), data)[:40]
+	b := &store.Binary{Domain: domain, ID: id, ContentType: ct, Data: data}
+	err := s.cfg.Store.CreateBinary(c.Request.Context(), b)
+	status := http.StatusCreated
+	if errors.Is(err, store.ErrConflict) {
+		status = http.StatusOK
+	} else if err != nil {
+		return fmt.Errorf("storing binary: %w", err)
+	}
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
+	body, err := encode(models.Binary{Id: &id, ContentType: ct})
+	if err != nil {
+		return err
+	}
+	c.Set(keyContentType, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
+	s.respondWrite(c, status, base+"/Binary/"+id, 0, b.CreatedAt, body, "binary stored")
+	return nil
+}
+
+// createDocumentReference uploads one report artifact to QUBS at once
+// (create upload URL, PUT) and answers with the attachment as QUBS now
+// lists it. The QUBS Idempotency-Key follows from the client's key, so a
+// retried create within QUBS's 15 minutes returns the same attachment; a
+// store, when configured, remembers it for longer.
+func (s *Server) createDocumentReference(c *gin.Context) error {
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	body, err := s.readResource(c, "DocumentReference")
+	if err != nil {
+		return err
+	}
+	var d models.DocumentReference
+	if err := decodeResource(body, &d, "DocumentReference"); err != nil {
+		return err
+	}
+	in, issues := mapping.DocumentFromFHIR(&d)
+	if err := mappingError(issues); err != nil {
+		return err
+	}
+	k, err := idempotencyKey(c, body)
+	if err != nil {
+		return err
+	}
+	scopeKey := k.kind + ":" + k.key
+	if s.cfg.Store != nil {
+		if prev, err := s.cfg.Store.DocumentReference(ctx, domain, "key-"+hashHex([]byte(scopeKey))[:40]); err == nil {
+			return s.replayDocumentReference(c, prev.AppointmentID, prev.AttachmentGUID)
+		}
+	}
+	a, ok, err := s.checkPending(c, in.AppointmentID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return appointmentGone("DocumentReference.context.related")
+	}
+	if _, err := s.patientRef(a, in.PatientID, "DocumentReference.subject"); err != nil {
+		return err
+	}
+	arts, err := s.loadArtifacts(c, []mapping.ArtifactInput{in.Artifact}, "DocumentReference.content")
+	if err != nil {
+		return err
+	}
+	art := arts[0]
+	ct := art.ContentType
+	urls, err := s.cfg.QUBS.CreateUploadURLs(ctx, domain, in.AppointmentID,
+		qubs.UploadRequest{Items: []qubs.UploadItem{{FileName: art.FileName, ContentType: &ct}}},
+		qubsKey("qfb-docref", domain, k))
+	if qubs.KindOf(err) == qubs.KindNotFound {
+		return appointmentGone("DocumentReference.context.related")
+	}
+	if err != nil {
+		return err
+	}
+	if len(urls.Items) != 1 {
+		return fmt.Errorf("QUBS answered %d upload URLs for one artifact", len(urls.Items))
+	}
+	up := urls.Items[0]
+	err = s.cfg.QUBS.Upload(ctx, up, ct, int64(len(art.Data)), bytes.NewReader(art.Data))
+	if err != nil && qubs.KindOf(err) != qubs.KindConflict { // conflict: an earlier attempt's PUT succeeded
+		return err
+	}
+	if s.cfg.Store != nil {
+		docID, _ := mapping.DocumentReferenceID(in.AppointmentID, up.GUID)
+		_ = s.cfg.Store.CreateDocumentReference(ctx, &store.DocumentReference{
+			Domain: domain, ID: "key-" + hashHex([]byte(scopeKey))[:40], AppointmentID: in.AppointmentID,
+			AttachmentGUID: up.GUID, Resource: []byte(`{"resourceType":"DocumentReference","id":"` + docID + `"}`),
+		})
+	}
+	return s.respondDocumentReference(c, http.StatusCreated, in.AppointmentID, up.GUID)
+}
+
+func (s *Server) replayDocumentReference(c *gin.Context, apptID, guid string) error {
+	return s.respondDocumentReference(c, http.StatusCreated, apptID, guid)
+}
+
+func (s *Server) respondDocumentReference(c *gin.Context, status int, apptID, guid string) error {
+	a, att, err := s.attachment(c, apptID, guid)
+	if err != nil {
+		return err
+	}
+	if a == nil {
+		return fhir.Errorf(http.StatusBadGateway, "processing", "QUBS does not list the uploaded attachment")
+	}
+	body, id, err := s.documentReference(c, a, *att)
+	if err != nil {
+		return err
+	}
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	s.respondWrite(c, status, base+"/DocumentReference/"+id, 0, timeOr(att.LastModifiedDateTime), body, "artifact uploaded to QUBS")
+	return nil
+}
+
+// timeOr is the time, or the zero time for nil.
+func timeOr(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}

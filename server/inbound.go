@@ -1,0 +1,243 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+)
+
+// readResource reads a FHIR JSON body and runs the strict R4 validation on
+// it before anything else looks at it: a wrong media type is 415, a body
+// that is not valid R4 of the expected type is 400 with one issue per
+// problem and its element path.
+func (s *Server) readResource(c *gin.Context, typ string) ([]byte, error) {
+	if !fhir.IsJSONContentType(c.GetHeader("Content-Type")) {
+		return nil, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported",
+			"send %s as application/fhir+json", typ)
+	}
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, fhir.Errorf(http.StatusBadRequest, "structure", "reading the request body failed")
+	}
+	if len(body) == 0 {
+		return nil, fhir.Errorf(http.StatusBadRequest, "required", "the request has no body")
+	}
+	if issues := s.validator.ValidateType(body, typ); len(issues) > 0 {
+		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: issues}
+	}
+	return body, nil
+}
+
+// mappingError turns the issues found while mapping an inbound resource to
+// QUBS into one error. The status is the gravest the issues call for: a
+// value that cannot be read (400) before content over a QUBS limit (413)
+// before a readable resource the bridge cannot accept (422).
+func mappingError(issues []mapping.Issue) error {
+	if len(issues) == 0 {
+		return nil
+	}
+	status := 0
+	out := make([]fhir.Issue, len(issues))
+	for i, is := range issues {
+		out[i] = fhir.Issue{Severity: "error", Code: is.Code, Diagnostics: is.Message, Details: is.Message}
+		if is.Expression != "" {
+			out[i].Expression = []string{is.Expression}
+		}
+		status = graver(status, is.Status)
+	}
+	return &fhir.Error{Status: status, Issues: out}
+}
+
+func graver(a, b int) int {
+	rank := func(s int) int {
+		switch s {
+		case http.StatusBadRequest:
+			return 3
+		case http.StatusRequestEntityTooLarge:
+			return 2
+		case 0:
+			return 0
+		}
+		return 1
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
+
+// appointmentGone is the answer when a write names an appointment QUBS no
+// longer has pending reporting.
+func appointmentGone(expr string) error {
+	return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{
+		Severity: "error", Code: "business-rule", Expression: []string{expr},
+		Diagnostics: "the appointment is not pending reporting in QUBS (unknown, or already reported and closed)",
+	}}}
+}
+
+// checkPending asks QUBS whether the appointment still awaits reporting.
+// ok is false only when QUBS said so; when QUBS cannot be asked, the write
+// is accepted and delivery finds out (the point of the store is to accept
+// reports while QUBS is down).
+func (s *Server) checkPending(c *gin.Context, appointmentID string) (appt *qubs.Appointment, ok bool, err error) {
+	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), c.GetString(keyDomain), appointmentID)
+	switch qubs.KindOf(err) {
+	case qubs.KindNotFound:
+		return nil, false, nil
+	case qubs.KindTransient:
+		s.log.Info("accepting without checking the appointment: QUBS unavailable", "correlation_id", c.GetString(keyCorrelationID))
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return a, true, nil
+}
+
+// clientKey is what makes a client's write idempotent: its Idempotency-Key
+// header, else its If-None-Exist condition, else the hash of what it sent.
+// kind says which, for the answer to a replay (an If-None-Exist match is a
+// 200, an idempotent replay repeats the original 201).
+type clientKey struct {
+	kind string // "idempotency-key", "if-none-exist", "content"
+	key  string
+}
+
+func idempotencyKey(c *gin.Context, body []byte) (clientKey, error) {
+	if k := c.GetHeader("Idempotency-Key"); k != "" {
+		if err := qubs.ValidateIdempotencyKey(k); err != nil {
+			return clientKey{}, fhir.Errorf(http.StatusBadRequest, "value",
+				"Idempotency-Key must be 1 to 128 printable ASCII characters")
+		}
+		return clientKey{kind: "idempotency-key", key: k}, nil
+	}
+	if q := c.GetHeader("If-None-Exist"); q != "" {
+		return clientKey{kind: "if-none-exist", key: normalizeQuery(q)}, nil
+	}
+	return clientKey{kind: "content", key: hashHex(body)}, nil
+}
+
+// normalizeQuery makes "b=2&a=1" and "a=1&b=2" one condition.
+func normalizeQuery(q string) string {
+	parts := strings.Split(strings.TrimPrefix(q, "?"), "&")
+	for i := 1; i < len(parts); i++ {
+		for j := i; j > 0 && parts[j] < parts[j-1]; j-- {
+			parts[j], parts[j-1] = parts[j-1], parts[j]
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+func hashHex(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// qubsKey derives the Idempotency-Key the bridge sends to QUBS from the
+// client's key, so that a retry by the client, by the bridge or by another
+// replica sends QUBS the same key.
+func qubsKey(scope, domain string, k clientKey) string {
+	return qubs.DeriveIdempotencyKey(scope, []byte(domain), []byte(k.kind), []byte(k.key))
+}
+
+// etag and version parsing for If-Match (FHIR: W/"vid").
+func etag(version int) string { return `W/"` + strconv.Itoa(version) + `"` }
+
+func parseIfMatch(h string) (int, error) {
+	if h == "" {
+		return 0, nil
+	}
+	v := strings.TrimPrefix(strings.TrimSpace(h), "W/")
+	v = strings.Trim(v, `"`)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fhir.Errorf(http.StatusBadRequest, "value", `If-Match must be a version ETag such as W/"3"`)
+	}
+	return n, nil
+}
+
+// preferReturn reads Prefer: return=minimal|representation|OperationOutcome.
+func preferReturn(c *gin.Context) string {
+	for _, p := range strings.Split(c.GetHeader("Prefer"), ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if ok && strings.EqualFold(k, "return") {
+			switch v = strings.Trim(v, `"`); v {
+			case "minimal", "representation", "OperationOutcome":
+				return v
+			}
+		}
+	}
+	return "representation"
+}
+
+// respondWrite answers a create or update: Location, ETag and
+// Last-Modified always, then the body Prefer asks for.
+func (s *Server) respondWrite(c *gin.Context, status int, location string, version int, modified time.Time, body []byte, note string) {
+	c.Header("Location", location)
+	if version > 0 {
+		c.Header("ETag", etag(version))
+	}
+	if !modified.IsZero() {
+		c.Header("Last-Modified", modified.UTC().Format(http.TimeFormat))
+	}
+	switch preferReturn(c) {
+	case "minimal":
+		c.Status(status)
+	case "OperationOutcome":
+		s.write(c, status, fhir.NewOutcome(fhir.Issue{Severity: "information", Code: "informational", Diagnostics: note}))
+	default:
+		s.writeRaw(c, status, body)
+	}
+}
+
+// referenceIDs returns the ids of every reference in the named search
+// parameters (each a comma-separated list of alternatives), refusing
+// references to any type but typ.
+func referenceIDs(q *fhir.Query, typ string, names ...string) ([]string, error) {
+	var ids []string
+	for _, name := range names {
+		for _, v := range q.Params[name] {
+			for _, r := range fhir.SplitValues(v) {
+				t, id, err := fhir.ParseReference(r, typ)
+				if err != nil {
+					return nil, err
+				}
+				if t != typ {
+					return nil, fhir.Errorf(http.StatusBadRequest, "value", "%s must reference a %s", name, typ)
+				}
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// decodeResource decodes a body the validator already accepted into a
+// samply model.
+func decodeResource(body []byte, v any, typ string) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return fhir.Errorf(http.StatusBadRequest, "structure", "the %s does not decode", typ)
+	}
+	return nil
+}

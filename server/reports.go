@@ -1,0 +1,490 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+)
+
+// diagnosticReportSearch is what DiagnosticReport search understands.
+var diagnosticReportSearch = fhir.SearchSpec{
+	Resource: "DiagnosticReport",
+	Params: []fhir.ParamSpec{
+		{Name: "based-on", Type: "reference", Documentation: "ServiceRequest/{id}: reports for a study."},
+		{Name: "patient", Type: "reference", Documentation: "Patient/{id}."},
+		{Name: "subject", Type: "reference", Documentation: "Patient/{id}."},
+		{Name: "status", Type: "token", Documentation: "Status as the client sent it (preliminary, final, amended, ...)."},
+		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
+	},
+}
+
+// createDiagnosticReport accepts a report for QUBS: strict R4 validation,
+// the mapping rules, the appointment still pending, then the report and
+// its delivery job stored in one transaction. Delivery to QUBS happens
+// after the answer, so a report is accepted while QUBS is down; its
+// delivery state is part of the resource served back.
+func (s *Server) createDiagnosticReport(c *gin.Context) error {
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	body, err := s.readResource(c, "DiagnosticReport")
+	if err != nil {
+		return err
+	}
+	in, issues := mapping.ReportFromJSON(body)
+	if err := mappingError(issues); err != nil {
+		return err
+	}
+	k, err := idempotencyKey(c, body)
+	if err != nil {
+		return err
+	}
+	// The id follows from the client's key, so two replicas racing on one
+	// retried request compute the same id and the store lets one win.
+	id := "dr-" + hashHex([]byte(domain), []byte(k.kind), []byte(k.key))[:40]
+	reqHash := hashHex(body)
+	existing, err := s.cfg.Store.ClaimIdempotency(ctx, &store.IdempotencyRecord{
+		Domain: domain, Scope: "DiagnosticReport:create", Key: k.kind + ":" + k.key,
+		RequestHash: reqHash, ResourceType: "DiagnosticReport", ResourceID: id, Version: 1,
+	})
+	if err != nil {
+		return fmt.Errorf("claiming idempotency key: %w", err)
+	}
+	if existing != nil {
+		if k.kind == "idempotency-key" && existing.RequestHash != reqHash {
+			return fhir.Errorf(http.StatusUnprocessableEntity, "business-rule",
+				"this Idempotency-Key was used with a different DiagnosticReport")
+		}
+		if done, err := s.replayReport(c, existing.ResourceID, k); done || err != nil {
+			return err
+		}
+		// A claim without a report: an earlier attempt failed after
+		// claiming. Finish its work under the same id.
+		id = existing.ResourceID
+	}
+
+	r, err := s.buildReport(c, in, body)
+	if err != nil {
+		return err
+	}
+	r.Domain, r.ID = domain, id
+	if err := s.cfg.Store.CreateReport(ctx, r); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			if done, err := s.replayReport(c, id, k); done || err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("storing report: %w", err)
+	}
+	s.kick()
+	return s.respondReport(c, http.StatusCreated, r, "report accepted; delivery to QUBS is under way")
+}
+
+// buildReport checks what only QUBS and the store can tell (the appointment
+// is pending, the patient is the appointment's, referenced Binaries exist)
+// and assembles the version to store.
+func (s *Server) buildReport(c *gin.Context, in *mapping.ReportInput, body []byte) (*store.Report, error) {
+	appt, ok, err := s.checkPending(c, in.AppointmentID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, appointmentGone("DiagnosticReport.basedOn")
+	}
+	patientRef, err := s.patientRef(appt, in.PatientID, "DiagnosticReport.subject")
+	if err != nil {
+		return nil, err
+	}
+	artifacts, err := s.loadArtifacts(c, in.Artifacts, "DiagnosticReport.presentedForm")
+	if err != nil {
+		return nil, err
+	}
+	sub, err := json.Marshal(in.Submission)
+	if err != nil {
+		return nil, fmt.Errorf("encoding submission: %w", err)
+	}
+	return &store.Report{
+		AppointmentID: in.AppointmentID,
+		PatientRef:    patientRef,
+		Status:        in.Status,
+		Resource:      body,
+		Submission:    sub,
+		Artifacts:     artifacts,
+	}, nil
+}
+
+// patientRef checks a client's subject against the appointment's patient
+// (when QUBS could be asked) and returns the reference to store.
+func (s *Server) patientRef(appt *qubs.Appointment, clientPatientID, expr string) (string, error) {
+	if appt != nil {
+		want := mapping.PatientID(appt)
+		if clientPatientID != "" && clientPatientID != want {
+			return "", &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{
+				Severity: "error", Code: "business-rule", Expression: []string{expr},
+				Diagnostics: "subject is not the patient of the appointment in basedOn",
+			}}}
+		}
+		return "Patient/" + want, nil
+	}
+	if clientPatientID != "" {
+		return "Patient/" + clientPatientID, nil
+	}
+	return "", nil
+}
+
+// loadArtifacts resolves artifacts given by url: a Binary the client sent
+// the bridge earlier, or the bytes of a QUBS attachment. The url must be
+// this server's, and the bytes must match the size and hash the client
+// declared.
+func (s *Server) loadArtifacts(c *gin.Context, in []mapping.ArtifactInput, path string) ([]store.Artifact, error) {
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain)) + "/"
+	out := make([]store.Artifact, 0, len(in))
+	for _, a := range in {
+		data := a.Data
+		if a.BinaryID != "" {
+			expr := path + "[" + strconv.Itoa(a.Index) + "]"
+			refuse := func(status int, code, msg string) error {
+				return &fhir.Error{Status: status, Issues: []fhir.Issue{{Severity: "error", Code: code, Expression: []string{expr}, Diagnostics: msg}}}
+			}
+			if a.BinaryBase != "" && a.BinaryBase != base {
+				return nil, refuse(http.StatusUnprocessableEntity, "not-supported", "the url is not a Binary of this FHIR base")
+			}
+			var err error
+			var ct string
+			data, ct, err = s.binaryBytes(c, a.BinaryID)
+			switch {
+			case errors.Is(err, errNoBinary):
+				return nil, refuse(http.StatusUnprocessableEntity, "not-found", "the url references no Binary known to this server")
+			case errors.Is(err, errBinaryTooLarge):
+				return nil, refuse(http.StatusRequestEntityTooLarge, "too-costly", fmt.Sprintf("the referenced Binary is over the %d bytes QUBS accepts", qubs.MaxUploadBytes))
+			case err != nil:
+				return nil, err
+			case ct != "" && ct != a.ContentType:
+				return nil, refuse(http.StatusUnprocessableEntity, "value", "contentType differs from the referenced Binary's")
+			case a.Size > 0 && a.Size != int64(len(data)):
+				return nil, refuse(http.StatusUnprocessableEntity, "value", "size differs from the referenced Binary's")
+			case len(a.SHA1) > 0 && !bytes.Equal(a.SHA1, sha1Sum(data)):
+				return nil, refuse(http.StatusUnprocessableEntity, "value", "hash differs from the referenced Binary's")
+			}
+		}
+		out = append(out, store.Artifact{FileName: a.FileName, ContentType: a.ContentType, Data: data})
+	}
+	return out, nil
+}
+
+func sha1Sum(b []byte) []byte {
+	h := sha1.Sum(b)
+	return h[:]
+}
+
+var (
+	errNoBinary       = errors.New("no such Binary")
+	errBinaryTooLarge = errors.New("Binary too large")
+)
+
+// binaryBytes loads a Binary's bytes, at most qubs.MaxUploadBytes, and
+// its content type ("" when QUBS does not say).
+func (s *Server) binaryBytes(c *gin.Context, id string) ([]byte, string, error) {
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	if appt, guid, err := mapping.ParseBinaryID(id); err == nil {
+		att, err := s.cfg.QUBS.GetAttachment(ctx, domain, appt, guid, qubs.AttachmentOptions{})
+		if qubs.KindOf(err) == qubs.KindNotFound || err == nil && (att.URL == nil || *att.URL == "") {
+			return nil, "", errNoBinary
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		dl, err := s.cfg.QUBS.Download(ctx, *att.URL)
+		if err != nil {
+			return nil, "", err
+		}
+		defer dl.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(dl.Body, qubs.MaxUploadBytes+1))
+		if err != nil {
+			return nil, "", fmt.Errorf("reading attachment: %w", err)
+		}
+		if len(data) > qubs.MaxUploadBytes {
+			return nil, "", errBinaryTooLarge
+		}
+		return data, mapping.ContentTypeForFileName(att.FileName), nil
+	}
+	if s.cfg.Store == nil {
+		return nil, "", errNoBinary
+	}
+	b, err := s.cfg.Store.Binary(ctx, domain, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", errNoBinary
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if len(b.Data) > qubs.MaxUploadBytes {
+		return nil, "", errBinaryTooLarge
+	}
+	return b.Data, b.ContentType, nil
+}
+
+// replayReport answers a retried create with the report it created. done
+// is false when the report does not exist after all.
+func (s *Server) replayReport(c *gin.Context, id string, k clientKey) (done bool, err error) {
+	r, err := s.cfg.Store.Report(c.Request.Context(), c.GetString(keyDomain), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	status := http.StatusOK // a conditional create that matched (FHIR 3.1.0.8.1)
+	if k.kind == "idempotency-key" {
+		status = http.StatusCreated // the original answer, repeated
+	}
+	return true, s.respondReport(c, status, r, "an earlier identical request created this report")
+}
+
+func (s *Server) kick() {
+	if s.cfg.Kick != nil {
+		s.cfg.Kick()
+	}
+}
+
+// reportBody is the stored resource as served: id, version, lastUpdated
+// and delivery state added.
+func reportBody(r *store.Report) ([]byte, error) {
+	if r.Purged {
+		return nil, fhir.Errorf(http.StatusGone, "deleted", "this report's content was removed under the retention policy")
+	}
+	b, err := mapping.DecorateReport(r.Resource, r.ID, r.Version, r.CreatedAt, mapping.ReportDelivery{
+		State: r.Delivery.State, ReportGUID: r.Delivery.ReportGUID, DeliveredAt: r.Delivery.DeliveredAt,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decorating report: %w", err)
+	}
+	return b, nil
+}
+
+func (s *Server) respondReport(c *gin.Context, status int, r *store.Report, note string) error {
+	var body []byte
+	if preferReturn(c) == "representation" {
+		var err error
+		if body, err = reportBody(r); err != nil {
+			return err
+		}
+	}
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	loc := base + "/DiagnosticReport/" + r.ID + "/_history/" + strconv.Itoa(r.Version)
+	s.respondWrite(c, status, loc, r.Version, r.CreatedAt, body, note)
+	return nil
+}
+
+func (s *Server) readDiagnosticReport(c *gin.Context) error {
+	r, err := s.cfg.Store.Report(c.Request.Context(), c.GetString(keyDomain), c.Param("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "DiagnosticReport/%s is not known", c.Param("id"))
+	}
+	if err != nil {
+		return err
+	}
+	return s.serveReport(c, r)
+}
+
+func (s *Server) vreadDiagnosticReport(c *gin.Context) error {
+	v, err := strconv.Atoi(c.Param("vid"))
+	if err != nil || v < 1 {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "no such version")
+	}
+	r, err := s.cfg.Store.ReportVersion(c.Request.Context(), c.GetString(keyDomain), c.Param("id"), v)
+	if errors.Is(err, store.ErrNotFound) {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "DiagnosticReport/%s has no version %d", c.Param("id"), v)
+	}
+	if err != nil {
+		return err
+	}
+	return s.serveReport(c, r)
+}
+
+func (s *Server) serveReport(c *gin.Context, r *store.Report) error {
+	body, err := reportBody(r)
+	if err != nil {
+		return err
+	}
+	c.Header("ETag", etag(r.Version))
+	c.Header("Last-Modified", r.CreatedAt.UTC().Format(http.TimeFormat))
+	s.writeRaw(c, http.StatusOK, body)
+	return nil
+}
+
+// updateDiagnosticReport stores a new version (preliminary then final, an
+// amendment) and queues it for QUBS, which keeps only the latest
+// submission. If-Match guards against lost updates.
+func (s *Server) updateDiagnosticReport(c *gin.Context) error {
+	ctx, domain, id := c.Request.Context(), c.GetString(keyDomain), c.Param("id")
+	ifMatch, err := parseIfMatch(c.GetHeader("If-Match"))
+	if err != nil {
+		return err
+	}
+	body, err := s.readResource(c, "DiagnosticReport")
+	if err != nil {
+		return err
+	}
+	var head struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(body, &head)
+	if head.ID != id {
+		return &fhir.Error{Status: http.StatusBadRequest, Issues: []fhir.Issue{{Severity: "error", Code: "invalid",
+			Expression: []string{"DiagnosticReport.id"}, Diagnostics: "the resource id must equal the id in the URL"}}}
+	}
+	in, issues := mapping.ReportFromJSON(body)
+	if err := mappingError(issues); err != nil {
+		return err
+	}
+	current, err := s.cfg.Store.Report(ctx, domain, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "DiagnosticReport/%s is not known; create reports with POST", id)
+	}
+	if err != nil {
+		return err
+	}
+	if ifMatch > 0 && ifMatch != current.Version {
+		return fhir.Errorf(http.StatusPreconditionFailed, "conflict", "If-Match names version %d but the current version is %d", ifMatch, current.Version)
+	}
+	if in.AppointmentID != current.AppointmentID {
+		return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "business-rule",
+			Expression: []string{"DiagnosticReport.basedOn"}, Diagnostics: "a report cannot move to another ServiceRequest"}}}
+	}
+	// A retried PUT of what is already the current version changes
+	// nothing: answer it without a new version or a second delivery.
+	if !current.Purged && hashHex(current.Resource) == hashHex(body) {
+		return s.respondReport(c, http.StatusOK, current, "no change")
+	}
+	if k := c.GetHeader("Idempotency-Key"); k != "" {
+		done, err := s.claimUpdate(c, id, k, body)
+		if done || err != nil {
+			return err
+		}
+	}
+	r, err := s.buildReport(c, in, body)
+	if err != nil {
+		return err
+	}
+	r.Domain, r.ID = domain, id
+	if err := s.cfg.Store.UpdateReport(ctx, r, current.Version); err != nil {
+		if errors.Is(err, store.ErrPrecondition) {
+			return fhir.Errorf(http.StatusPreconditionFailed, "conflict", "the report changed while this update was processed; read it and try again")
+		}
+		return fmt.Errorf("storing report version: %w", err)
+	}
+	s.kick()
+	return s.respondReport(c, http.StatusOK, r, "new version accepted; delivery to QUBS is under way")
+}
+
+// claimUpdate makes a PUT with an Idempotency-Key idempotent: a retry gets
+// the version the first attempt created.
+func (s *Server) claimUpdate(c *gin.Context, id, key string, body []byte) (bool, error) {
+	if err := qubs.ValidateIdempotencyKey(key); err != nil {
+		return true, fhir.Errorf(http.StatusBadRequest, "value", "Idempotency-Key must be 1 to 128 printable ASCII characters")
+	}
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	existing, err := s.cfg.Store.ClaimIdempotency(ctx, &store.IdempotencyRecord{
+		Domain: domain, Scope: "DiagnosticReport:update:" + id, Key: key, RequestHash: hashHex(body),
+		ResourceType: "DiagnosticReport", ResourceID: id,
+	})
+	if err != nil || existing == nil {
+		return false, err
+	}
+	if existing.RequestHash != hashHex(body) {
+		return true, fhir.Errorf(http.StatusUnprocessableEntity, "business-rule", "this Idempotency-Key was used with a different DiagnosticReport")
+	}
+	r, err := s.cfg.Store.Report(ctx, domain, id)
+	if err != nil {
+		return true, err
+	}
+	return true, s.respondReport(c, http.StatusOK, r, "an earlier identical request stored this version")
+}
+
+func (s *Server) searchDiagnosticReports(c *gin.Context) error {
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	values := c.Request.URL.Query()
+	q, err := fhir.ParseSearch(values, c.GetHeader("Prefer"), diagnosticReportSearch, defaultCount, maxCount)
+	if err != nil {
+		return err
+	}
+	f := store.ReportFilter{Limit: q.Count}
+	srIDs, err := referenceIDs(q, "ServiceRequest", "based-on")
+	if err != nil {
+		return err
+	}
+	for _, id := range srIDs {
+		appt, ok := appointmentID(id)
+		if !ok {
+			return fhir.Errorf(http.StatusBadRequest, "value", "based-on must reference a ServiceRequest of this server")
+		}
+		f.AppointmentIDs = append(f.AppointmentIDs, appt)
+	}
+	patients, err := referenceIDs(q, "Patient", "patient", "subject")
+	if err != nil {
+		return err
+	}
+	for _, id := range patients {
+		f.PatientRefs = append(f.PatientRefs, "Patient/"+id)
+	}
+	for _, v := range q.Params["status"] {
+		for _, st := range fhir.SplitValues(v) {
+			f.Statuses = append(f.Statuses, fhir.ParseToken(st).Code)
+		}
+	}
+	binding := searchBinding(domain, "DiagnosticReport", q)
+	if tok := first(q.Params[cursorParam]); tok != "" {
+		raw, err := s.cursors.Open(binding, tok)
+		if err != nil {
+			return err
+		}
+		f.After = string(raw)
+	}
+	reports, next, err := s.cfg.Store.SearchReports(ctx, domain, f)
+	if err != nil {
+		return fmt.Errorf("searching reports: %w", err)
+	}
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
+	bundle := fhir.NewSearchset(nil)
+	bundle.SetLink("self", base+"/DiagnosticReport?"+values.Encode())
+	if next != "" {
+		bundle.SetLink("next", pageURL(base+"/DiagnosticReport", values, s.cursors.Seal(binding, []byte(next))))
+	}
+	for _, r := range reports {
+		body, err := reportBody(r)
+		if err != nil {
+			var fe *fhir.Error
+			if errors.As(err, &fe) && fe.Status == http.StatusGone {
+				continue
+			}
+			return err
+		}
+		bundle.AddMatch(base+"/DiagnosticReport/"+r.ID, body)
+	}
+	s.write(c, http.StatusOK, bundle)
+	return nil
+}
+
+// pageURL is a search URL with the cursor replaced.
+func pageURL(path string, values url.Values, cursor string) string {
+	v := url.Values{}
+	for k, vs := range values {
+		if k != cursorParam {
+			v[k] = vs
+		}
+	}
+	v.Set(cursorParam, cursor)
+	return path + "?" + v.Encode()
+}
