@@ -26,6 +26,7 @@ const (
 	keyCorrelationID = "qfb.correlationID"
 	keyContentType   = "qfb.contentType"
 	keyDomain        = "qfb.domain"
+	keyClient        = "qfb.client"
 )
 
 // validCorrelationID keeps log lines and upstream headers clean: a client's

@@ -66,6 +66,8 @@ type Config struct {
 	// CacheTTL is how long resources derived from appointments (Patient,
 	// Practitioner, Organization) are kept for reads; 0 means DefaultCacheTTL.
 	CacheTTL time.Duration
+	// RateLimit bounds each client's request rate; zero disables it.
+	RateLimit RateLimit
 	// Version is reported in the CapabilityStatement.
 	Version string
 }
@@ -152,7 +154,9 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 
-	fhirBase := e.Group("/fhir/:domain", s.domain())
+	// The rate limit comes after the domain check and (when configured)
+	// authentication, so it counts per authenticated client.
+	fhirBase := e.Group("/fhir/:domain", s.domain(), s.rateLimit())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
 	fhirBase.GET("/Binary/:id", s.handle(s.readBinary))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -24,6 +26,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
@@ -57,8 +60,10 @@ func NewMain() *Main {
 // commands lists the options each command reads.
 var commands = map[string][]string{
 	"serve": {"qubs-api-url", "qubs-token-url", "qubs-client-id", "qubs-client-secret", "qubs-client-secret-file",
-		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key", "log-level"},
-	"demo":     {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "log-level"},
+		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key",
+		"tls-cert", "tls-key", "retention", "rate-limit", "rate-burst", "log-level"},
+	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
+		"retention", "rate-limit", "rate-burst", "log-level"},
 	"qubs-sim": {"listen", "seed", "appointments", "log-level"},
 }
 
@@ -182,6 +187,10 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	bg, err := backgroundOptions(opts)
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, opts.get("store"))
 	if err != nil {
 		return err
@@ -192,27 +201,73 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 		return fmt.Errorf("listening on %s: %w", listen, err)
 	}
 	m.BridgeURL = "http://" + ln.Addr().String()
+	if bg.tls != nil {
+		m.BridgeURL = "https://" + ln.Addr().String()
+	}
 	close(m.Ready)
-	log.Info("serving FHIR", "addr", ln.Addr().String())
-	return serveWithDelivery(ctx, ln, cfg, st, client, log)
+	log.Info("serving FHIR", "addr", ln.Addr().String(), "tls", bg.tls != nil)
+	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
 }
 
 // serveWithDelivery runs the FHIR server and the delivery worker until ctx
 // is done: the server stops taking requests first, then the worker stops
 // between two deliveries, so nothing accepted is left half done (an
 // interrupted delivery is retried from the store on the next start).
-func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, log *slog.Logger) error {
+func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, bg background, log *slog.Logger) error {
 	host, _ := os.Hostname()
 	w := &delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid())}
 	w.Init()
 	cfg.Store, cfg.Kick = st, w.Kick
-	wctx, stopWorker := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(wctx) }()
-	err := serveHTTP(ctx, ln, server.New(cfg), log)
-	stopWorker()
-	<-done
+	wctx, stopWorkers := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Run(wctx) }()
+	go func() {
+		defer wg.Done()
+		retention.Run(wctx, st, bg.retention, time.Hour, log.With("component", "retention"))
+	}()
+	err := serveHTTP(ctx, ln, server.New(cfg), bg.tls, log)
+	stopWorkers()
+	wg.Wait()
 	return err
+}
+
+// background holds the settings of what runs beside the HTTP server.
+type background struct {
+	retention time.Duration
+	tls       *tls.Config // nil serves plain HTTP
+}
+
+func backgroundOptions(opts *options) (background, error) {
+	keep, err := retention.ParseDuration(opts.get("retention"))
+	if err != nil {
+		return background{}, fmt.Errorf("BRIDGE_RETENTION: %w", err)
+	}
+	bg := background{retention: keep}
+	cert, key := opts.get("tls-cert"), opts.get("tls-key")
+	if (cert == "") != (key == "") {
+		return background{}, errors.New("BRIDGE_TLS_CERT and BRIDGE_TLS_KEY go together")
+	}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return background{}, fmt.Errorf("loading BRIDGE_TLS_CERT/BRIDGE_TLS_KEY: %w", err)
+		}
+		bg.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	}
+	return bg, nil
+}
+
+func rateLimit(opts *options) (server.RateLimit, error) {
+	r, err := strconv.ParseFloat(opts.get("rate-limit"), 64)
+	if err != nil || r < 0 {
+		return server.RateLimit{}, fmt.Errorf("BRIDGE_RATE_LIMIT %q: want a number of requests per second, 0 to disable", opts.get("rate-limit"))
+	}
+	b, err := strconv.Atoi(opts.get("rate-burst"))
+	if err != nil || b < 1 {
+		return server.RateLimit{}, fmt.Errorf("BRIDGE_RATE_BURST %q: want a positive integer", opts.get("rate-burst"))
+	}
+	return server.RateLimit{Rate: r, Burst: b}, nil
 }
 
 // openStore opens BRIDGE_STORE: sqlite:PATH or a postgres:// URL.
@@ -267,6 +322,10 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
+	bg, err := backgroundOptions(opts)
+	if err != nil {
+		return err
+	}
 	dsn := opts.get("store")
 	if dsn == "" {
 		// The demo's reports live as long as the demo.
@@ -313,7 +372,7 @@ Report on a study:
 Ctrl-C stops it.
 `, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example)
 	close(m.Ready)
-	return serveWithDelivery(ctx, ln, cfg, st, client, log)
+	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
 }
 
 func (m *Main) sim(ctx context.Context, opts *options, log *slog.Logger) error {
@@ -362,7 +421,12 @@ func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []by
 			return server.Config{}, err
 		}
 	}
+	rl, err := rateLimit(opts)
+	if err != nil {
+		return server.Config{}, err
+	}
 	return server.Config{
+		RateLimit: rl,
 		PublicURL: strings.TrimRight(public, "/"),
 		QUBS:      client,
 		Zones:     zones,
@@ -387,7 +451,7 @@ func siteZones(m map[string]string) string {
 }
 
 // serveHTTP serves until ctx is done, then drains in-flight requests.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, tlsCfg *tls.Config, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -396,6 +460,10 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.L
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsCfg,
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

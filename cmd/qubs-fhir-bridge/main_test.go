@@ -168,6 +168,10 @@ func TestStartupRefusals(t *testing.T) {
 		{"flag wins over env", with("BRIDGE_LISTEN", "127.0.0.1:0"), []string{"serve", "--listen", "0.0.0.0:0"}, "loopback"},
 		{"secret file missing", with("QUBS_CLIENT_SECRET", "", "QUBS_CLIENT_SECRET_FILE", "/nonexistent/secret"), []string{"serve"}, "QUBS_CLIENT_SECRET_FILE"},
 		{"demo off loopback", nil, []string{"demo", "--listen", "0.0.0.0:0"}, "loopback"},
+		{"cert without key", with("BRIDGE_TLS_CERT", "/x.pem"), []string{"serve"}, "go together"},
+		{"unreadable cert", with("BRIDGE_TLS_CERT", "/nonexistent.pem", "BRIDGE_TLS_KEY", "/nonexistent.key"), []string{"serve"}, "BRIDGE_TLS_CERT"},
+		{"bad retention", with("BRIDGE_RETENTION", "forever"), []string{"serve"}, "BRIDGE_RETENTION"},
+		{"bad rate limit", with("BRIDGE_RATE_LIMIT", "fast"), []string{"serve"}, "BRIDGE_RATE_LIMIT"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

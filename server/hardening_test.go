@@ -1,0 +1,56 @@
+package server_test
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+)
+
+func TestRateLimitPerClient(t *testing.T) {
+	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.RateLimit = server.RateLimit{Rate: 0.01, Burst: 3}
+	})
+	for i := range 3 {
+		r := get(t, e.base+"/metadata")
+		require.Equal(t, http.StatusOK, r.status, "request %d is within the burst", i)
+	}
+	r := get(t, e.base+"/metadata")
+	assert.Equal(t, http.StatusTooManyRequests, r.status)
+	secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+	require.NoError(t, err)
+	assert.Greater(t, secs, 0)
+	outcome(t, r)
+	// Health checks are not FHIR traffic and stay unthrottled.
+	assert.Equal(t, http.StatusOK, get(t, e.srv.URL+"/healthz").status)
+}
+
+func TestBodyLimit(t *testing.T) {
+	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.MaxBodyBytes = 1 << 10 })
+	big := bytes.Repeat([]byte(" "), 2<<10)
+	r := post(t, e.base+"/DiagnosticReport", big, nil)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, r.status)
+	outcome(t, r)
+
+	// Without a Content-Length the limit applies while reading.
+	req, err := http.NewRequest(http.MethodPost, e.base+"/DiagnosticReport", struct{ *bytes.Reader }{bytes.NewReader(big)})
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/fhir+json")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
+}
+
+func TestDefaultBodyLimitFitsTwentyArtifacts(t *testing.T) {
+	base64Of2MiB := (qubs.MaxUploadBytes + 2) / 3 * 4
+	assert.GreaterOrEqual(t, server.DefaultMaxBodyBytes, 20*base64Of2MiB, "twenty 2 MiB artifacts in base64 must fit")
+	assert.Less(t, server.DefaultMaxBodyBytes, 21*base64Of2MiB, "and not much more")
+}
