@@ -49,6 +49,9 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 			Search: diagnosticReportSearch.Params, Versioning: "versioned-update", ConditionalCreate: true,
 			Documentation: "Reports for QUBS. Accepted reports are stored and delivered to QUBS exactly once, " +
 				"with their PDF and DICOM SR presentedForms uploaded first; the delivery state is an extension of the resource.",
+		}, fhir.ResourceCapability{
+			Type: "AuditEvent", Interactions: []string{"read", "search-type"}, Search: auditEventSearch.Params,
+			Documentation: "The audit trail (IHE BALP): every read of PHI and every change through this FHIR base.",
 		})
 	}
 	return cfg

@@ -170,6 +170,40 @@ func TestReportingWorkflow(t *testing.T) {
 	}
 	assert.True(t, found, "the new comment is listed")
 
+	// 6. The audit trail has every step, each a valid R4 AuditEvent.
+	r = get(t, e.base+"/AuditEvent?_count=500")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	steps := map[string]bool{}
+	patientRef := "Patient/" + mapping.PatientID(&appt)
+	for _, m := range entries(r.json(t), "match") {
+		ev := resourceOf(m)
+		sub := ev["subtype"].([]any)[0].(map[string]any)["code"].(string)
+		var what []string
+		for _, en := range ev["entity"].([]any) {
+			if w, ok := en.(map[string]any)["what"].(map[string]any); ok {
+				if ref, ok := w["reference"].(string); ok {
+					what = append(what, ref)
+				}
+			}
+		}
+		for _, ref := range what {
+			steps[sub+" "+strings.SplitN(ref, "/", 2)[0]] = true
+			if ref == patientRef {
+				steps[sub+" about the patient"] = true
+			}
+		}
+	}
+	for _, want := range []string{
+		"search-type ServiceRequest", "search-type DocumentReference", "read Binary",
+		"create DiagnosticReport", "update DiagnosticReport", "vread DiagnosticReport",
+		"create Communication", "read Communication", "search-type about the patient", "create about the patient",
+	} {
+		assert.True(t, steps[want], "no AuditEvent for %q (have %v)", want, steps)
+	}
+	r = get(t, e.base+"/AuditEvent?patient="+patientRef)
+	require.Equal(t, http.StatusOK, r.status)
+	assert.NotEmpty(t, entries(r.json(t), "match"))
+
 	// Exactly one of everything reached QUBS.
 	assert.Len(t, e.sim.Reports("acme", appt.AppointmentID), 2)
 	assert.Len(t, e.sim.Uploads("acme", appt.AppointmentID), 1)

@@ -156,7 +156,7 @@ func (s *Server) routes() *gin.Engine {
 
 	// The rate limit comes after the domain check and (when configured)
 	// authentication, so it counts per authenticated client.
-	fhirBase := e.Group("/fhir/:domain", s.domain(), s.rateLimit())
+	fhirBase := e.Group("/fhir/:domain", s.domain(), s.rateLimit(), s.audit())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
 	fhirBase.GET("/Binary/:id", s.handle(s.readBinary))
@@ -184,6 +184,8 @@ func (s *Server) routes() *gin.Engine {
 		base.GET("/DiagnosticReport/:id", s.handle(s.readDiagnosticReport))
 		base.PUT("/DiagnosticReport/:id", s.handle(s.updateDiagnosticReport))
 		base.GET("/DiagnosticReport/:id/_history/:vid", s.handle(s.vreadDiagnosticReport))
+		base.GET("/AuditEvent", s.handle(s.searchAuditEvents))
+		base.GET("/AuditEvent/:id", s.handle(s.readAuditEvent))
 	}
 	return e
 }

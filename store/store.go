@@ -2,7 +2,9 @@
 // back: the DiagnosticReport versions it accepted and their delivery state,
 // the durable queue that delivers them to QUBS exactly once, the binaries,
 // comments (Communication) and DocumentReferences it created, the
-// idempotency keys of its clients, and the retention purge of all that PHI.
+// idempotency keys of its clients, and the retention purge of all that PHI;
+// and, for security rather than for QUBS, the audit trail of every read and
+// change (FHIR AuditEvent) and the replay cache of SMART client assertions.
 //
 // This package holds only the domain types, the interfaces and the error
 // kinds. The implementations live side by side, one per database, and know
@@ -31,6 +33,8 @@ type Store interface {
 	Idempotency
 	Deliveries
 	Purger
+	Audit
+	Replay
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the database handles. It does not wait for callers
@@ -367,6 +371,8 @@ type Purger interface {
 	// Report versions whose delivery is still pending are kept until the
 	// delivery ends: purging them would lose a report QUBS has not got.
 	// It returns the number of rows purged (report versions, binaries,
-	// communications, DocumentReferences) and is idempotent.
+	// communications, DocumentReferences) and is idempotent. Audit records
+	// (PurgeAuditBefore), idempotency records and jti claims hold no PHI
+	// and are left alone.
 	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)
 }

@@ -12,10 +12,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/storetest"
 )
@@ -41,6 +43,14 @@ func baseURL(t *testing.T) string {
 // the test ends, so tests run in parallel and re-run cleanly. Stores reach
 // it through search_path in their URL, as an operator would.
 func open(t *testing.T) func(ctx context.Context) (store.Store, error) {
+	t.Helper()
+	dsn := schemaDSN(t)
+	return func(ctx context.Context) (store.Store, error) { return postgres.Open(ctx, dsn) }
+}
+
+// schemaDSN creates the schema of one test and returns the URL that reaches
+// it.
+func schemaDSN(t *testing.T) string {
 	t.Helper()
 	base := baseURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -75,8 +85,7 @@ func open(t *testing.T) func(ctx context.Context) (store.Store, error) {
 	// connection limit.
 	q.Set("pool_max_conns", "4")
 	u.RawQuery = q.Encode()
-	dsn := u.String()
-	return func(ctx context.Context) (store.Store, error) { return postgres.Open(ctx, dsn) }
+	return u.String()
 }
 
 // connect connects to raw, first creating its database when the server
@@ -144,4 +153,77 @@ func TestOpenErrors(t *testing.T) {
 	_, err = postgres.Open(ctx, u.String())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "search_path")
+}
+
+// TestJTICleanup looks into the schema: ClaimJTI deletes claims expired for
+// longer than the grace period, a bounded batch per call, and keeps the
+// others.
+func TestJTICleanup(t *testing.T) {
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err)
+	defer s.Close()
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	count := func(where string) int {
+		t.Helper()
+		var n int
+		require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM jti_claims WHERE `+where).Scan(&n))
+		return n
+	}
+	backlog := sqlutil.JTICleanupBatch + 20
+	insertBacklog := func(issuer string) {
+		t.Helper()
+		_, err := db.Exec(ctx, `INSERT INTO jti_claims (issuer, jti, expires_at)
+			SELECT $1, 'ancient-' || i, now() - interval '1 day' FROM generate_series(1, $2) AS i`, issuer, backlog)
+		require.NoError(t, err)
+	}
+
+	now := time.Now()
+	insertBacklog("client-1")
+	fresh, err := s.ClaimJTI(ctx, "client-1", "recently-expired", now.Add(-time.Minute))
+	require.NoError(t, err)
+	require.True(t, fresh)
+	fresh, err = s.ClaimJTI(ctx, "client-1", "live", now.Add(time.Hour))
+	require.NoError(t, err)
+	require.True(t, fresh)
+
+	assert.Equal(t, 0, count(`jti LIKE 'ancient-%'`), "two calls delete two batches")
+	assert.Equal(t, 1, count(`jti = 'recently-expired'`), "kept within the grace period")
+	assert.Equal(t, 1, count(`jti = 'live'`))
+
+	insertBacklog("client-2")
+	_, err = s.ClaimJTI(ctx, "client-1", "another", now.Add(time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, backlog-sqlutil.JTICleanupBatch, count(`jti LIKE 'ancient-%'`), "one call deletes one batch at most")
+}
+
+// TestUpgradeFrom0001 opens a schema that has only the first migration,
+// with data in it, as a release before the audit trail left it.
+func TestUpgradeFrom0001(t *testing.T) {
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err)
+	require.NoError(t, s.CreateBinary(ctx, &store.Binary{Domain: "acme", ID: "b1", Data: []byte("x")}))
+	require.NoError(t, s.Close())
+
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `DROP TABLE audit_patients, audit_events, jti_claims;
+		DELETE FROM schema_migrations WHERE version = 2`)
+	require.NoError(t, err)
+	db.Close()
+
+	s, err = postgres.Open(ctx, dsn)
+	require.NoError(t, err, "0002 applies over 0001")
+	defer s.Close()
+	_, err = s.Binary(ctx, "acme", "b1")
+	require.NoError(t, err, "data survives")
+	require.NoError(t, s.RecordAudit(ctx, &store.AuditRecord{Domain: "acme", Action: "R", Interaction: "read", Outcome: "0"}))
+	fresh, err := s.ClaimJTI(ctx, "c", "j", time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	assert.True(t, fresh)
 }

@@ -5,7 +5,8 @@
 //
 // Run covers the contract with one Store per test; RunReplicas covers what
 // needs several Stores on one database: migrations applied twice and
-// concurrently, and replicas racing for delivery jobs and idempotency keys.
+// concurrently, replicas racing for delivery jobs, idempotency keys and
+// jti claims, and replicas writing one audit trail.
 package storetest
 
 import (
@@ -60,6 +61,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DocumentReferences", testDocumentReferences},
 		{"Purge", testPurge},
 		{"Ping", testPing},
+		{"AuditRecordAndRead", testAuditRecordAndRead},
+		{"AuditInvalid", testAuditInvalid},
+		{"AuditSearch", testAuditSearch},
+		{"AuditSearchPaging", testAuditSearchPaging},
+		{"AuditConcurrentRecords", testAuditConcurrentRecords},
+		{"AuditRetention", testAuditRetention},
+		{"ClaimJTI", testClaimJTI},
+		{"ClaimJTIExpiry", testClaimJTIExpiry},
+		{"ClaimJTIRace", testClaimJTIRace},
 		{"ErrorsCarryNoPHI", testErrorsCarryNoPHI},
 	}
 	for _, tt := range tests {
@@ -80,6 +90,8 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ConcurrentOpen", testConcurrentOpen},
 		{"ReplicasClaim", testReplicasClaim},
 		{"ReplicasIdempotency", testReplicasIdempotency},
+		{"ReplicasClaimJTI", testReplicasClaimJTI},
+		{"ReplicasAudit", testReplicasAudit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -152,14 +152,25 @@ const cursorPrefix = "r1."
 // EncodeCursor makes the opaque SearchReports cursor that continues after
 // the report first created at created with id.
 func EncodeCursor(created time.Time, id string) string {
-	raw := strconv.FormatInt(created.UnixMicro(), 10) + "\x00" + id
-	return cursorPrefix + base64.RawURLEncoding.EncodeToString([]byte(raw))
+	return encodeCursor(cursorPrefix, created, id)
 }
 
 // DecodeCursor reverses EncodeCursor; anything else is KindInvalid.
 func DecodeCursor(s string) (created time.Time, id string, err error) {
+	return decodeCursor(cursorPrefix, s)
+}
+
+// encodeCursor makes a keyset cursor (time, id) with prefix, which names
+// the search it belongs to, so that one search refuses another's cursors.
+func encodeCursor(prefix string, t time.Time, id string) string {
+	raw := strconv.FormatInt(t.UnixMicro(), 10) + "\x00" + id
+	return prefix + base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+// decodeCursor reverses encodeCursor; anything else is KindInvalid.
+func decodeCursor(prefix, s string) (time.Time, string, error) {
 	bad := store.E(store.KindInvalid, "malformed search cursor")
-	rest, ok := strings.CutPrefix(s, cursorPrefix)
+	rest, ok := strings.CutPrefix(s, prefix)
 	if !ok {
 		return time.Time{}, "", bad
 	}

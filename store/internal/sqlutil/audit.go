@@ -1,0 +1,178 @@
+package sqlutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+)
+
+// auditCursorPrefix versions the SearchAudit cursor, and keeps it apart
+// from the SearchReports one.
+const auditCursorPrefix = "a1."
+
+// EncodeAuditCursor makes the opaque SearchAudit cursor that continues
+// after (newest first) the record recorded at recorded with id.
+func EncodeAuditCursor(recorded time.Time, id string) string {
+	return encodeCursor(auditCursorPrefix, recorded, id)
+}
+
+// DecodeAuditCursor reverses EncodeAuditCursor; anything else, a
+// SearchReports cursor included, is KindInvalid.
+func DecodeAuditCursor(s string) (recorded time.Time, id string, err error) {
+	return decodeCursor(auditCursorPrefix, s)
+}
+
+// NewAuditID returns a random AuditEvent id: 128 bits as 32 lower-case hex
+// digits, a FHIR id.
+func NewAuditID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
+// ValidFHIRID reports whether s matches FHIR's id type: [A-Za-z0-9\-.]{1,64}.
+func ValidFHIRID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidRelativeRef reports whether s is a FHIR relative reference to a
+// resource or one of its versions: Type/id or Type/id/_history/version.
+func ValidRelativeRef(s string) bool {
+	typ, rest, ok := strings.Cut(s, "/")
+	if !ok || !validType(typ) {
+		return false
+	}
+	id, version, versioned := strings.Cut(rest, "/_history/")
+	return ValidFHIRID(id) && (!versioned || ValidFHIRID(version))
+}
+
+// validType reports whether s can be a FHIR resource type name: an upper
+// case ASCII letter, then ASCII letters.
+func validType(s string) bool {
+	if s == "" || s[0] < 'A' || s[0] > 'Z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	auditActions  = []string{store.AuditActionCreate, store.AuditActionRead, store.AuditActionUpdate, store.AuditActionDelete, store.AuditActionExecute}
+	auditOutcomes = []string{store.AuditOutcomeSuccess, store.AuditOutcomeMinorFailure, store.AuditOutcomeSeriousFailure, store.AuditOutcomeMajorFailure}
+)
+
+// PrepareAudit checks a for RecordAudit and fills the fields the store
+// sets: ID (when empty), Recorded (when zero, and normalised), and the
+// references without duplicates, nil when empty.
+func PrepareAudit(a *store.AuditRecord) error {
+	invalid := func(format string, args ...any) error { return store.E(store.KindInvalid, format, args...) }
+	switch {
+	case a == nil:
+		return invalid("nil audit record")
+	case a.Domain == "":
+		return invalid("audit record without domain")
+	case a.ID != "" && !ValidFHIRID(a.ID):
+		return invalid("audit record id is not a FHIR id")
+	case !slices.Contains(auditActions, a.Action):
+		return invalid("audit action %q is not one of C, R, U, D, E", a.Action)
+	case !slices.Contains(auditOutcomes, a.Outcome):
+		return invalid("audit outcome %q is not one of 0, 4, 8, 12", a.Outcome)
+	case !slices.Contains(store.AuditInteractions, a.Interaction):
+		return invalid("audit interaction %q is not a FHIR restful interaction", a.Interaction)
+	case strings.Contains(a.Query, "="):
+		// The values of a search may be PHI; see store.AuditRecord.Query.
+		return invalid("audit query holds parameter values")
+	}
+	for _, p := range a.PatientRefs {
+		id, ok := strings.CutPrefix(p, "Patient/")
+		if !ok || !ValidFHIRID(id) {
+			return invalid("audit patient reference %q is not Patient/<id>", p)
+		}
+	}
+	for _, e := range a.EntityRefs {
+		if !ValidRelativeRef(e) {
+			return invalid("audit entity reference %q is not Type/id or Type/id/_history/version", e)
+		}
+	}
+	if a.ID == "" {
+		a.ID = NewAuditID()
+	}
+	if a.Recorded.IsZero() {
+		a.Recorded = Now()
+	}
+	a.Recorded = Time(a.Recorded)
+	a.PatientRefs = unique(a.PatientRefs)
+	a.EntityRefs = unique(a.EntityRefs)
+	return nil
+}
+
+// unique returns refs without duplicates, in first-seen order, as a new
+// slice (the caller's is not modified); nil when empty.
+func unique(refs []string) []string {
+	var out []string
+	for _, r := range refs {
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// EncodeRefs is the column form of a reference list: a JSON array, "[]"
+// when empty.
+func EncodeRefs(refs []string) string {
+	if len(refs) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(refs) // a []string always marshals
+	return string(b)
+}
+
+// DecodeRefs reverses EncodeRefs; an empty list is nil.
+func DecodeRefs(s string) ([]string, error) {
+	var refs []string
+	if err := json.Unmarshal([]byte(s), &refs); err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	return refs, nil
+}
+
+// JTICleanupGrace is how long a jti claim is kept after it expired before
+// ClaimJTI deletes it. Expiry is judged by each replica's clock; a replica
+// whose clock runs ahead must not delete a claim that a replica running
+// behind still relies on (it would accept the replay). Five minutes is the
+// usual allowance for clock skew in JWT validation.
+const JTICleanupGrace = 5 * time.Minute
+
+// JTICleanupBatch bounds the expired claims one ClaimJTI deletes, so a
+// backlog never makes one token request slow.
+const JTICleanupBatch = 100
+
+// CheckJTI checks the arguments of ClaimJTI.
+func CheckJTI(issuer, jti string, expires time.Time) error {
+	if issuer == "" || jti == "" || expires.IsZero() {
+		return store.E(store.KindInvalid, "jti claim needs an issuer, a jti and an expiry")
+	}
+	return nil
+}

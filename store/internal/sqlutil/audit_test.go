@@ -1,0 +1,78 @@
+package sqlutil
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+)
+
+func TestAuditCursor(t *testing.T) {
+	at := time.Date(2025, 1, 10, 3, 4, 5, 123456000, time.UTC)
+	c := EncodeAuditCursor(at, "ae-1")
+	got, id, err := DecodeAuditCursor(c)
+	require.NoError(t, err)
+	assert.True(t, at.Equal(got))
+	assert.Equal(t, "ae-1", id)
+
+	// Each search refuses the other's cursors.
+	_, _, err = DecodeAuditCursor(EncodeCursor(at, "r1"))
+	assert.ErrorIs(t, err, store.ErrInvalid)
+	_, _, err = DecodeCursor(c)
+	assert.ErrorIs(t, err, store.ErrInvalid)
+}
+
+func TestValidRelativeRef(t *testing.T) {
+	for ref, want := range map[string]bool{
+		"ServiceRequest/1":                   true,
+		"DiagnosticReport/dr-1.a/_history/2": true,
+		"Patient/":                           false,
+		"serviceRequest/1":                   false,
+		"Service_Request/1":                  false,
+		"/1":                                 false,
+		"ServiceRequest":                     false,
+		"ServiceRequest/1/_history/":         false,
+		"ServiceRequest/1/_history/a b":      false,
+		"ServiceRequest/1/extra":             false,
+		"https://example.org/fhir/Patient/1": false,
+		"ServiceRequest/a b":                 false,
+	} {
+		assert.Equal(t, want, ValidRelativeRef(ref), ref)
+	}
+}
+
+func TestPrepareAudit(t *testing.T) {
+	recorded := time.Date(2025, 1, 10, 3, 4, 5, 123456789, time.FixedZone("AEDT", 11*3600))
+	patients := []string{"Patient/2", "Patient/1", "Patient/2"}
+	a := &store.AuditRecord{Domain: "acme", Action: "E", Interaction: "search-type", Outcome: "0",
+		Recorded: recorded, PatientRefs: patients, EntityRefs: []string{}}
+	require.NoError(t, PrepareAudit(a))
+	assert.Len(t, a.ID, 32)
+	assert.True(t, ValidFHIRID(a.ID))
+	assert.Equal(t, time.Date(2025, 1, 9, 16, 4, 5, 123456000, time.UTC), a.Recorded, "UTC, microseconds")
+	assert.Equal(t, []string{"Patient/2", "Patient/1"}, a.PatientRefs)
+	assert.Equal(t, []string{"Patient/2", "Patient/1", "Patient/2"}, patients, "the caller's slice is left alone")
+	assert.Nil(t, a.EntityRefs, "empty is nil, as read back")
+}
+
+func TestRefsColumn(t *testing.T) {
+	for _, refs := range [][]string{nil, {"Patient/1"}, {"ServiceRequest/1", `Odd/"quoted"`}} {
+		s := EncodeRefs(refs)
+		got, err := DecodeRefs(s)
+		require.NoError(t, err)
+		assert.Equal(t, refs, got)
+	}
+	assert.Equal(t, "[]", EncodeRefs([]string{}))
+	_, err := DecodeRefs("not json")
+	assert.Error(t, err)
+}
+
+func TestCheckJTI(t *testing.T) {
+	assert.NoError(t, CheckJTI("c", "j", time.Now()))
+	assert.ErrorIs(t, CheckJTI("", "j", time.Now()), store.ErrInvalid)
+	assert.ErrorIs(t, CheckJTI("c", "", time.Now()), store.ErrInvalid)
+	assert.ErrorIs(t, CheckJTI("c", "j", time.Time{}), store.ErrInvalid)
+}

@@ -1,0 +1,198 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+)
+
+const auditCols = `a.domain, a.id, a.recorded, a.action, a.interaction, a.outcome, a.outcome_desc,
+	a.agent_id, a.agent_method, a.token_id, a.network_addr, a.patient_refs, a.entity_refs, a.query,
+	a.correlation_id, a.request_path`
+
+func scanAudit(row pgx.Row) (*store.AuditRecord, error) {
+	var (
+		a                  store.AuditRecord
+		patients, entities string
+	)
+	if err := row.Scan(&a.Domain, &a.ID, &a.Recorded, &a.Action, &a.Interaction, &a.Outcome, &a.OutcomeDesc,
+		&a.AgentID, &a.AgentMethod, &a.TokenID, &a.NetworkAddr, &patients, &entities, &a.Query,
+		&a.CorrelationID, &a.RequestPath); err != nil {
+		return nil, err
+	}
+	a.Recorded = utc(a.Recorded)
+	var err error
+	if a.PatientRefs, err = sqlutil.DecodeRefs(patients); err != nil {
+		return nil, err
+	}
+	if a.EntityRefs, err = sqlutil.DecodeRefs(entities); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// RecordAudit stores an audit record and its patient index rows in one
+// transaction. See store.Audit.
+func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err error) {
+	if a == nil {
+		return store.E(store.KindInvalid, "nil audit record")
+	}
+	// A closure, so that the operation names the id the store made.
+	defer func() { store.Wrap(&err, "postgres.RecordAudit(%q, %q)", a.Domain, a.ID) }()
+	if err := sqlutil.PrepareAudit(a); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO audit_events
+			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+			ON CONFLICT (domain, id) DO NOTHING`,
+			a.Domain, a.ID, a.Recorded, a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID, a.AgentMethod,
+			a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs), a.Query,
+			a.CorrelationID, a.RequestPath)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return store.E(store.KindConflict, "audit record exists")
+		}
+		if len(a.PatientRefs) > 0 {
+			// One statement for all patients: unnest pairs each with the
+			// record's key.
+			if _, err := tx.Exec(ctx, `INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded)
+				SELECT $1, $2, p, $3 FROM unnest($4::text[]) AS p`,
+				a.Domain, a.ID, a.Recorded, a.PatientRefs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AuditEvent returns one audit record. See store.Audit.
+func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.AuditRecord, err error) {
+	defer store.Wrap(&err, "postgres.AuditEvent(%q, %q)", domain, id)
+	a, err := scanAudit(s.pool.QueryRow(ctx, `SELECT `+auditCols+`
+		FROM audit_events a WHERE a.domain = $1 AND a.id = $2`, domain, id))
+	if err != nil {
+		return nil, notFound(err, "audit record")
+	}
+	return a, nil
+}
+
+// SearchAudit pages through a domain's audit records, newest first. See
+// store.Audit.
+func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFilter) (records []*store.AuditRecord, next string, err error) {
+	defer store.Wrap(&err, "postgres.SearchAudit(%q)", domain)
+	args := []any{domain}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	// Filtered by patient, the search walks audit_patients' index, whose
+	// (recorded, audit_id) equal the record's (recorded, id).
+	from, at, id := "audit_events a", "a.recorded", "a.id"
+	where := []string{"a.domain = $1"}
+	if f.PatientRef != "" {
+		from += " JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id"
+		at, id = "p.recorded", "p.audit_id"
+		// p.domain spelled out, so the index's leading column is bound.
+		where = append(where, "p.domain = $1", "p.patient_ref = "+arg(f.PatientRef))
+	}
+	if f.AgentID != "" {
+		where = append(where, "a.agent_id = "+arg(f.AgentID))
+	}
+	if f.Action != "" {
+		where = append(where, "a.action = "+arg(f.Action))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, at+" >= "+arg(sqlutil.Time(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, at+" < "+arg(sqlutil.Time(f.Until)))
+	}
+	if f.After != "" {
+		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "("+at+", "+id+") < ("+arg(recorded)+", "+arg(after)+")")
+	}
+	limit := sqlutil.Limit(f.Limit)
+	// One more than the page tells whether there is a next page.
+	rows, err := s.pool.Query(ctx, `SELECT `+auditCols+` FROM `+from+`
+		WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY `+at+` DESC, `+id+` DESC LIMIT `+arg(limit+1), args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		a, err := scanAudit(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		records = append(records, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(records) > limit {
+		records = records[:limit]
+		last := records[limit-1]
+		next = sqlutil.EncodeAuditCursor(last.Recorded, last.ID)
+	}
+	return records, next, nil
+}
+
+// PurgeAuditBefore deletes the audit records recorded before cutoff; their
+// patient rows go with them (ON DELETE CASCADE). See store.Audit.
+func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
+	defer store.Wrap(&err, "postgres.PurgeAuditBefore")
+	tag, err := s.pool.Exec(ctx, `DELETE FROM audit_events WHERE recorded < $1`, sqlutil.Time(cutoff))
+	if err != nil {
+		return 0, err
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// ClaimJTI claims (issuer, jti) until expires, unless an unexpired claim
+// exists. See store.Replay.
+//
+// The claim is one INSERT ... ON CONFLICT DO UPDATE ... WHERE, which
+// PostgreSQL guarantees to insert or update atomically even under
+// concurrency: a racing claim waits for the row the winner inserted or
+// updated, then evaluates the WHERE against the winner's committed row
+// (no longer expired) and changes nothing. So exactly one is fresh, across
+// replicas too.
+func (s *Store) ClaimJTI(ctx context.Context, issuer, jti string, expires time.Time) (fresh bool, err error) {
+	defer store.Wrap(&err, "postgres.ClaimJTI(%q)", issuer)
+	if err := sqlutil.CheckJTI(issuer, jti, expires); err != nil {
+		return false, err
+	}
+	now := sqlutil.Now()
+	// Cleanup first, in its own statement: SKIP LOCKED leaves rows another
+	// replica is deleting (or claiming) to it, so replicas never wait on
+	// each other's cleanup, and it is done before anything is claimed, so
+	// its failure is the call's failure with nothing half done.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM jti_claims WHERE ctid = ANY(ARRAY(
+		SELECT ctid FROM jti_claims WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+		now.Add(-sqlutil.JTICleanupGrace), sqlutil.JTICleanupBatch); err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO jti_claims (issuer, jti, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = EXCLUDED.expires_at
+		WHERE jti_claims.expires_at <= $4`,
+		issuer, jti, sqlutil.Time(expires), now)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -1,0 +1,202 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+)
+
+const auditCols = `a.domain, a.id, a.recorded, a.action, a.interaction, a.outcome, a.outcome_desc,
+	a.agent_id, a.agent_method, a.token_id, a.network_addr, a.patient_refs, a.entity_refs, a.query,
+	a.correlation_id, a.request_path`
+
+func scanAudit(sc scanner) (*store.AuditRecord, error) {
+	var (
+		a                  store.AuditRecord
+		recorded           int64
+		patients, entities string
+	)
+	if err := sc.Scan(&a.Domain, &a.ID, &recorded, &a.Action, &a.Interaction, &a.Outcome, &a.OutcomeDesc,
+		&a.AgentID, &a.AgentMethod, &a.TokenID, &a.NetworkAddr, &patients, &entities, &a.Query,
+		&a.CorrelationID, &a.RequestPath); err != nil {
+		return nil, err
+	}
+	a.Recorded = fromUS(recorded)
+	var err error
+	if a.PatientRefs, err = sqlutil.DecodeRefs(patients); err != nil {
+		return nil, err
+	}
+	if a.EntityRefs, err = sqlutil.DecodeRefs(entities); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// RecordAudit stores an audit record and its patient index rows in one
+// transaction. See store.Audit.
+func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err error) {
+	if a == nil {
+		return store.E(store.KindInvalid, "nil audit record")
+	}
+	// A closure, so that the operation names the id the store made.
+	defer func() { store.Wrap(&err, "sqlite.RecordAudit(%q, %q)", a.Domain, a.ID) }()
+	if err := sqlutil.PrepareAudit(a); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO audit_events
+			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`,
+			a.Domain, a.ID, us(a.Recorded), a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID, a.AgentMethod,
+			a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs), a.Query,
+			a.CorrelationID, a.RequestPath)
+		if err != nil {
+			return err
+		}
+		if ok, err := oneRow(res); err != nil {
+			return err
+		} else if !ok {
+			return store.E(store.KindConflict, "audit record exists")
+		}
+		for _, p := range a.PatientRefs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded)
+				VALUES (?, ?, ?, ?)`, a.Domain, a.ID, p, us(a.Recorded)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AuditEvent returns one audit record. See store.Audit.
+func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.AuditRecord, err error) {
+	defer store.Wrap(&err, "sqlite.AuditEvent(%q, %q)", domain, id)
+	a, err := scanAudit(s.r.QueryRowContext(ctx, `SELECT `+auditCols+`
+		FROM audit_events a WHERE a.domain = ? AND a.id = ?`, domain, id))
+	if err != nil {
+		return nil, notFound(err, "audit record")
+	}
+	return a, nil
+}
+
+// SearchAudit pages through a domain's audit records, newest first. See
+// store.Audit.
+func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFilter) (records []*store.AuditRecord, next string, err error) {
+	defer store.Wrap(&err, "sqlite.SearchAudit(%q)", domain)
+	// Filtered by patient, the search walks audit_patients' index, whose
+	// (recorded, audit_id) equal the record's (recorded, id).
+	from, at, id := "audit_events a", "a.recorded", "a.id"
+	where := []string{"a.domain = ?"}
+	args := []any{domain}
+	if f.PatientRef != "" {
+		from += " JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id"
+		at, id = "p.recorded", "p.audit_id"
+		// p.domain spelled out, so the index's leading column is bound.
+		where = append(where, "p.domain = ?", "p.patient_ref = ?")
+		args = append(args, domain, f.PatientRef)
+	}
+	if f.AgentID != "" {
+		where = append(where, "a.agent_id = ?")
+		args = append(args, f.AgentID)
+	}
+	if f.Action != "" {
+		where = append(where, "a.action = ?")
+		args = append(args, f.Action)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, at+" >= ?")
+		args = append(args, us(sqlutil.Time(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, at+" < ?")
+		args = append(args, us(sqlutil.Time(f.Until)))
+	}
+	if f.After != "" {
+		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "("+at+", "+id+") < (?, ?)")
+		args = append(args, us(recorded), after)
+	}
+	limit := sqlutil.Limit(f.Limit)
+	// One more than the page tells whether there is a next page.
+	args = append(args, limit+1)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCols+` FROM `+from+`
+		WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY `+at+` DESC, `+id+` DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		a, err := scanAudit(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		records = append(records, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(records) > limit {
+		records = records[:limit]
+		last := records[limit-1]
+		next = sqlutil.EncodeAuditCursor(last.Recorded, last.ID)
+	}
+	return records, next, nil
+}
+
+// PurgeAuditBefore deletes the audit records recorded before cutoff; their
+// patient rows go with them (ON DELETE CASCADE). See store.Audit.
+func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
+	defer store.Wrap(&err, "sqlite.PurgeAuditBefore")
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE recorded < ?`, us(sqlutil.Time(cutoff)))
+		if err != nil {
+			return err
+		}
+		k, err := res.RowsAffected()
+		n = int(k)
+		return err
+	})
+	return n, err
+}
+
+// ClaimJTI claims (issuer, jti) until expires, unless an unexpired claim
+// exists. The write lock makes the check-and-insert atomic, and each call
+// first deletes a batch of claims long expired. See store.Replay.
+func (s *Store) ClaimJTI(ctx context.Context, issuer, jti string, expires time.Time) (fresh bool, err error) {
+	defer store.Wrap(&err, "sqlite.ClaimJTI(%q)", issuer)
+	if err := sqlutil.CheckJTI(issuer, jti, expires); err != nil {
+		return false, err
+	}
+	now := sqlutil.Now()
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM jti_claims WHERE rowid IN (
+			SELECT rowid FROM jti_claims WHERE expires_at < ? LIMIT ?)`,
+			us(now.Add(-sqlutil.JTICleanupGrace)), sqlutil.JTICleanupBatch); err != nil {
+			return err
+		}
+		// An expired claim is taken over; an unexpired one is left alone
+		// and the statement changes no row.
+		res, err := tx.ExecContext(ctx, `INSERT INTO jti_claims (issuer, jti, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at
+			WHERE jti_claims.expires_at <= ?`,
+			issuer, jti, us(sqlutil.Time(expires)), us(now))
+		if err != nil {
+			return err
+		}
+		fresh, err = oneRow(res)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return fresh, nil
+}
