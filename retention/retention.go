@@ -25,8 +25,8 @@ const DefaultKeep = 7 * 24 * time.Hour
 func ParseDuration(s string) (time.Duration, error) {
 	if d, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(d)
-		if err != nil || n < 1 || n > 3650 {
-			return 0, fmt.Errorf("retention %q: want whole days from 1d to 3650d, or a duration such as 36h", s)
+		if err != nil || n < 1 || n > 36500 {
+			return 0, fmt.Errorf("retention %q: want whole days from 1d, or a duration such as 36h", s)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
@@ -46,18 +46,36 @@ func Purge(ctx context.Context, p store.Purger, keep time.Duration, now time.Tim
 	return n, nil
 }
 
+// DefaultKeepAudit is BRIDGE_AUDIT_RETENTION's default. Audit records
+// hold no PHI and are evidence of who saw what; seven years matches the
+// commonest Australian retention period for adults' medical records.
+const DefaultKeepAudit = 7 * 365 * 24 * time.Hour
+
+// Purgers is what Run purges: PHI content, and audit records on their own,
+// longer window.
+type Purgers interface {
+	store.Purger
+	PurgeAuditBefore(ctx context.Context, cutoff time.Time) (int, error)
+}
+
 // Run purges at once and then every interval until ctx is done. Several
 // replicas may run it: purging is idempotent.
-func Run(ctx context.Context, p store.Purger, keep, every time.Duration, log *slog.Logger) {
+func Run(ctx context.Context, p Purgers, keep, keepAudit, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		n, err := Purge(ctx, p, keep, time.Now())
+		now := time.Now()
+		n, err := Purge(ctx, p, keep, now)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("retention: purge failed", "error", err.Error())
 		case n > 0:
 			log.Info("retention: purged", "records", n, "keep", keep.String())
+		}
+		if n, err := p.PurgeAuditBefore(ctx, now.Add(-keepAudit)); err != nil && ctx.Err() == nil {
+			log.Warn("retention: audit purge failed", "error", err.Error())
+		} else if n > 0 {
+			log.Info("retention: purged audit records", "records", n, "keep", keepAudit.String())
 		}
 		select {
 		case <-ctx.Done():

@@ -61,9 +61,9 @@ func NewMain() *Main {
 var commands = map[string][]string{
 	"serve": {"qubs-api-url", "qubs-token-url", "qubs-client-id", "qubs-client-secret", "qubs-client-secret-file",
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key",
-		"tls-cert", "tls-key", "retention", "rate-limit", "rate-burst", "log-level"},
+		"tls-cert", "tls-key", "retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
-		"retention", "rate-limit", "rate-burst", "log-level"},
+		"retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
 	"qubs-sim": {"listen", "seed", "appointments", "log-level"},
 }
 
@@ -224,7 +224,7 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 	go func() { defer wg.Done(); w.Run(wctx) }()
 	go func() {
 		defer wg.Done()
-		retention.Run(wctx, st, bg.retention, time.Hour, log.With("component", "retention"))
+		retention.Run(wctx, st, bg.retention, bg.auditRetention, time.Hour, log.With("component", "retention"))
 	}()
 	err := serveHTTP(ctx, ln, server.New(cfg), bg.tls, log)
 	stopWorkers()
@@ -234,8 +234,9 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 
 // background holds the settings of what runs beside the HTTP server.
 type background struct {
-	retention time.Duration
-	tls       *tls.Config // nil serves plain HTTP
+	retention      time.Duration
+	auditRetention time.Duration
+	tls            *tls.Config // nil serves plain HTTP
 }
 
 func backgroundOptions(opts *options) (background, error) {
@@ -243,7 +244,14 @@ func backgroundOptions(opts *options) (background, error) {
 	if err != nil {
 		return background{}, fmt.Errorf("BRIDGE_RETENTION: %w", err)
 	}
-	bg := background{retention: keep}
+	keepAudit, err := retention.ParseDuration(opts.get("audit-retention"))
+	if err != nil {
+		return background{}, fmt.Errorf("BRIDGE_AUDIT_RETENTION: %w", err)
+	}
+	if keepAudit < keep {
+		return background{}, errors.New("BRIDGE_AUDIT_RETENTION must not be shorter than BRIDGE_RETENTION: the audit trail outlives the PHI it is about")
+	}
+	bg := background{retention: keep, auditRetention: keepAudit}
 	cert, key := opts.get("tls-cert"), opts.get("tls-key")
 	if (cert == "") != (key == "") {
 		return background{}, errors.New("BRIDGE_TLS_CERT and BRIDGE_TLS_KEY go together")

@@ -49,6 +49,7 @@ func newOptions() *options {
 	add("tls-cert", "BRIDGE_TLS_CERT", "", "PEM certificate (chain) file: serve HTTPS (TLS 1.2+) directly", false)
 	add("tls-key", "BRIDGE_TLS_KEY", "", "PEM private key file of BRIDGE_TLS_CERT", false)
 	add("retention", "BRIDGE_RETENTION", "7d", "how long stored report content, artifacts and binaries are kept (e.g. 7d, 36h)", false)
+	add("audit-retention", "BRIDGE_AUDIT_RETENTION", "2555d", "how long audit records (no PHI) are kept", false)
 	add("rate-limit", "BRIDGE_RATE_LIMIT", "20", "requests per second allowed to each client on average; 0 disables", false)
 	add("rate-burst", "BRIDGE_RATE_BURST", "60", "requests a client may burst above the rate", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
