@@ -164,8 +164,8 @@ func (w *Worker) DeliverOne(ctx context.Context) (bool, error) {
 
 // Keys of the QUBS calls of one report version: stable across retries,
 // workers and replicas.
-func uploadKey(r *store.Report) string {
-	return qubs.DeriveIdempotencyKey("qfb-upload", []byte(r.Domain), []byte(r.ID), []byte(strconv.Itoa(r.Version)))
+func uploadKey(r *store.Report, index int) string {
+	return qubs.DeriveIdempotencyKey("qfb-upload", []byte(r.Domain), []byte(r.ID), []byte(strconv.Itoa(r.Version)), []byte(strconv.Itoa(index)))
 }
 
 func reportKey(r *store.Report) string {
@@ -189,33 +189,34 @@ func (w *Worker) deliver(ctx context.Context, r *store.Report) error {
 	return w.Store.CompleteDelivery(ctx, r.Domain, r.ID, r.Version, receipt.ReportGUID, w.Now())
 }
 
-// upload creates upload URLs for every artifact of the version (always the
-// same request under the same key, so a retry within QUBS's 15 minutes gets
-// the same URLs back) and PUTs those not recorded as uploaded yet.
+// upload sends the artifacts not yet recorded as uploaded, one at a time:
+// an upload URL for that artifact alone, under a key of (report, version,
+// artifact), then its PUT, then the record. An artifact recorded once is
+// never asked a URL again, so a delivery retried after QUBS's 15-minute
+// key window creates no second slot for it; only one whose PUT succeeded
+// but whose record was lost in a crash can be sent twice.
 func (w *Worker) upload(ctx context.Context, r *store.Report) error {
-	req := qubs.UploadRequest{Items: make([]qubs.UploadItem, len(r.Artifacts))}
-	for i, a := range r.Artifacts {
-		ct := a.ContentType
-		req.Items[i] = qubs.UploadItem{FileName: a.FileName, ContentType: &ct}
-	}
-	urls, err := w.QUBS.CreateUploadURLs(ctx, r.Domain, r.AppointmentID, req, uploadKey(r))
-	if err != nil {
-		return err
-	}
-	if len(urls.Items) != len(r.Artifacts) {
-		return permanent{fmt.Errorf("QUBS answered %d upload URLs for %d artifacts", len(urls.Items), len(r.Artifacts))}
-	}
-	for i, a := range r.Artifacts {
+	for _, a := range r.Artifacts {
 		if a.UploadedAt != nil {
 			continue
 		}
-		err := w.QUBS.Upload(ctx, urls.Items[i], a.ContentType, int64(len(a.Data)), bytes.NewReader(a.Data))
+		ct := a.ContentType
+		req := qubs.UploadRequest{Items: []qubs.UploadItem{{FileName: a.FileName, ContentType: &ct}}}
+		urls, err := w.QUBS.CreateUploadURLs(ctx, r.Domain, r.AppointmentID, req, uploadKey(r, a.Index))
+		if err != nil {
+			return err
+		}
+		if len(urls.Items) != 1 {
+			return permanent{fmt.Errorf("QUBS answered %d upload URLs for one artifact", len(urls.Items))}
+		}
+		u := urls.Items[0]
+		err = w.QUBS.Upload(ctx, u, a.ContentType, int64(len(a.Data)), bytes.NewReader(a.Data))
 		// A second PUT to a replayed URL is refused as a conflict: the
 		// first one, whose answer was lost, succeeded.
 		if err != nil && qubs.KindOf(err) != qubs.KindConflict {
 			return err
 		}
-		if err := w.Store.RecordUpload(ctx, r.Domain, r.ID, r.Version, a.Index, urls.Items[i].GUID, w.Now()); err != nil {
+		if err := w.Store.RecordUpload(ctx, r.Domain, r.ID, r.Version, a.Index, u.GUID, w.Now()); err != nil {
 			return err
 		}
 	}

@@ -22,6 +22,7 @@ import (
 )
 
 type fixture struct {
+	clock  *qubssim.FakeClock
 	sim    *qubssim.Server
 	client *qubs.Client
 	store  store.Store
@@ -29,7 +30,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 200})
+	clock := qubssim.NewFakeClock(time.Now())
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 200, Clock: clock})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })
 	client, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
@@ -39,7 +41,7 @@ func newFixture(t *testing.T) *fixture {
 	st, err := sqlite.Open(context.Background(), t.TempDir()+"/d.db")
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	return &fixture{sim: sim, client: client, store: st}
+	return &fixture{clock: clock, sim: sim, client: client, store: st}
 }
 
 func (f *fixture) worker(name string) *delivery.Worker {
@@ -142,7 +144,7 @@ func TestCrashedWorkerIsTakenOver(t *testing.T) {
 	job, err := f.store.ClaimDelivery(context.Background(), "dead", time.Minute, now)
 	require.NoError(t, err)
 	ct := qubs.ContentTypePDF
-	key := qubs.DeriveIdempotencyKey("qfb-upload", []byte("acme"), []byte("r1"), []byte("1"))
+	key := qubs.DeriveIdempotencyKey("qfb-upload", []byte("acme"), []byte("r1"), []byte("1"), []byte("0"))
 	urls, err := f.client.CreateUploadURLs(context.Background(), "acme", appt, qubs.UploadRequest{Items: []qubs.UploadItem{{FileName: "a0.pdf", ContentType: &ct}}}, key)
 	require.NoError(t, err)
 	require.NoError(t, f.client.Upload(context.Background(), urls.Items[0], ct, int64(len(job.Artifacts[0].Data)), bytesReader(job.Artifacts[0].Data)))
@@ -198,3 +200,34 @@ func TestLaterVersionWins(t *testing.T) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// TestLongOutageCreatesNoSecondSlots: artifacts uploaded, then the
+// submission fails past QUBS's 15-minute upload-key window; the retry
+// must not ask for new upload slots for what is already uploaded.
+func TestLongOutageCreatesNoSecondSlots(t *testing.T) {
+	f := newFixture(t)
+	appt := f.sim.PendingIDs("acme")[5]
+	f.accept(t, "r1", appt, "final", "text", []byte("%PDF-1 one"), []byte("%PDF-1 two"))
+	w := f.worker("w")
+	// The real client, with report submission failing as if QUBS were
+	// down for that call alone.
+	w.QUBS = submitFails{f.client}
+	worked, err := w.DeliverOne(context.Background())
+	require.NoError(t, err)
+	require.True(t, worked)
+	require.Len(t, f.sim.Uploads("acme", appt), 2)
+	require.Empty(t, f.sim.Reports("acme", appt))
+
+	w.QUBS = f.client
+	f.clock.Advance(20 * time.Minute)
+	w.Now = func() time.Time { return time.Now().Add(time.Hour) } // past the retry's due time
+	drain(t, w)
+	assert.Len(t, f.sim.Reports("acme", appt), 1)
+	assert.Len(t, f.sim.Uploads("acme", appt), 2, "no second slot for an uploaded artifact")
+}
+
+type submitFails struct{ *qubs.Client }
+
+func (submitFails) SubmitReport(context.Context, string, string, qubs.ReportSubmission, string) (*qubs.ReportReceipt, error) {
+	return nil, &qubs.Error{Kind: qubs.KindTransient, Op: "qubs.SubmitReport", Status: http.StatusServiceUnavailable}
+}

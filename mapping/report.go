@@ -435,11 +435,15 @@ const (
 	DeliveryPending   = "pending"
 	DeliveryDelivered = "delivered"
 	DeliveryFailed    = "failed"
+	// DeliverySuperseded marks a version never sent because a newer one
+	// for the same study was accepted first (QUBS keeps only the latest).
+	DeliverySuperseded = "superseded"
 )
 
 // ReportDelivery is what the bridge knows of a report's way into QUBS.
 type ReportDelivery struct {
-	// State is DeliveryPending, DeliveryDelivered or DeliveryFailed.
+	// State is DeliveryPending, DeliveryDelivered, DeliveryFailed or
+	// DeliverySuperseded.
 	State string
 	// ReportGUID is the reportGuid QUBS answered, "" until it did.
 	ReportGUID string
@@ -472,7 +476,7 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		return nil, errors.New("version must be at least 1")
 	case lastUpdated.IsZero() || lastUpdated.Year() > 9999:
 		return nil, errors.New("lastUpdated is not a time FHIR can write")
-	case d.State != DeliveryPending && d.State != DeliveryDelivered && d.State != DeliveryFailed:
+	case d.State != DeliveryPending && d.State != DeliveryDelivered && d.State != DeliveryFailed && d.State != DeliverySuperseded:
 		return nil, errors.New("unknown delivery state")
 	case d.ReportGUID != "" && !fhirSafe(d.ReportGUID):
 		return nil, errors.New("report guid is not a FHIR string")

@@ -79,13 +79,19 @@ func (s *Server) searchCommunications(c *gin.Context) error {
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
 	bundle := fhir.NewSearchset(nil)
 	bundle.SetLink("self", base+"/Communication?"+c.Request.URL.RawQuery)
+	skipped := 0
 	for _, v := range views {
 		body, id, err := communication(v.appt, v.comment)
+		if unrepresentable(err) {
+			skipped++
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		bundle.AddMatch(base+"/Communication/"+id, body)
 	}
+	s.noteSkipped(c, bundle, skipped, "comments")
 	s.write(c, http.StatusOK, bundle)
 	return nil
 }
@@ -114,11 +120,16 @@ func (s *Server) searchFlags(c *gin.Context) error {
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
 	bundle := fhir.NewSearchset(nil)
 	bundle.SetLink("self", base+"/Flag?"+c.Request.URL.RawQuery)
+	skipped := 0
 	for _, v := range views {
 		if !mapping.IsAlert(v.comment) {
 			continue
 		}
 		f, err := mapping.FlagFromComment(v.appt.AppointmentID, mapping.PatientID(v.appt), v.comment)
+		if unrepresentable(err) {
+			skipped++
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("mapping alert: %w", err)
 		}
@@ -128,6 +139,7 @@ func (s *Server) searchFlags(c *gin.Context) error {
 		}
 		bundle.AddMatch(base+"/Flag/"+deref(f.Id), b)
 	}
+	s.noteSkipped(c, bundle, skipped, "alerts")
 	s.write(c, http.StatusOK, bundle)
 	return nil
 }
@@ -216,6 +228,9 @@ func (s *Server) createCommunication(c *gin.Context) error {
 	k, err := idempotencyKey(c, body)
 	if err != nil {
 		return err
+	}
+	if _, err := mapping.CommunicationID(in.AppointmentID, probeGUID); err != nil {
+		return unservable("Communication.basedOn")
 	}
 	a, ok, err := s.checkPending(c, in.AppointmentID)
 	if err != nil {

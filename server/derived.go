@@ -27,6 +27,9 @@ func (s *Server) readDerived(typ string) func(*gin.Context) error {
 		ref := typ + "/" + id
 		serve := func(a *qubs.Appointment) (bool, error) {
 			m, err := s.mapAppointment(domain, a)
+			if unrepresentable(err) {
+				return false, nil
+			}
 			if err != nil {
 				return false, err
 			}

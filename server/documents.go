@@ -133,6 +133,7 @@ func (s *Server) searchDocumentReferences(c *gin.Context) error {
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
 	bundle := fhir.NewSearchset(nil)
 	bundle.SetLink("self", base+"/DocumentReference?"+c.Request.URL.RawQuery)
+	skipped := 0
 	for _, a := range appts {
 		atts, err := s.cfg.QUBS.ListAttachments(c.Request.Context(), c.GetString(keyDomain), a.AppointmentID, qubs.AttachmentOptions{})
 		if qubs.KindOf(err) == qubs.KindNotFound {
@@ -143,12 +144,17 @@ func (s *Server) searchDocumentReferences(c *gin.Context) error {
 		}
 		for _, att := range atts {
 			doc, id, err := s.documentReference(c, &a, att)
+			if unrepresentable(err) {
+				skipped++
+				continue
+			}
 			if err != nil {
 				return err
 			}
 			bundle.AddMatch(base+"/DocumentReference/"+id, doc)
 		}
 	}
+	s.noteSkipped(c, bundle, skipped, "attachments")
 	s.write(c, http.StatusOK, bundle)
 	return nil
 }
@@ -240,23 +246,29 @@ func (s *Server) readBinary(c *gin.Context) error {
 			ct = mapping.ContentTypeForFileName(att.FileName)
 		}
 		if wantsJSON {
-			data, err := io.ReadAll(io.LimitReader(dl.Body, 64<<20))
+			data, err := io.ReadAll(io.LimitReader(dl.Body, maxBinaryJSON+1))
 			if err != nil {
 				return fmt.Errorf("reading attachment: %w", err)
 			}
+			if len(data) > maxBinaryJSON {
+				return fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly", "Binary/%s is too large to send as JSON; ask for its own media type", id)
+			}
 			return s.binaryJSON(c, id, ct, data)
 		}
-		c.Header("Content-Disposition", disposition(att.FileName))
+		safeFileHeaders(c, ct, att.FileName)
 		c.DataFromReader(http.StatusOK, dl.ContentLength, ct, dl.Body, nil)
 		return nil
 	}
 	if s.cfg.Store != nil {
 		b, err := s.cfg.Store.Binary(c.Request.Context(), c.GetString(keyDomain), id)
+		if err == nil && b.Purged {
+			return fhir.Errorf(http.StatusGone, "deleted", "Binary/%s was removed under the retention policy", id)
+		}
 		if err == nil {
 			if wantsJSON {
 				return s.binaryJSON(c, id, b.ContentType, b.Data)
 			}
-			c.Header("Content-Disposition", "inline")
+			safeFileHeaders(c, b.ContentType, "")
 			c.Data(http.StatusOK, b.ContentType, b.Data)
 			return nil
 		}
@@ -283,11 +295,24 @@ func binaryAsJSON(accept, format string) bool {
 	return false
 }
 
-func disposition(fileName string) string {
-	if fileName == "" {
-		return "inline"
+// maxBinaryJSON bounds a Binary read as a FHIR resource (base64 in JSON).
+const maxBinaryJSON = 32 << 20
+
+// safeFileHeaders serves QUBS's files from the FHIR origin without letting
+// one act as a page of it: no sniffing, a sandbox for anything rendered,
+// and only PDFs and images displayed inline; everything else downloads.
+func safeFileHeaders(c *gin.Context, ct, fileName string) {
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Header("Content-Security-Policy", "sandbox; default-src 'none'")
+	kind := "attachment"
+	if ct == "application/pdf" || strings.HasPrefix(ct, "image/") {
+		kind = "inline"
 	}
-	return mime.FormatMediaType("inline", map[string]string{"filename": fileName})
+	if fileName == "" {
+		c.Header("Content-Disposition", kind)
+		return
+	}
+	c.Header("Content-Disposition", mime.FormatMediaType(kind, map[string]string{"filename": fileName}))
 }
 
 func (s *Server) binaryJSON(c *gin.Context, id, ct string, data []byte) error {
@@ -353,6 +378,11 @@ func (s *Server) createBinary(c *gin.Context) error {
 	status := http.StatusCreated
 	if errors.Is(err, store.ErrConflict) {
 		status = http.StatusOK
+		if prev, err := s.cfg.Store.Binary(c.Request.Context(), domain, id); err == nil && prev.Purged {
+			// The id is the content's: a purged file cannot come back
+			// under it, and a report must not point at nothing.
+			return fhir.Errorf(http.StatusGone, "deleted", "this file was sent before and removed under the retention policy; it cannot be stored again")
+		}
 	} else if err != nil {
 		return fmt.Errorf("storing binary: %w", err)
 	}
@@ -394,6 +424,9 @@ func (s *Server) createDocumentReference(c *gin.Context) error {
 		if prev, err := s.cfg.Store.DocumentReference(ctx, domain, "key-"+hashHex([]byte(scopeKey))[:40]); err == nil {
 			return s.replayDocumentReference(c, prev.AppointmentID, prev.AttachmentGUID)
 		}
+	}
+	if _, err := mapping.DocumentReferenceID(in.AppointmentID, probeGUID); err != nil {
+		return unservable("DocumentReference.context.related")
 	}
 	a, ok, err := s.checkPending(c, in.AppointmentID)
 	if err != nil {
@@ -457,6 +490,17 @@ func (s *Server) respondDocumentReference(c *gin.Context, status int, apptID, gu
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
 	s.respondWrite(c, status, base+"/DocumentReference/"+id, 0, timeOr(att.LastModifiedDateTime), body, "artifact uploaded to QUBS")
 	return nil
+}
+
+// probeGUID has the shape of the GUIDs QUBS gives attachments and
+// comments, to check before a write that what it creates can be served.
+const probeGUID = "00000000-0000-0000-0000-000000000000"
+
+// unservable refuses a write whose result the bridge could not serve back:
+// the study's QUBS id is too long to fit, with a record GUID, in a FHIR id.
+func unservable(expr string) error {
+	return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "too-long",
+		Expression: []string{expr}, Diagnostics: "this study's QUBS id is too long for the bridge to serve what would be created"}}}
 }
 
 // timeOr is the time, or the zero time for nil.

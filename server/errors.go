@@ -34,12 +34,15 @@ func (s *Server) renderError(c *gin.Context, err error) {
 	}
 	switch {
 	case fe.Status >= 500:
+		// Error messages in this code base carry kinds, operations and
+		// statuses, never request data: the chain is what makes a 500
+		// diagnosable.
+		if fe.Err != nil {
+			attrs = append(attrs, "error", fe.Err.Error())
+		}
 		s.log.Warn("request failed", attrs...)
 	case fe.Status != http.StatusNotFound:
 		s.log.Info("request refused", attrs...)
-	}
-	if fe.Status == http.StatusMethodNotAllowed {
-		c.Header("Allow", "GET, POST")
 	}
 	if ra := retryAfter(err); ra != "" {
 		c.Header("Retry-After", ra)

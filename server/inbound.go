@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -38,6 +39,9 @@ func (s *Server) readResource(c *gin.Context, typ string) ([]byte, error) {
 	}
 	if len(body) == 0 {
 		return nil, fhir.Errorf(http.StatusBadRequest, "required", "the request has no body")
+	}
+	if err := checkDuplicateMembers(body); err != nil {
+		return nil, err
 	}
 	if issues := s.validator.ValidateType(body, typ); len(issues) > 0 {
 		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: issues}
@@ -112,15 +116,19 @@ func (s *Server) checkPending(c *gin.Context, appointmentID string) (appt *qubs.
 }
 
 // clientKey is what makes a client's write idempotent: its Idempotency-Key
-// header, else its If-None-Exist condition, else the hash of what it sent.
-// kind says which, for the answer to a replay (an If-None-Exist match is a
-// 200, an idempotent replay repeats the original 201).
+// header, else the hash of what it sent. kind says which, for the answer
+// to a replay (an idempotent replay repeats the original 201; the same
+// content again answers 200 with what it made).
 type clientKey struct {
-	kind string // "idempotency-key", "if-none-exist", "content"
+	kind string // "idempotency-key", "content"
 	key  string
 }
 
 func idempotencyKey(c *gin.Context, body []byte) (clientKey, error) {
+	if c.GetHeader("If-None-Exist") != "" && c.FullPath() != "/fhir/:domain/DiagnosticReport" {
+		return clientKey{}, fhir.Errorf(http.StatusBadRequest, "not-supported",
+			"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
+	}
 	if k := c.GetHeader("Idempotency-Key"); k != "" {
 		if err := qubs.ValidateIdempotencyKey(k); err != nil {
 			return clientKey{}, fhir.Errorf(http.StatusBadRequest, "value",
@@ -128,21 +136,7 @@ func idempotencyKey(c *gin.Context, body []byte) (clientKey, error) {
 		}
 		return clientKey{kind: "idempotency-key", key: k}, nil
 	}
-	if q := c.GetHeader("If-None-Exist"); q != "" {
-		return clientKey{kind: "if-none-exist", key: normalizeQuery(q)}, nil
-	}
 	return clientKey{kind: "content", key: hashHex(body)}, nil
-}
-
-// normalizeQuery makes "b=2&a=1" and "a=1&b=2" one condition.
-func normalizeQuery(q string) string {
-	parts := strings.Split(strings.TrimPrefix(q, "?"), "&")
-	for i := 1; i < len(parts); i++ {
-		for j := i; j > 0 && parts[j] < parts[j-1]; j-- {
-			parts[j], parts[j-1] = parts[j-1], parts[j]
-		}
-	}
-	return strings.Join(parts, "&")
 }
 
 func hashHex(parts ...[]byte) string {
@@ -240,4 +234,66 @@ func decodeResource(body []byte, v any, typ string) error {
 		return fhir.Errorf(http.StatusBadRequest, "structure", "the %s does not decode", typ)
 	}
 	return nil
+}
+
+// checkDuplicateMembers refuses a JSON object with the same member twice
+// (after unescaping, so "a" and "\u0061" are one name). RFC 8259 leaves
+// the meaning to the parser, and parsers differ: the strict validator and
+// the mapping could read different values, and the one sent to QUBS would
+// be an accident.
+func checkDuplicateMembers(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type frame struct {
+		object bool
+		keys   map[string]bool
+		expect bool // the next string token in an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return nil // malformed JSON is the validator's to report
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				if top != nil && top.object {
+					top.expect = true
+				}
+				stack = append(stack, &frame{object: true, keys: map[string]bool{}, expect: true})
+			case '[':
+				if top != nil && top.object {
+					top.expect = true
+				}
+				stack = append(stack, &frame{})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if top != nil && top.object && top.expect {
+				if top.keys[t] {
+					return fhir.Errorf(http.StatusBadRequest, "structure", "a JSON object has the member %q twice", t)
+				}
+				top.keys[t] = true
+				top.expect = false
+				continue
+			}
+			if top != nil && top.object {
+				top.expect = true
+			}
+		default:
+			if top != nil && top.object {
+				top.expect = true
+			}
+		}
+	}
 }

@@ -52,7 +52,7 @@ func assertNoPHI(t testing.TB, logs string, sim *qubssim.Server) {
 		check("token", marker)
 	}
 	for _, domain := range sim.Domains() {
-		for _, id := range sim.PendingIDs(domain) {
+		for _, id := range sim.AppointmentIDs(domain) {
 			a, ok := sim.Appointment(domain, id)
 			if !ok {
 				continue

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -46,34 +47,30 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	if err := mappingError(issues); err != nil {
 		return err
 	}
+	if cond := c.GetHeader("If-None-Exist"); cond != "" {
+		// Conditional create (FHIR R4 3.1.0.8.1): the condition is a
+		// DiagnosticReport search; one match is the answer, several are a
+		// 412, none means create.
+		existing, err := s.conditionalMatch(c, cond)
+		if err != nil || existing != nil {
+			if existing != nil {
+				return s.respondReport(c, http.StatusOK, existing, "the If-None-Exist condition matched this report")
+			}
+			return err
+		}
+	}
 	k, err := idempotencyKey(c, body)
 	if err != nil {
 		return err
 	}
-	// The id follows from the client's key, so two replicas racing on one
-	// retried request compute the same id and the store lets one win.
+	// The id follows from the client's key (or the content), so a retry,
+	// or two replicas racing on one retried request, compute the same id
+	// and the store lets exactly one create it. Nothing is recorded before
+	// the report is stored, so a refused attempt leaves no trace to replay.
 	id := "dr-" + hashHex([]byte(domain), []byte(k.kind), []byte(k.key))[:40]
-	reqHash := hashHex(body)
-	existing, err := s.cfg.Store.ClaimIdempotency(ctx, &store.IdempotencyRecord{
-		Domain: domain, Scope: "DiagnosticReport:create", Key: k.kind + ":" + k.key,
-		RequestHash: reqHash, ResourceType: "DiagnosticReport", ResourceID: id, Version: 1,
-	})
-	if err != nil {
-		return fmt.Errorf("claiming idempotency key: %w", err)
+	if done, err := s.replayReport(c, id, k, body); done || err != nil {
+		return err
 	}
-	if existing != nil {
-		if k.kind == "idempotency-key" && existing.RequestHash != reqHash {
-			return fhir.Errorf(http.StatusUnprocessableEntity, "business-rule",
-				"this Idempotency-Key was used with a different DiagnosticReport")
-		}
-		if done, err := s.replayReport(c, existing.ResourceID, k); done || err != nil {
-			return err
-		}
-		// A claim without a report: an earlier attempt failed after
-		// claiming. Finish its work under the same id.
-		id = existing.ResourceID
-	}
-
 	r, err := s.buildReport(c, in, body)
 	if err != nil {
 		return err
@@ -81,7 +78,7 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	r.Domain, r.ID = domain, id
 	if err := s.cfg.Store.CreateReport(ctx, r); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			if done, err := s.replayReport(c, id, k); done || err != nil {
+			if done, err := s.replayReport(c, id, k, body); done || err != nil {
 				return err
 			}
 		}
@@ -223,7 +220,7 @@ func (s *Server) binaryBytes(c *gin.Context, id string) ([]byte, string, error) 
 		return nil, "", errNoBinary
 	}
 	b, err := s.cfg.Store.Binary(ctx, domain, id)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || err == nil && b.Purged {
 		return nil, "", errNoBinary
 	}
 	if err != nil {
@@ -236,20 +233,61 @@ func (s *Server) binaryBytes(c *gin.Context, id string) ([]byte, string, error) 
 }
 
 // replayReport answers a retried create with the report it created. done
-// is false when the report does not exist after all.
-func (s *Server) replayReport(c *gin.Context, id string, k clientKey) (done bool, err error) {
-	r, err := s.cfg.Store.Report(c.Request.Context(), c.GetString(keyDomain), id)
+// is false when there is no such report. An Idempotency-Key that created a
+// report from another body is a 422 (the key is the client's promise that
+// the requests are the same).
+func (s *Server) replayReport(c *gin.Context, id string, k clientKey, body []byte) (done bool, err error) {
+	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	first, err := s.cfg.Store.ReportVersion(ctx, domain, id, 1)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return true, err
 	}
-	status := http.StatusOK // a conditional create that matched (FHIR 3.1.0.8.1)
+	if k.kind == "idempotency-key" && !first.Purged && hashHex(first.Resource) != hashHex(body) {
+		return true, fhir.Errorf(http.StatusUnprocessableEntity, "business-rule",
+			"this Idempotency-Key was used with a different DiagnosticReport")
+	}
+	r, err := s.cfg.Store.Report(ctx, domain, id)
+	if err != nil {
+		return true, err
+	}
+	status := http.StatusOK // the same content again: the report it made
 	if k.kind == "idempotency-key" {
 		status = http.StatusCreated // the original answer, repeated
 	}
 	return true, s.respondReport(c, status, r, "an earlier identical request created this report")
+}
+
+// conditionalMatch evaluates an If-None-Exist condition as a
+// DiagnosticReport search: nil for no match, the report for one, 412 for
+// several, 400 for a condition the search does not understand.
+func (s *Server) conditionalMatch(c *gin.Context, cond string) (*store.Report, error) {
+	values, err := url.ParseQuery(strings.TrimPrefix(cond, "?"))
+	if err != nil || len(values) == 0 {
+		return nil, fhir.Errorf(http.StatusBadRequest, "invalid", "If-None-Exist must be a search query such as based-on=ServiceRequest/123")
+	}
+	q, err := fhir.ParseSearch(values, "handling=strict", diagnosticReportSearch, 2, 2)
+	if err != nil {
+		return nil, err
+	}
+	f, err := reportFilter(q)
+	if err != nil {
+		return nil, err
+	}
+	f.Limit = 2
+	found, _, err := s.cfg.Store.SearchReports(c.Request.Context(), c.GetString(keyDomain), f)
+	if err != nil {
+		return nil, fmt.Errorf("evaluating If-None-Exist: %w", err)
+	}
+	switch len(found) {
+	case 0:
+		return nil, nil
+	case 1:
+		return found[0], nil
+	}
+	return nil, fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "the If-None-Exist condition matches more than one report")
 }
 
 func (s *Server) kick() {
@@ -356,6 +394,16 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	// A retried PUT of what is already the current version changes
+	// nothing: it gets that version back, whatever If-Match it carried
+	// (the retry of a PUT that succeeded names the version before it).
+	// This is what makes PUT idempotent; an Idempotency-Key adds nothing.
+	if !current.Purged && hashHex(current.Resource) == hashHex(body) {
+		return s.respondReport(c, http.StatusOK, current, "no change")
+	}
+	if k := c.GetHeader("Idempotency-Key"); k != "" && qubs.ValidateIdempotencyKey(k) != nil {
+		return fhir.Errorf(http.StatusBadRequest, "value", "Idempotency-Key must be 1 to 128 printable ASCII characters")
+	}
 	if ifMatch > 0 && ifMatch != current.Version {
 		return fhir.Errorf(http.StatusPreconditionFailed, "conflict", "If-Match names version %d but the current version is %d", ifMatch, current.Version)
 	}
@@ -363,16 +411,9 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 		return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "business-rule",
 			Expression: []string{"DiagnosticReport.basedOn"}, Diagnostics: "a report cannot move to another ServiceRequest"}}}
 	}
-	// A retried PUT of what is already the current version changes
-	// nothing: answer it without a new version or a second delivery.
-	if !current.Purged && hashHex(current.Resource) == hashHex(body) {
-		return s.respondReport(c, http.StatusOK, current, "no change")
-	}
-	if k := c.GetHeader("Idempotency-Key"); k != "" {
-		done, err := s.claimUpdate(c, id, k, body)
-		if done || err != nil {
-			return err
-		}
+	if submittedStatus(current) == qubs.ReportFinal && in.Submission.ReportStatus == qubs.ReportPreliminary {
+		return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "business-rule",
+			Expression: []string{"DiagnosticReport.status"}, Diagnostics: "a final report cannot become preliminary again; send an amended or corrected final"}}}
 	}
 	r, err := s.buildReport(c, in, body)
 	if err != nil {
@@ -381,7 +422,10 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	r.Domain, r.ID = domain, id
 	if err := s.cfg.Store.UpdateReport(ctx, r, current.Version); err != nil {
 		if errors.Is(err, store.ErrPrecondition) {
-			return fhir.Errorf(http.StatusPreconditionFailed, "conflict", "the report changed while this update was processed; read it and try again")
+			if ifMatch > 0 {
+				return fhir.Errorf(http.StatusPreconditionFailed, "conflict", "the report changed while this update was processed; read it and try again")
+			}
+			return fhir.Errorf(http.StatusConflict, "conflict", "another update of this report was stored at the same time; read it and try again")
 		}
 		return fmt.Errorf("storing report version: %w", err)
 	}
@@ -389,28 +433,13 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	return s.respondReport(c, http.StatusOK, r, "new version accepted; delivery to QUBS is under way")
 }
 
-// claimUpdate makes a PUT with an Idempotency-Key idempotent: a retry gets
-// the version the first attempt created.
-func (s *Server) claimUpdate(c *gin.Context, id, key string, body []byte) (bool, error) {
-	if err := qubs.ValidateIdempotencyKey(key); err != nil {
-		return true, fhir.Errorf(http.StatusBadRequest, "value", "Idempotency-Key must be 1 to 128 printable ASCII characters")
+// submittedStatus is the QUBS report status of a stored version.
+func submittedStatus(r *store.Report) string {
+	var sub struct {
+		ReportStatus string `json:"reportStatus"`
 	}
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
-	existing, err := s.cfg.Store.ClaimIdempotency(ctx, &store.IdempotencyRecord{
-		Domain: domain, Scope: "DiagnosticReport:update:" + id, Key: key, RequestHash: hashHex(body),
-		ResourceType: "DiagnosticReport", ResourceID: id,
-	})
-	if err != nil || existing == nil {
-		return false, err
-	}
-	if existing.RequestHash != hashHex(body) {
-		return true, fhir.Errorf(http.StatusUnprocessableEntity, "business-rule", "this Idempotency-Key was used with a different DiagnosticReport")
-	}
-	r, err := s.cfg.Store.Report(ctx, domain, id)
-	if err != nil {
-		return true, err
-	}
-	return true, s.respondReport(c, http.StatusOK, r, "an earlier identical request stored this version")
+	_ = json.Unmarshal(r.Submission, &sub)
+	return strings.ToLower(sub.ReportStatus)
 }
 
 func (s *Server) searchDiagnosticReports(c *gin.Context) error {
@@ -420,30 +449,11 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	f := store.ReportFilter{Limit: q.Count}
-	srIDs, err := referenceIDs(q, "ServiceRequest", "based-on")
+	f, err := reportFilter(q)
 	if err != nil {
 		return err
 	}
-	for _, id := range srIDs {
-		appt, ok := appointmentID(id)
-		if !ok {
-			return fhir.Errorf(http.StatusBadRequest, "value", "based-on must reference a ServiceRequest of this server")
-		}
-		f.AppointmentIDs = append(f.AppointmentIDs, appt)
-	}
-	patients, err := referenceIDs(q, "Patient", "patient", "subject")
-	if err != nil {
-		return err
-	}
-	for _, id := range patients {
-		f.PatientRefs = append(f.PatientRefs, "Patient/"+id)
-	}
-	for _, v := range q.Params["status"] {
-		for _, st := range fhir.SplitValues(v) {
-			f.Statuses = append(f.Statuses, fhir.ParseToken(st).Code)
-		}
-	}
+	f.Limit = q.Count
 	binding := searchBinding(domain, "DiagnosticReport", q)
 	if tok := first(q.Params[cursorParam]); tok != "" {
 		raw, err := s.cursors.Open(binding, tok)
@@ -462,6 +472,10 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 	if next != "" {
 		bundle.SetLink("next", pageURL(base+"/DiagnosticReport", values, s.cursors.Seal(binding, []byte(next))))
 	}
+	if len(q.Ignored) > 0 {
+		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "not-supported",
+			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
+	}
 	for _, r := range reports {
 		body, err := reportBody(r)
 		if err != nil {
@@ -469,12 +483,45 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 			if errors.As(err, &fe) && fe.Status == http.StatusGone {
 				continue
 			}
-			return err
+			// One report the bridge cannot serve must not hide the others.
+			s.log.Error("search: skipping a report that cannot be served", "correlation_id", c.GetString(keyCorrelationID), "report", r.ID, "error", err.Error())
+			bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "error", Code: "exception",
+				Diagnostics: "DiagnosticReport/" + r.ID + " could not be served and is left out"}))
+			continue
 		}
 		bundle.AddMatch(base+"/DiagnosticReport/"+r.ID, body)
 	}
 	s.write(c, http.StatusOK, bundle)
 	return nil
+}
+
+// reportFilter turns DiagnosticReport search parameters into a store filter.
+func reportFilter(q *fhir.Query) (store.ReportFilter, error) {
+	var f store.ReportFilter
+	srIDs, err := referenceIDs(q, "ServiceRequest", "based-on")
+	if err != nil {
+		return f, err
+	}
+	for _, id := range srIDs {
+		appt, ok := appointmentID(id)
+		if !ok {
+			return f, fhir.Errorf(http.StatusBadRequest, "value", "based-on must reference a ServiceRequest of this server")
+		}
+		f.AppointmentIDs = append(f.AppointmentIDs, appt)
+	}
+	patients, err := referenceIDs(q, "Patient", "patient", "subject")
+	if err != nil {
+		return f, err
+	}
+	for _, id := range patients {
+		f.PatientRefs = append(f.PatientRefs, "Patient/"+id)
+	}
+	for _, v := range q.Params["status"] {
+		for _, st := range fhir.SplitValues(v) {
+			f.Statuses = append(f.Statuses, fhir.ParseToken(st).Code)
+		}
+	}
+	return f, nil
 }
 
 // pageURL is a search URL with the cursor replaced.

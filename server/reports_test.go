@@ -119,9 +119,23 @@ func TestReportingWorkflow(t *testing.T) {
 	assert.Equal(t, final.text, reps[1].Submission.ReportText)
 	assert.NotEqual(t, reps[0].IdempotencyKey, reps[1].IdempotencyKey, "each version has its own key")
 
-	t.Run("stale If-Match", func(t *testing.T) {
+	t.Run("retried PUT", func(t *testing.T) {
+		// The retry of a PUT that succeeded still names version 1: it gets
+		// the version it made, and nothing new is stored or sent.
 		r := put(t, e.base+"/DiagnosticReport/"+id, final.json(), http.Header{"If-Match": {`W/"1"`}})
+		assert.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		assert.Equal(t, `W/"2"`, r.header.Get("ETag"))
+	})
+	t.Run("stale If-Match", func(t *testing.T) {
+		amended := report{srID: srID, status: "amended", text: "Amended " + phiMarker, id: id}
+		r := put(t, e.base+"/DiagnosticReport/"+id, amended.json(), http.Header{"If-Match": {`W/"1"`}})
 		assert.Equal(t, http.StatusPreconditionFailed, r.status, "%s", r.body)
+		outcome(t, r)
+	})
+	t.Run("final back to preliminary", func(t *testing.T) {
+		back := report{srID: srID, status: "preliminary", text: "Prelim again " + phiMarker, id: id}
+		r := put(t, e.base+"/DiagnosticReport/"+id, back.json(), nil)
+		assert.Equal(t, http.StatusUnprocessableEntity, r.status, "%s", r.body)
 		outcome(t, r)
 	})
 	t.Run("versions", func(t *testing.T) {
@@ -215,7 +229,10 @@ func TestReportingWorkflow(t *testing.T) {
 // and one upload per artifact in QUBS.
 func TestExactlyOnceUnderFaults(t *testing.T) {
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, qc *qubs.Config, _ *server.Config) {
-		qc.Retry.MaxAttempts = 4
+		// No retries inside the QUBS client: every fault reaches the
+		// delivery worker (or the FHIR client), whose own retries must
+		// still end with exactly one of everything.
+		qc.Retry.MaxAttempts = 1
 	})
 	appt, srID := firstPending(t, e.sim, 5)
 	e.sim.AddFault(qubssim.Fault{Route: "/report/attachments", Status: http.StatusTooManyRequests, RetryAfter: "0", Count: 1})
@@ -226,6 +243,8 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 	e.sim.AddFault(qubssim.Fault{Method: "POST", Route: "/report", Drop: true, AfterHandling: true, Count: 1})
 	e.sim.AddFault(qubssim.Fault{Method: "POST", Route: "/comments", Status: http.StatusBadGateway, Count: 1})
 	e.sim.AddFault(qubssim.Fault{Method: "POST", Route: "/comments", Drop: true, AfterHandling: true, Count: 1})
+	// The artifacts' upload slots must be created once even though the
+	// report submission fails after them.
 
 	pdfs := [][]byte{pdf("one " + phiMarker), pdf("two " + phiMarker)}
 	r := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Final " + phiMarker, pdfs: pdfs}.json(), nil)
@@ -252,13 +271,16 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 		"payload": []any{map[string]any{"contentString": "Reported. " + phiMarker}},
 	})
 	h := http.Header{"Idempotency-Key": {"client-comment-1"}}
-	var status int
-	for range 3 {
-		if status = post(t, e.base+"/Communication", body, h).status; status == http.StatusCreated {
+	var statuses []int
+	for range 5 {
+		st := post(t, e.base+"/Communication", body, h).status
+		statuses = append(statuses, st)
+		if st == http.StatusCreated {
 			break
 		}
 	}
-	require.Equal(t, http.StatusCreated, status)
+	require.Equal(t, http.StatusCreated, statuses[len(statuses)-1], "statuses %v", statuses)
+	assert.Greater(t, len(statuses), 1, "the injected faults reached the client")
 	assert.Equal(t, http.StatusCreated, post(t, e.base+"/Communication", body, h).status, "a client retry replays")
 	assert.Len(t, e.sim.CreatedComments("acme", appt.AppointmentID), 1, "one comment")
 }
@@ -299,18 +321,37 @@ func TestReportIdempotency(t *testing.T) {
 	assert.Equal(t, http.StatusUnprocessableEntity, c.status, "the key with another resource")
 	outcome(t, c)
 
-	inx := http.Header{"If-None-Exist": {"identifier=urn:example|r1"}}
-	x := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "X " + phiMarker}.json(), inx)
-	require.Equal(t, http.StatusCreated, x.status)
-	y := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Y " + phiMarker}.json(), inx)
-	assert.Equal(t, http.StatusOK, y.status, "the condition matched: no second report")
-	assert.Equal(t, x.json(t)["id"], y.json(t)["id"])
-
 	eventually(t, "deliveries", func() bool {
 		r := get(t, e.base+"/DiagnosticReport?based-on=ServiceRequest/"+srID)
-		return strings.Count(string(r.body), `"delivered"`) == 3
+		return strings.Count(string(r.body), `"delivered"`) == 2
 	})
-	assert.Len(t, e.sim.Reports("acme", appt.AppointmentID), 3, "three distinct reports, each sent once")
+	assert.Len(t, e.sim.Reports("acme", appt.AppointmentID), 2, "two distinct reports, each sent once")
+
+	t.Run("conditional create", func(t *testing.T) {
+		_, sr2 := firstPending(t, e.sim, 10)
+		cond := http.Header{"If-None-Exist": {"based-on=ServiceRequest/" + sr2}}
+		x := post(t, e.base+"/DiagnosticReport", report{srID: sr2, status: "final", text: "X " + phiMarker}.json(), cond)
+		require.Equal(t, http.StatusCreated, x.status, "%s", x.body)
+		y := post(t, e.base+"/DiagnosticReport", report{srID: sr2, status: "final", text: "Y " + phiMarker}.json(), cond)
+		assert.Equal(t, http.StatusOK, y.status, "the condition matched: no second report")
+		assert.Equal(t, x.json(t)["id"], y.json(t)["id"])
+		z := post(t, e.base+"/DiagnosticReport", report{srID: sr2, status: "final", text: "Z " + phiMarker}.json(), nil)
+		require.Equal(t, http.StatusCreated, z.status)
+		w := post(t, e.base+"/DiagnosticReport", report{srID: sr2, status: "final", text: "W " + phiMarker}.json(), cond)
+		assert.Equal(t, http.StatusPreconditionFailed, w.status, "two matches")
+		outcome(t, w)
+		u := post(t, e.base+"/DiagnosticReport", report{srID: sr2, status: "final", text: "U " + phiMarker}.json(), http.Header{"If-None-Exist": {"identifier=x|y"}})
+		assert.Equal(t, http.StatusBadRequest, u.status, "a condition the search does not understand")
+		outcome(t, u)
+	})
+
+	t.Run("a refused attempt leaves no trace", func(t *testing.T) {
+		h := http.Header{"Idempotency-Key": {"k-fixed-later"}}
+		bad := report{srID: srID, status: "registered", text: "bad " + phiMarker}.json()
+		assert.Equal(t, http.StatusUnprocessableEntity, post(t, e.base+"/DiagnosticReport", bad, h).status)
+		good := report{srID: srID, status: "final", text: "good " + phiMarker}.json()
+		assert.Equal(t, http.StatusCreated, post(t, e.base+"/DiagnosticReport", good, h).status, "the corrected retry with the same key is accepted")
+	})
 
 	t.Run("Prefer", func(t *testing.T) {
 		r := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "P " + phiMarker}.json(), http.Header{"Prefer": {"return=minimal"}})
@@ -351,6 +392,7 @@ func TestBadReports(t *testing.T) {
 		{"more than 20 artifacts", report{srID: srID, status: "final", text: "x", pdfs: tooMany}.json(), "", http.StatusUnprocessableEntity, "DiagnosticReport.presentedForm"},
 		{"artifact over 2 MB", report{srID: srID, status: "final", text: "x", pdfs: [][]byte{hugePDF}}.json(), "", http.StatusRequestEntityTooLarge, "DiagnosticReport.presentedForm[1]"},
 		{"malformed JSON", []byte(`{"resourceType":"DiagnosticReport",`), "", http.StatusBadRequest, ""},
+		{"duplicate member", bytes.Replace(report{srID: srID, status: "final", text: "x"}.json(), []byte(`"status":"final"`), []byte(`"status":"final","stat\u0075s":"preliminary"`), 1), "", http.StatusBadRequest, "twice"},
 		{"wrong resourceType", []byte(`{"resourceType":"Patient","gender":"female"}`), "", http.StatusBadRequest, ""},
 		{"invalid R4", []byte(`{"resourceType":"DiagnosticReport","status":"final"}`), "", http.StatusBadRequest, `missing required field \"code\"`},
 		{"not JSON media type", report{srID: srID, status: "final", text: "x"}.json(), "text/plain", http.StatusUnsupportedMediaType, ""},
@@ -379,6 +421,39 @@ func TestBadReports(t *testing.T) {
 		assert.NotEqual(t, http.MethodPut, rec.Method)
 	}
 	assert.Empty(t, e.sim.Reports("acme", appt.AppointmentID))
+	assert.Empty(t, e.sim.Uploads("acme", appt.AppointmentID))
+	// Nothing was stored either, so nothing will be delivered later.
+	r := get(t, e.base+"/DiagnosticReport")
+	assert.Empty(t, entries(r.json(t), "match"))
+
+	others := []struct {
+		name, path string
+		body       string
+		status     int
+	}{
+		{"comment without text", "/Communication", `{"resourceType":"Communication","status":"completed","basedOn":[{"reference":"ServiceRequest/` + srID + `"}],"payload":[{"contentString":"   "}]}`, http.StatusUnprocessableEntity},
+		{"comment without study", "/Communication", `{"resourceType":"Communication","status":"completed","payload":[{"contentString":"x"}]}`, http.StatusUnprocessableEntity},
+		{"comment on a closed study", "/Communication", `{"resourceType":"Communication","status":"completed","basedOn":[{"reference":"ServiceRequest/` + goneSR + `"}],"payload":[{"contentString":"x"}]}`, http.StatusUnprocessableEntity},
+		{"comment with If-None-Exist", "/Communication?x", "", http.StatusBadRequest},
+		{"document of the wrong type", "/DocumentReference", `{"resourceType":"DocumentReference","status":"current","context":{"related":[{"reference":"ServiceRequest/` + srID + `"}]},"content":[{"attachment":{"contentType":"text/html","data":"PGgxPg=="}}]}`, http.StatusUnprocessableEntity},
+		{"binary of the wrong type", "/Binary", `{"resourceType":"Binary","contentType":"text/html","data":"PGgxPg=="}`, http.StatusUnprocessableEntity},
+		{"binary not base64", "/Binary", `{"resourceType":"Binary","contentType":"application/pdf","data":"***"}`, http.StatusBadRequest},
+	}
+	for _, tc := range others {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			path, body := tc.path, []byte(tc.body)
+			if path == "/Communication?x" {
+				path = "/Communication"
+				body = []byte(`{"resourceType":"Communication","status":"completed","basedOn":[{"reference":"ServiceRequest/` + srID + `"}],"payload":[{"contentString":"x"}]}`)
+				h.Set("If-None-Exist", "based-on=ServiceRequest/"+srID)
+			}
+			r := post(t, e.base+path, body, h)
+			assert.Equal(t, tc.status, r.status, "%s", r.body)
+			outcome(t, r)
+		})
+	}
+	assert.Empty(t, e.sim.CreatedComments("acme", appt.AppointmentID))
 	assert.Empty(t, e.sim.Uploads("acme", appt.AppointmentID))
 }
 

@@ -11,6 +11,8 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -66,6 +68,10 @@ type Config struct {
 	// CacheTTL is how long resources derived from appointments (Patient,
 	// Practitioner, Organization) are kept for reads; 0 means DefaultCacheTTL.
 	CacheTTL time.Duration
+	// TrustedProxies are the addresses or CIDRs of reverse proxies whose
+	// X-Forwarded-For names the client (for rate limits and the audit
+	// trail). Empty trusts none: the peer address is the client.
+	TrustedProxies []string
 	// RateLimit bounds each client's request rate; zero disables it.
 	RateLimit RateLimit
 	// Version is reported in the CapabilityStatement.
@@ -138,6 +144,10 @@ func (s *Server) routes() *gin.Engine {
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
 	e.ContextWithFallback = true
+	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		// cmd checks the list; a bad one here trusts nobody.
+		_ = e.SetTrustedProxies(nil)
+	}
 
 	// Order matters: recovery first so a panic anywhere below still gets an
 	// OperationOutcome; the correlation id next so every later log line and
@@ -148,6 +158,7 @@ func (s *Server) routes() *gin.Engine {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "no route for %s %s", c.Request.Method, c.Request.URL.Path)
 	}))
 	e.NoMethod(s.handle(func(c *gin.Context) error {
+		c.Header("Allow", allowed(e.Routes(), c.Request.URL.Path))
 		return fhir.Errorf(http.StatusMethodNotAllowed, "not-supported", "method %s is not supported here", c.Request.Method)
 	}))
 
@@ -203,3 +214,30 @@ func (s *Server) handle(fn func(*gin.Context) error) gin.HandlerFunc {
 // maxQUBSPageSize is the largest page QUBS serves; walks that filter use it
 // to make as few calls as possible.
 const maxQUBSPageSize = 500
+
+// allowed lists the methods routed for a path, for the Allow header of a
+// 405 answer.
+func allowed(routes gin.RoutesInfo, path string) string {
+	var methods []string
+	for _, r := range routes {
+		if routeMatches(r.Path, path) && !slices.Contains(methods, r.Method) {
+			methods = append(methods, r.Method)
+		}
+	}
+	slices.Sort(methods)
+	return strings.Join(methods, ", ")
+}
+
+// routeMatches matches a path against a Gin pattern with :params.
+func routeMatches(pattern, path string) bool {
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i := range ps {
+		if !strings.HasPrefix(ps[i], ":") && ps[i] != xs[i] {
+			return false
+		}
+	}
+	return true
+}

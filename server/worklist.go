@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -102,6 +103,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
 	var matches []*mappedAppointment
 	var next *srCursor
+	var skipped int
 
 	if filter.id != "" || directIdentifier(filter) != "" {
 		// One appointment by id: QUBS answers it directly.
@@ -117,10 +119,12 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 				return err
 			default:
 				m, err := s.mapAppointment(domain, a)
-				if err != nil {
+				switch {
+				case unrepresentable(err):
+					skipped++
+				case err != nil:
 					return err
-				}
-				if filter.match(m) {
+				case filter.match(m):
 					matches = append(matches, m)
 				}
 			}
@@ -130,7 +134,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		if filter.filtered() {
 			pageSize = maxQUBSPageSize
 		}
-		matches, next, err = s.collect(c, domain, pageSize, q.Count, cur, filter)
+		matches, next, skipped, err = s.collect(c, domain, pageSize, q.Count, cur, filter)
 		if err != nil {
 			return err
 		}
@@ -146,6 +150,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "not-supported",
 			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
 	}
+	s.noteSkipped(c, bundle, skipped, "appointments")
 	included := map[string]bool{}
 	for _, m := range matches {
 		bundle.AddMatch(base+"/ServiceRequest/"+m.id, m.body)
@@ -172,22 +177,25 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 // collect reads QUBS pages from cur until it has count matches, QUBS runs
 // out, or the per-request page budget is spent, and returns where the next
 // bridge page starts (nil at the end).
-func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur srCursor, f *srFilter) ([]*mappedAppointment, *srCursor, error) {
+func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur srCursor, f *srFilter) (out []*mappedAppointment, next *srCursor, skipped int, err error) {
 	ctx := c.Request.Context()
-	var out []*mappedAppointment
 	token, skip := cur.Token, cur.Skip
 	for pages := 0; ; pages++ {
 		page, err := s.cfg.QUBS.ListPending(ctx, domain, pageSize, token)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		if skip > len(page.Items) {
-			return nil, nil, fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor no longer fits the worklist; start the search again")
+			return nil, nil, 0, fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor no longer fits the worklist; start the search again")
 		}
 		for i := skip; i < len(page.Items); i++ {
 			m, err := s.mapAppointment(domain, &page.Items[i])
+			if unrepresentable(err) {
+				skipped++
+				continue
+			}
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, 0, err
 			}
 			if !f.match(m) {
 				continue
@@ -196,23 +204,41 @@ func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur
 			if len(out) == count {
 				switch {
 				case i+1 < len(page.Items):
-					return out, &srCursor{Token: token, Skip: i + 1}, nil
+					return out, &srCursor{Token: token, Skip: i + 1}, skipped, nil
 				case page.More():
-					return out, &srCursor{Token: *page.NextToken}, nil
+					return out, &srCursor{Token: *page.NextToken}, skipped, nil
 				default:
-					return out, nil, nil
+					return out, nil, skipped, nil
 				}
 			}
 		}
 		skip = 0
 		if !page.More() {
-			return out, nil, nil
+			return out, nil, skipped, nil
 		}
 		token = *page.NextToken
 		if pages+1 >= maxPagesPerSearch {
-			return out, &srCursor{Token: token}, nil
+			return out, &srCursor{Token: token}, skipped, nil
 		}
 	}
+}
+
+// unrepresentable reports whether mapping failed because a QUBS record
+// cannot be given a FHIR id (an id too long to encode): such records are
+// left out of answers, with a warning, rather than failing them whole.
+func unrepresentable(err error) bool {
+	return err != nil && errors.Is(err, mapping.ErrUnrepresentable)
+}
+
+// noteSkipped tells the client, in the Bundle, that records were left
+// out, and the operator, in the log; neither names the records.
+func (s *Server) noteSkipped(c *gin.Context, b *fhir.Bundle, n int, what string) {
+	if n == 0 {
+		return
+	}
+	s.log.Warn("search: records left out, their QUBS ids cannot be FHIR ids", "correlation_id", c.GetString(keyCorrelationID), "count", n, "kind", what)
+	b.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "too-long",
+		Diagnostics: fmt.Sprintf("%d %s left out: their QUBS ids do not fit in a FHIR id", n, what)}))
 }
 
 func (s *Server) readServiceRequest(c *gin.Context) error {
@@ -229,6 +255,9 @@ func (s *Server) readServiceRequest(c *gin.Context) error {
 		return err
 	}
 	m, err := s.mapAppointment(domain, a)
+	if unrepresentable(err) {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "ServiceRequest/%s is not known", c.Param("id"))
+	}
 	if err != nil {
 		return err
 	}

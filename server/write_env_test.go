@@ -34,7 +34,8 @@ func withStore(t testing.TB) envOption {
 // startWorker runs a delivery worker until the test ends and wires its
 // kick into the server.
 func startWorker(t testing.TB, st store.Store, client *qubs.Client, sc *server.Config) {
-	w := &delivery.Worker{Store: st, QUBS: client, Name: "test-worker", PollInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	// The worker logs where the server does, so the PHI check reads both.
+	w := &delivery.Worker{Store: st, QUBS: client, Name: "test-worker", Logger: sc.Logger, PollInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 	w.Init()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -61,7 +61,7 @@ func NewMain() *Main {
 var commands = map[string][]string{
 	"serve": {"qubs-api-url", "qubs-token-url", "qubs-client-id", "qubs-client-secret", "qubs-client-secret-file",
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key",
-		"tls-cert", "tls-key", "retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
 		"retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
 	"qubs-sim": {"listen", "seed", "appointments", "log-level"},
@@ -433,14 +433,27 @@ func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []by
 	if err != nil {
 		return server.Config{}, err
 	}
+	var proxies []string
+	for _, p := range strings.Split(opts.get("trusted-proxies"), ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if net.ParseIP(p) == nil {
+			if _, _, err := net.ParseCIDR(p); err != nil {
+				return server.Config{}, fmt.Errorf("BRIDGE_TRUSTED_PROXIES: %q is neither an address nor a CIDR", p)
+			}
+		}
+		proxies = append(proxies, p)
+	}
 	return server.Config{
-		RateLimit: rl,
-		PublicURL: strings.TrimRight(public, "/"),
-		QUBS:      client,
-		Zones:     zones,
-		CursorKey: key,
-		Logger:    log,
-		Version:   version,
+		TrustedProxies: proxies,
+		RateLimit:      rl,
+		PublicURL:      strings.TrimRight(public, "/"),
+		QUBS:           client,
+		Zones:          zones,
+		CursorKey:      key,
+		Logger:         log,
+		Version:        version,
 	}, nil
 }
 
