@@ -12,12 +12,11 @@ import (
 // list change together.
 func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 	cfg := fhir.CapabilityConfig{
-		Software: "qubs-fhir-bridge",
-		Version:  s.cfg.Version,
-		BaseURL:  base,
-		Date:     s.started,
-		SecurityDescription: "Tele-reporting bridge to the QUBS Integrations API. " +
-			"Inbound authentication is not enforced in this release: run on loopback or behind an authenticating proxy.",
+		Software:            "qubs-fhir-bridge",
+		Version:             s.cfg.Version,
+		BaseURL:             base,
+		Date:                s.started,
+		SecurityDescription: securityDescription(s.cfg.AuthMode),
 		Resources: []fhir.ResourceCapability{
 			{
 				Type:          "ServiceRequest",
@@ -42,6 +41,10 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 			{Type: "Practitioner", Interactions: []string{"read"}, Documentation: "Referring doctors and assigned radiologists."},
 			{Type: "Organization", Interactions: []string{"read"}, Documentation: "Referring clinics."},
 		},
+	}
+	if s.cfg.SMART != nil {
+		cfg.OAuth = &fhir.OAuthURIs{Token: s.cfg.SMARTTokenURL}
+		cfg.SecurityServices = []string{"SMART-on-FHIR"}
 	}
 	if s.cfg.Store != nil {
 		cfg.Resources = append(cfg.Resources, fhir.ResourceCapability{
@@ -68,4 +71,17 @@ func (s *Server) metadata(c *gin.Context) error {
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
 	s.write(c, http.StatusOK, fhir.CapabilityStatement(s.capabilities(base)))
 	return nil
+}
+
+func securityDescription(mode string) string {
+	switch mode {
+	case "static":
+		return "Bearer tokens issued by the operator, each limited to QUBS domains and SMART v2 system scopes."
+	case "jwt":
+		return "Bearer JWTs from the operator's authorization server (JWKS-verified), limited to QUBS domains and SMART v2 system scopes."
+	case "smart":
+		return "SMART Backend Services: client_credentials with a private_key_jwt assertion (RS384/ES384) at the token endpoint; " +
+			"tokens are limited to QUBS domains and SMART v2 system scopes. AuditEvent needs an AuditEvent scope."
+	}
+	return "No inbound authentication (BRIDGE_AUTH=none): the bridge listens on loopback only."
 }

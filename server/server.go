@@ -17,6 +17,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
@@ -68,6 +69,18 @@ type Config struct {
 	// CacheTTL is how long resources derived from appointments (Patient,
 	// Practitioner, Organization) are kept for reads; 0 means DefaultCacheTTL.
 	CacheTTL time.Duration
+	// Auth authenticates callers (BRIDGE_AUTH static, jwt or smart); nil
+	// is mode none: everyone is anonymous with every scope, which cmd
+	// allows on loopback only.
+	Auth auth.Authenticator
+	// AuthMode names BRIDGE_AUTH for the CapabilityStatement.
+	AuthMode string
+	// SMART, in mode smart, is the bridge's own authorization server:
+	// its token endpoint is served at SMARTTokenPath, and its discovery
+	// document under each FHIR base.
+	SMART          *auth.SMART
+	SMARTTokenURL  string
+	SMARTTokenPath string
 	// TrustedProxies are the addresses or CIDRs of reverse proxies whose
 	// X-Forwarded-For names the client (for rate limits and the audit
 	// trail). Empty trusts none: the peer address is the client.
@@ -167,12 +180,19 @@ func (s *Server) routes() *gin.Engine {
 
 	// The rate limit comes after the domain check and (when configured)
 	// authentication, so it counts per authenticated client.
-	fhirBase := e.Group("/fhir/:domain", s.domain(), s.rateLimit(), s.audit())
+	// The audit comes before authentication so refused attempts are
+	// recorded too; the rate limit after it, to count per client.
+	fhirBase := e.Group("/fhir/:domain", s.domain(), s.audit(), s.authenticate(), s.rateLimit())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
 	fhirBase.GET("/Binary/:id", s.handle(s.readBinary))
 	base := fhirBase.Group("", s.negotiate())
 	base.GET("/metadata", s.handle(s.metadata))
+	base.GET("/.well-known/smart-configuration", s.handle(s.smartConfiguration))
+	if s.cfg.SMART != nil {
+		// Rate limited per address: it is where credentials are guessed.
+		e.POST(s.cfg.SMARTTokenPath, s.rateLimit(), gin.WrapH(s.cfg.SMART.TokenHandler()))
+	}
 	base.GET("/ServiceRequest", s.handle(s.searchServiceRequests))
 	base.POST("/ServiceRequest/_search", s.handle(s.searchServiceRequests))
 	base.GET("/ServiceRequest/:id", s.handle(s.readServiceRequest))

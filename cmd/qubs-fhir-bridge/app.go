@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/delivery"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
@@ -49,22 +50,29 @@ type Main struct {
 	Ready     chan struct{}
 	BridgeURL string
 	SimURL    string
+
+	// Stdin feeds hash-token when no token is given as an argument.
+	Stdin io.Reader
+	args  []string
 }
 
 // NewMain returns a Main wired to the process's stdout, stderr and
 // environment.
 func NewMain() *Main {
-	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Ready: make(chan struct{})}
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Ready: make(chan struct{})}
 }
 
 // commands lists the options each command reads.
 var commands = map[string][]string{
 	"serve": {"qubs-api-url", "qubs-token-url", "qubs-client-id", "qubs-client-secret", "qubs-client-secret-file",
-		"qubs-auth-style", "listen", "public-url", "store", "auth", "default-timezone", "site-timezones", "cursor-key",
+		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
+		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
+		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
 		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
 		"retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
-	"qubs-sim": {"listen", "seed", "appointments", "log-level"},
+	"qubs-sim":   {"listen", "seed", "appointments", "log-level"},
+	"hash-token": {"log-level"},
 }
 
 // Run runs the command named by args[0] until ctx is done.
@@ -108,17 +116,23 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		}
 		return errUsage
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && cmd != "hash-token" {
 		fmt.Fprintf(m.Stderr, "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return errUsage
 	}
 	opts.resolve(m.Getenv)
+	if cmd == "hash-token" {
+		m.args = fs.Args()
+		return m.hashToken()
+	}
 	log, err := m.logger(opts.get("log-level"))
 	if err != nil {
 		return err
 	}
 	log.Info("configuration", "command", cmd, "version", version, "settings", opts.effective(names...))
 	switch cmd {
+	case "hash-token":
+		return m.hashToken()
 	case "serve":
 		return m.serve(ctx, opts, log)
 	case "demo":
@@ -137,6 +151,7 @@ commands:
   serve      the FHIR server against a real QUBS
   demo       a seeded QUBS simulator and the bridge in one process, on loopback
   qubs-sim   the QUBS simulator alone
+  hash-token the SHA-256 of a static bearer token (from stdin), for BRIDGE_STATIC_TOKENS_FILE
   help       this text
 
 Every flag has an environment twin; flags win over the environment.
@@ -157,6 +172,9 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	listen := opts.get("listen")
 	if err := checkAuth(opts.get("auth"), listen); err != nil {
 		return err
+	}
+	if opts.get("auth") == "smart" && opts.get("public-url") == "" {
+		return errors.New("BRIDGE_AUTH=smart needs BRIDGE_PUBLIC_URL: clients sign their assertions for the token URL's exact address")
 	}
 	if err := checkStore(opts.get("store")); err != nil {
 		return err
@@ -196,6 +214,9 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 		return err
 	}
 	defer st.Close()
+	if err := configureAuth(&cfg, opts, st, log); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", listen, err)
@@ -510,9 +531,96 @@ func checkAuth(mode, listen string) error {
 		}
 		return nil
 	case "static", "jwt", "smart":
-		return fmt.Errorf("BRIDGE_AUTH=%s is not implemented in this release; use none on loopback behind an authenticating proxy", mode)
+		return nil
 	}
-	return fmt.Errorf("BRIDGE_AUTH %q: want none, static or jwt", mode)
+	return fmt.Errorf("BRIDGE_AUTH %q: want none, static, jwt or smart", mode)
+}
+
+// smartTokenPath is where mode smart serves its token endpoint.
+const smartTokenPath = "/auth/token"
+
+// configureAuth builds the authenticator of BRIDGE_AUTH.
+func configureAuth(cfg *server.Config, opts *options, st store.Store, log *slog.Logger) error {
+	switch opts.get("auth") {
+	case "static":
+		path := opts.get("static-tokens-file")
+		if path == "" {
+			return errors.New("BRIDGE_AUTH=static needs BRIDGE_STATIC_TOKENS_FILE")
+		}
+		a, err := auth.NewStatic(path)
+		if err != nil {
+			return fmt.Errorf("BRIDGE_STATIC_TOKENS_FILE: %w", err)
+		}
+		cfg.Auth = a
+	case "jwt":
+		skew, err := time.ParseDuration(opts.get("jwt-skew"))
+		if err != nil {
+			return fmt.Errorf("BRIDGE_JWT_SKEW %q: want a duration such as 60s", opts.get("jwt-skew"))
+		}
+		a, err := auth.NewJWT(auth.JWTConfig{
+			Skew:         skew,
+			ScopeClaim:   opts.get("jwt-scope-claim"),
+			JWKSURL:      opts.get("jwt-jwks-url"),
+			Issuer:       opts.get("jwt-issuer"),
+			Audience:     splitList(opts.get("jwt-audience")),
+			Algorithms:   splitList(opts.get("jwt-algorithms")),
+			DomainsClaim: opts.get("jwt-domains-claim"),
+		})
+		if err != nil {
+			return fmt.Errorf("BRIDGE_AUTH=jwt (BRIDGE_JWT_*): %w", err)
+		}
+		cfg.Auth = a
+	case "smart":
+		tokenURL := strings.TrimRight(opts.get("public-url"), "/") + smartTokenPath
+		ttl, err := time.ParseDuration(opts.get("smart-token-ttl"))
+		if err != nil {
+			return fmt.Errorf("BRIDGE_SMART_TOKEN_TTL %q: want a duration such as 5m", opts.get("smart-token-ttl"))
+		}
+		sm, err := auth.NewSMART(auth.SMARTConfig{
+			TokenTTL:       ttl,
+			ClientsFile:    opts.get("smart-clients-file"),
+			SigningKeyFile: opts.get("smart-signing-key-file"),
+			TokenURL:       tokenURL,
+			Replay:         st, // jti replay claims shared by every replica of the store
+			Logger:         log.With("component", "smart"),
+		})
+		if err != nil {
+			return fmt.Errorf("BRIDGE_AUTH=smart (BRIDGE_SMART_*): %w", err)
+		}
+		cfg.Auth, cfg.SMART, cfg.SMARTTokenURL, cfg.SMARTTokenPath = sm.Authenticator(), sm, tokenURL, smartTokenPath
+	}
+	cfg.AuthMode = opts.get("auth")
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// hashToken prints the SHA-256 of a static bearer token, read from the
+// argument or, better (it stays out of shell history), from stdin.
+func (m *Main) hashToken() error {
+	var token string
+	if len(m.args) > 0 {
+		token = m.args[0]
+	} else if m.Stdin != nil {
+		b, err := io.ReadAll(io.LimitReader(m.Stdin, 8<<10))
+		if err != nil {
+			return fmt.Errorf("reading the token: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return errors.New("give the token on stdin: printf %s \"$TOKEN\" | qubs-fhir-bridge hash-token")
+	}
+	fmt.Fprintln(m.Stdout, auth.HashToken(token))
+	return nil
 }
 
 func checkStore(store string) error {

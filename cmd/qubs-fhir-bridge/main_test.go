@@ -142,7 +142,8 @@ func TestServeAgainstSimulator(t *testing.T) {
 }
 
 func TestStartupRefusals(t *testing.T) {
-	base := map[string]string{"QUBS_CLIENT_ID": "id", "QUBS_CLIENT_SECRET": "s", "BRIDGE_LISTEN": "127.0.0.1:0"}
+	base := map[string]string{"QUBS_CLIENT_ID": "id", "QUBS_CLIENT_SECRET": "s", "BRIDGE_LISTEN": "127.0.0.1:0",
+		"BRIDGE_STORE": "sqlite:" + t.TempDir() + "/refusals.db"}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for k, v := range base {
@@ -161,6 +162,10 @@ func TestStartupRefusals(t *testing.T) {
 	}{
 		{"auth none off loopback", with("BRIDGE_LISTEN", "0.0.0.0:0"), []string{"serve"}, "loopback"},
 		{"unknown auth", with("BRIDGE_AUTH", "magic"), []string{"serve"}, "BRIDGE_AUTH"},
+		{"static without file", with("BRIDGE_AUTH", "static"), []string{"serve"}, "BRIDGE_STATIC_TOKENS_FILE"},
+		{"jwt without issuer", with("BRIDGE_AUTH", "jwt", "BRIDGE_JWT_JWKS_URL", "https://as.example/jwks"), []string{"serve"}, "BRIDGE_JWT"},
+		{"smart without public url", with("BRIDGE_AUTH", "smart"), []string{"serve"}, "BRIDGE_PUBLIC_URL"},
+		{"bad trusted proxy", with("BRIDGE_TRUSTED_PROXIES", "not-an-ip"), []string{"serve"}, "BRIDGE_TRUSTED_PROXIES"},
 		{"missing credentials", with("QUBS_CLIENT_SECRET", ""), []string{"serve"}, "QUBS_CLIENT_ID"},
 		{"bad store", with("BRIDGE_STORE", "mysql://x"), []string{"serve"}, "BRIDGE_STORE"},
 		{"bad zone", with("BRIDGE_DEFAULT_TIMEZONE", "Mars/Olympus"), []string{"serve"}, "zone"},

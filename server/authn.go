@@ -1,0 +1,112 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+)
+
+const keyPrincipal = "qfb.principal"
+
+// authenticate establishes who calls (BRIDGE_AUTH), then checks, before
+// anything is looked up, that the caller may reach this domain (so probing
+// another domain's ids tells it nothing) and that a scope grants the
+// interaction. Failures are 401 with a Bearer challenge, or 403, each with
+// an OperationOutcome. The CapabilityStatement and the SMART configuration
+// are public, as SMART requires.
+func (s *Server) authenticate() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		route := c.FullPath()
+		if strings.HasSuffix(route, "/metadata") || strings.HasSuffix(route, "/.well-known/smart-configuration") {
+			c.Next()
+			return
+		}
+		p := auth.Anonymous()
+		if s.cfg.Auth != nil {
+			var err error
+			if p, err = s.cfg.Auth.Authenticate(c.Request); err != nil {
+				s.refuse(c, err)
+				return
+			}
+		}
+		c.Set(keyPrincipal, p)
+		if p.Subject != "" {
+			c.Set(keyClient, p.Subject)
+		}
+		c.Set(keyAuditMethod, p.Method)
+		c.Set(keyAuditToken, p.TokenID)
+		if err := p.CheckDomain(c.Param("domain")); err != nil {
+			s.refuse(c, err)
+			return
+		}
+		if route == "" {
+			c.Next() // unknown routes answer 404 below, to authenticated callers only
+			return
+		}
+		typ, interaction, _ := classify(c.Request.Method, route)
+		if err := checkScope(p, typ, interaction); err != nil {
+			s.refuse(c, err)
+			return
+		}
+		c.Next()
+	}
+}
+
+// checkScope maps an interaction to its SMART v2 permission. The audit
+// trail is readable only with a scope naming AuditEvent itself: a
+// wildcard scope given for reporting work does not open it.
+func checkScope(p *auth.Principal, typ, interaction string) error {
+	perm := map[string]byte{"read": 'r', "vread": 'r', "search-type": 's', "create": 'c', "update": 'u'}[interaction]
+	if perm == 0 {
+		perm = 'r'
+	}
+	if typ == "AuditEvent" && p.Method != "none" {
+		for _, sc := range p.Scopes {
+			if sc.Resource == "AuditEvent" && (sc.Context == "system" || sc.Context == "user") && strings.IndexByte(sc.Perms, perm) >= 0 {
+				return nil
+			}
+		}
+		return &auth.Error{Status: http.StatusForbidden, Code: auth.CodeInsufficientScope,
+			Description: "the audit trail needs an AuditEvent scope", Scope: "system/AuditEvent.rs"}
+	}
+	return p.Check(typ, perm)
+}
+
+// refuse answers an authentication or authorization failure.
+func (s *Server) refuse(c *gin.Context, err error) {
+	var ae *auth.Error
+	if !errors.As(err, &ae) {
+		s.renderError(c, err)
+		c.Abort()
+		return
+	}
+	if ae.Status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", ae.WWWAuthenticate())
+	} else if ae.Code != "" {
+		c.Header("WWW-Authenticate", ae.WWWAuthenticate())
+	}
+	code := "forbidden"
+	switch ae.Status {
+	case http.StatusUnauthorized:
+		code = "login"
+	case http.StatusBadRequest:
+		code = "invalid"
+	}
+	s.renderError(c, fhir.Errorf(ae.Status, code, "%s", ae.Description))
+	c.Abort()
+}
+
+// smartConfiguration publishes the SMART Backend Services discovery
+// document under each FHIR base.
+func (s *Server) smartConfiguration(c *gin.Context) error {
+	if s.cfg.SMART == nil {
+		return fhir.Errorf(http.StatusNotFound, "not-found", "this bridge is not a SMART authorization server (BRIDGE_AUTH is not smart)")
+	}
+	c.JSON(http.StatusOK, auth.SMARTConfiguration(s.cfg.SMARTTokenURL, s.cfg.SMART.ScopesSupported()))
+	return nil
+}
