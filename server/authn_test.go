@@ -146,10 +146,10 @@ func TestSMARTBackendServices(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status)
 	assert.Equal(t, tokenURL, r.json(t)["token_endpoint"])
 
-	tok, err := post(client.Assertion(tokenURL, "jti-1", time.Now().Add(4*time.Minute)), "system/ServiceRequest.rs system/DiagnosticReport.cru")
+	tok, err := post(client.Assertion(tokenURL, "jti-1", time.Now().Add(4*time.Minute)), "system/ServiceRequest.rs system/DiagnosticReport.cru system/Communication.c")
 	require.NoError(t, err)
 
-	_, srID := firstPending(t, e.sim, 41)
+	appt, srID := firstPending(t, e.sim, 41)
 	r = do(t, "GET", e.base+"/ServiceRequest?_count=3", bearer(tok), nil)
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	h := bearer(tok)
@@ -159,6 +159,16 @@ func TestSMARTBackendServices(t *testing.T) {
 	id := r.json(t)["id"].(string)
 	r = do(t, "GET", e.base+"/DiagnosticReport/"+id, bearer(tok), nil)
 	assert.Equal(t, http.StatusOK, r.status)
+	comment, _ := json.Marshal(map[string]any{
+		"resourceType": "Communication", "status": "completed",
+		"basedOn": []any{map[string]any{"reference": "ServiceRequest/" + srID}},
+		"payload": []any{map[string]any{"contentString": "Reported via SMART. " + phiMarker}},
+	})
+	r = do(t, "POST", e.base+"/Communication", h, strings.NewReader(string(comment)))
+	assert.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	eventually(t, "the report in QUBS", func() bool {
+		return len(e.sim.Reports("acme", appt.AppointmentID)) == 1
+	})
 	r = do(t, "GET", e.base+"/Communication?based-on=ServiceRequest/"+srID, bearer(tok), nil)
 	assert.Equal(t, http.StatusForbidden, r.status, "the token was granted only what was asked")
 
