@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 )
 
-// FuzzCreate sends arbitrary bodies to every create endpoint through the
+// FuzzCreate sends arbitrary bodies to every create and update endpoint through the
 // real router, with a real store and the simulator behind it. Whatever the
 // body, the answer is never a 5xx, and every refusal is an
 // OperationOutcome.
@@ -32,10 +33,22 @@ func FuzzCreate(f *testing.F) {
 	// The fuzz coordinator itself may run no input; one request gives the
 	// PHI-in-logs check something to read.
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/fhir/acme/metadata", nil))
-	paths := []string{"/DiagnosticReport", "/Communication", "/DocumentReference", "/Binary"}
+	// An existing report, so that updates reach past the lookup.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/fhir/acme/DiagnosticReport", bytes.NewReader(report{srID: srID, status: "preliminary", text: "seed"}.json()))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	h.ServeHTTP(rec, req)
+	var created struct{ ID string }
+	_ = json.Unmarshal(rec.Body.Bytes(), &created)
+	f.Add(uint8(4), report{srID: srID, status: "final", text: "update", id: created.ID}.json())
+	paths := []string{"/DiagnosticReport", "/Communication", "/DocumentReference", "/Binary", "/DiagnosticReport/" + created.ID}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		path := "/fhir/acme" + paths[int(which)%len(paths)]
-		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		method := http.MethodPost
+		if strings.Count(path, "/") > 3 {
+			method = http.MethodPut
+		}
+		req := httptest.NewRequest(method, path, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/fhir+json")
 		rec := httptest.NewRecorder()
 		done := make(chan struct{})
@@ -43,15 +56,15 @@ func FuzzCreate(f *testing.F) {
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			t.Fatalf("POST %s did not answer within 10 s", path)
+			t.Fatalf("%s %s did not answer within 10 s", method, path)
 		}
 		if rec.Code >= 500 {
-			t.Fatalf("POST %s answered %d: %s", path, rec.Code, rec.Body)
+			t.Fatalf("%s %s answered %d: %s", method, path, rec.Code, rec.Body)
 		}
 		if rec.Code >= 400 {
 			var oo struct{ ResourceType string }
 			if err := json.Unmarshal(rec.Body.Bytes(), &oo); err != nil || oo.ResourceType != "OperationOutcome" {
-				t.Fatalf("POST %s answered %d without an OperationOutcome: %s", path, rec.Code, rec.Body)
+				t.Fatalf("%s %s answered %d without an OperationOutcome: %s", method, path, rec.Code, rec.Body)
 			}
 		}
 	})
