@@ -186,7 +186,7 @@ func (w *Worker) deliver(ctx context.Context, r *store.Report) error {
 	if err != nil {
 		return err
 	}
-	return w.Store.CompleteDelivery(ctx, r.Domain, r.ID, r.Version, receipt.ReportGUID, w.Now())
+	return w.Store.CompleteDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, receipt.ReportGUID, w.Now())
 }
 
 // upload sends the artifacts not yet recorded as uploaded, one at a time:
@@ -216,7 +216,7 @@ func (w *Worker) upload(ctx context.Context, r *store.Report) error {
 		if err != nil && qubs.KindOf(err) != qubs.KindConflict {
 			return err
 		}
-		if err := w.Store.RecordUpload(ctx, r.Domain, r.ID, r.Version, a.Index, u.GUID, w.Now()); err != nil {
+		if err := w.Store.RecordUpload(ctx, w.Name, r.Domain, r.ID, r.Version, a.Index, u.GUID, w.Now()); err != nil {
 			return err
 		}
 	}
@@ -246,11 +246,11 @@ func (w *Worker) settle(ctx context.Context, r *store.Report, err error) error {
 	msg := describe(err)
 	if isPermanent(err) || w.Now().Sub(r.CreatedAt) > w.GiveUpAfter {
 		log.Warn("delivery: failed", "reason", msg)
-		return ignoreConflict(w.Store.FailDelivery(ctx, r.Domain, r.ID, r.Version, msg))
+		return ignoreConflict(w.Store.FailDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg))
 	}
 	next := w.Now().Add(w.backoff(r.Delivery.Attempts))
 	log.Info("delivery: will retry", "reason", msg, "next", next)
-	return ignoreConflict(w.Store.RetryDelivery(ctx, r.Domain, r.ID, r.Version, msg, next))
+	return ignoreConflict(w.Store.RetryDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg, next))
 }
 
 // ignoreConflict drops the store's answer that the version is no longer

@@ -54,7 +54,7 @@ func TestPurgeRemovesOldContentOnly(t *testing.T) {
 		require.NoError(t, st.CreateReport(ctx, rep))
 		job, err := st.ClaimDelivery(ctx, "w", time.Minute, now)
 		require.NoError(t, err)
-		require.NoError(t, st.CompleteDelivery(ctx, job.Domain, job.ID, job.Version, "guid-"+r.id, now))
+		require.NoError(t, st.CompleteDelivery(ctx, "w", job.Domain, job.ID, job.Version, "guid-"+r.id, now))
 	}
 	_, err = st.ClaimDelivery(ctx, "w", time.Minute, now)
 	require.True(t, errors.Is(err, store.ErrNotFound))

@@ -419,10 +419,22 @@ func (s *Server) createDocumentReference(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	scopeKey := k.kind + ":" + k.key
+	// QUBS replays an upload-URL request for 15 minutes; the store
+	// remembers a create for longer, with the request's hash, so a retry
+	// gets the same document and a reused key with another body is a 422.
+	scope, key, reqHash := "DocumentReference:create", k.kind+":"+k.key, hashHex(body)
 	if s.cfg.Store != nil {
-		if prev, err := s.cfg.Store.DocumentReference(ctx, domain, "key-"+hashHex([]byte(scopeKey))[:40]); err == nil {
-			return s.replayDocumentReference(c, prev.AppointmentID, prev.AttachmentGUID)
+		prev, err := s.cfg.Store.LookupIdempotency(ctx, domain, scope, key)
+		switch {
+		case err == nil && prev.RequestHash != reqHash:
+			return fhir.Errorf(http.StatusUnprocessableEntity, "business-rule", "this Idempotency-Key was used with a different DocumentReference")
+		case err == nil:
+			appt, guid, perr := mapping.ParseDocumentReferenceID(prev.ResourceID)
+			if perr == nil {
+				return s.respondDocumentReference(c, http.StatusCreated, appt, guid)
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("looking up idempotency key: %w", err)
 		}
 	}
 	if _, err := mapping.DocumentReferenceID(in.AppointmentID, probeGUID); err != nil {
@@ -462,17 +474,19 @@ func (s *Server) createDocumentReference(c *gin.Context) error {
 		return err
 	}
 	if s.cfg.Store != nil {
-		docID, _ := mapping.DocumentReferenceID(in.AppointmentID, up.GUID)
-		_ = s.cfg.Store.CreateDocumentReference(ctx, &store.DocumentReference{
-			Domain: domain, ID: "key-" + hashHex([]byte(scopeKey))[:40], AppointmentID: in.AppointmentID,
-			AttachmentGUID: up.GUID, Resource: []byte(`{"resourceType":"DocumentReference","id":"` + docID + `"}`),
-		})
+		docID, err := mapping.DocumentReferenceID(in.AppointmentID, up.GUID)
+		if err != nil {
+			return unservable("DocumentReference.context.related")
+		}
+		// Recorded after the upload: a create that failed leaves no claim.
+		if _, err := s.cfg.Store.ClaimIdempotency(ctx, &store.IdempotencyRecord{
+			Domain: domain, Scope: scope, Key: key, RequestHash: reqHash,
+			ResourceType: "DocumentReference", ResourceID: docID,
+		}); err != nil {
+			s.log.Warn("recording idempotency key failed", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
+		}
 	}
 	return s.respondDocumentReference(c, http.StatusCreated, in.AppointmentID, up.GUID)
-}
-
-func (s *Server) replayDocumentReference(c *gin.Context, apptID, guid string) error {
-	return s.respondDocumentReference(c, http.StatusCreated, apptID, guid)
 }
 
 func (s *Server) respondDocumentReference(c *gin.Context, status int, apptID, guid string) error {

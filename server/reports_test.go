@@ -494,6 +494,15 @@ func TestBinaryAndDocumentReferenceCreate(t *testing.T) {
 	again := post(t, e.base+"/DocumentReference", doc, http.Header{"Idempotency-Key": {"doc-1"}})
 	assert.Equal(t, docID, again.json(t)["id"], "a retried create is the same document")
 	assert.Len(t, e.sim.Uploads("acme", appt.AppointmentID), 2, "one more upload, not two")
+	other, _ := json.Marshal(map[string]any{
+		"resourceType": "DocumentReference", "status": "current",
+		"context": map[string]any{"related": []any{map[string]any{"reference": "ServiceRequest/" + srID}}},
+		"content": []any{map[string]any{"attachment": map[string]any{"contentType": "application/pdf", "title": "other.pdf", "data": base64.StdEncoding.EncodeToString(pdf("other"))}}},
+	})
+	r = post(t, e.base+"/DocumentReference", other, http.Header{"Idempotency-Key": {"doc-1"}})
+	assert.Equal(t, http.StatusUnprocessableEntity, r.status, "the key with another document")
+	outcome(t, r)
+	assert.Len(t, e.sim.Uploads("acme", appt.AppointmentID), 2)
 	r = get(t, e.base+"/DocumentReference/"+docID)
 	assert.Equal(t, http.StatusOK, r.status, "%s", r.body)
 

@@ -149,3 +149,35 @@ func TestMethodNotAllowedNamesAllowed(t *testing.T) {
 	r = do(t, http.MethodPost, e.base+"/metadata", nil, nil)
 	assert.Equal(t, "GET", r.header.Get("Allow"))
 }
+
+// TestTwoReportsForOneStudy: a preliminary and then a final sent as two
+// different DiagnosticReports for one study; QUBS keeps one report per
+// appointment, so it must end with the final, whatever the retries.
+func TestTwoReportsForOneStudy(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.Kick = func() {}
+		st = sc.Store
+	})
+	appt, srID := firstPending(t, e.sim, 33)
+	a := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "preliminary", text: "PRELIM " + phiMarker}.json(), nil)
+	require.Equal(t, http.StatusCreated, a.status)
+	b := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "FINAL " + phiMarker}.json(), nil)
+	require.Equal(t, http.StatusCreated, b.status)
+
+	client, err := qubs.New(qubs.Config{BaseURL: e.sim.URL, TokenURL: e.sim.TokenURL(), ClientID: qubssim.DefaultClientID, ClientSecret: qubssim.DefaultClientSecret})
+	require.NoError(t, err)
+	w := &delivery.Worker{Store: st, QUBS: client, Name: "w", MaxBackoff: time.Millisecond}
+	for range 20 {
+		worked, err := w.DeliverOne(context.Background())
+		require.NoError(t, err)
+		if !worked {
+			break
+		}
+	}
+	reps := e.sim.Reports("acme", appt.AppointmentID)
+	require.NotEmpty(t, reps)
+	assert.Equal(t, "final", reps[len(reps)-1].Status, "QUBS ends with the final")
+	r := get(t, e.base+"/DiagnosticReport/"+a.json(t)["id"].(string))
+	assert.Contains(t, string(r.body), `"superseded"`)
+}

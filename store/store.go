@@ -106,10 +106,11 @@ const (
 	// DeliveryFailed: permanently failed (QUBS refused it as invalid, the
 	// appointment left PENDING REPORTING, or attempts ran out).
 	DeliveryFailed = "failed"
-	// DeliverySuperseded: never sent because a newer version of the same
-	// report was accepted before this one was delivered; QUBS keeps only
-	// the latest submission, so sending this one would be wasted at best
-	// and, arriving late, would overwrite the newer one at worst.
+	// DeliverySuperseded: never sent because a newer version for the same
+	// appointment (of this report or of another) was accepted before this
+	// one was delivered; QUBS keeps one report per appointment, so sending
+	// this one would be wasted at best and, arriving late, would overwrite
+	// the newer one at worst.
 	DeliverySuperseded = "superseded"
 )
 
@@ -129,11 +130,13 @@ type Delivery struct {
 	// NextAttemptAt is when the version is due (again).
 	NextAttemptAt time.Time
 	// LeasedBy and LeaseUntil name the worker that last claimed the
-	// version and when its lease ends; empty and nil once Complete, Retry
-	// or Fail released it. LeaseUntil in the past is an expired lease
-	// nobody has taken over yet. A worker must stop working a job (and not
-	// call Complete, Retry or Fail for it) once LeaseUntil has passed:
-	// another worker may have taken it over.
+	// version and when its lease (on the version's appointment) ends;
+	// empty and nil once Complete, Retry or Fail released it, or once a
+	// claim moved the appointment's lease to another job. LeaseUntil in
+	// the past is an expired lease nobody has taken over yet. A worker must
+	// stop working a job once LeaseUntil has passed: another worker may
+	// have taken it over, and the store then refuses the first worker's
+	// RecordUpload, Complete, Retry and Fail (see Deliveries).
 	LeasedBy   string
 	LeaseUntil *time.Time
 }
@@ -174,10 +177,13 @@ type Reports interface {
 	// enqueues its delivery in the same transaction. With ifMatch > 0 the
 	// current version must equal ifMatch (FHIR If-Match: W/"n"). It sets
 	// r.Version and the fields CreateReport sets. Older versions still
-	// pending are superseded when the queue reaches them (see Deliveries).
+	// pending, of this report or of another for the same appointment, are
+	// superseded when the queue reaches them (see Deliveries).
 	// Errors: ErrNotFound if the report does not exist; ErrPrecondition if
 	// ifMatch > 0 and differs from the current version; ErrInvalid as for
-	// CreateReport.
+	// CreateReport, and if r.AppointmentID differs from the report's (a
+	// report never moves to another appointment: its versions share one
+	// delivery queue, that of the appointment).
 	UpdateReport(ctx context.Context, r *Report, ifMatch int) error
 	// Report returns the latest version of a report, without artifact Data.
 	// Errors: ErrNotFound.
@@ -200,57 +206,91 @@ type Reports interface {
 // Deliveries is the durable queue of report versions to deliver to QUBS.
 // Several workers, in one or several replicas, poll it with ClaimDelivery.
 //
-// A claimed job is leased: until the lease expires no other worker can claim
-// any version of the same report, so two workers never work the same job, or
-// two versions of one report, at once; when the lease expires (the worker
-// crashed or overran) another worker takes the job over, so a crash never
+// The queue is ordered per QUBS appointment, (domain, appointment id), not
+// per report: QUBS keeps one report per appointment and each submission
+// replaces the previous one, so two DiagnosticReports the bridge accepted
+// for one appointment (ids r1 and r2) overwrite each other in QUBS exactly
+// as two versions of one report do. A late preliminary of r1 must never
+// overwrite a final of r2.
+//
+// A claimed job is leased, and the lease covers its appointment: until it
+// expires no other worker can claim any version of any report of that
+// appointment, so two workers never work one job, or two jobs of one
+// appointment, at once. When the lease expires (the worker crashed or
+// overran) another worker takes the appointment over, so a crash never
 // loses a job. A worker must therefore finish each job, QUBS calls
 // included, within its lease: run the job under
 // context.WithDeadline(ctx, *Delivery.LeaseUntil) minus a margin.
+// Appointments do not block each other.
 //
-// Versions of one report are delivered in order and never overtake each
-// other, because QUBS keeps only the latest submission per appointment: a
-// late preliminary must never overwrite a final. When ClaimDelivery reaches a
-// report with several pending versions it claims the newest and marks the
-// older ones DeliverySuperseded (never sent). A version already leased is
-// never superseded: a newer version waits until the leased one is completed,
-// retried or failed, or its lease expires.
+// Within an appointment, versions are delivered in acceptance order and
+// never overtake each other. When ClaimDelivery reaches an appointment with
+// several pending versions (of one report or of several) it claims the
+// newest accepted one and marks every older pending one DeliverySuperseded
+// (never sent; Delivery.LastError names the report and version that
+// superseded it). A version under an unexpired lease is never superseded:
+// newer versions wait until it is completed, retried or failed, or its
+// lease expires. A version already delivered or failed is never touched.
+// Acceptance order is the order in which CreateReport and UpdateReport
+// committed versions of the appointment (they serialise on it), not
+// Report.CreatedAt, which the caller may set and replicas' clocks skew.
 //
-// Jobs are identified by (domain, report id, version). Complete, Retry and
-// Fail answer ErrConflict when the version is no longer pending (a worker
-// that overran its lease and lost the job to superseding).
+// Jobs are identified by (domain, report id, version). RecordUpload,
+// CompleteDelivery, RetryDelivery and FailDelivery are fenced: they take
+// the worker's name and answer ErrConflict unless that worker holds the
+// lease on that very version (a worker that overran its lease and lost the
+// job, to a takeover or to a newer version, can no longer change it; in
+// particular its late RetryDelivery cannot release its successor's lease).
+// A lease that expired and that nobody took over is still its worker's.
+// Worker names must therefore be unique among the workers sharing a store.
+//
+// Clocks: ClaimDelivery compares due times and lease ends with the
+// caller's now, and a lease ends at the claimer's now plus lease. Replicas'
+// clocks must agree within a few seconds and leases be far longer than
+// that skew (minutes, against NTP's milliseconds). A replica whose clock
+// runs ahead takes an unexpired lease over early; the fencing above keeps
+// the two workers from settling the job twice, and QUBS Idempotency-Keys
+// make their overlapping QUBS calls replays.
 type Deliveries interface {
-	// ClaimDelivery leases the next due job to worker until now+lease and
-	// returns that report version with its artifacts' Data; its
-	// Delivery.Attempts already counts this claim. Due means pending,
-	// NextAttemptAt <= now, and no unexpired lease on the report. The job
-	// due longest is claimed first.
+	// ClaimDelivery leases the appointment of the next due job to worker
+	// until now+lease and returns that report version with its artifacts'
+	// Data; its Delivery.Attempts already counts this claim. An
+	// appointment is due when the newest pending version of any of its
+	// reports has NextAttemptAt <= now and no unexpired lease is on the
+	// appointment; the one due longest is claimed first, and its newest
+	// pending version is the job (older pending ones are superseded).
 	// Errors: ErrNotFound when no job is due; ErrInvalid for lease <= 0 or
 	// an empty worker.
 	ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (*Report, error)
 	// RecordUpload records that artifact index of a version was uploaded to
 	// QUBS as qubsGUID at at, so a retry after a crash or a failure does
 	// not upload it again. Recording the same artifact again overwrites.
-	// Errors: ErrNotFound if the version or artifact does not exist;
-	// ErrConflict if the version is no longer pending.
-	RecordUpload(ctx context.Context, domain, id string, version, index int, qubsGUID string, at time.Time) error
+	// Errors: ErrInvalid for an empty worker; ErrNotFound if the version or
+	// artifact does not exist; ErrConflict if the version is no longer
+	// pending or worker does not hold its lease.
+	RecordUpload(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string, at time.Time) error
 	// CompleteDelivery marks a version delivered with the reportGuid QUBS
-	// answered and releases the report's lease; a newer pending version,
-	// if any, becomes due. Completing a delivered version again is a no-op.
-	// Errors: ErrNotFound; ErrConflict if the version was failed or
-	// superseded.
-	CompleteDelivery(ctx context.Context, domain, id string, version int, reportGUID string, at time.Time) error
+	// answered and releases the appointment's lease; the newest pending
+	// version of the appointment, if any, becomes due. Completing a
+	// delivered version again is a no-op, whoever asks.
+	// Errors: ErrInvalid for an empty worker; ErrNotFound; ErrConflict if
+	// the version was failed or superseded, or worker does not hold its
+	// lease.
+	CompleteDelivery(ctx context.Context, worker, domain, id string, version int, reportGUID string, at time.Time) error
 	// RetryDelivery records a transient failure (lastError must be
 	// PHI-free), makes the version due again at next and releases the
-	// lease. Errors: ErrNotFound; ErrConflict if the version is not
-	// pending.
-	RetryDelivery(ctx context.Context, domain, id string, version int, lastError string, next time.Time) error
+	// appointment's lease. Errors: ErrInvalid for an empty worker;
+	// ErrNotFound; ErrConflict if the version is not pending or worker
+	// does not hold its lease.
+	RetryDelivery(ctx context.Context, worker, domain, id string, version int, lastError string, next time.Time) error
 	// FailDelivery marks a version permanently failed (lastError must be
-	// PHI-free) and releases the lease; a newer pending version, if any,
-	// becomes due. Failing a failed version again is a no-op.
-	// Errors: ErrNotFound; ErrConflict if the version was delivered or
-	// superseded.
-	FailDelivery(ctx context.Context, domain, id string, version int, lastError string) error
+	// PHI-free) and releases the appointment's lease; the newest pending
+	// version of the appointment, if any, becomes due. Failing a failed
+	// version again is a no-op, whoever asks.
+	// Errors: ErrInvalid for an empty worker; ErrNotFound; ErrConflict if
+	// the version was delivered or superseded, or worker does not hold its
+	// lease.
+	FailDelivery(ctx context.Context, worker, domain, id string, version int, lastError string) error
 	// PendingDeliveries counts the pending versions, leased or not, for
 	// metrics and /readyz.
 	PendingDeliveries(ctx context.Context) (int, error)
@@ -359,6 +399,12 @@ type Idempotency interface {
 	// settles a race between two such callers).
 	// Errors: ErrInvalid if Domain, Scope or Key is empty.
 	ClaimIdempotency(ctx context.Context, rec *IdempotencyRecord) (existing *IdempotencyRecord, err error)
+	// LookupIdempotency returns the record of (domain, scope, key) without
+	// claiming it, for a caller that must know whether a request was seen
+	// before doing anything else.
+	// Errors: ErrNotFound if there is none; ErrInvalid if domain, scope or
+	// key is empty.
+	LookupIdempotency(ctx context.Context, domain, scope, key string) (*IdempotencyRecord, error)
 }
 
 // Purger implements retention.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,16 +12,19 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 )
 
-// ClaimDelivery leases the next due job. See store.Deliveries.
+// ClaimDelivery leases the next due appointment's newest pending version.
+// See store.Deliveries.
 //
-// The first statement locks the first due report row that no other
-// transaction holds (SKIP LOCKED: concurrent claimers take different reports
-// instead of queueing). PostgreSQL re-checks the WHERE clause on the newest
-// version of a row it locks, so a report another replica leased and
-// committed a moment ago is not taken again. The statements after it run
-// with the lock held and, at READ COMMITTED, see everything committed
-// before it: which versions are pending is read fresh, not from the first
-// statement's snapshot.
+// The first statement locks the first due queue row that no other
+// transaction holds (SKIP LOCKED: concurrent claimers take different
+// appointments instead of queueing). PostgreSQL re-checks the WHERE clause
+// on the newest version of a row it locks, so an appointment another
+// replica leased and committed a moment ago is not taken again. The
+// statements after it run with the lock held and, at READ COMMITTED, see
+// everything committed before it: which versions are pending is read
+// fresh, not from the first statement's snapshot. New versions of the
+// appointment lock the same row (insertVersion), so none can commit
+// between the choice of the newest and the superseding of the others.
 func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (_ *store.Report, err error) {
 	defer store.Wrap(&err, "postgres.ClaimDelivery(%q)", worker)
 	if err := sqlutil.CheckClaim(worker, lease); err != nil {
@@ -30,44 +34,52 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 	until := sqlutil.Time(now.Add(lease))
 	var claimed *store.Report
 	err = s.write(ctx, func(tx pgx.Tx) error {
-		// A report row whose queue_due_at points at nothing pending would be
-		// a bug; rather than wedge the queue on it, repair it and look on.
+		// A queue whose due_at points at nothing pending would be a bug;
+		// rather than wedge the queue on it, repair it and look on.
 		for range 3 {
-			var domain, id string
-			err := tx.QueryRow(ctx, `SELECT domain, id FROM reports
-				WHERE queue_due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
-				ORDER BY queue_due_at, created_at, domain, id LIMIT 1
-				FOR UPDATE SKIP LOCKED`, now).Scan(&domain, &id)
+			var domain, appt string
+			err := tx.QueryRow(ctx, `SELECT domain, appointment_id FROM delivery_queues
+				WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+				ORDER BY due_at, domain, appointment_id LIMIT 1
+				FOR UPDATE SKIP LOCKED`, now).Scan(&domain, &appt)
 			if err != nil {
 				return notFound(err, "due delivery")
 			}
-			var version *int
-			if err := tx.QueryRow(ctx, `SELECT max(version) FROM report_versions
-				WHERE domain = $1 AND report_id = $2 AND state = 'pending'`, domain, id).Scan(&version); err != nil {
-				return err
-			}
-			if version == nil {
-				if _, err := tx.Exec(ctx, `UPDATE reports SET queue_due_at = NULL WHERE domain = $1 AND id = $2`,
-					domain, id); err != nil {
+			var (
+				id  string
+				v   int
+				seq int64
+			)
+			err = tx.QueryRow(ctx, `SELECT report_id, version, queue_seq FROM report_versions
+				WHERE domain = $1 AND appointment_id = $2 AND state = 'pending'
+				ORDER BY queue_seq DESC LIMIT 1`, domain, appt).Scan(&id, &v, &seq)
+			if errors.Is(err, pgx.ErrNoRows) {
+				if _, err := tx.Exec(ctx, `UPDATE delivery_queues SET due_at = NULL
+					WHERE domain = $1 AND appointment_id = $2`, domain, appt); err != nil {
 					return err
 				}
 				continue
 			}
-			v := *version
-			// QUBS keeps only the latest submission: older pending
-			// versions would be overwritten at once, or, arriving late,
-			// overwrite the newer one. They are never sent.
+			if err != nil {
+				return err
+			}
+			// QUBS keeps one report per appointment: older pending versions,
+			// of this report or another, would be overwritten at once, or,
+			// arriving late, overwrite the newer one. They are never sent.
+			// An expired lease on one of them is lost with it: its worker's
+			// late calls find it superseded.
 			if _, err := tx.Exec(ctx, `UPDATE report_versions SET state = 'superseded', last_error = $1
-				WHERE domain = $2 AND report_id = $3 AND state = 'pending' AND version < $4`,
-				fmt.Sprintf("superseded by version %d", v), domain, id, v); err != nil {
+				WHERE domain = $2 AND appointment_id = $3 AND state = 'pending' AND queue_seq < $4`,
+				sqlutil.SupersededBy(id, v), domain, appt, seq); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `UPDATE report_versions SET attempts = attempts + 1
 				WHERE domain = $1 AND report_id = $2 AND version = $3`, domain, id, v); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `UPDATE reports SET leased_version = $1, lease_owner = $2, lease_until = $3
-				WHERE domain = $4 AND id = $5`, v, worker, until, domain, id); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE delivery_queues
+				SET leased_report = $1, leased_version = $2, lease_owner = $3, lease_until = $4
+				WHERE domain = $5 AND appointment_id = $6`, id, v, worker, until, domain, appt); err != nil {
 				return err
 			}
 			claimed, err = loadVersion(ctx, tx, domain, id, v, true)
@@ -78,49 +90,75 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 	return claimed, err
 }
 
-// lockReport locks a report's row for the rest of the transaction, the
-// first step of every change to its queue.
-func lockReport(ctx context.Context, tx pgx.Tx, domain, id string) error {
-	var one int
-	err := tx.QueryRow(ctx, `SELECT 1 FROM reports WHERE domain = $1 AND id = $2 FOR UPDATE`, domain, id).Scan(&one)
-	return notFound(err, "report")
+// job is a version's delivery state and its appointment's lease, as a
+// fenced call finds them.
+type job struct {
+	state, appointment string
+	holder             sqlutil.Holder
 }
 
-// versionState returns the delivery state of a version, locking its row.
-func versionState(ctx context.Context, tx pgx.Tx, domain, id string, version int) (string, error) {
-	var state string
-	err := tx.QueryRow(ctx, `SELECT state FROM report_versions WHERE domain = $1 AND report_id = $2 AND version = $3 FOR UPDATE`,
-		domain, id, version).Scan(&state)
-	return state, notFound(err, "report version")
+// lockJob locks the version's appointment queue for the rest of the
+// transaction, the first lock of every change to a job (claims, new
+// versions and fenced calls all lock the queue row first, so they cannot
+// deadlock on each other), and reads the job under it.
+func lockJob(ctx context.Context, tx pgx.Tx, domain, id string, version int) (job, error) {
+	var j job
+	// A version's appointment never changes, so reading it before the lock
+	// is safe.
+	err := tx.QueryRow(ctx, `SELECT appointment_id FROM report_versions WHERE domain = $1 AND report_id = $2 AND version = $3`,
+		domain, id, version).Scan(&j.appointment)
+	if err != nil {
+		return j, notFound(err, "report version")
+	}
+	var (
+		report, owner *string
+		leased        *int
+	)
+	err = tx.QueryRow(ctx, `SELECT leased_report, leased_version, lease_owner FROM delivery_queues
+		WHERE domain = $1 AND appointment_id = $2 FOR UPDATE`, domain, j.appointment).Scan(&report, &leased, &owner)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return j, err
+	}
+	if report != nil && leased != nil && owner != nil {
+		j.holder = sqlutil.Holder{Report: *report, Version: *leased, Owner: *owner}
+	}
+	// A new statement at READ COMMITTED: it sees what the lock's previous
+	// holder committed, and every state change happens under that lock.
+	err = tx.QueryRow(ctx, `SELECT state FROM report_versions WHERE domain = $1 AND report_id = $2 AND version = $3`,
+		domain, id, version).Scan(&j.state)
+	return j, notFound(err, "report version")
 }
 
-// release drops the report's lease if version holds it and points the
-// queue at the newest pending version (NULL when none is left).
-func release(ctx context.Context, tx pgx.Tx, domain, id string, version int) error {
-	// SET expressions all see the row as it was, so the CASEs test the old
-	// leased_version.
-	_, err := tx.Exec(ctx, `UPDATE reports SET
-		queue_due_at = (SELECT next_attempt_at FROM report_versions
-			WHERE domain = reports.domain AND report_id = reports.id AND state = 'pending'
-			ORDER BY version DESC LIMIT 1),
-		lease_owner = CASE WHEN leased_version = $1 THEN NULL ELSE lease_owner END,
-		lease_until = CASE WHEN leased_version = $1 THEN NULL ELSE lease_until END,
-		leased_version = CASE WHEN leased_version = $1 THEN NULL ELSE leased_version END
-		WHERE domain = $2 AND id = $3`, version, domain, id)
+// release drops the appointment's lease and points its queue at the newest
+// pending version (NULL when none is left). Only the holder calls it (the
+// callers checked), so the lease it drops is the caller's own.
+func release(ctx context.Context, tx pgx.Tx, domain, appt string) error {
+	_, err := tx.Exec(ctx, `UPDATE delivery_queues SET
+		due_at = (SELECT next_attempt_at FROM report_versions
+			WHERE domain = delivery_queues.domain AND appointment_id = delivery_queues.appointment_id AND state = 'pending'
+			ORDER BY queue_seq DESC LIMIT 1),
+		leased_report = NULL, leased_version = NULL, lease_owner = NULL, lease_until = NULL
+		WHERE domain = $1 AND appointment_id = $2`, domain, appt)
 	return err
 }
 
-// RecordUpload records an artifact's successful upload. It locks only the
-// version row: it does not change the queue. See store.Deliveries.
-func (s *Store) RecordUpload(ctx context.Context, domain, id string, version, index int, qubsGUID string, at time.Time) (err error) {
+// RecordUpload records an artifact's successful upload, if worker holds the
+// version's lease. See store.Deliveries.
+func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string, at time.Time) (err error) {
 	defer store.Wrap(&err, "postgres.RecordUpload(%q, %q, %d, %d)", domain, id, version, index)
+	if err := sqlutil.CheckWorker(worker); err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx pgx.Tx) error {
-		state, err := versionState(ctx, tx, domain, id, version)
+		j, err := lockJob(ctx, tx, domain, id, version)
 		if err != nil {
 			return err
 		}
-		if state != store.DeliveryPending {
-			return store.E(store.KindConflict, "version is %s", state)
+		if j.state != store.DeliveryPending {
+			return store.E(store.KindConflict, "version is %s", j.state)
+		}
+		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+			return err
 		}
 		tag, err := tx.Exec(ctx, `UPDATE report_artifacts SET qubs_guid = $1, uploaded_at = $2
 			WHERE domain = $3 AND report_id = $4 AND version = $5 AND idx = $6`,
@@ -135,20 +173,24 @@ func (s *Store) RecordUpload(ctx context.Context, domain, id string, version, in
 	})
 }
 
-// finish runs the common part of Complete, Retry and Fail: lock the report,
-// read the version's state, let decide say whether to go on (and how), then
-// release the lease.
-func (s *Store) finish(ctx context.Context, domain, id string, version int,
+// finish runs the common part of Complete, Retry and Fail: lock and read
+// the job, let decide say whether to go on (noop: the call is a harmless
+// repeat), check that worker holds the lease, apply update (a statement
+// ending in its SET clause, with args), then release the lease.
+func (s *Store) finish(ctx context.Context, worker, domain, id string, version int,
 	decide func(state string) (noop bool, err error), update string, args ...any) error {
+	if err := sqlutil.CheckWorker(worker); err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if err := lockReport(ctx, tx, domain, id); err != nil {
-			return err
-		}
-		state, err := versionState(ctx, tx, domain, id, version)
+		j, err := lockJob(ctx, tx, domain, id, version)
 		if err != nil {
 			return err
 		}
-		if noop, err := decide(state); noop || err != nil {
+		if noop, err := decide(j.state); noop || err != nil {
+			return err
+		}
+		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
 			return err
 		}
 		n := len(args)
@@ -156,14 +198,14 @@ func (s *Store) finish(ctx context.Context, domain, id string, version int,
 			append(args, domain, id, version)...); err != nil {
 			return err
 		}
-		return release(ctx, tx, domain, id, version)
+		return release(ctx, tx, domain, j.appointment)
 	})
 }
 
 // CompleteDelivery marks a version delivered. See store.Deliveries.
-func (s *Store) CompleteDelivery(ctx context.Context, domain, id string, version int, reportGUID string, at time.Time) (err error) {
+func (s *Store) CompleteDelivery(ctx context.Context, worker, domain, id string, version int, reportGUID string, at time.Time) (err error) {
 	defer store.Wrap(&err, "postgres.CompleteDelivery(%q, %q, %d)", domain, id, version)
-	return s.finish(ctx, domain, id, version, func(state string) (bool, error) {
+	return s.finish(ctx, worker, domain, id, version, func(state string) (bool, error) {
 		switch state {
 		case store.DeliveryPending:
 			return false, nil
@@ -175,9 +217,9 @@ func (s *Store) CompleteDelivery(ctx context.Context, domain, id string, version
 }
 
 // RetryDelivery makes a version due again later. See store.Deliveries.
-func (s *Store) RetryDelivery(ctx context.Context, domain, id string, version int, lastError string, next time.Time) (err error) {
+func (s *Store) RetryDelivery(ctx context.Context, worker, domain, id string, version int, lastError string, next time.Time) (err error) {
 	defer store.Wrap(&err, "postgres.RetryDelivery(%q, %q, %d)", domain, id, version)
-	return s.finish(ctx, domain, id, version, func(state string) (bool, error) {
+	return s.finish(ctx, worker, domain, id, version, func(state string) (bool, error) {
 		if state == store.DeliveryPending {
 			return false, nil
 		}
@@ -186,9 +228,9 @@ func (s *Store) RetryDelivery(ctx context.Context, domain, id string, version in
 }
 
 // FailDelivery marks a version permanently failed. See store.Deliveries.
-func (s *Store) FailDelivery(ctx context.Context, domain, id string, version int, lastError string) (err error) {
+func (s *Store) FailDelivery(ctx context.Context, worker, domain, id string, version int, lastError string) (err error) {
 	defer store.Wrap(&err, "postgres.FailDelivery(%q, %q, %d)", domain, id, version)
-	return s.finish(ctx, domain, id, version, func(state string) (bool, error) {
+	return s.finish(ctx, worker, domain, id, version, func(state string) (bool, error) {
 		switch state {
 		case store.DeliveryPending:
 			return false, nil

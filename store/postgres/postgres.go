@@ -2,13 +2,16 @@
 // github.com/jackc/pgx/v5 (pgxpool), the store for several bridge replicas
 // sharing one database.
 //
-// Replicas coordinate through row locks only: every change to one report's
-// versions or delivery queue first locks that report's row in reports
-// (SELECT ... FOR UPDATE), and ClaimDelivery takes the first due report row
-// nobody holds (FOR UPDATE SKIP LOCKED), so claims never wait on each other
-// and never hand out the same report twice. Transactions run at READ
-// COMMITTED: each statement after the lock sees what the previous holder
-// committed.
+// Replicas coordinate through row locks only: a new report version locks
+// its report's row in reports (so versions are numbered one by one), and
+// every change to a QUBS appointment's delivery queue (a new version, a
+// claim, RecordUpload, Complete, Retry, Fail) first locks that
+// appointment's row in delivery_queues. ClaimDelivery takes the first due
+// queue row nobody holds (FOR UPDATE SKIP LOCKED), so claims never wait on
+// each other and never hand out one appointment twice. Locks are always
+// taken in that order (report, then queue, then versions), so these
+// transactions cannot deadlock. Transactions run at READ COMMITTED: each
+// statement after a lock sees what the previous holder committed.
 //
 // Tables live in the first schema of the connection's search_path, which a
 // URL can set (postgres://.../db?search_path=bridge); that is how tests

@@ -2,16 +2,12 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"net/url"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,119 +15,19 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/storetest"
 )
 
-// defaultURL is the database CI starts (.ci/run); BRIDGE_TEST_POSTGRES_URL
-// overrides it. The tests fail when it is unreachable, unless
-// BRIDGE_TEST_POSTGRES=skip: a store suite that silently skips on CI would
-// prove nothing.
-const defaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-func baseURL(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("BRIDGE_TEST_POSTGRES") == "skip" {
-		t.Skip("BRIDGE_TEST_POSTGRES=skip")
-	}
-	if u := os.Getenv("BRIDGE_TEST_POSTGRES_URL"); u != "" {
-		return u
-	}
-	return defaultURL
-}
-
-// open is a storetest.Opener: a fresh schema, test_<random>, dropped when
-// the test ends, so tests run in parallel and re-run cleanly. Stores reach
-// it through search_path in their URL, as an operator would.
+// open is a storetest.Opener: a fresh schema per test (see pgtest).
 func open(t *testing.T) func(ctx context.Context) (store.Store, error) {
 	t.Helper()
-	dsn := schemaDSN(t)
+	dsn := pgtest.DSN(t)
 	return func(ctx context.Context) (store.Store, error) { return postgres.Open(ctx, dsn) }
 }
 
-// schemaDSN creates the schema of one test and returns the URL that reaches
-// it.
-func schemaDSN(t *testing.T) string {
-	t.Helper()
-	base := baseURL(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := connect(ctx, base)
-	require.NoError(t, err, "PostgreSQL at %s is unreachable; start it or set BRIDGE_TEST_POSTGRES=skip", redact(base))
-	defer admin.Close(ctx)
-
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	schema := "test_" + hex.EncodeToString(b)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("dropping %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-		assert.NoError(t, err)
-	})
-
-	u, err := url.Parse(base)
-	require.NoError(t, err, "BRIDGE_TEST_POSTGRES_URL must be a postgres:// URL")
-	q := u.Query()
-	q.Set("search_path", schema)
-	// Small pools: parallel tests and other suites share the server's
-	// connection limit.
-	q.Set("pool_max_conns", "4")
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-// connect connects to raw, first creating its database when the server
-// answers that it does not exist (a fresh cluster has only "postgres").
-func connect(ctx context.Context, raw string) (*pgx.Conn, error) {
-	conn, err := pgx.Connect(ctx, raw)
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
-		return conn, err
-	}
-	cfg, err := pgx.ParseConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	db := cfg.Database
-	cfg.Database = "postgres"
-	c, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	_, err = c.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
-	c.Close(ctx)
-	// Parallel tests race to create it: duplicate_database, or the
-	// catalog's unique violation when both inserted at once, is success.
-	if err != nil && !(errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505")) {
-		return nil, err
-	}
-	return pgx.Connect(ctx, raw)
-}
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
-
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := open(t)(context.Background())
-		require.NoError(t, err)
-		// Registered after the schema's drop, so it runs before it.
-		t.Cleanup(func() { assert.NoError(t, s.Close()) })
-		return s
-	})
+	storetest.Run(t, func(t *testing.T) store.Store { return pgtest.Open(t) })
 }
 
 func TestReplicas(t *testing.T) {
@@ -145,7 +41,7 @@ func TestOpenErrors(t *testing.T) {
 	assert.NotContains(t, err.Error(), "secret", "no password in errors")
 
 	// A search_path naming no existing schema has nowhere to put tables.
-	u, err := url.Parse(baseURL(t))
+	u, err := url.Parse(pgtest.BaseURL(t))
 	require.NoError(t, err)
 	q := u.Query()
 	q.Set("search_path", "no_such_schema_here")
@@ -160,7 +56,7 @@ func TestOpenErrors(t *testing.T) {
 // others.
 func TestJTICleanup(t *testing.T) {
 	ctx := context.Background()
-	dsn := schemaDSN(t)
+	dsn := pgtest.DSN(t)
 	s, err := postgres.Open(ctx, dsn)
 	require.NoError(t, err)
 	defer s.Close()
@@ -204,7 +100,7 @@ func TestJTICleanup(t *testing.T) {
 // with data in it, as a release before the audit trail left it.
 func TestUpgradeFrom0001(t *testing.T) {
 	ctx := context.Background()
-	dsn := schemaDSN(t)
+	dsn := pgtest.DSN(t)
 	s, err := postgres.Open(ctx, dsn)
 	require.NoError(t, err)
 	require.NoError(t, s.CreateBinary(ctx, &store.Binary{Domain: "acme", ID: "b1", Data: []byte("x")}))
@@ -226,4 +122,82 @@ func TestUpgradeFrom0001(t *testing.T) {
 	fresh, err := s.ClaimJTI(ctx, "c", "j", time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	assert.True(t, fresh)
+}
+
+// TestUpgradeTo0003 builds a schema with 0001 and 0002 only, holding
+// delivery state in the per-report form, and opens it: 0003 moves the
+// queue to appointments (storetest.CheckQueueUpgrade describes the data).
+func TestUpgradeTo0003(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Exec(ctx, `CREATE TABLE schema_migrations (
+		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+	require.NoError(t, err)
+	for i, name := range []string{"0001_init", "0002_audit"} {
+		ddl, err := os.ReadFile(filepath.Join("migrations", name+".sql"))
+		require.NoError(t, err)
+		_, err = db.Exec(ctx, string(ddl))
+		require.NoError(t, err, name)
+		_, err = db.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, i+1, name)
+		require.NoError(t, err)
+	}
+
+	t0 := time.Date(2025, 1, 10, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	until := at(10 * time.Minute)
+	leasedVersion, owner := 2, "old-worker"
+	for _, r := range []struct {
+		id, appt     string
+		latest       int
+		created, due time.Duration
+		leased       *int
+		owner        *string
+		until        *time.Time
+	}{
+		{"r1", "X", 2, 0, time.Second, &leasedVersion, &owner, &until},
+		{"r2", "X", 1, 2 * time.Second, 2 * time.Second, nil, nil, nil},
+		{"r3", "Y", 1, 0, time.Hour, nil, nil, nil},
+		{"r4", "Z", 2, 5 * time.Second, 3 * time.Second, nil, nil, nil},
+	} {
+		_, err := db.Exec(ctx, `INSERT INTO reports (domain, id, latest_version, appointment_id, created_at, updated_at,
+			queue_due_at, leased_version, lease_owner, lease_until) VALUES ('acme', $1, $2, $3, $4, $4, $5, $6, $7, $8)`,
+			r.id, r.latest, r.appt, at(r.created), at(r.due), r.leased, r.owner, r.until)
+		require.NoError(t, err)
+	}
+	delivered := at(0)
+	for _, v := range []struct {
+		id, appt  string
+		version   int
+		created   time.Duration
+		state     string
+		attempts  int
+		guid      string
+		due       time.Duration
+		delivered *time.Time
+	}{
+		{"r1", "X", 1, 0, "delivered", 1, "g1", 0, &delivered},
+		{"r1", "X", 2, time.Second, "pending", 1, "", time.Second, nil},
+		{"r2", "X", 1, 2 * time.Second, "pending", 0, "", 2 * time.Second, nil},
+		{"r3", "Y", 1, 0, "pending", 1, "", time.Hour, nil},
+		{"r4", "Z", 1, 5 * time.Second, "pending", 0, "", 5 * time.Second, nil},
+		{"r4", "Z", 2, 3 * time.Second, "pending", 0, "", 3 * time.Second, nil},
+	} {
+		_, err := db.Exec(ctx, `INSERT INTO report_versions (domain, report_id, version, appointment_id,
+			resource, submission, created_at, state, attempts, report_guid, delivered_at, next_attempt_at)
+			VALUES ('acme', $1, $2, $3, '{}', '{}', $4, $5, $6, $7, $8, $9)`,
+			v.id, v.version, v.appt, at(v.created), v.state, v.attempts, v.guid, v.delivered, at(v.due))
+		require.NoError(t, err)
+	}
+
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err, "0003 applies over 0001 and 0002")
+	defer s.Close()
+	var legacy int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM reports
+		WHERE queue_due_at IS NOT NULL OR leased_version IS NOT NULL OR lease_owner IS NOT NULL OR lease_until IS NOT NULL`).Scan(&legacy))
+	assert.Equal(t, 0, legacy, "the per-report queue columns are emptied, so no older release finds work there")
+	storetest.CheckQueueUpgrade(t, s, t0)
 }

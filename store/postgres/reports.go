@@ -12,13 +12,18 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 )
 
-// versionCols selects a report version joined with its report row (alias r),
-// whose lease belongs to the version only when leased_version matches.
+// versionCols selects a report version (alias v) joined with its
+// appointment's delivery queue (alias q, through queueJoin), whose lease
+// belongs to the version only when it names the version.
 const versionCols = `v.domain, v.report_id, v.version, v.appointment_id, v.patient_ref, v.status,
 	v.resource, v.submission, v.purged, v.created_at,
 	v.state, v.attempts, v.last_error, v.report_guid, v.delivered_at, v.next_attempt_at,
-	CASE WHEN r.leased_version = v.version THEN r.lease_owner END,
-	CASE WHEN r.leased_version = v.version THEN r.lease_until END`
+	CASE WHEN q.leased_report = v.report_id AND q.leased_version = v.version THEN q.lease_owner END,
+	CASE WHEN q.leased_report = v.report_id AND q.leased_version = v.version THEN q.lease_until END`
+
+// queueJoin joins a version (alias v) with its appointment's queue (alias
+// q) for versionCols.
+const queueJoin = ` LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.appointment_id = v.appointment_id`
 
 // scanVersion reads versionCols (plus extra destinations after them).
 func scanVersion(row pgx.Row, extra ...any) (*store.Report, error) {
@@ -58,10 +63,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		// ON CONFLICT waits for a concurrent insert of the same id to end,
 		// then does nothing if it committed: exactly one create wins.
 		tag, err := tx.Exec(ctx, `INSERT INTO reports
-			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at, queue_due_at)
-			VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7)
+			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at)
+			VALUES ($1, $2, 1, $3, $4, $5, $6, $6)
 			ON CONFLICT (domain, id) DO NOTHING`,
-			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, r.CreatedAt, r.Delivery.NextAttemptAt)
+			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, r.CreatedAt)
 		if err != nil {
 			return err
 		}
@@ -82,38 +87,55 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 		return err
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
-		// The row lock serialises concurrent updates (each gets its own
-		// version number) and claims of this report.
-		var latest int
-		err := tx.QueryRow(ctx, `SELECT latest_version FROM reports WHERE domain = $1 AND id = $2 FOR UPDATE`,
-			r.Domain, r.ID).Scan(&latest)
+		// The row lock serialises concurrent updates: each gets its own
+		// version number.
+		var (
+			latest int
+			appt   string
+		)
+		err := tx.QueryRow(ctx, `SELECT latest_version, appointment_id FROM reports WHERE domain = $1 AND id = $2 FOR UPDATE`,
+			r.Domain, r.ID).Scan(&latest, &appt)
 		if err != nil {
 			return notFound(err, "report")
 		}
 		if ifMatch > 0 && ifMatch != latest {
 			return store.E(store.KindPrecondition, "version is %d, not %d", latest, ifMatch)
 		}
+		if r.AppointmentID != appt {
+			return store.E(store.KindInvalid, "a report cannot move to another appointment")
+		}
 		r.Version = latest + 1
-		// The new version is the newest pending one, so its due time is the
-		// queue's; older pending versions are superseded at the next claim.
 		if _, err := tx.Exec(ctx, `UPDATE reports
-			SET latest_version = $1, appointment_id = $2, patient_ref = $3, status = $4, updated_at = $5, queue_due_at = $6
-			WHERE domain = $7 AND id = $8`,
-			r.Version, r.AppointmentID, r.PatientRef, r.Status, r.CreatedAt, r.Delivery.NextAttemptAt,
-			r.Domain, r.ID); err != nil {
+			SET latest_version = $1, patient_ref = $2, status = $3, updated_at = $4
+			WHERE domain = $5 AND id = $6`,
+			r.Version, r.PatientRef, r.Status, r.CreatedAt, r.Domain, r.ID); err != nil {
 			return err
 		}
 		return insertVersion(ctx, tx, r)
 	})
 }
 
-// insertVersion writes r's version row and artifacts.
+// insertVersion queues r in its appointment's delivery queue and writes its
+// version row and artifacts.
 func insertVersion(ctx context.Context, tx pgx.Tx, r *store.Report) error {
+	// The new version is the newest of its appointment, so its due time is
+	// the queue's; older pending versions are superseded at the next claim.
+	// The upsert locks the queue row until commit (waiting for a claim or
+	// another new version of the appointment to commit first), so the
+	// numbers accepted hands out follow commit order: a version numbered
+	// lower than one already claimed can never appear later.
+	var seq int64
+	if err := tx.QueryRow(ctx, `INSERT INTO delivery_queues AS q (domain, appointment_id, accepted, due_at)
+		VALUES ($1, $2, 1, $3)
+		ON CONFLICT (domain, appointment_id) DO UPDATE SET accepted = q.accepted + 1, due_at = excluded.due_at
+		RETURNING accepted`, r.Domain, r.AppointmentID, r.Delivery.NextAttemptAt).Scan(&seq); err != nil {
+		return err
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO report_versions
-		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at, queue_seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 		r.Domain, r.ID, r.Version, r.AppointmentID, r.PatientRef, r.Status, r.Resource, r.Submission,
-		r.CreatedAt, r.Delivery.State, r.Delivery.NextAttemptAt); err != nil {
+		r.CreatedAt, r.Delivery.State, r.Delivery.NextAttemptAt, seq); err != nil {
 		return err
 	}
 	if len(r.Artifacts) == 0 {
@@ -160,7 +182,7 @@ func (s *Store) ReportVersion(ctx context.Context, domain, id string, version in
 // withData.
 func loadVersion(ctx context.Context, q querier, domain, id string, version int, withData bool) (*store.Report, error) {
 	r, err := scanVersion(q.QueryRow(ctx, `SELECT `+versionCols+`
-		FROM report_versions v JOIN reports r ON r.domain = v.domain AND r.id = v.report_id
+		FROM report_versions v`+queueJoin+`
 		WHERE v.domain = $1 AND v.report_id = $2 AND v.version = $3`, domain, id, version))
 	if err != nil {
 		return nil, notFound(err, "report version")
@@ -253,7 +275,7 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 	limit := sqlutil.Limit(f.Limit)
 	// One more than the page tells whether there is a next page.
 	rows, err := q.Query(ctx, `SELECT `+versionCols+`, r.created_at
-		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
+		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version`+queueJoin+`
 		WHERE `+strings.Join(where, " AND ")+`
 		ORDER BY r.created_at, r.id LIMIT `+arg(limit+1), args...)
 	if err != nil {

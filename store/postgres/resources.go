@@ -175,6 +175,22 @@ func (s *Store) ClaimIdempotency(ctx context.Context, rec *store.IdempotencyReco
 	return &e, nil
 }
 
+// LookupIdempotency returns the record of a key. See store.Idempotency.
+func (s *Store) LookupIdempotency(ctx context.Context, domain, scope, key string) (_ *store.IdempotencyRecord, err error) {
+	defer store.Wrap(&err, "postgres.LookupIdempotency(%q, %q)", domain, scope)
+	if domain == "" || scope == "" || key == "" {
+		return nil, store.E(store.KindInvalid, "idempotency lookup without domain, scope or key")
+	}
+	e := store.IdempotencyRecord{Domain: domain, Scope: scope, Key: key}
+	if err := s.pool.QueryRow(ctx, `SELECT request_hash, resource_type, resource_id, version, created_at
+		FROM idempotency_keys WHERE domain = $1 AND scope = $2 AND key = $3`, domain, scope, key).
+		Scan(&e.RequestHash, &e.ResourceType, &e.ResourceID, &e.Version, &e.CreatedAt); err != nil {
+		return nil, notFound(err, "idempotency key")
+	}
+	e.CreatedAt = utc(e.CreatedAt)
+	return &e, nil
+}
+
 // PurgeBefore blanks the PHI created before cutoff, in one transaction.
 // See store.Purger. The blanked values linger as dead tuples until
 // (auto)vacuum reclaims them.

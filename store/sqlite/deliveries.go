@@ -3,17 +3,18 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"fmt"
+	"errors"
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 )
 
-// ClaimDelivery leases the next due job. Every write transaction holds
-// SQLite's single write lock, so the choice of the report and its lease are
-// atomic with respect to every other claim, update and completion, in this
-// process and in any other on the same file. See store.Deliveries.
+// ClaimDelivery leases the next due appointment's newest pending version.
+// Every write transaction holds SQLite's single write lock, so the choice
+// of the appointment and its lease are atomic with respect to every other
+// claim, new version and completion, in this process and in any other on
+// the same file. See store.Deliveries.
 func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (_ *store.Report, err error) {
 	defer store.Wrap(&err, "sqlite.ClaimDelivery(%q)", worker)
 	if err := sqlutil.CheckClaim(worker, lease); err != nil {
@@ -23,43 +24,51 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 	until := sqlutil.Time(now.Add(lease))
 	var claimed *store.Report
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		// A report row whose queue_due_at points at nothing pending would be
-		// a bug; rather than wedge the queue on it, repair it and look on.
+		// A queue whose due_at points at nothing pending would be a bug;
+		// rather than wedge the queue on it, repair it and look on.
 		for range 3 {
-			var domain, id string
-			err := tx.QueryRowContext(ctx, `SELECT domain, id FROM reports
-				WHERE queue_due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
-				ORDER BY queue_due_at, created_at, domain, id LIMIT 1`, us(now), us(now)).Scan(&domain, &id)
+			var domain, appt string
+			err := tx.QueryRowContext(ctx, `SELECT domain, appointment_id FROM delivery_queues
+				WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
+				ORDER BY due_at, domain, appointment_id LIMIT 1`, us(now), us(now)).Scan(&domain, &appt)
 			if err != nil {
 				return notFound(err, "due delivery")
 			}
-			var version sql.NullInt64
-			if err := tx.QueryRowContext(ctx, `SELECT max(version) FROM report_versions
-				WHERE domain = ? AND report_id = ? AND state = 'pending'`, domain, id).Scan(&version); err != nil {
-				return err
-			}
-			if !version.Valid {
-				if _, err := tx.ExecContext(ctx, `UPDATE reports SET queue_due_at = NULL WHERE domain = ? AND id = ?`,
-					domain, id); err != nil {
+			var (
+				id  string
+				v   int
+				seq int64
+			)
+			err = tx.QueryRowContext(ctx, `SELECT report_id, version, queue_seq FROM report_versions
+				WHERE domain = ? AND appointment_id = ? AND state = 'pending'
+				ORDER BY queue_seq DESC LIMIT 1`, domain, appt).Scan(&id, &v, &seq)
+			if errors.Is(err, sql.ErrNoRows) {
+				if _, err := tx.ExecContext(ctx, `UPDATE delivery_queues SET due_at = NULL
+					WHERE domain = ? AND appointment_id = ?`, domain, appt); err != nil {
 					return err
 				}
 				continue
 			}
-			v := int(version.Int64)
-			// QUBS keeps only the latest submission: older pending
-			// versions would be overwritten at once, or, arriving late,
-			// overwrite the newer one. They are never sent.
+			if err != nil {
+				return err
+			}
+			// QUBS keeps one report per appointment: older pending versions,
+			// of this report or another, would be overwritten at once, or,
+			// arriving late, overwrite the newer one. They are never sent.
+			// An expired lease on one of them is lost with it: its worker's
+			// late calls find it superseded.
 			if _, err := tx.ExecContext(ctx, `UPDATE report_versions SET state = 'superseded', last_error = ?
-				WHERE domain = ? AND report_id = ? AND state = 'pending' AND version < ?`,
-				fmt.Sprintf("superseded by version %d", v), domain, id, v); err != nil {
+				WHERE domain = ? AND appointment_id = ? AND state = 'pending' AND queue_seq < ?`,
+				sqlutil.SupersededBy(id, v), domain, appt, seq); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE report_versions SET attempts = attempts + 1
 				WHERE domain = ? AND report_id = ? AND version = ?`, domain, id, v); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE reports SET leased_version = ?, lease_owner = ?, lease_until = ?
-				WHERE domain = ? AND id = ?`, v, worker, us(until), domain, id); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE delivery_queues
+				SET leased_report = ?, leased_version = ?, lease_owner = ?, lease_until = ?
+				WHERE domain = ? AND appointment_id = ?`, id, v, worker, us(until), domain, appt); err != nil {
 				return err
 			}
 			claimed, err = loadVersion(ctx, tx, domain, id, v, true)
@@ -70,40 +79,61 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 	return claimed, err
 }
 
-// versionState returns the delivery state of a version.
-func versionState(ctx context.Context, q querier, domain, id string, version int) (string, error) {
-	var state string
-	err := q.QueryRowContext(ctx, `SELECT state FROM report_versions WHERE domain = ? AND report_id = ? AND version = ?`,
-		domain, id, version).Scan(&state)
-	return state, notFound(err, "report version")
+// job is a version's delivery state and its appointment's lease, as a
+// fenced call finds them.
+type job struct {
+	state, appointment string
+	holder             sqlutil.Holder
 }
 
-// release drops the report's lease if version holds it and points the
-// queue at the newest pending version (NULL when none is left).
-func release(ctx context.Context, tx *sql.Tx, domain, id string, version int) error {
-	// SET expressions all see the row as it was, so the CASEs test the old
-	// leased_version.
-	_, err := tx.ExecContext(ctx, `UPDATE reports SET
-		queue_due_at = (SELECT next_attempt_at FROM report_versions
-			WHERE domain = reports.domain AND report_id = reports.id AND state = 'pending'
-			ORDER BY version DESC LIMIT 1),
-		lease_owner = CASE WHEN leased_version = ? THEN NULL ELSE lease_owner END,
-		lease_until = CASE WHEN leased_version = ? THEN NULL ELSE lease_until END,
-		leased_version = CASE WHEN leased_version = ? THEN NULL ELSE leased_version END
-		WHERE domain = ? AND id = ?`, version, version, version, domain, id)
+// loadJob reads a version's job inside a write transaction.
+func loadJob(ctx context.Context, tx *sql.Tx, domain, id string, version int) (job, error) {
+	var (
+		j            job
+		report, lown sql.NullString
+		lversion     sql.NullInt64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT v.state, v.appointment_id, q.leased_report, q.leased_version, q.lease_owner
+		FROM report_versions v LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.appointment_id = v.appointment_id
+		WHERE v.domain = ? AND v.report_id = ? AND v.version = ?`, domain, id, version).
+		Scan(&j.state, &j.appointment, &report, &lversion, &lown)
+	if err != nil {
+		return j, notFound(err, "report version")
+	}
+	j.holder = sqlutil.Holder{Report: report.String, Version: int(lversion.Int64), Owner: lown.String}
+	return j, nil
+}
+
+// release drops the appointment's lease and points its queue at the newest
+// pending version (NULL when none is left). Only the holder calls it (the
+// callers checked), so the lease it drops is the caller's own.
+func release(ctx context.Context, tx *sql.Tx, domain, appt string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE delivery_queues SET
+		due_at = (SELECT next_attempt_at FROM report_versions
+			WHERE domain = delivery_queues.domain AND appointment_id = delivery_queues.appointment_id AND state = 'pending'
+			ORDER BY queue_seq DESC LIMIT 1),
+		leased_report = NULL, leased_version = NULL, lease_owner = NULL, lease_until = NULL
+		WHERE domain = ? AND appointment_id = ?`, domain, appt)
 	return err
 }
 
-// RecordUpload records an artifact's successful upload. See store.Deliveries.
-func (s *Store) RecordUpload(ctx context.Context, domain, id string, version, index int, qubsGUID string, at time.Time) (err error) {
+// RecordUpload records an artifact's successful upload, if worker holds the
+// version's lease. See store.Deliveries.
+func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string, at time.Time) (err error) {
 	defer store.Wrap(&err, "sqlite.RecordUpload(%q, %q, %d, %d)", domain, id, version, index)
+	if err := sqlutil.CheckWorker(worker); err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		state, err := versionState(ctx, tx, domain, id, version)
+		j, err := loadJob(ctx, tx, domain, id, version)
 		if err != nil {
 			return err
 		}
-		if state != store.DeliveryPending {
-			return store.E(store.KindConflict, "version is %s", state)
+		if j.state != store.DeliveryPending {
+			return store.E(store.KindConflict, "version is %s", j.state)
+		}
+		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+			return err
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE report_artifacts SET qubs_guid = ?, uploaded_at = ?
 			WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`,
@@ -120,68 +150,71 @@ func (s *Store) RecordUpload(ctx context.Context, domain, id string, version, in
 	})
 }
 
-// CompleteDelivery marks a version delivered. See store.Deliveries.
-func (s *Store) CompleteDelivery(ctx context.Context, domain, id string, version int, reportGUID string, at time.Time) (err error) {
-	defer store.Wrap(&err, "sqlite.CompleteDelivery(%q, %q, %d)", domain, id, version)
+// finish runs the common part of Complete, Retry and Fail: read the job,
+// let decide say whether to go on (noop: the call is a harmless repeat),
+// check that worker holds the lease, apply update (a statement ending in
+// its SET clause, with args), then release the lease.
+func (s *Store) finish(ctx context.Context, worker, domain, id string, version int,
+	decide func(state string) (noop bool, err error), update string, args ...any) error {
+	if err := sqlutil.CheckWorker(worker); err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		state, err := versionState(ctx, tx, domain, id, version)
-		switch {
-		case err != nil:
-			return err
-		case state == store.DeliveryDelivered:
-			return nil
-		case state != store.DeliveryPending:
-			return store.E(store.KindConflict, "version is %s", state)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE report_versions SET state = 'delivered', report_guid = ?, delivered_at = ?
-			WHERE domain = ? AND report_id = ? AND version = ?`,
-			reportGUID, us(sqlutil.Time(at)), domain, id, version); err != nil {
+		j, err := loadJob(ctx, tx, domain, id, version)
+		if err != nil {
 			return err
 		}
-		return release(ctx, tx, domain, id, version)
+		if noop, err := decide(j.state); noop || err != nil {
+			return err
+		}
+		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, update+` WHERE domain = ? AND report_id = ? AND version = ?`,
+			append(args, domain, id, version)...); err != nil {
+			return err
+		}
+		return release(ctx, tx, domain, j.appointment)
 	})
+}
+
+// CompleteDelivery marks a version delivered. See store.Deliveries.
+func (s *Store) CompleteDelivery(ctx context.Context, worker, domain, id string, version int, reportGUID string, at time.Time) (err error) {
+	defer store.Wrap(&err, "sqlite.CompleteDelivery(%q, %q, %d)", domain, id, version)
+	return s.finish(ctx, worker, domain, id, version, func(state string) (bool, error) {
+		switch state {
+		case store.DeliveryPending:
+			return false, nil
+		case store.DeliveryDelivered:
+			return true, nil
+		}
+		return false, store.E(store.KindConflict, "version is %s", state)
+	}, `UPDATE report_versions SET state = 'delivered', report_guid = ?, delivered_at = ?`, reportGUID, us(sqlutil.Time(at)))
 }
 
 // RetryDelivery makes a version due again later. See store.Deliveries.
-func (s *Store) RetryDelivery(ctx context.Context, domain, id string, version int, lastError string, next time.Time) (err error) {
+func (s *Store) RetryDelivery(ctx context.Context, worker, domain, id string, version int, lastError string, next time.Time) (err error) {
 	defer store.Wrap(&err, "sqlite.RetryDelivery(%q, %q, %d)", domain, id, version)
-	return s.write(ctx, func(tx *sql.Tx) error {
-		state, err := versionState(ctx, tx, domain, id, version)
-		switch {
-		case err != nil:
-			return err
-		case state != store.DeliveryPending:
-			return store.E(store.KindConflict, "version is %s", state)
+	return s.finish(ctx, worker, domain, id, version, func(state string) (bool, error) {
+		if state == store.DeliveryPending {
+			return false, nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE report_versions SET last_error = ?, next_attempt_at = ?
-			WHERE domain = ? AND report_id = ? AND version = ?`,
-			lastError, us(sqlutil.Time(next)), domain, id, version); err != nil {
-			return err
-		}
-		return release(ctx, tx, domain, id, version)
-	})
+		return false, store.E(store.KindConflict, "version is %s", state)
+	}, `UPDATE report_versions SET last_error = ?, next_attempt_at = ?`, lastError, us(sqlutil.Time(next)))
 }
 
 // FailDelivery marks a version permanently failed. See store.Deliveries.
-func (s *Store) FailDelivery(ctx context.Context, domain, id string, version int, lastError string) (err error) {
+func (s *Store) FailDelivery(ctx context.Context, worker, domain, id string, version int, lastError string) (err error) {
 	defer store.Wrap(&err, "sqlite.FailDelivery(%q, %q, %d)", domain, id, version)
-	return s.write(ctx, func(tx *sql.Tx) error {
-		state, err := versionState(ctx, tx, domain, id, version)
-		switch {
-		case err != nil:
-			return err
-		case state == store.DeliveryFailed:
-			return nil
-		case state != store.DeliveryPending:
-			return store.E(store.KindConflict, "version is %s", state)
+	return s.finish(ctx, worker, domain, id, version, func(state string) (bool, error) {
+		switch state {
+		case store.DeliveryPending:
+			return false, nil
+		case store.DeliveryFailed:
+			return true, nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE report_versions SET state = 'failed', last_error = ?
-			WHERE domain = ? AND report_id = ? AND version = ?`,
-			lastError, domain, id, version); err != nil {
-			return err
-		}
-		return release(ctx, tx, domain, id, version)
-	})
+		return false, store.E(store.KindConflict, "version is %s", state)
+	}, `UPDATE report_versions SET state = 'failed', last_error = ?`, lastError)
 }
 
 // PendingDeliveries counts pending versions. See store.Deliveries.

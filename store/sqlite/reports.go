@@ -9,13 +9,18 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 )
 
-// versionCols selects a report version joined with its report row (alias r),
-// whose lease belongs to the version only when leased_version matches.
+// versionCols selects a report version (alias v) joined with its
+// appointment's delivery queue (alias q, through queueJoin), whose lease
+// belongs to the version only when it names the version.
 const versionCols = `v.domain, v.report_id, v.version, v.appointment_id, v.patient_ref, v.status,
 	v.resource, v.submission, v.purged, v.created_at,
 	v.state, v.attempts, v.last_error, v.report_guid, v.delivered_at, v.next_attempt_at,
-	CASE WHEN r.leased_version = v.version THEN r.lease_owner END,
-	CASE WHEN r.leased_version = v.version THEN r.lease_until END`
+	CASE WHEN q.leased_report = v.report_id AND q.leased_version = v.version THEN q.lease_owner END,
+	CASE WHEN q.leased_report = v.report_id AND q.leased_version = v.version THEN q.lease_until END`
+
+// queueJoin joins a version (alias v) with its appointment's queue (alias
+// q) for versionCols.
+const queueJoin = ` LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.appointment_id = v.appointment_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -56,10 +61,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 	r.Version = 1
 	return s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO reports
-			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at, queue_due_at)
-			VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)
+			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at)
+			VALUES (?, ?, 1, ?, ?, ?, ?, ?)
 			ON CONFLICT (domain, id) DO NOTHING`,
-			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, us(r.CreatedAt), us(r.CreatedAt), us(r.Delivery.NextAttemptAt))
+			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, us(r.CreatedAt), us(r.CreatedAt))
 		if err != nil {
 			return err
 		}
@@ -82,36 +87,51 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 		return err
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		var latest int
-		err := tx.QueryRowContext(ctx, `SELECT latest_version FROM reports WHERE domain = ? AND id = ?`,
-			r.Domain, r.ID).Scan(&latest)
+		var (
+			latest int
+			appt   string
+		)
+		err := tx.QueryRowContext(ctx, `SELECT latest_version, appointment_id FROM reports WHERE domain = ? AND id = ?`,
+			r.Domain, r.ID).Scan(&latest, &appt)
 		if err != nil {
 			return notFound(err, "report")
 		}
 		if ifMatch > 0 && ifMatch != latest {
 			return store.E(store.KindPrecondition, "version is %d, not %d", latest, ifMatch)
 		}
+		if r.AppointmentID != appt {
+			return store.E(store.KindInvalid, "a report cannot move to another appointment")
+		}
 		r.Version = latest + 1
-		// The new version is the newest pending one, so its due time is the
-		// queue's; older pending versions are superseded at the next claim.
 		if _, err := tx.ExecContext(ctx, `UPDATE reports
-			SET latest_version = ?, appointment_id = ?, patient_ref = ?, status = ?, updated_at = ?, queue_due_at = ?
+			SET latest_version = ?, patient_ref = ?, status = ?, updated_at = ?
 			WHERE domain = ? AND id = ?`,
-			r.Version, r.AppointmentID, r.PatientRef, r.Status, us(r.CreatedAt), us(r.Delivery.NextAttemptAt),
-			r.Domain, r.ID); err != nil {
+			r.Version, r.PatientRef, r.Status, us(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
 		return insertVersion(ctx, tx, r)
 	})
 }
 
-// insertVersion writes r's version row and artifacts.
+// insertVersion queues r in its appointment's delivery queue and writes its
+// version row and artifacts.
 func insertVersion(ctx context.Context, tx *sql.Tx, r *store.Report) error {
+	// The new version is the newest of its appointment, so its due time is
+	// the queue's; older pending versions are superseded at the next claim.
+	// accepted numbers the appointment's versions in the order they are
+	// written, which the write lock makes commit order.
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO delivery_queues (domain, appointment_id, accepted, due_at)
+		VALUES (?, ?, 1, ?)
+		ON CONFLICT (domain, appointment_id) DO UPDATE SET accepted = accepted + 1, due_at = excluded.due_at
+		RETURNING accepted`, r.Domain, r.AppointmentID, us(r.Delivery.NextAttemptAt)).Scan(&seq); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO report_versions
-		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at, queue_seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Domain, r.ID, r.Version, r.AppointmentID, r.PatientRef, r.Status, r.Resource, r.Submission,
-		us(r.CreatedAt), r.Delivery.State, us(r.Delivery.NextAttemptAt)); err != nil {
+		us(r.CreatedAt), r.Delivery.State, us(r.Delivery.NextAttemptAt), seq); err != nil {
 		return err
 	}
 	for _, a := range r.Artifacts {
@@ -156,7 +176,7 @@ func (s *Store) ReportVersion(ctx context.Context, domain, id string, version in
 // withData.
 func loadVersion(ctx context.Context, q querier, domain, id string, version int, withData bool) (*store.Report, error) {
 	r, err := scanVersion(q.QueryRowContext(ctx, `SELECT `+versionCols+`
-		FROM report_versions v JOIN reports r ON r.domain = v.domain AND r.id = v.report_id
+		FROM report_versions v`+queueJoin+`
 		WHERE v.domain = ? AND v.report_id = ? AND v.version = ?`, domain, id, version))
 	if err != nil {
 		return nil, notFound(err, "report version")
@@ -253,7 +273,7 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 	// One more than the page tells whether there is a next page.
 	args = append(args, limit+1)
 	rows, err := q.QueryContext(ctx, `SELECT `+versionCols+`, r.created_at
-		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
+		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version`+queueJoin+`
 		WHERE `+strings.Join(where, " AND ")+`
 		ORDER BY r.created_at, r.id LIMIT ?`, args...)
 	if err != nil {

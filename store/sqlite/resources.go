@@ -187,6 +187,23 @@ func (s *Store) ClaimIdempotency(ctx context.Context, rec *store.IdempotencyReco
 	return existing, nil
 }
 
+// LookupIdempotency returns the record of a key. See store.Idempotency.
+func (s *Store) LookupIdempotency(ctx context.Context, domain, scope, key string) (_ *store.IdempotencyRecord, err error) {
+	defer store.Wrap(&err, "sqlite.LookupIdempotency(%q, %q)", domain, scope)
+	if domain == "" || scope == "" || key == "" {
+		return nil, store.E(store.KindInvalid, "idempotency lookup without domain, scope or key")
+	}
+	e := store.IdempotencyRecord{Domain: domain, Scope: scope, Key: key}
+	var created int64
+	if err := s.r.QueryRowContext(ctx, `SELECT request_hash, resource_type, resource_id, version, created_at
+		FROM idempotency_keys WHERE domain = ? AND scope = ? AND key = ?`, domain, scope, key).
+		Scan(&e.RequestHash, &e.ResourceType, &e.ResourceID, &e.Version, &created); err != nil {
+		return nil, notFound(err, "idempotency key")
+	}
+	e.CreatedAt = fromUS(created)
+	return &e, nil
+}
+
 // PurgeBefore blanks the PHI created before cutoff, in one transaction.
 // See store.Purger.
 func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err error) {

@@ -135,3 +135,78 @@ func TestUpgradeFrom0001(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, fresh)
 }
+
+// TestUpgradeTo0003 builds a database with 0001 and 0002 only, holding
+// delivery state in the per-report form, and opens it: 0003 moves the
+// queue to appointments (storetest.CheckQueueUpgrade describes the data).
+func TestUpgradeTo0003(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.ExecContext(ctx, `CREATE TABLE schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
+	require.NoError(t, err)
+	for i, name := range []string{"0001_init", "0002_audit"} {
+		ddl, err := os.ReadFile(filepath.Join("migrations", name+".sql"))
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, string(ddl))
+		require.NoError(t, err, name)
+		_, err = db.ExecContext(ctx, `INSERT INTO schema_migrations VALUES (?, ?, 0)`, i+1, name)
+		require.NoError(t, err)
+	}
+
+	t0 := time.Date(2025, 1, 10, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixMicro() }
+	for _, r := range []struct {
+		id, appt     string
+		latest       int
+		created, due time.Duration
+		leased       any
+		owner        any
+		until        any
+	}{
+		{"r1", "X", 2, 0, time.Second, 2, "old-worker", at(10 * time.Minute)},
+		{"r2", "X", 1, 2 * time.Second, 2 * time.Second, nil, nil, nil},
+		{"r3", "Y", 1, 0, time.Hour, nil, nil, nil},
+		{"r4", "Z", 2, 5 * time.Second, 3 * time.Second, nil, nil, nil},
+	} {
+		_, err := db.ExecContext(ctx, `INSERT INTO reports (domain, id, latest_version, appointment_id, created_at, updated_at,
+			queue_due_at, leased_version, lease_owner, lease_until) VALUES ('acme', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.id, r.latest, r.appt, at(r.created), at(r.created), at(r.due), r.leased, r.owner, r.until)
+		require.NoError(t, err)
+	}
+	for _, v := range []struct {
+		id, appt  string
+		version   int
+		created   time.Duration
+		state     string
+		attempts  int
+		guid      string
+		due       time.Duration
+		delivered any
+	}{
+		{"r1", "X", 1, 0, "delivered", 1, "g1", 0, at(0)},
+		{"r1", "X", 2, time.Second, "pending", 1, "", time.Second, nil},
+		{"r2", "X", 1, 2 * time.Second, "pending", 0, "", 2 * time.Second, nil},
+		{"r3", "Y", 1, 0, "pending", 1, "", time.Hour, nil},
+		{"r4", "Z", 1, 5 * time.Second, "pending", 0, "", 5 * time.Second, nil},
+		{"r4", "Z", 2, 3 * time.Second, "pending", 0, "", 3 * time.Second, nil},
+	} {
+		_, err := db.ExecContext(ctx, `INSERT INTO report_versions (domain, report_id, version, appointment_id,
+			resource, submission, created_at, state, attempts, report_guid, delivered_at, next_attempt_at)
+			VALUES ('acme', ?, ?, ?, '{}', '{}', ?, ?, ?, ?, ?, ?)`,
+			v.id, v.version, v.appt, at(v.created), v.state, v.attempts, v.guid, v.delivered, at(v.due))
+		require.NoError(t, err)
+	}
+
+	s, err := sqlite.Open(ctx, path)
+	require.NoError(t, err, "0003 applies over 0001 and 0002")
+	defer s.Close()
+	var legacy int
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM reports
+		WHERE queue_due_at IS NOT NULL OR leased_version IS NOT NULL OR lease_owner IS NOT NULL OR lease_until IS NOT NULL`).Scan(&legacy))
+	assert.Equal(t, 0, legacy, "the per-report queue columns are emptied, so no older release finds work there")
+	storetest.CheckQueueUpgrade(t, s, t0)
+}

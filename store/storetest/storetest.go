@@ -54,7 +54,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RecordUpload", testRecordUpload},
 		{"FinishErrors", testFinishErrors},
 		{"ConcurrentClaims", testConcurrentClaims},
+		{"AppointmentSupersedesAcrossReports", testAppointmentSupersedesAcrossReports},
+		{"AppointmentLease", testAppointmentLease},
+		{"AppointmentsIndependent", testAppointmentsIndependent},
+		{"AppointmentNewestAccepted", testAppointmentNewestAccepted},
+		{"ReportKeepsAppointment", testReportKeepsAppointment},
+		{"ConcurrentAppointmentDeliveries", testConcurrentAppointmentDeliveries},
+		{"LeaseFencing", testLeaseFencing},
+		{"LeaseFencingUntaken", testLeaseFencingUntaken},
 		{"Idempotency", testIdempotency},
+		{"IdempotencyLookup", testIdempotencyLookup},
 		{"IdempotencyRace", testIdempotencyRace},
 		{"Binaries", testBinaries},
 		{"Communications", testCommunications},
@@ -89,6 +98,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"OpenTwice", testOpenTwice},
 		{"ConcurrentOpen", testConcurrentOpen},
 		{"ReplicasClaim", testReplicasClaim},
+		{"ReplicasAppointmentDeliveries", testReplicasAppointmentDeliveries},
 		{"ReplicasIdempotency", testReplicasIdempotency},
 		{"ReplicasClaimJTI", testReplicasClaimJTI},
 		{"ReplicasAudit", testReplicasAudit},
@@ -546,7 +556,7 @@ func testDeliveryLifecycle(t *testing.T, s store.Store) {
 	assert.Equal(t, 1, pending(t, s), "a leased job is still pending")
 
 	at := now.Add(5 * time.Second)
-	require.NoError(t, s.CompleteDelivery(ctx, "acme", "r1", 1, "guid-1", at))
+	require.NoError(t, s.CompleteDelivery(ctx, "w1", "acme", "r1", 1, "guid-1", at))
 	got, err = s.Report(ctx, "acme", "r1")
 	require.NoError(t, err)
 	assert.Equal(t, store.DeliveryDelivered, got.Delivery.State)
@@ -559,7 +569,7 @@ func testDeliveryLifecycle(t *testing.T, s store.Store) {
 	noClaim(t, s, now.Add(time.Hour))
 
 	// Completing again (a worker retrying its own call) is harmless.
-	require.NoError(t, s.CompleteDelivery(ctx, "acme", "r1", 1, "guid-1", at))
+	require.NoError(t, s.CompleteDelivery(ctx, "w1", "acme", "r1", 1, "guid-1", at))
 }
 
 func testClaimOrder(t *testing.T, s store.Store) {
@@ -576,7 +586,7 @@ func testClaimOrder(t *testing.T, s store.Store) {
 	for range 3 {
 		job := claim(t, s, "w", now)
 		got = append(got, job.ID)
-		require.NoError(t, s.CompleteDelivery(ctxT(t), job.Domain, job.ID, job.Version, "g", now))
+		require.NoError(t, s.CompleteDelivery(ctxT(t), "w", job.Domain, job.ID, job.Version, "g", now))
 	}
 	assert.Equal(t, []string{"first", "second", "third"}, got)
 	noClaim(t, s, now)
@@ -598,7 +608,7 @@ func testLeaseExpiryTakeover(t *testing.T, s store.Store) {
 	assert.Equal(t, a.Artifacts[0].Data, b.Artifacts[0].Data)
 	noClaim(t, s, base.Add(90*time.Second))
 
-	require.NoError(t, s.CompleteDelivery(ctx, "acme", "r1", 1, "guid", base.Add(100*time.Second)))
+	require.NoError(t, s.CompleteDelivery(ctx, "worker-b", "acme", "r1", 1, "guid", base.Add(100*time.Second)))
 	assert.Equal(t, 0, pending(t, s))
 }
 
@@ -615,12 +625,12 @@ func testVersionOrdering(t *testing.T, s store.Store) {
 		for _, v := range []int{1, 2} {
 			old := version(t, s, "acme", "a", v)
 			assert.Equal(t, store.DeliverySuperseded, old.Delivery.State, "v%d", v)
-			assert.Equal(t, "superseded by version 3", old.Delivery.LastError)
+			assert.Equal(t, "superseded by report a version 3", old.Delivery.LastError)
 			assert.Equal(t, 0, old.Delivery.Attempts, "never sent")
 		}
 		assert.Equal(t, 1, pending(t, s))
 		noClaim(t, s, base.Add(time.Minute))
-		require.NoError(t, s.CompleteDelivery(ctx, "acme", "a", 3, "g3", base.Add(time.Minute)))
+		require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "a", 3, "g3", base.Add(time.Minute)))
 		noClaim(t, s, base.Add(time.Hour))
 	})
 
@@ -637,11 +647,11 @@ func testVersionOrdering(t *testing.T, s store.Store) {
 		assert.Equal(t, store.DeliveryPending, version(t, s, "acme", "b", 1).Delivery.State,
 			"a leased version is never superseded")
 
-		require.NoError(t, s.CompleteDelivery(ctx, "acme", "b", 1, "g1", base.Add(40*time.Second)))
+		require.NoError(t, s.CompleteDelivery(ctx, "w1", "acme", "b", 1, "g1", base.Add(40*time.Second)))
 		v2 := claim(t, s, "w2", base.Add(41*time.Second))
 		assert.Equal(t, 2, v2.Version, "the final goes after the preliminary")
 		assert.Equal(t, "final", v2.Status)
-		require.NoError(t, s.CompleteDelivery(ctx, "acme", "b", 2, "g2", base.Add(42*time.Second)))
+		require.NoError(t, s.CompleteDelivery(ctx, "w2", "acme", "b", 2, "g2", base.Add(42*time.Second)))
 		assert.Equal(t, store.DeliveryDelivered, version(t, s, "acme", "b", 1).Delivery.State)
 	})
 
@@ -649,13 +659,13 @@ func testVersionOrdering(t *testing.T, s store.Store) {
 		ctx := ctxT(t)
 		create(t, s, newReport("acme", "c", "C1", base))
 		claim(t, s, "w1", base)
-		require.NoError(t, s.RetryDelivery(ctx, "acme", "c", 1, "qubs: transient (HTTP 503)", base.Add(time.Hour)))
+		require.NoError(t, s.RetryDelivery(ctx, "w1", "acme", "c", 1, "qubs: transient (HTTP 503)", base.Add(time.Hour)))
 		update(t, s, newReport("acme", "c", "C1", base.Add(time.Second)))
 
 		job := claim(t, s, "w2", base.Add(2*time.Second))
 		assert.Equal(t, 2, job.Version, "due now, not after v1's backoff")
 		assert.Equal(t, store.DeliverySuperseded, version(t, s, "acme", "c", 1).Delivery.State)
-		require.NoError(t, s.CompleteDelivery(ctx, "acme", "c", 2, "g2", base.Add(3*time.Second)))
+		require.NoError(t, s.CompleteDelivery(ctx, "w2", "acme", "c", 2, "g2", base.Add(3*time.Second)))
 	})
 
 	t.Run("an expired lease loses to a newer version", func(t *testing.T) {
@@ -667,10 +677,10 @@ func testVersionOrdering(t *testing.T, s store.Store) {
 		job := claim(t, s, "fast", base.Add(time.Minute))
 		assert.Equal(t, 2, job.Version)
 		// The slow worker overran its lease; its late calls are refused.
-		err := s.CompleteDelivery(ctx, "acme", "d", 1, "g1", base.Add(2*time.Minute))
+		err := s.CompleteDelivery(ctx, "slow", "acme", "d", 1, "g1", base.Add(2*time.Minute))
 		assert.ErrorIs(t, err, store.ErrConflict)
-		assert.ErrorIs(t, s.RetryDelivery(ctx, "acme", "d", 1, "x", base), store.ErrConflict)
-		assert.ErrorIs(t, s.RecordUpload(ctx, "acme", "d", 1, 0, "g", base), store.ErrConflict)
+		assert.ErrorIs(t, s.RetryDelivery(ctx, "slow", "acme", "d", 1, "x", base), store.ErrConflict)
+		assert.ErrorIs(t, s.RecordUpload(ctx, "slow", "acme", "d", 1, 0, "g", base), store.ErrConflict)
 		// And the fast worker's lease is intact.
 		got := version(t, s, "acme", "d", 2)
 		assert.Equal(t, "fast", got.Delivery.LeasedBy)
@@ -682,7 +692,7 @@ func testVersionOrdering(t *testing.T, s store.Store) {
 		create(t, s, newReport("acme", "e", "E1", base))
 		claim(t, s, "w", base)
 		update(t, s, newReport("acme", "e", "E1", base.Add(time.Second)))
-		require.NoError(t, s.FailDelivery(ctx, "acme", "e", 1, "qubs: invalid (HTTP 422)"))
+		require.NoError(t, s.FailDelivery(ctx, "w", "acme", "e", 1, "qubs: invalid (HTTP 422)"))
 		job := claim(t, s, "w", base.Add(2*time.Second))
 		assert.Equal(t, 2, job.Version, "failing v1 releases v2")
 	})
@@ -693,7 +703,7 @@ func testRetry(t *testing.T, s store.Store) {
 	create(t, s, newReport("acme", "r1", "A1", base))
 	claim(t, s, "w1", base)
 	next := base.Add(30 * time.Second)
-	require.NoError(t, s.RetryDelivery(ctx, "acme", "r1", 1, "qubs: transient (HTTP 503)", next))
+	require.NoError(t, s.RetryDelivery(ctx, "w1", "acme", "r1", 1, "qubs: transient (HTTP 503)", next))
 
 	got := version(t, s, "acme", "r1", 1)
 	assert.Equal(t, store.DeliveryPending, got.Delivery.State)
@@ -712,15 +722,15 @@ func testFail(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	create(t, s, newReport("acme", "r1", "A1", base))
 	claim(t, s, "w1", base)
-	require.NoError(t, s.FailDelivery(ctx, "acme", "r1", 1, "qubs: not found (HTTP 404)"))
+	require.NoError(t, s.FailDelivery(ctx, "w1", "acme", "r1", 1, "qubs: not found (HTTP 404)"))
 	got := version(t, s, "acme", "r1", 1)
 	assert.Equal(t, store.DeliveryFailed, got.Delivery.State)
 	assert.Equal(t, "qubs: not found (HTTP 404)", got.Delivery.LastError)
 	assert.Empty(t, got.Delivery.LeasedBy)
 	assert.Equal(t, 0, pending(t, s))
 	noClaim(t, s, base.Add(time.Hour))
-	require.NoError(t, s.FailDelivery(ctx, "acme", "r1", 1, "again"), "failing twice is harmless")
-	assert.ErrorIs(t, s.CompleteDelivery(ctx, "acme", "r1", 1, "g", base), store.ErrConflict)
+	require.NoError(t, s.FailDelivery(ctx, "w1", "acme", "r1", 1, "again"), "failing twice is harmless")
+	assert.ErrorIs(t, s.CompleteDelivery(ctx, "w1", "acme", "r1", 1, "g", base), store.ErrConflict)
 
 	// A failed version never blocks the next one.
 	update(t, s, newReport("acme", "r1", "A1", base.Add(time.Minute)))
@@ -732,8 +742,8 @@ func testRecordUpload(t *testing.T, s store.Store) {
 	create(t, s, newReport("acme", "r1", "A1", base))
 	claim(t, s, "w1", base)
 	at := base.Add(3 * time.Second)
-	require.NoError(t, s.RecordUpload(ctx, "acme", "r1", 1, 0, "att-guid-0", at))
-	require.NoError(t, s.RetryDelivery(ctx, "acme", "r1", 1, "qubs: transient", base.Add(10*time.Second)))
+	require.NoError(t, s.RecordUpload(ctx, "w1", "acme", "r1", 1, 0, "att-guid-0", at))
+	require.NoError(t, s.RetryDelivery(ctx, "w1", "acme", "r1", 1, "qubs: transient", base.Add(10*time.Second)))
 
 	// The retry (maybe in another replica) sees which uploads are done.
 	job := claim(t, s, "w2", base.Add(10*time.Second))
@@ -745,14 +755,14 @@ func testRecordUpload(t *testing.T, s store.Store) {
 	assert.Nil(t, job.Artifacts[1].UploadedAt)
 
 	// Recording again overwrites (a fresh upload URL after expiry).
-	require.NoError(t, s.RecordUpload(ctx, "acme", "r1", 1, 0, "att-guid-0b", at))
+	require.NoError(t, s.RecordUpload(ctx, "w2", "acme", "r1", 1, 0, "att-guid-0b", at))
 	a, err := s.ReportArtifact(ctx, "acme", "r1", 1, 0)
 	require.NoError(t, err)
 	assert.Equal(t, "att-guid-0b", a.QUBSGUID)
 
-	assert.ErrorIs(t, s.RecordUpload(ctx, "acme", "r1", 1, 2, "g", at), store.ErrNotFound)
-	assert.ErrorIs(t, s.RecordUpload(ctx, "acme", "r1", 2, 0, "g", at), store.ErrNotFound)
-	assert.ErrorIs(t, s.RecordUpload(ctx, "acme", "nope", 1, 0, "g", at), store.ErrNotFound)
+	assert.ErrorIs(t, s.RecordUpload(ctx, "w2", "acme", "r1", 1, 2, "g", at), store.ErrNotFound)
+	assert.ErrorIs(t, s.RecordUpload(ctx, "w2", "acme", "r1", 2, 0, "g", at), store.ErrNotFound)
+	assert.ErrorIs(t, s.RecordUpload(ctx, "w2", "acme", "nope", 1, 0, "g", at), store.ErrNotFound)
 
 	// A new version starts with nothing uploaded, even from a copied slice.
 	r2 := newReport("acme", "r1", "A1", base.Add(time.Minute))
@@ -765,20 +775,20 @@ func testFinishErrors(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	create(t, s, newReport("acme", "r1", "A1", base))
 	claim(t, s, "w", base)
-	require.NoError(t, s.CompleteDelivery(ctx, "acme", "r1", 1, "g", base))
+	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "r1", 1, "g", base))
 
 	tests := []struct {
 		name string
 		err  error
 		want error
 	}{
-		{"complete unknown report", s.CompleteDelivery(ctx, "acme", "nope", 1, "g", base), store.ErrNotFound},
-		{"complete unknown version", s.CompleteDelivery(ctx, "acme", "r1", 7, "g", base), store.ErrNotFound},
-		{"retry unknown", s.RetryDelivery(ctx, "acme", "nope", 1, "e", base), store.ErrNotFound},
-		{"fail unknown", s.FailDelivery(ctx, "acme", "nope", 1, "e"), store.ErrNotFound},
-		{"retry delivered", s.RetryDelivery(ctx, "acme", "r1", 1, "e", base), store.ErrConflict},
-		{"fail delivered", s.FailDelivery(ctx, "acme", "r1", 1, "e"), store.ErrConflict},
-		{"upload delivered", s.RecordUpload(ctx, "acme", "r1", 1, 0, "g", base), store.ErrConflict},
+		{"complete unknown report", s.CompleteDelivery(ctx, "w", "acme", "nope", 1, "g", base), store.ErrNotFound},
+		{"complete unknown version", s.CompleteDelivery(ctx, "w", "acme", "r1", 7, "g", base), store.ErrNotFound},
+		{"retry unknown", s.RetryDelivery(ctx, "w", "acme", "nope", 1, "e", base), store.ErrNotFound},
+		{"fail unknown", s.FailDelivery(ctx, "w", "acme", "nope", 1, "e"), store.ErrNotFound},
+		{"retry delivered", s.RetryDelivery(ctx, "w", "acme", "r1", 1, "e", base), store.ErrConflict},
+		{"fail delivered", s.FailDelivery(ctx, "w", "acme", "r1", 1, "e"), store.ErrConflict},
+		{"upload delivered", s.RecordUpload(ctx, "w", "acme", "r1", 1, 0, "g", base), store.ErrConflict},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1005,11 +1015,11 @@ func testPurge(t *testing.T, s store.Store) {
 	// pending: kept until delivered. New: kept.
 	create(t, s, newReport("acme", "delivered", "A1", old))
 	claim(t, s, "w", old)
-	require.NoError(t, s.RecordUpload(ctx, "acme", "delivered", 1, 0, "att-0", old))
-	require.NoError(t, s.CompleteDelivery(ctx, "acme", "delivered", 1, "guid-d", old))
+	require.NoError(t, s.RecordUpload(ctx, "w", "acme", "delivered", 1, 0, "att-0", old))
+	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "delivered", 1, "guid-d", old))
 	create(t, s, newReport("acme", "failed", "A2", old.Add(time.Second)))
 	claim(t, s, "w", old.Add(time.Second))
-	require.NoError(t, s.FailDelivery(ctx, "acme", "failed", 1, "qubs: invalid"))
+	require.NoError(t, s.FailDelivery(ctx, "w", "acme", "failed", 1, "qubs: invalid"))
 	create(t, s, newReport("acme", "stuck", "A3", old.Add(2*time.Second)))
 	create(t, s, newReport("acme", "fresh", "A4", base))
 
@@ -1090,7 +1100,7 @@ func testPurge(t *testing.T, s store.Store) {
 	assert.Equal(t, 0, n, "purging is idempotent")
 
 	// Once the stuck one is delivered, the next purge takes it.
-	require.NoError(t, s.CompleteDelivery(ctx, "acme", "stuck", 1, "g", base.Add(time.Hour)))
+	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "stuck", 1, "g", base.Add(time.Hour)))
 	n, err = s.PurgeBefore(ctx, cutoff)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)

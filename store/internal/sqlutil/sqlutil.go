@@ -128,6 +128,47 @@ func CheckClaim(worker string, lease time.Duration) error {
 	return nil
 }
 
+// CheckWorker checks the worker name of a fenced delivery call (RecordUpload,
+// CompleteDelivery, RetryDelivery, FailDelivery).
+func CheckWorker(worker string) error {
+	if worker == "" {
+		return store.E(store.KindInvalid, "a delivery call needs the worker's name")
+	}
+	return nil
+}
+
+// Holder is the lease on an appointment's delivery queue as a fenced call
+// finds it: the job (report id, version) and the worker holding it; Owner
+// is "" when nobody does.
+type Holder struct {
+	Report  string
+	Version int
+	Owner   string
+}
+
+// CheckHolder answers KindConflict unless worker holds the lease on the job
+// (id, version). Whether the lease has expired does not matter: a lease
+// nobody took over is still its worker's, and one somebody took over names
+// the new worker. Worker names are not PHI; the message names the holder,
+// which is what an operator debugging a lost lease needs.
+func CheckHolder(worker, id string, version int, h Holder) error {
+	switch {
+	case h.Owner == "":
+		return store.E(store.KindConflict, "version is not leased (released, or taken over and settled)")
+	case h.Report != id || h.Version != version:
+		return store.E(store.KindConflict, "the appointment's lease is on report %q version %d", h.Report, h.Version)
+	case h.Owner != worker:
+		return store.E(store.KindConflict, "version is leased by %q", h.Owner)
+	}
+	return nil
+}
+
+// SupersededBy is the last_error of a version superseded by a newer one of
+// the same appointment (report id and version name it; neither is PHI).
+func SupersededBy(id string, version int) string {
+	return fmt.Sprintf("superseded by report %s version %d", id, version)
+}
+
 // SHA256 is the lower-case hex SHA-256 of data.
 func SHA256(data []byte) string {
 	sum := sha256.Sum256(data)

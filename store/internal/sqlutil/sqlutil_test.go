@@ -95,3 +95,30 @@ func TestLimit(t *testing.T) {
 		assert.Equal(t, want, Limit(in), "Limit(%d)", in)
 	}
 }
+
+func TestCheckHolder(t *testing.T) {
+	tests := []struct {
+		name   string
+		holder Holder
+		ok     bool
+	}{
+		{"held", Holder{Report: "r1", Version: 2, Owner: "w"}, true},
+		{"released", Holder{}, false},
+		{"another worker", Holder{Report: "r1", Version: 2, Owner: "w2"}, false},
+		{"another version", Holder{Report: "r1", Version: 3, Owner: "w"}, false},
+		{"another report", Holder{Report: "r2", Version: 2, Owner: "w"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckHolder("w", "r1", 2, tt.holder)
+			if tt.ok {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorIs(t, err, store.ErrConflict)
+		})
+	}
+	assert.ErrorIs(t, CheckWorker(""), store.ErrInvalid)
+	assert.NoError(t, CheckWorker("w"))
+	assert.Equal(t, "superseded by report r2 version 1", SupersededBy("r2", 1))
+}
