@@ -41,7 +41,15 @@ func firstPending(t testing.TB, sim *qubssim.Server, n int) (qubs.Appointment, s
 // router against the simulator, and checks through the simulator's
 // inspection view exactly what QUBS received.
 func TestReportingWorkflow(t *testing.T) {
-	e := newEnv(t, withStore(t))
+	for _, tc := range []struct {
+		name  string
+		store func(testing.TB) envOption
+	}{{"sqlite", withStore}, {"postgres", withPostgres}} {
+		t.Run(tc.name, func(t *testing.T) { reportingWorkflow(t, newEnv(t, tc.store(t))) })
+	}
+}
+
+func reportingWorkflow(t *testing.T, e *env) {
 	appt, srID := firstPending(t, e.sim, 3)
 	referral := pdf("referral for the workflow test")
 	guid := e.sim.PutAttachment("acme", appt.AppointmentID, qubs.Attachment{Category: "Referral", FileName: "referral.pdf"}, referral)

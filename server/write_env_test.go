@@ -17,6 +17,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 )
 
@@ -28,6 +29,14 @@ func withStore(t testing.TB) envOption {
 		require.NoError(t, err)
 		t.Cleanup(func() { st.Close() })
 		sc.Store = st
+	}
+}
+
+// withPostgres gives the bridge a real PostgreSQL store in a schema of its
+// own (BRIDGE_TEST_POSTGRES_URL, or the local server).
+func withPostgres(t testing.TB) envOption {
+	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.Store = pgtest.Open(t)
 	}
 }
 
