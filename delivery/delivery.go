@@ -124,12 +124,15 @@ func (w *Worker) Run(ctx context.Context) {
 	t := time.NewTicker(w.PollInterval)
 	defer t.Stop()
 	for {
-		for {
-			worked, err := w.DeliverOne(ctx)
+		for ctx.Err() == nil {
+			// A delivery under way finishes even when ctx ends (bounded by
+			// its lease), so shutting down never leaves a job half done
+			// and its lease held; no new job starts once ctx is done.
+			worked, err := w.DeliverOne(context.WithoutCancel(ctx))
 			if err != nil && ctx.Err() == nil {
 				w.Logger.Warn("delivery: store error", "error", err.Error())
 			}
-			if !worked || ctx.Err() != nil {
+			if !worked {
 				break
 			}
 		}
