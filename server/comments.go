@@ -208,20 +208,15 @@ func (s *Server) readFlag(c *gin.Context) error {
 }
 
 // createCommunication posts a comment or alert to QUBS at once. The QUBS
-// Idempotency-Key follows from the client's Idempotency-Key (else its
-// If-None-Exist, else the content), so a retry within QUBS's 24 hours
-// creates no second comment.
+// Idempotency-Key follows from the client's Idempotency-Key, else the
+// content, so a retry within QUBS's 24 hours creates no second comment.
 func (s *Server) createCommunication(c *gin.Context) error {
 	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
-	body, err := s.readResource(c, "Communication")
+	body, m, err := readInbound[models.Communication](s, c, "Communication")
 	if err != nil {
 		return err
 	}
-	var m models.Communication
-	if err := decodeResource(body, &m, "Communication"); err != nil {
-		return err
-	}
-	in, issues := mapping.CommentFromFHIR(&m)
+	in, issues := mapping.CommentFromFHIR(m)
 	if err := mappingError(issues); err != nil {
 		return err
 	}
@@ -229,17 +224,8 @@ func (s *Server) createCommunication(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := mapping.CommunicationID(in.AppointmentID, probeGUID); err != nil {
-		return unservable("Communication.basedOn")
-	}
-	a, ok, err := s.checkPending(c, in.AppointmentID)
+	a, err := s.writeTarget(c, in.AppointmentID, in.PatientID, "Communication.basedOn", mapping.CommunicationID)
 	if err != nil {
-		return err
-	}
-	if !ok {
-		return appointmentGone("Communication.basedOn")
-	}
-	if _, err := s.patientRef(a, in.PatientID, "Communication.subject"); err != nil {
 		return err
 	}
 	cm, err := s.cfg.QUBS.CreateComment(ctx, domain, in.AppointmentID, in.Comment, qubsKey("qfb-comment", domain, k))

@@ -340,12 +340,8 @@ func (s *Server) createBinary(c *gin.Context) error {
 		}
 		ct, data = reqCT, b
 	default:
-		body, err := s.readResource(c, "Binary")
+		_, b, err := readInbound[models.Binary](s, c, "Binary")
 		if err != nil {
-			return err
-		}
-		var b models.Binary
-		if err := decodeResource(body, &b, "Binary"); err != nil {
 			return err
 		}
 		if b.Data == nil {
@@ -403,15 +399,11 @@ func (s *Server) createBinary(c *gin.Context) error {
 // store, when configured, remembers it for longer.
 func (s *Server) createDocumentReference(c *gin.Context) error {
 	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
-	body, err := s.readResource(c, "DocumentReference")
+	body, d, err := readInbound[models.DocumentReference](s, c, "DocumentReference")
 	if err != nil {
 		return err
 	}
-	var d models.DocumentReference
-	if err := decodeResource(body, &d, "DocumentReference"); err != nil {
-		return err
-	}
-	in, issues := mapping.DocumentFromFHIR(&d)
+	in, issues := mapping.DocumentFromFHIR(d)
 	if err := mappingError(issues); err != nil {
 		return err
 	}
@@ -437,17 +429,7 @@ func (s *Server) createDocumentReference(c *gin.Context) error {
 			return fmt.Errorf("looking up idempotency key: %w", err)
 		}
 	}
-	if _, err := mapping.DocumentReferenceID(in.AppointmentID, probeGUID); err != nil {
-		return unservable("DocumentReference.context.related")
-	}
-	a, ok, err := s.checkPending(c, in.AppointmentID)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return appointmentGone("DocumentReference.context.related")
-	}
-	if _, err := s.patientRef(a, in.PatientID, "DocumentReference.subject"); err != nil {
+	if _, err := s.writeTarget(c, in.AppointmentID, in.PatientID, "DocumentReference.context.related", mapping.DocumentReferenceID); err != nil {
 		return err
 	}
 	arts, err := s.loadArtifacts(c, []mapping.ArtifactInput{in.Artifact}, "DocumentReference.content")

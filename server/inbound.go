@@ -297,3 +297,39 @@ func checkDuplicateMembers(body []byte) error {
 		}
 	}
 }
+
+// readInbound reads a create's body, validates it strictly as typ and
+// decodes it into the samply model T.
+func readInbound[T any](s *Server, c *gin.Context, typ string) ([]byte, *T, error) {
+	body, err := s.readResource(c, typ)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := new(T)
+	if err := decodeResource(body, m, typ); err != nil {
+		return nil, nil, err
+	}
+	return body, m, nil
+}
+
+// writeTarget checks the study a synchronous write (a comment, a
+// document) goes to, before QUBS is asked to change anything: what it
+// creates must be servable under a FHIR id (recordID), the appointment
+// must still be pending, and the client's subject, if any, must be its
+// patient. appt is nil when QUBS could not be asked.
+func (s *Server) writeTarget(c *gin.Context, appointmentID, patientID, expr string, recordID func(string, string) (string, error)) (*qubs.Appointment, error) {
+	if _, err := recordID(appointmentID, probeGUID); err != nil {
+		return nil, unservable(expr)
+	}
+	a, ok, err := s.checkPending(c, appointmentID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, appointmentGone(expr)
+	}
+	if _, err := s.patientRef(a, patientID, strings.SplitN(expr, ".", 2)[0]+".subject"); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
