@@ -203,6 +203,16 @@ func (e *exactReader) Read(p []byte) (int, error) {
 		}
 		err = nil
 	}
+	if e.left == 0 && err == nil {
+		// The transport stops reading at Content-Length, so a body
+		// longer than declared must be caught while its last declared
+		// bytes are still in hand: failing this read aborts the request
+		// before the store can take a truncated file.
+		if end := e.checkEnd(); end != io.EOF {
+			return 0, end
+		}
+		return n, io.EOF
+	}
 	return n, err
 }
 
