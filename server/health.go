@@ -36,6 +36,11 @@ func (s *Server) readyz(c *gin.Context) {
 			s.log.Warn("readiness: store unavailable", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
 		} else {
 			checks["store"] = "ok"
+			// Informational: a queue that only grows means QUBS refuses
+			// or is unreachable; it does not make the replica unready.
+			if n, err := s.cfg.Store.PendingDeliveries(ctx); err == nil {
+				checks["deliveries_pending"] = n
+			}
 		}
 	}
 	state := "ok"

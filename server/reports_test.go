@@ -303,6 +303,8 @@ func TestReportAcceptedWhileQUBSDown(t *testing.T) {
 	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
 	assert.Contains(t, string(r.body), `"pending"`)
 	assert.Empty(t, e.sim.Reports("acme", appt.AppointmentID))
+	ready := get(t, e.srv.URL+"/readyz")
+	assert.Contains(t, string(ready.body), `"deliveries_pending":1`, "the queue is visible to operators")
 	e.sim.ClearFaults()
 	eventually(t, "delivery after QUBS recovers", func() bool { return len(e.sim.Reports("acme", appt.AppointmentID)) == 1 })
 }
