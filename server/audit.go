@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +18,10 @@ import (
 
 // Context keys of the audit trail.
 const (
-	keyAuditBody   = "qfb.auditBody"
-	keyAuditMethod = "qfb.authMethod"
-	keyAuditToken  = "qfb.tokenID"
+	keyAuditPatients = "qfb.auditPatients"
+	keyAuditBody     = "qfb.auditBody"
+	keyAuditMethod   = "qfb.authMethod"
+	keyAuditToken    = "qfb.tokenID"
 )
 
 // maxAuditParse bounds the response the audit reads for patient and
@@ -44,6 +46,11 @@ func (s *Server) audit() gin.HandlerFunc {
 		if route == "" || strings.HasSuffix(route, "/metadata") || strings.Contains(route, "smart-configuration") {
 			return
 		}
+		if c.Writer.Status() == http.StatusTooManyRequests {
+			// Throttled before anything was touched; recording each one
+			// would let a flood of refusals flood the audit trail.
+			return
+		}
 		typ, interaction, action := classify(c.Request.Method, route)
 		rec := &store.AuditRecord{
 			Domain:        c.GetString(keyDomain),
@@ -61,10 +68,17 @@ func (s *Server) audit() gin.HandlerFunc {
 			rec.OutcomeDesc = fmt.Sprintf("HTTP %d", c.Writer.Status())
 		}
 		if interaction == "search-type" {
-			rec.Query = store.AuditQuery(typ, c.Request.URL.Query())
+			params := c.Request.URL.Query()
+			for k, vs := range c.Request.PostForm { // POST _search
+				params[k] = append(params[k], vs...)
+			}
+			rec.Query = store.AuditQuery(typ, params)
 		}
 		if id := c.Param("id"); id != "" && validFHIRID(id) {
 			rec.EntityRefs = append(rec.EntityRefs, typ+"/"+id)
+		}
+		if ps, ok := c.Get(keyAuditPatients); ok {
+			rec.PatientRefs = append(rec.PatientRefs, ps.([]string)...)
 		}
 		if b, ok := c.Get(keyAuditBody); ok {
 			patients, entities := disclosed(b.([]byte))
@@ -73,7 +87,11 @@ func (s *Server) audit() gin.HandlerFunc {
 		}
 		rec.EntityRefs = dedupe(rec.EntityRefs)
 		rec.PatientRefs = dedupe(rec.PatientRefs)
-		if err := s.cfg.Store.RecordAudit(c.Request.Context(), rec); err != nil {
+		// Recorded even when the request timed out or the client went
+		// away: those are exactly the events an audit must not miss.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
+		defer cancel()
+		if err := s.cfg.Store.RecordAudit(ctx, rec); err != nil {
 			s.log.Error("audit: recording failed", "correlation_id", rec.CorrelationID, "route", route, "error", err.Error())
 		}
 	}

@@ -77,8 +77,13 @@ func checkScope(p *auth.Principal, typ, interaction string) error {
 	return p.Check(typ, perm)
 }
 
-// refuse answers an authentication or authorization failure.
+// refuse answers an authentication or authorization failure. Refusals
+// are charged to the caller's address, so that guessing tokens or probing
+// domains is throttled like any other traffic.
 func (s *Server) refuse(c *gin.Context, err error) {
+	if s.throttled(c, "refused:"+c.ClientIP()) {
+		return
+	}
 	var ae *auth.Error
 	if !errors.As(err, &ae) {
 		s.renderError(c, err)

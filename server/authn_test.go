@@ -18,6 +18,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
 func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
@@ -236,4 +237,49 @@ func TestJWTAuthorization(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIncludeNeedsReadScope: _include is a read of what it includes, so a
+// token that can only search ServiceRequests gets no Patient through it.
+func TestIncludeNeedsReadScope(t *testing.T) {
+	e := newEnv(t, withStaticTokens(t, []auth.StaticEntry{
+		{Name: "narrow", SHA256: auth.HashToken("narrow-token-0123456789abcdef012345"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs"},
+		{Name: "broad", SHA256: auth.HashToken("broad-token-0123456789abcdef0123456"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs system/Patient.r"},
+	}))
+	q := "/ServiceRequest?_count=20&_include=ServiceRequest:subject&_include=ServiceRequest:requester"
+	r := do(t, "GET", e.base+q, bearer("narrow-token-0123456789abcdef012345"), nil)
+	require.Equal(t, http.StatusOK, r.status)
+	b := r.json(t)
+	assert.Empty(t, entries(b, "include"), "no Patient or Practitioner without their scope")
+	assert.Len(t, entries(b, "outcome"), 1, "the client is told")
+	assert.NotEmpty(t, entries(b, "match"))
+
+	r = do(t, "GET", e.base+q, bearer("broad-token-0123456789abcdef0123456"), nil)
+	types := map[string]bool{}
+	for _, inc := range entries(r.json(t), "include") {
+		types[resourceOf(inc)["resourceType"].(string)] = true
+	}
+	assert.True(t, types["Patient"])
+	assert.False(t, types["Practitioner"], "requester needs Practitioner.r")
+}
+
+// TestRefusalsAreThrottled: bad tokens are charged to the address, and
+// throttled answers do not fill the audit trail.
+func TestRefusalsAreThrottled(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, withStore(t), withStaticTokens(t, []auth.StaticEntry{
+		{Name: "ris", SHA256: auth.HashToken("ris-token-0123456789abcdef0123456789"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs"},
+	}), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.RateLimit = server.RateLimit{Rate: 0.01, Burst: 3}
+		st = sc.Store
+	})
+	codes := map[int]int{}
+	for range 20 {
+		codes[do(t, "GET", e.base+"/ServiceRequest", bearer("guess-0123456789abcdef0123456789abcd"), nil).status]++
+	}
+	assert.Equal(t, 3, codes[http.StatusUnauthorized])
+	assert.Equal(t, 17, codes[http.StatusTooManyRequests])
+	recs, _, err := st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: 100})
+	require.NoError(t, err)
+	assert.Len(t, recs, 3, "only the refusals that were examined are audited")
 }

@@ -226,13 +226,15 @@ func (s *Server) readBinary(c *gin.Context) error {
 	id := c.Param("id")
 	wantsJSON := binaryAsJSON(c.GetHeader("Accept"), c.Query("_format"))
 	if appt, guid, err := mapping.ParseBinaryID(id); err == nil {
-		_, att, err := s.attachment(c, appt, guid)
+		a, att, err := s.attachment(c, appt, guid)
 		if err != nil {
 			return err
 		}
 		if att == nil {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
 		}
+		// The bytes are no FHIR JSON the audit could read the patient off.
+		c.Set(keyAuditPatients, []string{"Patient/" + mapping.PatientID(a)})
 		if att.URL == nil || *att.URL == "" {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s has no content in QUBS yet", id)
 		}

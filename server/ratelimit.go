@@ -77,22 +77,31 @@ func (c *clientLimiters) allow(client string) (bool, time.Duration) {
 // budget. The client is the authenticated principal when there is one,
 // else the remote address.
 func (s *Server) rateLimit() gin.HandlerFunc {
-	if s.cfg.RateLimit.Rate <= 0 {
-		return func(c *gin.Context) { c.Next() }
-	}
-	lims := newClientLimiters(s.cfg.RateLimit)
 	return func(c *gin.Context) {
 		client := c.GetString(keyClient)
 		if client == "" {
 			client = "ip:" + c.ClientIP()
 		}
-		ok, wait := lims.allow(client)
-		if !ok {
-			c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			s.renderError(c, fhir.Errorf(http.StatusTooManyRequests, "throttled", "too many requests from this client; retry later"))
-			c.Abort()
+		if s.throttled(c, client) {
 			return
 		}
 		c.Next()
 	}
+}
+
+// throttled spends one request of client's budget and, when there is none
+// left, answers 429 with Retry-After. Refused requests are charged too
+// (per address, by authenticate), so guessing credentials is throttled.
+func (s *Server) throttled(c *gin.Context, client string) bool {
+	if s.limiters == nil {
+		return false
+	}
+	ok, wait := s.limiters.allow(client)
+	if ok {
+		return false
+	}
+	c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	s.renderError(c, fhir.Errorf(http.StatusTooManyRequests, "throttled", "too many requests from this client; retry later"))
+	c.Abort()
+	return true
 }

@@ -181,3 +181,19 @@ func TestTwoReportsForOneStudy(t *testing.T) {
 	r := get(t, e.base+"/DiagnosticReport/"+a.json(t)["id"].(string))
 	assert.Contains(t, string(r.body), `"superseded"`)
 }
+
+// TestAuditSurvivesTimeouts: a request that timed out is still audited.
+func TestAuditSurvivesTimeouts(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.RequestTimeout = 200 * time.Millisecond
+		st = sc.Store
+	})
+	e.sim.AddFault(qubssim.Fault{Route: "/pending", Latency: 3 * time.Second})
+	r := get(t, e.base+"/ServiceRequest")
+	require.Equal(t, http.StatusGatewayTimeout, r.status)
+	recs, _, err := st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	assert.Equal(t, store.AuditOutcomeSeriousFailure, recs[0].Outcome)
+}

@@ -105,6 +105,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	engine    *gin.Engine
+	limiters  *clientLimiters // nil when rate limiting is off
 	cursors   *fhir.Cursors
 	cache     *resourceCache
 	validator *fhir.Validator
@@ -141,6 +142,9 @@ func New(cfg Config) *Server {
 		panic(fmt.Sprintf("server: building the FHIR validator: %v", err))
 	}
 	s.validator = v
+	if cfg.RateLimit.Rate > 0 {
+		s.limiters = newClientLimiters(cfg.RateLimit)
+	}
 	s.engine = s.routes()
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
@@ -152,11 +154,18 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	}
 	s.noteSkipped(c, bundle, skipped, "appointments")
 	included := map[string]bool{}
+	withheld := map[string]bool{}
 	for _, m := range matches {
 		bundle.AddMatch(base+"/ServiceRequest/"+m.id, m.body)
 		for _, inc := range q.Includes {
 			for _, ref := range m.includes[inc] {
 				if included[ref] {
+					continue
+				}
+				// An include is a read of the included resource: the
+				// caller needs the scope to read it directly.
+				if typ, _, _ := strings.Cut(ref, "/"); !canRead(c, typ) {
+					withheld[typ] = true
 					continue
 				}
 				body, ok, err := m.encodeRelated(ref)
@@ -170,8 +179,22 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 			}
 		}
 	}
+	if len(withheld) > 0 {
+		types := slices.Sorted(maps.Keys(withheld))
+		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "suppressed",
+			Diagnostics: "included resources left out, the token grants no read of: " + strings.Join(types, ", ")}))
+	}
 	s.write(c, http.StatusOK, bundle)
 	return nil
+}
+
+// canRead reports whether the caller's scopes grant reading typ.
+func canRead(c *gin.Context, typ string) bool {
+	p, ok := c.Get(keyPrincipal)
+	if !ok {
+		return false
+	}
+	return checkScope(p.(*auth.Principal), typ, "read") == nil
 }
 
 // collect reads QUBS pages from cur until it has count matches, QUBS runs
