@@ -1,8 +1,7 @@
 // Package store defines what the bridge persists because QUBS cannot give it
 // back: the DiagnosticReport versions it accepted and their delivery state,
-// the durable queue that delivers them to QUBS exactly once, the binaries,
-// comments (Communication) and DocumentReferences it created, the
-// idempotency keys of its clients, and the retention purge of all that PHI;
+// the durable queue that delivers them to QUBS exactly once, the binaries
+// clients sent it, the idempotency keys of its clients, and the retention purge of all that PHI;
 // and, for security rather than for QUBS, the audit trail of every read and
 // change (FHIR AuditEvent) and the replay cache of SMART client assertions.
 //
@@ -28,8 +27,6 @@ import (
 type Store interface {
 	Reports
 	Binaries
-	Communications
-	DocumentReferences
 	Idempotency
 	Deliveries
 	Purger
@@ -320,52 +317,6 @@ type Binaries interface {
 	Binary(ctx context.Context, domain, id string) (*Binary, error)
 }
 
-// Communication is a comment the bridge created in QUBS. Resource (the FHIR
-// JSON, with the comment text) is PHI.
-type Communication struct {
-	Domain, ID, AppointmentID, CommentGUID string
-	Resource                               []byte
-	// IdempotencyKey is the key the bridge sent QUBS.
-	IdempotencyKey string
-	CreatedAt      time.Time
-	// Purged is true once retention removed Resource.
-	Purged bool
-}
-
-// Communications are the comments the bridge created in QUBS.
-type Communications interface {
-	// CreateCommunication stores c, setting CreatedAt when zero.
-	// Errors: ErrConflict if (Domain, ID) exists; ErrInvalid if Domain or
-	// ID is empty.
-	CreateCommunication(ctx context.Context, c *Communication) error
-	// Communication returns one communication. Errors: ErrNotFound.
-	Communication(ctx context.Context, domain, id string) (*Communication, error)
-	// CommunicationsByAppointment returns the appointment's communications,
-	// oldest first (none is not an error).
-	CommunicationsByAppointment(ctx context.Context, domain, appointmentID string) ([]*Communication, error)
-}
-
-// DocumentReference is a DocumentReference the bridge created (a report
-// artifact uploaded to QUBS). Resource may hold PHI (title, description,
-// subject) and is purged like the others.
-type DocumentReference struct {
-	Domain, ID, AppointmentID, AttachmentGUID string
-	Resource                                  []byte
-	CreatedAt                                 time.Time
-	// Purged is true once retention removed Resource.
-	Purged bool
-}
-
-// DocumentReferences are the DocumentReferences the bridge created.
-type DocumentReferences interface {
-	// CreateDocumentReference stores d, setting CreatedAt when zero.
-	// Errors: ErrConflict if (Domain, ID) exists; ErrInvalid if Domain or
-	// ID is empty.
-	CreateDocumentReference(ctx context.Context, d *DocumentReference) error
-	// DocumentReference returns one. Errors: ErrNotFound.
-	DocumentReference(ctx context.Context, domain, id string) (*DocumentReference, error)
-}
-
 // IdempotencyRecord maps a client's Idempotency-Key (or If-None-Exist, or a
 // hash of the resource) within a scope to the resource it created. It holds
 // no PHI: RequestHash is a digest of the request.
@@ -410,14 +361,13 @@ type Idempotency interface {
 // Purger implements retention.
 type Purger interface {
 	// PurgeBefore removes the PHI created before cutoff: report Resource,
-	// Submission and artifact Data, binary Data, communication and
-	// DocumentReference Resource. It keeps the skeleton (ids, versions,
+	// Submission and artifact Data, and binary Data. It keeps the skeleton (ids, versions,
 	// appointment ids, delivery state, sizes and hashes) with Purged set,
 	// so ids still answer (410 Gone) and nothing is delivered again.
 	// Report versions whose delivery is still pending are kept until the
 	// delivery ends: purging them would lose a report QUBS has not got.
-	// It returns the number of rows purged (report versions, binaries,
-	// communications, DocumentReferences) and is idempotent. Audit records
+	// It returns the number of rows purged (report versions, binaries)
+	// and is idempotent. Audit records
 	// (PurgeAuditBefore), idempotency records and jti claims hold no PHI
 	// and are left alone.
 	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)

@@ -51,97 +51,6 @@ func (s *Store) Binary(ctx context.Context, domain, id string) (_ *store.Binary,
 	return &b, nil
 }
 
-// CreateCommunication stores a Communication. See store.Communications.
-func (s *Store) CreateCommunication(ctx context.Context, c *store.Communication) (err error) {
-	if c == nil {
-		return store.E(store.KindInvalid, "nil communication")
-	}
-	defer store.Wrap(&err, "postgres.CreateCommunication(%q, %q)", c.Domain, c.ID)
-	if err := sqlutil.PrepareCreated("communication", c.Domain, c.ID, &c.CreatedAt); err != nil {
-		return err
-	}
-	c.Purged = false
-	return s.insertNew(ctx, "communication", `INSERT INTO communications
-		(domain, id, appointment_id, comment_guid, resource, idempotency_key, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (domain, id) DO NOTHING`,
-		c.Domain, c.ID, c.AppointmentID, c.CommentGUID, c.Resource, c.IdempotencyKey, c.CreatedAt)
-}
-
-const communicationCols = `domain, id, appointment_id, comment_guid, resource, idempotency_key, created_at, purged`
-
-func scanCommunication(row pgx.Row) (*store.Communication, error) {
-	var c store.Communication
-	if err := row.Scan(&c.Domain, &c.ID, &c.AppointmentID, &c.CommentGUID, &c.Resource, &c.IdempotencyKey, &c.CreatedAt, &c.Purged); err != nil {
-		return nil, err
-	}
-	c.CreatedAt = utc(c.CreatedAt)
-	return &c, nil
-}
-
-// Communication returns one Communication. See store.Communications.
-func (s *Store) Communication(ctx context.Context, domain, id string) (_ *store.Communication, err error) {
-	defer store.Wrap(&err, "postgres.Communication(%q, %q)", domain, id)
-	c, err := scanCommunication(s.pool.QueryRow(ctx, `SELECT `+communicationCols+`
-		FROM communications WHERE domain = $1 AND id = $2`, domain, id))
-	if err != nil {
-		return nil, notFound(err, "communication")
-	}
-	return c, nil
-}
-
-// CommunicationsByAppointment lists an appointment's Communications, oldest
-// first. See store.Communications.
-func (s *Store) CommunicationsByAppointment(ctx context.Context, domain, appointmentID string) (_ []*store.Communication, err error) {
-	defer store.Wrap(&err, "postgres.CommunicationsByAppointment(%q, %q)", domain, appointmentID)
-	rows, err := s.pool.Query(ctx, `SELECT `+communicationCols+`
-		FROM communications WHERE domain = $1 AND appointment_id = $2 ORDER BY created_at, id`, domain, appointmentID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var cs []*store.Communication
-	for rows.Next() {
-		c, err := scanCommunication(rows)
-		if err != nil {
-			return nil, err
-		}
-		cs = append(cs, c)
-	}
-	return cs, rows.Err()
-}
-
-// CreateDocumentReference stores a DocumentReference. See
-// store.DocumentReferences.
-func (s *Store) CreateDocumentReference(ctx context.Context, d *store.DocumentReference) (err error) {
-	if d == nil {
-		return store.E(store.KindInvalid, "nil document reference")
-	}
-	defer store.Wrap(&err, "postgres.CreateDocumentReference(%q, %q)", d.Domain, d.ID)
-	if err := sqlutil.PrepareCreated("document reference", d.Domain, d.ID, &d.CreatedAt); err != nil {
-		return err
-	}
-	d.Purged = false
-	return s.insertNew(ctx, "document reference", `INSERT INTO document_references
-		(domain, id, appointment_id, attachment_guid, resource, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (domain, id) DO NOTHING`,
-		d.Domain, d.ID, d.AppointmentID, d.AttachmentGUID, d.Resource, d.CreatedAt)
-}
-
-// DocumentReference returns one DocumentReference. See
-// store.DocumentReferences.
-func (s *Store) DocumentReference(ctx context.Context, domain, id string) (_ *store.DocumentReference, err error) {
-	defer store.Wrap(&err, "postgres.DocumentReference(%q, %q)", domain, id)
-	d := store.DocumentReference{Domain: domain, ID: id}
-	err = s.pool.QueryRow(ctx, `SELECT appointment_id, attachment_guid, resource, created_at, purged
-		FROM document_references WHERE domain = $1 AND id = $2`, domain, id).
-		Scan(&d.AppointmentID, &d.AttachmentGUID, &d.Resource, &d.CreatedAt, &d.Purged)
-	if err != nil {
-		return nil, notFound(err, "document reference")
-	}
-	d.CreatedAt = utc(d.CreatedAt)
-	return &d, nil
-}
-
 // ClaimIdempotency inserts rec unless its key exists. See store.Idempotency.
 //
 // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
@@ -216,8 +125,6 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		n = versions
 		for _, q := range []string{
 			`UPDATE binaries SET data = NULL, purged = true WHERE created_at < $1 AND NOT purged`,
-			`UPDATE communications SET resource = NULL, purged = true WHERE created_at < $1 AND NOT purged`,
-			`UPDATE document_references SET resource = NULL, purged = true WHERE created_at < $1 AND NOT purged`,
 		} {
 			tag, err := tx.Exec(ctx, q, c)
 			if err != nil {

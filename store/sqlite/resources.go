@@ -54,101 +54,6 @@ func (s *Store) Binary(ctx context.Context, domain, id string) (_ *store.Binary,
 	return &b, nil
 }
 
-// CreateCommunication stores a Communication. See store.Communications.
-func (s *Store) CreateCommunication(ctx context.Context, c *store.Communication) (err error) {
-	if c == nil {
-		return store.E(store.KindInvalid, "nil communication")
-	}
-	defer store.Wrap(&err, "sqlite.CreateCommunication(%q, %q)", c.Domain, c.ID)
-	if err := sqlutil.PrepareCreated("communication", c.Domain, c.ID, &c.CreatedAt); err != nil {
-		return err
-	}
-	c.Purged = false
-	return s.insertNew(ctx, "communication", `INSERT INTO communications
-		(domain, id, appointment_id, comment_guid, resource, idempotency_key, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`,
-		c.Domain, c.ID, c.AppointmentID, c.CommentGUID, c.Resource, c.IdempotencyKey, us(c.CreatedAt))
-}
-
-const communicationCols = `domain, id, appointment_id, comment_guid, resource, idempotency_key, created_at, purged`
-
-func scanCommunication(sc scanner) (*store.Communication, error) {
-	var (
-		c       store.Communication
-		created int64
-	)
-	if err := sc.Scan(&c.Domain, &c.ID, &c.AppointmentID, &c.CommentGUID, &c.Resource, &c.IdempotencyKey, &created, &c.Purged); err != nil {
-		return nil, err
-	}
-	c.CreatedAt = fromUS(created)
-	return &c, nil
-}
-
-// Communication returns one Communication. See store.Communications.
-func (s *Store) Communication(ctx context.Context, domain, id string) (_ *store.Communication, err error) {
-	defer store.Wrap(&err, "sqlite.Communication(%q, %q)", domain, id)
-	c, err := scanCommunication(s.r.QueryRowContext(ctx, `SELECT `+communicationCols+`
-		FROM communications WHERE domain = ? AND id = ?`, domain, id))
-	if err != nil {
-		return nil, notFound(err, "communication")
-	}
-	return c, nil
-}
-
-// CommunicationsByAppointment lists an appointment's Communications, oldest
-// first. See store.Communications.
-func (s *Store) CommunicationsByAppointment(ctx context.Context, domain, appointmentID string) (_ []*store.Communication, err error) {
-	defer store.Wrap(&err, "sqlite.CommunicationsByAppointment(%q, %q)", domain, appointmentID)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+communicationCols+`
-		FROM communications WHERE domain = ? AND appointment_id = ? ORDER BY created_at, id`, domain, appointmentID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var cs []*store.Communication
-	for rows.Next() {
-		c, err := scanCommunication(rows)
-		if err != nil {
-			return nil, err
-		}
-		cs = append(cs, c)
-	}
-	return cs, rows.Err()
-}
-
-// CreateDocumentReference stores a DocumentReference. See
-// store.DocumentReferences.
-func (s *Store) CreateDocumentReference(ctx context.Context, d *store.DocumentReference) (err error) {
-	if d == nil {
-		return store.E(store.KindInvalid, "nil document reference")
-	}
-	defer store.Wrap(&err, "sqlite.CreateDocumentReference(%q, %q)", d.Domain, d.ID)
-	if err := sqlutil.PrepareCreated("document reference", d.Domain, d.ID, &d.CreatedAt); err != nil {
-		return err
-	}
-	d.Purged = false
-	return s.insertNew(ctx, "document reference", `INSERT INTO document_references
-		(domain, id, appointment_id, attachment_guid, resource, created_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`,
-		d.Domain, d.ID, d.AppointmentID, d.AttachmentGUID, d.Resource, us(d.CreatedAt))
-}
-
-// DocumentReference returns one DocumentReference. See
-// store.DocumentReferences.
-func (s *Store) DocumentReference(ctx context.Context, domain, id string) (_ *store.DocumentReference, err error) {
-	defer store.Wrap(&err, "sqlite.DocumentReference(%q, %q)", domain, id)
-	d := store.DocumentReference{Domain: domain, ID: id}
-	var created int64
-	err = s.r.QueryRowContext(ctx, `SELECT appointment_id, attachment_guid, resource, created_at, purged
-		FROM document_references WHERE domain = ? AND id = ?`, domain, id).
-		Scan(&d.AppointmentID, &d.AttachmentGUID, &d.Resource, &created, &d.Purged)
-	if err != nil {
-		return nil, notFound(err, "document reference")
-	}
-	d.CreatedAt = fromUS(created)
-	return &d, nil
-}
-
 // ClaimIdempotency inserts rec unless its key exists. The write lock makes
 // the insert-or-read atomic. See store.Idempotency.
 func (s *Store) ClaimIdempotency(ctx context.Context, rec *store.IdempotencyRecord) (existing *store.IdempotencyRecord, err error) {
@@ -223,8 +128,6 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 			`UPDATE report_versions SET resource = NULL, submission = NULL, purged = 1
 				WHERE created_at < ? AND purged = 0 AND state <> 'pending'`,
 			`UPDATE binaries SET data = NULL, purged = 1 WHERE created_at < ? AND purged = 0`,
-			`UPDATE communications SET resource = NULL, purged = 1 WHERE created_at < ? AND purged = 0`,
-			`UPDATE document_references SET resource = NULL, purged = 1 WHERE created_at < ? AND purged = 0`,
 		} {
 			res, err := tx.ExecContext(ctx, q, c)
 			if err != nil {

@@ -66,8 +66,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"IdempotencyLookup", testIdempotencyLookup},
 		{"IdempotencyRace", testIdempotencyRace},
 		{"Binaries", testBinaries},
-		{"Communications", testCommunications},
-		{"DocumentReferences", testDocumentReferences},
 		{"Purge", testPurge},
 		{"Ping", testPing},
 		{"AuditRecordAndRead", testAuditRecordAndRead},
@@ -963,49 +961,6 @@ func testBinaries(t *testing.T, s store.Store) {
 	assert.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func testCommunications(t *testing.T, s store.Store) {
-	ctx := ctxT(t)
-	mk := func(id, appt string, at time.Time) *store.Communication {
-		return &store.Communication{Domain: "acme", ID: id, AppointmentID: appt, CommentGUID: "guid-" + id,
-			Resource: []byte(`{"payload":"` + phi + `"}`), IdempotencyKey: "key-" + id, CreatedAt: at}
-	}
-	c2 := mk("c2", "A1", base.Add(time.Minute))
-	c1 := mk("c1", "A1", base)
-	c3 := mk("c3", "A2", base)
-	for _, c := range []*store.Communication{c2, c1, c3} {
-		require.NoError(t, s.CreateCommunication(ctx, c))
-	}
-	got, err := s.Communication(ctx, "acme", "c1")
-	require.NoError(t, err)
-	assert.Equal(t, c1, got)
-
-	list, err := s.CommunicationsByAppointment(ctx, "acme", "A1")
-	require.NoError(t, err)
-	assert.Equal(t, []*store.Communication{c1, c2}, list, "oldest first")
-	list, err = s.CommunicationsByAppointment(ctx, "acme", "A404")
-	require.NoError(t, err)
-	assert.Empty(t, list)
-
-	assert.ErrorIs(t, s.CreateCommunication(ctx, mk("c1", "A9", base)), store.ErrConflict)
-	assert.ErrorIs(t, s.CreateCommunication(ctx, &store.Communication{Domain: "acme"}), store.ErrInvalid)
-	_, err = s.Communication(ctx, "acme", "c9")
-	assert.ErrorIs(t, err, store.ErrNotFound)
-}
-
-func testDocumentReferences(t *testing.T, s store.Store) {
-	ctx := ctxT(t)
-	d := &store.DocumentReference{Domain: "acme", ID: "d1", AppointmentID: "A1", AttachmentGUID: "att-1",
-		Resource: []byte(`{"resourceType":"DocumentReference"}`), CreatedAt: base}
-	require.NoError(t, s.CreateDocumentReference(ctx, d))
-	got, err := s.DocumentReference(ctx, "acme", "d1")
-	require.NoError(t, err)
-	assert.Equal(t, d, got)
-	assert.ErrorIs(t, s.CreateDocumentReference(ctx, d), store.ErrConflict)
-	assert.ErrorIs(t, s.CreateDocumentReference(ctx, &store.DocumentReference{ID: "x"}), store.ErrInvalid)
-	_, err = s.DocumentReference(ctx, "acme", "d2")
-	assert.ErrorIs(t, err, store.ErrNotFound)
-}
-
 func testPurge(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	old := base.Add(-48 * time.Hour)
@@ -1025,14 +980,10 @@ func testPurge(t *testing.T, s store.Store) {
 
 	require.NoError(t, s.CreateBinary(ctx, &store.Binary{Domain: "acme", ID: "b-old", Data: []byte(phi), CreatedAt: old}))
 	require.NoError(t, s.CreateBinary(ctx, &store.Binary{Domain: "acme", ID: "b-new", Data: []byte(phi), CreatedAt: base}))
-	require.NoError(t, s.CreateCommunication(ctx, &store.Communication{Domain: "acme", ID: "c-old", AppointmentID: "A1",
-		CommentGUID: "cg", Resource: []byte(phi), CreatedAt: old}))
-	require.NoError(t, s.CreateDocumentReference(ctx, &store.DocumentReference{Domain: "acme", ID: "d-old",
-		AttachmentGUID: "att-0", Resource: []byte(phi), CreatedAt: old}))
 
 	n, err := s.PurgeBefore(ctx, cutoff)
 	require.NoError(t, err)
-	assert.Equal(t, 5, n, "2 report versions, 1 binary, 1 communication, 1 DocumentReference")
+	assert.Equal(t, 3, n, "2 report versions, 1 binary")
 
 	for _, id := range []string{"delivered", "failed"} {
 		t.Run(id, func(t *testing.T) {
@@ -1075,16 +1026,6 @@ func testPurge(t *testing.T, s store.Store) {
 	require.NoError(t, err)
 	assert.False(t, b.Purged)
 	assert.Equal(t, []byte(phi), b.Data)
-	c, err := s.Communication(ctx, "acme", "c-old")
-	require.NoError(t, err)
-	assert.True(t, c.Purged)
-	assert.Nil(t, c.Resource)
-	assert.Equal(t, "cg", c.CommentGUID)
-	dr, err := s.DocumentReference(ctx, "acme", "d-old")
-	require.NoError(t, err)
-	assert.True(t, dr.Purged)
-	assert.Nil(t, dr.Resource)
-	assert.Equal(t, "att-0", dr.AttachmentGUID)
 
 	// Nothing purged is delivered again; the pending one still is.
 	job := claim(t, s, "w", base.Add(time.Hour))

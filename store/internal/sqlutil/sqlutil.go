@@ -95,19 +95,6 @@ func PrepareBinary(b *store.Binary) error {
 	return nil
 }
 
-// PrepareCreated checks the domain and id of a Communication or
-// DocumentReference and normalises its CreatedAt in place.
-func PrepareCreated(kind, domain, id string, createdAt *time.Time) error {
-	if domain == "" || id == "" {
-		return store.E(store.KindInvalid, "%s without domain or id", kind)
-	}
-	if createdAt.IsZero() {
-		*createdAt = Now()
-	}
-	*createdAt = Time(*createdAt)
-	return nil
-}
-
 // PrepareIdempotency checks rec and fills CreatedAt.
 func PrepareIdempotency(rec *store.IdempotencyRecord) error {
 	if rec == nil || rec.Domain == "" || rec.Scope == "" || rec.Key == "" {
