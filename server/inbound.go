@@ -125,10 +125,6 @@ type clientKey struct {
 }
 
 func idempotencyKey(c *gin.Context, body []byte) (clientKey, error) {
-	if c.GetHeader("If-None-Exist") != "" && c.FullPath() != "/fhir/:domain/DiagnosticReport" {
-		return clientKey{}, fhir.Errorf(http.StatusBadRequest, "not-supported",
-			"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
-	}
 	if k := c.GetHeader("Idempotency-Key"); k != "" {
 		if err := qubs.ValidateIdempotencyKey(k); err != nil {
 			return clientKey{}, fhir.Errorf(http.StatusBadRequest, "value",
@@ -299,8 +295,14 @@ func checkDuplicateMembers(body []byte) error {
 }
 
 // readInbound reads a create's body, validates it strictly as typ and
-// decodes it into the samply model T.
+// decodes it into the samply model T. These creates are not conditional:
+// only DiagnosticReport evaluates If-None-Exist, so elsewhere the header is
+// refused rather than ignored.
 func readInbound[T any](s *Server, c *gin.Context, typ string) ([]byte, *T, error) {
+	if c.GetHeader("If-None-Exist") != "" {
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, "not-supported",
+			"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
+	}
 	body, err := s.readResource(c, typ)
 	if err != nil {
 		return nil, nil, err

@@ -245,7 +245,7 @@ func (s *Server) replayReport(c *gin.Context, id string, k clientKey, body []byt
 	if err != nil {
 		return true, err
 	}
-	if k.kind == "idempotency-key" && !first.Purged && hashHex(first.Resource) != hashHex(body) {
+	if k.kind == "idempotency-key" && !first.Purged && !bytes.Equal(first.Resource, body) {
 		return true, fhir.Errorf(http.StatusUnprocessableEntity, "business-rule",
 			"this Idempotency-Key was used with a different DiagnosticReport")
 	}
@@ -398,7 +398,7 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	// nothing: it gets that version back, whatever If-Match it carried
 	// (the retry of a PUT that succeeded names the version before it).
 	// This is what makes PUT idempotent; an Idempotency-Key adds nothing.
-	if !current.Purged && hashHex(current.Resource) == hashHex(body) {
+	if !current.Purged && bytes.Equal(current.Resource, body) {
 		return s.respondReport(c, http.StatusOK, current, "no change")
 	}
 	if k := c.GetHeader("Idempotency-Key"); k != "" && qubs.ValidateIdempotencyKey(k) != nil {
