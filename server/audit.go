@@ -11,18 +11,16 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
+
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
-// Context keys of the audit trail.
-const (
-	keyAuditPatients = "qfb.auditPatients"
-	keyAuditBody     = "qfb.auditBody"
-	keyAuditMethod   = "qfb.authMethod"
-	keyAuditToken    = "qfb.tokenID"
-)
+// keyAuditBody holds the answer body for the audit to read disclosures
+// from, for handlers that do not report them yet.
+const keyAuditBody = "qfb.auditBody"
 
 // maxAuditParse bounds the response the audit reads for patient and
 // resource references; larger answers are audited by route alone.
@@ -52,16 +50,17 @@ func (s *Server) audit() gin.HandlerFunc {
 			return
 		}
 		typ, interaction, action := classify(c.Request.Method, route)
+		p := principalOf(c)
 		rec := &store.AuditRecord{
-			Domain:        c.GetString(keyDomain),
+			Domain:        domainOf(c),
 			Action:        action,
 			Interaction:   interaction,
 			Outcome:       outcomeOf(c.Writer.Status()),
-			AgentID:       c.GetString(keyClient),
-			AgentMethod:   c.GetString(keyAuditMethod),
-			TokenID:       c.GetString(keyAuditToken),
+			AgentID:       clientOf(c),
+			AgentMethod:   principalMethod(p),
+			TokenID:       principalTokenID(p),
 			NetworkAddr:   c.ClientIP(),
-			CorrelationID: c.GetString(keyCorrelationID),
+			CorrelationID: correlationIDOf(c),
 			RequestPath:   route,
 		}
 		if rec.Outcome != store.AuditOutcomeSuccess {
@@ -77,9 +76,9 @@ func (s *Server) audit() gin.HandlerFunc {
 		if id := c.Param("id"); id != "" && validFHIRID(id) {
 			rec.EntityRefs = append(rec.EntityRefs, typ+"/"+id)
 		}
-		if ps, ok := c.Get(keyAuditPatients); ok {
-			rec.PatientRefs = append(rec.PatientRefs, ps.([]string)...)
-		}
+		d := state(c).disclosed
+		rec.EntityRefs = append(rec.EntityRefs, d.entities...)
+		rec.PatientRefs = append(rec.PatientRefs, d.patients...)
 		if b, ok := c.Get(keyAuditBody); ok {
 			patients, entities := disclosed(b.([]byte))
 			rec.PatientRefs = append(rec.PatientRefs, patients...)
@@ -215,7 +214,7 @@ var auditEventSearch = fhir.SearchSpec{
 }
 
 func (s *Server) searchAuditEvents(c *gin.Context) error {
-	domain := c.GetString(keyDomain)
+	domain := domainOf(c)
 	values := c.Request.URL.Query()
 	q, err := fhir.ParseSearch(values, c.GetHeader("Prefer"), auditEventSearch, defaultCount, maxCount)
 	if err != nil {
@@ -305,7 +304,7 @@ func parseFHIRDate(v string) (time.Time, error) {
 }
 
 func (s *Server) readAuditEvent(c *gin.Context) error {
-	r, err := s.cfg.Store.AuditEvent(c.Request.Context(), c.GetString(keyDomain), c.Param("id"))
+	r, err := s.cfg.Store.AuditEvent(c.Request.Context(), domainOf(c), c.Param("id"))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "AuditEvent/%s is not known", c.Param("id"))
 	}
@@ -318,4 +317,18 @@ func (s *Server) readAuditEvent(c *gin.Context) error {
 	}
 	s.write(c, http.StatusOK, ev)
 	return nil
+}
+
+func principalMethod(p *auth.Principal) string {
+	if p == nil {
+		return ""
+	}
+	return p.Method
+}
+
+func principalTokenID(p *auth.Principal) string {
+	if p == nil {
+		return ""
+	}
+	return p.TokenID
 }

@@ -11,8 +11,6 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 )
 
-const keyPrincipal = "qfb.principal"
-
 // authenticate establishes who calls (BRIDGE_AUTH), then checks, before
 // anything is looked up, that the caller may reach this domain (so probing
 // another domain's ids tells it nothing) and that a scope grants the
@@ -34,12 +32,7 @@ func (s *Server) authenticate() gin.HandlerFunc {
 				return
 			}
 		}
-		c.Set(keyPrincipal, p)
-		if p.Subject != "" {
-			c.Set(keyClient, p.Subject)
-		}
-		c.Set(keyAuditMethod, p.Method)
-		c.Set(keyAuditToken, p.TokenID)
+		state(c).principal = p
 		if err := p.CheckDomain(c.Param("domain")); err != nil {
 			s.refuse(c, err)
 			return

@@ -68,7 +68,7 @@ func (s *Server) binaryInteractions() []string {
 }
 
 func (s *Server) metadata(c *gin.Context) error {
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	s.write(c, http.StatusOK, fhir.CapabilityStatement(s.capabilities(base)))
 	return nil
 }

@@ -49,7 +49,7 @@ func (s *Server) comments(c *gin.Context, q *fhir.Query, resource, srParam strin
 	seen := map[string]bool{}
 	for i := range appts {
 		a := &appts[i]
-		cs, err := s.cfg.QUBS.ListComments(c.Request.Context(), c.GetString(keyDomain), a.AppointmentID)
+		cs, err := s.cfg.QUBS.ListComments(c.Request.Context(), domainOf(c), a.AppointmentID)
 		if qubs.KindOf(err) == qubs.KindNotFound {
 			continue
 		}
@@ -76,7 +76,7 @@ func (s *Server) searchCommunications(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	bundle := fhir.NewSearchset(nil)
 	bundle.SetLink("self", base+"/Communication?"+c.Request.URL.RawQuery)
 	skipped := 0
@@ -117,7 +117,7 @@ func (s *Server) searchFlags(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	bundle := fhir.NewSearchset(nil)
 	bundle.SetLink("self", base+"/Flag?"+c.Request.URL.RawQuery)
 	skipped := 0
@@ -147,7 +147,7 @@ func (s *Server) searchFlags(c *gin.Context) error {
 // comment fetches one comment through its appointment; nil when QUBS does
 // not know either.
 func (s *Server) comment(c *gin.Context, apptID, guid string) (*qubs.Appointment, *qubs.Comment, error) {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	a, err := s.cfg.QUBS.GetPending(ctx, domain, apptID)
 	if qubs.KindOf(err) == qubs.KindNotFound {
 		return nil, nil, nil
@@ -211,7 +211,7 @@ func (s *Server) readFlag(c *gin.Context) error {
 // Idempotency-Key follows from the client's Idempotency-Key, else the
 // content, so a retry within QUBS's 24 hours creates no second comment.
 func (s *Server) createCommunication(c *gin.Context) error {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	body, m, err := readInbound[models.Communication](s, c, "Communication")
 	if err != nil {
 		return err

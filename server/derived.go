@@ -20,7 +20,7 @@ var derivedTypes = []string{"Patient", "Practitioner", "Organization"}
 // way) until the id turns up.
 func (s *Server) readDerived(typ string) func(*gin.Context) error {
 	return func(c *gin.Context) error {
-		domain, id := c.GetString(keyDomain), c.Param("id")
+		domain, id := domainOf(c), c.Param("id")
 		if _, err := mapping.DecodeID(id); err != nil {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "%s/%s is not known", typ, id)
 		}

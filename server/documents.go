@@ -37,7 +37,7 @@ func (s *Server) pendingOf(c *gin.Context, srID string) (*qubs.Appointment, erro
 	if !ok {
 		return nil, nil
 	}
-	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), c.GetString(keyDomain), appt)
+	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), domainOf(c), appt)
 	if qubs.KindOf(err) == qubs.KindNotFound {
 		return nil, nil
 	}
@@ -48,7 +48,7 @@ func (s *Server) pendingOf(c *gin.Context, srID string) (*qubs.Appointment, erro
 // appointments: QUBS cannot filter by patient.
 func (s *Server) appointmentsOf(c *gin.Context, patientID string) ([]qubs.Appointment, error) {
 	var out []qubs.Appointment
-	for a, err := range s.cfg.QUBS.Pending(c.Request.Context(), c.GetString(keyDomain), maxQUBSPageSize) {
+	for a, err := range s.cfg.QUBS.Pending(c.Request.Context(), domainOf(c), maxQUBSPageSize) {
 		if err != nil {
 			return nil, err
 		}
@@ -130,12 +130,12 @@ func (s *Server) searchDocumentReferences(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	bundle := fhir.NewSearchset(nil)
 	bundle.SetLink("self", base+"/DocumentReference?"+c.Request.URL.RawQuery)
 	skipped := 0
 	for _, a := range appts {
-		atts, err := s.cfg.QUBS.ListAttachments(c.Request.Context(), c.GetString(keyDomain), a.AppointmentID, qubs.AttachmentOptions{})
+		atts, err := s.cfg.QUBS.ListAttachments(c.Request.Context(), domainOf(c), a.AppointmentID, qubs.AttachmentOptions{})
 		if qubs.KindOf(err) == qubs.KindNotFound {
 			continue // left the worklist since
 		}
@@ -160,7 +160,7 @@ func (s *Server) searchDocumentReferences(c *gin.Context) error {
 }
 
 func (s *Server) documentReference(c *gin.Context, a *qubs.Appointment, att qubs.Attachment) (json.RawMessage, string, error) {
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	binID, err := mapping.BinaryID(a.AppointmentID, att.GUID)
 	if err != nil {
 		return nil, "", fmt.Errorf("attachment id: %w", err)
@@ -200,7 +200,7 @@ func (s *Server) readDocumentReference(c *gin.Context) error {
 // attachment fetches an appointment and one of its attachments; nil when
 // either is unknown to QUBS.
 func (s *Server) attachment(c *gin.Context, apptID, guid string) (*qubs.Appointment, *qubs.Attachment, error) {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	a, err := s.cfg.QUBS.GetPending(ctx, domain, apptID)
 	if qubs.KindOf(err) == qubs.KindNotFound {
 		return nil, nil, nil
@@ -234,7 +234,7 @@ func (s *Server) readBinary(c *gin.Context) error {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
 		}
 		// The bytes are no FHIR JSON the audit could read the patient off.
-		c.Set(keyAuditPatients, []string{"Patient/" + mapping.PatientID(a)})
+		disclose(c, "", "Patient/"+mapping.PatientID(a))
 		if att.URL == nil || *att.URL == "" {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s has no content in QUBS yet", id)
 		}
@@ -262,7 +262,7 @@ func (s *Server) readBinary(c *gin.Context) error {
 		return nil
 	}
 	if s.cfg.Store != nil {
-		b, err := s.cfg.Store.Binary(c.Request.Context(), c.GetString(keyDomain), id)
+		b, err := s.cfg.Store.Binary(c.Request.Context(), domainOf(c), id)
 		if err == nil && b.Purged {
 			return fhir.Errorf(http.StatusGone, "deleted", "Binary/%s was removed under the retention policy", id)
 		}
@@ -318,7 +318,7 @@ func safeFileHeaders(c *gin.Context, ct, fileName string) {
 }
 
 func (s *Server) binaryJSON(c *gin.Context, id, ct string, data []byte) error {
-	c.Set(keyContentType, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
+	setContentType(c, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
 	s.write(c, http.StatusOK, models.Binary{Id: &id, ContentType: ct, Data: ptr(base64.StdEncoding.EncodeToString(data))})
 	return nil
 }
@@ -330,7 +330,7 @@ func ptr[T any](v T) *T { return &v }
 // resource, or the raw bytes of a PDF or DICOM file. The id is derived
 // from the content, so sending the same file twice yields one Binary.
 func (s *Server) createBinary(c *gin.Context) error {
-	domain := c.GetString(keyDomain)
+	domain := domainOf(c)
 	var ct string
 	var data []byte
 	reqCT, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
@@ -389,7 +389,7 @@ func (s *Server) createBinary(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.Set(keyContentType, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
+	setContentType(c, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
 	s.respondWrite(c, status, base+"/Binary/"+id, 0, b.CreatedAt, body, "binary stored")
 	return nil
 }
@@ -400,7 +400,7 @@ func (s *Server) createBinary(c *gin.Context) error {
 // retried create within QUBS's 15 minutes returns the same attachment; a
 // store, when configured, remembers it for longer.
 func (s *Server) createDocumentReference(c *gin.Context) error {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	body, d, err := readInbound[models.DocumentReference](s, c, "DocumentReference")
 	if err != nil {
 		return err
@@ -467,7 +467,7 @@ func (s *Server) createDocumentReference(c *gin.Context) error {
 			Domain: domain, Scope: scope, Key: key, RequestHash: reqHash,
 			ResourceType: "DocumentReference", ResourceID: docID,
 		}); err != nil {
-			s.log.Warn("recording idempotency key failed", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
+			s.log.Warn("recording idempotency key failed", "correlation_id", correlationIDOf(c), "error", err.Error())
 		}
 	}
 	return s.respondDocumentReference(c, http.StatusCreated, in.AppointmentID, up.GUID)
@@ -485,7 +485,7 @@ func (s *Server) respondDocumentReference(c *gin.Context, status int, apptID, gu
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	s.respondWrite(c, status, base+"/DocumentReference/"+id, 0, timeOr(att.LastModifiedDateTime), body, "artifact uploaded to QUBS")
 	return nil
 }

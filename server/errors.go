@@ -19,7 +19,7 @@ import (
 // may echo request data, so only their title is passed on.
 func (s *Server) renderError(c *gin.Context, err error) {
 	fe := toFHIRError(err)
-	cid := c.GetString(keyCorrelationID)
+	cid := correlationIDOf(c)
 	issues := make([]fhir.Issue, len(fe.Issues))
 	copy(issues, fe.Issues)
 	if cid != "" {

@@ -25,7 +25,7 @@ func (s *Server) readyz(c *gin.Context) {
 	if err := s.cfg.QUBS.Token(ctx); err != nil {
 		checks["qubs"] = "unavailable"
 		status = http.StatusServiceUnavailable
-		s.log.Warn("readiness: no QUBS token", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
+		s.log.Warn("readiness: no QUBS token", "correlation_id", correlationIDOf(c), "error", err.Error())
 	} else {
 		checks["qubs"] = "ok"
 	}
@@ -33,7 +33,7 @@ func (s *Server) readyz(c *gin.Context) {
 		if err := s.cfg.Store.Ping(ctx); err != nil {
 			checks["store"] = "unavailable"
 			status = http.StatusServiceUnavailable
-			s.log.Warn("readiness: store unavailable", "correlation_id", c.GetString(keyCorrelationID), "error", err.Error())
+			s.log.Warn("readiness: store unavailable", "correlation_id", correlationIDOf(c), "error", err.Error())
 		} else {
 			checks["store"] = "ok"
 			// Informational: a queue that only grows means QUBS refuses

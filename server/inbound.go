@@ -101,12 +101,12 @@ func appointmentGone(expr string) error {
 // is accepted and delivery finds out (the point of the store is to accept
 // reports while QUBS is down).
 func (s *Server) checkPending(c *gin.Context, appointmentID string) (appt *qubs.Appointment, ok bool, err error) {
-	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), c.GetString(keyDomain), appointmentID)
+	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), domainOf(c), appointmentID)
 	switch qubs.KindOf(err) {
 	case qubs.KindNotFound:
 		return nil, false, nil
 	case qubs.KindTransient:
-		s.log.Info("accepting without checking the appointment: QUBS unavailable", "correlation_id", c.GetString(keyCorrelationID))
+		s.log.Info("accepting without checking the appointment: QUBS unavailable", "correlation_id", correlationIDOf(c))
 		return nil, true, nil
 	}
 	if err != nil {

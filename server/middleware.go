@@ -21,14 +21,6 @@ import (
 // through the bridge to QUBS and back.
 const HeaderCorrelationID = "X-Correlation-Id"
 
-// Context keys set by middleware.
-const (
-	keyCorrelationID = "qfb.correlationID"
-	keyContentType   = "qfb.contentType"
-	keyDomain        = "qfb.domain"
-	keyClient        = "qfb.client"
-)
-
 // validCorrelationID keeps log lines and upstream headers clean: a client's
 // id is reused only when it is short printable ASCII without spaces.
 var validCorrelationID = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
@@ -48,7 +40,7 @@ func (s *Server) correlation() gin.HandlerFunc {
 		if !validCorrelationID.MatchString(id) {
 			id = newCorrelationID()
 		}
-		c.Set(keyCorrelationID, id)
+		state(c).correlationID = id
 		c.Header(HeaderCorrelationID, id)
 		c.Request = c.Request.WithContext(qubs.WithCorrelationID(c.Request.Context(), id))
 		c.Next()
@@ -68,7 +60,7 @@ func (s *Server) recovery() gin.HandlerFunc {
 			if rec == http.ErrAbortHandler {
 				panic(rec)
 			}
-			s.log.Error("panic", "correlation_id", c.GetString(keyCorrelationID),
+			s.log.Error("panic", "correlation_id", correlationIDOf(c),
 				"route", c.FullPath(), "panic_type", fmt.Sprintf("%T", rec), "stack", string(debug.Stack()))
 			if c.Writer.Written() {
 				c.Abort()
@@ -103,7 +95,7 @@ func (s *Server) accessLog() gin.HandlerFunc {
 			slog.Int("status", c.Writer.Status()),
 			slog.Int("bytes", c.Writer.Size()),
 			slog.Duration("duration", time.Since(start)),
-			slog.String("correlation_id", c.GetString(keyCorrelationID)),
+			slog.String("correlation_id", correlationIDOf(c)),
 		)
 	}
 }
@@ -135,7 +127,7 @@ func (s *Server) negotiate() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
-		c.Set(keyContentType, ct)
+		setContentType(c, ct)
 		c.Next()
 	}
 }
@@ -152,7 +144,7 @@ func (s *Server) domain() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
-		c.Set(keyDomain, d)
+		state(c).domain = d
 		ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
 		defer cancel()
 		c.Request = c.Request.WithContext(ctx)

@@ -78,7 +78,7 @@ func (c *clientLimiters) allow(client string) (bool, time.Duration) {
 // else the remote address.
 func (s *Server) rateLimit() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		client := c.GetString(keyClient)
+		client := clientOf(c)
 		if client == "" {
 			client = "ip:" + c.ClientIP()
 		}

@@ -38,7 +38,7 @@ var diagnosticReportSearch = fhir.SearchSpec{
 // after the answer, so a report is accepted while QUBS is down; its
 // delivery state is part of the resource served back.
 func (s *Server) createDiagnosticReport(c *gin.Context) error {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	body, err := s.readResource(c, "DiagnosticReport")
 	if err != nil {
 		return err
@@ -145,7 +145,7 @@ func (s *Server) patientRef(appt *qubs.Appointment, clientPatientID, expr string
 // this server's, and the bytes must match the size and hash the client
 // declared.
 func (s *Server) loadArtifacts(c *gin.Context, in []mapping.ArtifactInput, path string) ([]store.Artifact, error) {
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain)) + "/"
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c)) + "/"
 	out := make([]store.Artifact, 0, len(in))
 	for _, a := range in {
 		data := a.Data
@@ -193,7 +193,7 @@ var (
 // binaryBytes loads a Binary's bytes, at most qubs.MaxUploadBytes, and
 // its content type ("" when QUBS does not say).
 func (s *Server) binaryBytes(c *gin.Context, id string) ([]byte, string, error) {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	if appt, guid, err := mapping.ParseBinaryID(id); err == nil {
 		att, err := s.cfg.QUBS.GetAttachment(ctx, domain, appt, guid, qubs.AttachmentOptions{})
 		if qubs.KindOf(err) == qubs.KindNotFound || err == nil && (att.URL == nil || *att.URL == "") {
@@ -237,7 +237,7 @@ func (s *Server) binaryBytes(c *gin.Context, id string) ([]byte, string, error) 
 // report from another body is a 422 (the key is the client's promise that
 // the requests are the same).
 func (s *Server) replayReport(c *gin.Context, id string, k clientKey, body []byte) (done bool, err error) {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	first, err := s.cfg.Store.ReportVersion(ctx, domain, id, 1)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -277,7 +277,7 @@ func (s *Server) conditionalMatch(c *gin.Context, cond string) (*store.Report, e
 		return nil, err
 	}
 	f.Limit = 2
-	found, _, err := s.cfg.Store.SearchReports(c.Request.Context(), c.GetString(keyDomain), f)
+	found, _, err := s.cfg.Store.SearchReports(c.Request.Context(), domainOf(c), f)
 	if err != nil {
 		return nil, fmt.Errorf("evaluating If-None-Exist: %w", err)
 	}
@@ -319,14 +319,14 @@ func (s *Server) respondReport(c *gin.Context, status int, r *store.Report, note
 			return err
 		}
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, c.GetString(keyDomain))
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
 	loc := base + "/DiagnosticReport/" + r.ID + "/_history/" + strconv.Itoa(r.Version)
 	s.respondWrite(c, status, loc, r.Version, r.CreatedAt, body, note)
 	return nil
 }
 
 func (s *Server) readDiagnosticReport(c *gin.Context) error {
-	r, err := s.cfg.Store.Report(c.Request.Context(), c.GetString(keyDomain), c.Param("id"))
+	r, err := s.cfg.Store.Report(c.Request.Context(), domainOf(c), c.Param("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "DiagnosticReport/%s is not known", c.Param("id"))
 	}
@@ -341,7 +341,7 @@ func (s *Server) vreadDiagnosticReport(c *gin.Context) error {
 	if err != nil || v < 1 {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "no such version")
 	}
-	r, err := s.cfg.Store.ReportVersion(c.Request.Context(), c.GetString(keyDomain), c.Param("id"), v)
+	r, err := s.cfg.Store.ReportVersion(c.Request.Context(), domainOf(c), c.Param("id"), v)
 	if errors.Is(err, store.ErrNotFound) {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "DiagnosticReport/%s has no version %d", c.Param("id"), v)
 	}
@@ -366,7 +366,7 @@ func (s *Server) serveReport(c *gin.Context, r *store.Report) error {
 // amendment) and queues it for QUBS, which keeps only the latest
 // submission. If-Match guards against lost updates.
 func (s *Server) updateDiagnosticReport(c *gin.Context) error {
-	ctx, domain, id := c.Request.Context(), c.GetString(keyDomain), c.Param("id")
+	ctx, domain, id := c.Request.Context(), domainOf(c), c.Param("id")
 	ifMatch, err := parseIfMatch(c.GetHeader("If-Match"))
 	if err != nil {
 		return err
@@ -443,7 +443,7 @@ func submittedStatus(r *store.Report) string {
 }
 
 func (s *Server) searchDiagnosticReports(c *gin.Context) error {
-	ctx, domain := c.Request.Context(), c.GetString(keyDomain)
+	ctx, domain := c.Request.Context(), domainOf(c)
 	values := c.Request.URL.Query()
 	q, err := fhir.ParseSearch(values, c.GetHeader("Prefer"), diagnosticReportSearch, defaultCount, maxCount)
 	if err != nil {
@@ -484,7 +484,7 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 				continue
 			}
 			// One report the bridge cannot serve must not hide the others.
-			s.log.Error("search: skipping a report that cannot be served", "correlation_id", c.GetString(keyCorrelationID), "report", r.ID, "error", err.Error())
+			s.log.Error("search: skipping a report that cannot be served", "correlation_id", correlationIDOf(c), "report", r.ID, "error", err.Error())
 			bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "error", Code: "exception",
 				Diagnostics: "DiagnosticReport/" + r.ID + " could not be served and is left out"}))
 			continue

@@ -17,7 +17,7 @@ func (s *Server) write(c *gin.Context, status int, v any) {
 	body, err := encode(v)
 	if err != nil {
 		// Only a bug gets here: every value written is a model type.
-		s.log.Error("encoding response", "correlation_id", c.GetString(keyCorrelationID), "error_type", fmt.Sprintf("%T", err))
+		s.log.Error("encoding response", "correlation_id", correlationIDOf(c), "error_type", fmt.Sprintf("%T", err))
 		body = fhir.OutcomeJSON(fhir.Issue{Severity: "error", Code: "exception", Diagnostics: "internal error"})
 		status = http.StatusInternalServerError
 	}
@@ -33,7 +33,7 @@ func (s *Server) writeRaw(c *gin.Context, status int, body []byte) {
 			body = buf.Bytes()
 		}
 	}
-	ct := c.GetString(keyContentType)
+	ct := contentTypeOf(c)
 	if ct == "" {
 		ct = fhir.ContentTypeFHIRJSON + "; charset=utf-8"
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/gin-gonic/gin"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
@@ -84,7 +83,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	domain := c.GetString(keyDomain)
+	domain := domainOf(c)
 	filter, err := parseSRFilter(q)
 	if err != nil {
 		return err
@@ -190,11 +189,11 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 
 // canRead reports whether the caller's scopes grant reading typ.
 func canRead(c *gin.Context, typ string) bool {
-	p, ok := c.Get(keyPrincipal)
-	if !ok {
+	p := principalOf(c)
+	if p == nil {
 		return false
 	}
-	return checkScope(p.(*auth.Principal), typ, "read") == nil
+	return checkScope(p, typ, "read") == nil
 }
 
 // collect reads QUBS pages from cur until it has count matches, QUBS runs
@@ -259,13 +258,13 @@ func (s *Server) noteSkipped(c *gin.Context, b *fhir.Bundle, n int, what string)
 	if n == 0 {
 		return
 	}
-	s.log.Warn("search: records left out, their QUBS ids cannot be FHIR ids", "correlation_id", c.GetString(keyCorrelationID), "count", n, "kind", what)
+	s.log.Warn("search: records left out, their QUBS ids cannot be FHIR ids", "correlation_id", correlationIDOf(c), "count", n, "kind", what)
 	b.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "too-long",
 		Diagnostics: fmt.Sprintf("%d %s left out: their QUBS ids do not fit in a FHIR id", n, what)}))
 }
 
 func (s *Server) readServiceRequest(c *gin.Context) error {
-	domain := c.GetString(keyDomain)
+	domain := domainOf(c)
 	apptID, ok := appointmentID(c.Param("id"))
 	if !ok {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "ServiceRequest/%s is not known", c.Param("id"))
