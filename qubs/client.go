@@ -322,10 +322,11 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 			continue
 		}
 		e := classify(resp, corr)
+		ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+		e.RetryAfter, e.HasRetryAfter = ra, ok
 		if !r.retry || !retryableStatus(resp.StatusCode) {
 			return nil, e
 		}
-		ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 		if ok && ra > c.retry.MaxRetryAfter {
 			return nil, withCause(e, fmt.Errorf("Retry-After %s exceeds the %s the client waits", ra, c.retry.MaxRetryAfter))
 		}

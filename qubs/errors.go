@@ -3,6 +3,7 @@ package qubs
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies a failed QUBS call by what the caller can do about it.
@@ -61,6 +62,11 @@ type Error struct {
 	CorrelationID string
 	// Err is the underlying cause, if any (transport error, decode error).
 	Err error
+	// RetryAfter is the wait QUBS asked for in its last answer's
+	// Retry-After header (HasRetryAfter says whether it named one); the
+	// bridge passes it on to its own clients.
+	RetryAfter    time.Duration
+	HasRetryAfter bool
 }
 
 func (e *Error) Error() string {

@@ -305,7 +305,7 @@ const maxBinaryJSON = 32 << 20
 // and only PDFs and images displayed inline; everything else downloads.
 func safeFileHeaders(c *gin.Context, ct, fileName string) {
 	c.Header("X-Content-Type-Options", "nosniff")
-	c.Header("Content-Security-Policy", "sandbox; default-src 'none'")
+	c.Header("Content-Security-Policy", "sandbox; default-src 'none'; frame-ancestors 'none'")
 	kind := "attachment"
 	if ct == "application/pdf" || strings.HasPrefix(ct, "image/") {
 		kind = "inline"

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -99,11 +101,17 @@ func qubsError(qe *qubs.Error) *fhir.Error {
 		}
 		return upstream(http.StatusBadGateway, "processing", "QUBS rejected the bridge's request"+title)
 	case qubs.KindTransient:
-		if errors.Is(qe, context.DeadlineExceeded) || qe.Status == http.StatusGatewayTimeout {
-			return upstream(http.StatusGatewayTimeout, "timeout", "QUBS did not answer in time")
-		}
+		// QUBS's own answer decides first: a wait it asked for that did
+		// not fit in the request's time is still QUBS turning us away,
+		// not a timeout, and the client should hear when to come back.
 		if qe.Status == http.StatusTooManyRequests {
 			return upstream(http.StatusServiceUnavailable, "throttled", "QUBS is rate limiting the bridge; retry later")
+		}
+		if qe.Status == http.StatusServiceUnavailable && qe.HasRetryAfter {
+			return upstream(http.StatusServiceUnavailable, "transient", "QUBS is temporarily unavailable; retry later")
+		}
+		if errors.Is(qe, context.DeadlineExceeded) || qe.Status == http.StatusGatewayTimeout {
+			return upstream(http.StatusGatewayTimeout, "timeout", "QUBS did not answer in time")
 		}
 		msg := "QUBS is unavailable"
 		if qe.Status != 0 {
@@ -119,11 +127,28 @@ func qubsError(qe *qubs.Error) *fhir.Error {
 	return upstream(http.StatusBadGateway, "exception", "unexpected answer from QUBS")
 }
 
-// retryAfter tells a throttled client when to come back.
+// defaultRetryAfter is what a throttled client is told when QUBS named no
+// wait of its own.
+const defaultRetryAfter = 30 * time.Second
+
+// retryAfter tells a throttled or turned-away client when to come back:
+// QUBS's own Retry-After when it gave one (in whole seconds, as RFC 9110
+// §10.2.3 counts them, rounded up and at least 1, so that a client does not
+// come straight back after the bridge's own retries were spent), 30 s for a
+// 429 that named none.
 func retryAfter(err error) string {
 	var qe *qubs.Error
-	if errors.As(err, &qe) && qe.Kind == qubs.KindTransient && qe.Status == http.StatusTooManyRequests {
-		return "30"
+	if !errors.As(err, &qe) || qe.Kind != qubs.KindTransient {
+		return ""
 	}
-	return ""
+	d := qe.RetryAfter
+	switch {
+	case qe.HasRetryAfter:
+		d = max(d, time.Second)
+	case qe.Status == http.StatusTooManyRequests:
+		d = defaultRetryAfter
+	default:
+		return ""
+	}
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"runtime/debug"
 	"time"
@@ -150,4 +151,68 @@ func (s *Server) domain() gin.HandlerFunc {
 		c.Request = c.Request.WithContext(ctx)
 		c.Next()
 	}
+}
+
+// secureHeaders goes on every answer, errors and refusals included: nearly
+// every answer can carry PHI, so none may be stored by a cache (RFC 9111
+// §5.2.2.5), sniffed into another media type (a Binary served as
+// text/plain must not become HTML), or framed by another site.
+func secureHeaders() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		h := c.Writer.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		c.Next()
+	}
+}
+
+// forwardedHeaders drops the headers that describe how the client reached
+// a proxy (X-Forwarded-Host, X-Forwarded-Proto, Forwarded) unless the peer
+// is one of BRIDGE_TRUSTED_PROXIES. Bundle links, fullUrls and Location
+// headers are built from them (fhir.BaseURL); believed from anyone, they
+// would let any client point the links of an answer at a host of its
+// choosing.
+func (s *Server) forwardedHeaders() gin.HandlerFunc {
+	trusted := parseProxies(s.cfg.TrustedProxies)
+	return func(c *gin.Context) {
+		if !isTrusted(trusted, c.RemoteIP()) {
+			h := c.Request.Header
+			h.Del("X-Forwarded-Host")
+			h.Del("X-Forwarded-Proto")
+			h.Del("Forwarded")
+		}
+		c.Next()
+	}
+}
+
+// parseProxies reads addresses and CIDRs as gin's SetTrustedProxies does;
+// cmd has already refused a list with a bad entry, so one is skipped here.
+func parseProxies(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range list {
+		if pfx, err := netip.ParsePrefix(p); err == nil {
+			out = append(out, pfx.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(p); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out
+}
+
+func isTrusted(trusted []netip.Prefix, remote string) bool {
+	a, err := netip.ParseAddr(remote)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -145,9 +145,9 @@ func TestMethodNotAllowedNamesAllowed(t *testing.T) {
 	e := newEnv(t, withStore(t))
 	r := do(t, http.MethodDelete, e.base+"/DiagnosticReport/x", nil, nil)
 	assert.Equal(t, http.StatusMethodNotAllowed, r.status)
-	assert.Equal(t, "GET, PUT", r.header.Get("Allow"))
+	assert.Equal(t, "GET, HEAD, PUT", r.header.Get("Allow"))
 	r = do(t, http.MethodPost, e.base+"/metadata", nil, nil)
-	assert.Equal(t, "GET", r.header.Get("Allow"))
+	assert.Equal(t, "GET, HEAD", r.header.Get("Allow"))
 }
 
 // TestTwoReportsForOneStudy: a preliminary and then a final sent as two

@@ -149,8 +149,32 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// ServeHTTP makes the server an http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.ServeHTTP(w, r) }
+// ServeHTTP makes the server an http.Handler. HEAD is answered as the GET
+// of the same URL without its body (RFC 9110 §9.3.2: the same header
+// fields), for every GET route at once rather than a HEAD route each.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodHead {
+		s.engine.ServeHTTP(w, r)
+		return
+	}
+	get := r.Clone(r.Context())
+	get.Method = http.MethodGet
+	s.engine.ServeHTTP(headWriter{w}, get)
+}
+
+// headWriter keeps the headers and status of an answer and drops its body.
+// net/http drops a HEAD answer's body too, but only when it sees the
+// original request; an http.Handler in front of this one may not pass it.
+type headWriter struct{ http.ResponseWriter }
+
+func (w headWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// Flush lets streamed answers (Binary) flush their headers.
+func (w headWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
 
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
@@ -167,10 +191,12 @@ func (s *Server) routes() *gin.Engine {
 	}
 
 	// Order matters: recovery first so a panic anywhere below still gets an
-	// OperationOutcome; the correlation id next so every later log line and
+	// OperationOutcome; the security headers and the forwarded-header
+	// filter before anything that answers or builds a link; the
+	// correlation id next so every later log line and
 	// error carries it; the access log after both so it sees the final
 	// status; limits last, closest to the handlers that read bodies.
-	e.Use(s.recovery(), s.correlation(), s.accessLog(), s.limits())
+	e.Use(s.recovery(), secureHeaders(), s.forwardedHeaders(), s.correlation(), s.accessLog(), s.limits())
 	e.NoRoute(s.handle(func(c *gin.Context) error {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "no route for %s %s", c.Request.Method, c.Request.URL.Path)
 	}))
@@ -246,6 +272,9 @@ func allowed(routes gin.RoutesInfo, path string) string {
 	for _, r := range routes {
 		if routeMatches(r.Path, path) && !slices.Contains(methods, r.Method) {
 			methods = append(methods, r.Method)
+			if r.Method == http.MethodGet {
+				methods = append(methods, http.MethodHead) // see ServeHTTP
+			}
 		}
 	}
 	slices.Sort(methods)

@@ -362,8 +362,28 @@ func TestUpstreamFailures(t *testing.T) {
 		e.sim.AddFault(qubssim.Fault{Route: "/pending", Status: http.StatusTooManyRequests, RetryAfter: "0"})
 		r := get(t, e.base+"/ServiceRequest")
 		assert.Equal(t, http.StatusServiceUnavailable, r.status)
-		assert.NotEmpty(t, r.header.Get("Retry-After"))
+		assert.Equal(t, "1", r.header.Get("Retry-After"), "QUBS said 0: the client waits at least a second")
 		outcome(t, r)
+	})
+	t.Run("QUBS's own Retry-After is passed on", func(t *testing.T) {
+		e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+			// Shorter than QUBS's wait, so the bridge gives up at once
+			// rather than sleeping through it.
+			sc.RequestTimeout = 5 * time.Second
+		})
+		e.sim.AddFault(qubssim.Fault{Route: "/pending", Status: http.StatusTooManyRequests, RetryAfter: "17"})
+		r := get(t, e.base+"/ServiceRequest")
+		assert.Equal(t, http.StatusServiceUnavailable, r.status)
+		assert.Equal(t, "17", r.header.Get("Retry-After"))
+	})
+	t.Run("a 503 with Retry-After is passed on too", func(t *testing.T) {
+		e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+			sc.RequestTimeout = 5 * time.Second
+		})
+		e.sim.AddFault(qubssim.Fault{Route: "/pending", Status: http.StatusServiceUnavailable, RetryAfter: "12"})
+		r := get(t, e.base+"/ServiceRequest")
+		assert.Equal(t, http.StatusServiceUnavailable, r.status)
+		assert.Equal(t, "12", r.header.Get("Retry-After"))
 	})
 	t.Run("transient faults are retried away", func(t *testing.T) {
 		e := newEnv(t)
@@ -462,7 +482,9 @@ func TestHTTPConventions(t *testing.T) {
 }
 
 func TestLinksHonourPublicURLAndProxies(t *testing.T) {
-	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {})
+	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.TrustedProxies = []string{"127.0.0.1"} // the test client is the proxy
+	})
 	r := do(t, "GET", e.base+"/ServiceRequest?_count=2", http.Header{"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"fhir.example.org"}}, nil)
 	b := r.json(t)
 	assert.True(t, strings.HasPrefix(link(b, "next"), "https://fhir.example.org/fhir/acme/ServiceRequest?"), link(b, "next"))

@@ -57,7 +57,7 @@ func newOptions() *options {
 	add("default-timezone", "BRIDGE_DEFAULT_TIMEZONE", "Australia/Sydney", "IANA zone of site-local dates and times", false)
 	add("site-timezones", "BRIDGE_SITE_TIMEZONES", "", `per-site zones, "Site A=Australia/Perth;Site B=Australia/Brisbane"`, false)
 	add("cursor-key", "BRIDGE_CURSOR_KEY", "", "secret sealing paging cursors; replicas must share it (default: derived from the QUBS client secret)", true)
-	add("trusted-proxies", "BRIDGE_TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed; default none", false)
+	add("trusted-proxies", "BRIDGE_TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For, -Host and -Proto are believed; default none", false)
 	add("tls-cert", "BRIDGE_TLS_CERT", "", "PEM certificate (chain) file: serve HTTPS (TLS 1.2+) directly", false)
 	add("tls-key", "BRIDGE_TLS_KEY", "", "PEM private key file of BRIDGE_TLS_CERT", false)
 	add("retention", "BRIDGE_RETENTION", "7d", "how long stored report content, artifacts and binaries are kept (e.g. 7d, 36h)", false)
