@@ -23,13 +23,17 @@ type Principal struct {
 	TokenID string
 }
 
-// Anonymous is the principal of mode none: every domain and system/*.cruds.
-// cmd allows mode none on loopback only.
+// Anonymous is the principal of mode none: every domain, system/*.cruds and,
+// named explicitly as it must be, the audit trail. cmd allows mode none on
+// loopback only.
 func Anonymous() *Principal {
 	return &Principal{
 		Method:  "none",
 		Domains: []string{"*"},
-		Scopes:  []Scope{{Context: "system", Resource: "*", Perms: allPerms}},
+		Scopes: []Scope{
+			{Context: "system", Resource: "*", Perms: allPerms},
+			{Context: "system", Resource: "AuditEvent", Perms: "rs"},
+		},
 	}
 }
 
@@ -42,7 +46,7 @@ func (p *Principal) CanDomain(domain string) bool {
 }
 
 // Allows reports whether a scope grants perm ('c', 'r', 'u', 'd' or 's') on
-// resourceType.
+// resourceType. Wildcards do not reach AuditEvent (see explicitOnly).
 //
 // Only system and user scopes count. patient/ scopes are parsed but grant
 // nothing: they limit access to one patient's compartment, and the bridge
@@ -58,7 +62,7 @@ func (p *Principal) Allows(resourceType string, perm byte) bool {
 		if s.Context != "system" && s.Context != "user" {
 			continue
 		}
-		if (s.Resource == "*" || s.Resource == resourceType) && strings.IndexByte(s.Perms, perm) >= 0 {
+		if covers(s.Resource, resourceType) && strings.IndexByte(s.Perms, perm) >= 0 {
 			return true
 		}
 	}
@@ -87,7 +91,11 @@ func (p *Principal) Check(resourceType string, perm byte) error {
 	if !validResourceType(resourceType) || strings.IndexByte(allPerms, perm) < 0 {
 		need = ""
 	}
-	return &Error{Status: 403, Code: CodeInsufficientScope, Description: "the token does not grant this interaction", Scope: need}
+	desc := "the token does not grant this interaction"
+	if explicitOnly[resourceType] {
+		desc = "the token has no scope that names " + resourceType + " itself; wildcard scopes do not reach it"
+	}
+	return &Error{Status: 403, Code: CodeInsufficientScope, Description: desc, Scope: need}
 }
 
 // validDomain is the shape of a QUBS domain identifier; the same pattern the

@@ -147,10 +147,27 @@ func validResourceType(s string) bool {
 	return true
 }
 
+// explicitOnly are the resource types no wildcard scope reaches: the audit
+// trail records who read which patient, so reading it is a different job
+// from reading the worklist, and a registration or token that says
+// system/*.rs must not grant it by accident. This is the one rule, used by
+// Allows at the resource server and by IntersectScopes at the token
+// endpoint alike.
+var explicitOnly = map[string]bool{"AuditEvent": true}
+
+// covers reports whether a scope's resource reaches resourceType.
+func covers(scopeResource, resourceType string) bool {
+	if scopeResource == resourceType {
+		return true
+	}
+	return scopeResource == "*" && !explicitOnly[resourceType]
+}
+
 // IntersectScopes returns what both lists grant: for each pair with the same
 // context whose resources overlap ("*" overlaps every type), the more
 // specific resource with the common permissions. The SMART token endpoint
-// grants requested ∩ registered this way.
+// grants requested ∩ registered this way. A wildcard on either side does not
+// reach the explicit-only types (AuditEvent): both must name them.
 func IntersectScopes(a, b []Scope) []Scope {
 	var out []Scope
 	for _, x := range a {
@@ -161,9 +178,9 @@ func IntersectScopes(a, b []Scope) []Scope {
 			res := x.Resource
 			switch {
 			case x.Resource == y.Resource:
-			case x.Resource == "*":
+			case x.Resource == "*" && covers(x.Resource, y.Resource):
 				res = y.Resource
-			case y.Resource == "*":
+			case y.Resource == "*" && covers(y.Resource, x.Resource):
 			default:
 				continue
 			}

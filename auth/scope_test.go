@@ -153,3 +153,40 @@ func FuzzParseScopes(f *testing.F) {
 		}
 	})
 }
+
+// TestWildcardsDoNotReachTheAuditTrail is the one rule, at the token
+// endpoint (auth.IntersectScopes) and the resource server (Allows) alike.
+func TestWildcardsDoNotReachTheAuditTrail(t *testing.T) {
+	parse := func(s string) []auth.Scope {
+		t.Helper()
+		sc, err := auth.ParseScopes(s)
+		require.NoError(t, err)
+		return sc
+	}
+	t.Run("token endpoint", func(t *testing.T) {
+		for _, tc := range []struct{ requested, registered, want string }{
+			{"system/AuditEvent.rs", "system/*.rs", ""},
+			{"system/*.rs", "system/AuditEvent.rs", ""},
+			{"system/*.read", "system/*.cruds", "system/*.rs"},
+			{"system/AuditEvent.rs", "system/AuditEvent.rs system/*.rs", "system/AuditEvent.rs"},
+			{"user/AuditEvent.r", "user/*.cruds", ""},
+			{"system/AuditEvent.rs system/ServiceRequest.rs", "system/*.rs", "system/ServiceRequest.rs"},
+		} {
+			got := auth.FormatScopes(auth.IntersectScopes(parse(tc.requested), parse(tc.registered)))
+			assert.Equal(t, tc.want, got, "%s ∩ %s", tc.requested, tc.registered)
+		}
+	})
+	t.Run("resource server", func(t *testing.T) {
+		wild := &auth.Principal{Method: "static", Scopes: parse("system/*.cruds user/*.cruds")}
+		assert.False(t, wild.Allows("AuditEvent", 'r'))
+		assert.False(t, wild.Allows("AuditEvent", 's'))
+		assert.True(t, wild.Allows("ServiceRequest", 's'))
+		err := wild.Check("AuditEvent", 's')
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "names AuditEvent")
+		named := &auth.Principal{Method: "jwt", Scopes: parse("system/AuditEvent.rs")}
+		assert.True(t, named.Allows("AuditEvent", 's'))
+		assert.False(t, named.Allows("ServiceRequest", 's'))
+		assert.True(t, auth.Anonymous().Allows("AuditEvent", 's'), "mode none, loopback only, keeps the audit trail readable")
+	})
+}
