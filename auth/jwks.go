@@ -14,6 +14,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/time/rate"
 )
 
 // Defaults of the JWKS cache.
@@ -38,7 +39,8 @@ var errUnknownKid = errors.New("no key with this kid")
 
 // jwksCache holds the public signing keys published at one JWKS URL. It
 // fetches lazily, refetches when the keys are older than maxAge, and on an
-// unknown kid refetches at most once per minInterval; concurrent requests
+// unknown kid refetches once per minInterval, or at once for a kid never
+// seen before within a small budget (mayRefresh); concurrent requests
 // share one fetch. When a fetch fails the keys it had are kept, so a short
 // outage of the authorization server does not lock every client out.
 type jwksCache struct {
@@ -56,7 +58,20 @@ type jwksCache struct {
 	lastAttempt time.Time // last fetch, successful or not
 	attempted   bool
 	fetches     int
+	// missed remembers kids that were looked for and not found, so that
+	// each new kid triggers at most one early refetch; newKids bounds
+	// how many such early refetches happen at all (see mayRefresh).
+	missed  map[string]bool
+	newKids *rate.Limiter
 }
+
+// Early refetches for new kids: a burst of this many, then one per refresh
+// interval; the memory of missed kids is cleared when it grows past
+// maxMissedKids, which only costs an early refetch or two.
+const (
+	newKidBurst   = 3
+	maxMissedKids = 1024
+)
 
 func newJWKSCache(rawURL string, client *http.Client, now func() time.Time, minInterval, maxAge time.Duration) (*jwksCache, error) {
 	if err := checkKeyURL(rawURL); err != nil {
@@ -71,7 +86,8 @@ func newJWKSCache(rawURL string, client *http.Client, now func() time.Time, minI
 	if maxAge <= 0 {
 		maxAge = DefaultJWKSMaxAge
 	}
-	return &jwksCache{url: rawURL, client: client, now: now, minInterval: minInterval, maxAge: maxAge}, nil
+	return &jwksCache{url: rawURL, client: client, now: now, minInterval: minInterval, maxAge: maxAge,
+		missed: map[string]bool{}, newKids: rate.NewLimiter(rate.Every(minInterval), newKidBurst)}, nil
 }
 
 // checkKeyURL requires https for key URLs: keys fetched over plain HTTP
@@ -102,8 +118,8 @@ func (c *jwksCache) candidates(ctx context.Context, kid string) ([]jose.JSONWebK
 	if known && !stale {
 		return keys, nil
 	}
-	if stale || (kid != "" && c.mayRefresh()) {
-		c.refresh(ctx)
+	if ok, seq := c.mayRefresh(kid, stale); ok {
+		c.refresh(ctx, seq)
 		keys, _, known = c.lookup(kid)
 	}
 	if !known {
@@ -124,18 +140,44 @@ func (c *jwksCache) lookup(kid string) (keys []jose.JSONWebKey, stale, known boo
 	return keys, stale, len(keys) > 0
 }
 
-func (c *jwksCache) mayRefresh() bool {
+// mayRefresh decides whether a lookup that failed (or found stale keys)
+// may fetch the key set now, and returns the fetch count it decided on, so
+// that refresh can tell whether another goroutine fetched meanwhile.
+//
+// The rule: once per refresh interval for anything; and besides that, at
+// once for a kid never seen before, within a small budget. A kid nobody has
+// seen is most likely a key its owner rotated a moment ago, and SMART
+// Backend Services clients expect it to work straight away (SMART BDT
+// Auth-21); a made-up kid costs one fetch, once, and the budget
+// (newKidBurst, then one per interval) stops a flood of made-up kids from
+// making the bridge hammer the key server.
+func (c *jwksCache) mayRefresh(kid string, stale bool) (bool, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return !c.attempted || c.now().Sub(c.lastAttempt) >= c.minInterval
+	now := c.now()
+	if stale || !c.attempted || now.Sub(c.lastAttempt) >= c.minInterval {
+		return true, c.fetches
+	}
+	if kid == "" || c.missed[kid] {
+		return false, 0
+	}
+	if len(c.missed) >= maxMissedKids {
+		clear(c.missed)
+	}
+	c.missed[kid] = true
+	return c.newKids.AllowN(now, 1), c.fetches
 }
 
-// refresh fetches the key set unless another goroutine did so while this
-// one waited for fetchMu, or the rate limit forbids it.
-func (c *jwksCache) refresh(ctx context.Context) {
+// refresh fetches the key set unless another goroutine fetched it since
+// the caller decided to (seq is the fetch count it saw then): concurrent
+// requests with the same unknown kid share one fetch.
+func (c *jwksCache) refresh(ctx context.Context, seq int) {
 	c.fetchMu.Lock()
 	defer c.fetchMu.Unlock()
-	if !c.mayRefresh() {
+	c.mu.Lock()
+	again := c.fetches != seq
+	c.mu.Unlock()
+	if again {
 		return
 	}
 	c.mu.Lock()

@@ -165,8 +165,10 @@ func TestNewJWTRefuses(t *testing.T) {
 	})
 }
 
-// TestJWKSRotation: an unknown kid refetches the key set, at most once per
-// refresh interval however many requests carry unknown kids.
+// TestJWKSRotation: a kid never seen before refetches the key set at once
+// (a key rotated a moment ago works, SMART BDT Auth-21), each kid at most
+// once, within a small budget; beyond it, once per refresh interval however
+// many requests carry unknown kids.
 func TestJWKSRotation(t *testing.T) {
 	iss := authtest.NewIssuer(t)
 	clk := newClock()
@@ -184,28 +186,32 @@ func TestJWKSRotation(t *testing.T) {
 
 	iss.Rotate()
 	rotated := iss.Sign(jwtClaims(iss, clk.Now()), "ES256")
-	require.Error(t, try(rotated), "a new kid right after a fetch waits for the rate limit")
-	require.Equal(t, 1, iss.Fetches())
-
-	clk.Advance(interval)
-	rotated = iss.Sign(jwtClaims(iss, clk.Now()), "ES256")
-	require.NoError(t, try(rotated), "after the interval, the unknown kid refetches and succeeds")
+	require.NoError(t, try(rotated), "a key rotated right after a fetch works at once")
 	require.Equal(t, 2, iss.Fetches())
 
 	t.Run("unknown kids are rate limited", func(t *testing.T) {
+		madeUp := iss.SignUnpublished(jwtClaims(iss, clk.Now()), "ES256")
+		for range 20 {
+			require.Error(t, try(madeUp))
+		}
+		assert.Equal(t, 3, iss.Fetches(), "one made-up kid costs one fetch, however often it comes")
 		for range 20 {
 			require.Error(t, try(iss.SignUnpublished(jwtClaims(iss, clk.Now()), "ES256")))
 		}
-		assert.Equal(t, 2, iss.Fetches(), "no fetch within the interval")
+		assert.Equal(t, 1+3, iss.Fetches(), "the first fetch, then the budget of three early fetches (rotation, made-up kid, flood) and no more")
 		require.NoError(t, try(rotated), "known keys keep working meanwhile")
 
 		clk.Advance(interval)
+		before := iss.Fetches()
 		var wg sync.WaitGroup
 		for range 20 {
 			wg.Go(func() { _ = try(iss.SignUnpublished(jwtClaims(iss, clk.Now()), "ES384")) })
 		}
 		wg.Wait()
-		assert.Equal(t, 3, iss.Fetches(), "concurrent unknown kids share one fetch")
+		// One fetch for the interval that passed, shared by whoever came
+		// first, and at most one early fetch the budget earned meanwhile.
+		assert.LessOrEqual(t, iss.Fetches()-before, 2, "concurrent unknown kids share fetches")
+		assert.GreaterOrEqual(t, iss.Fetches()-before, 1)
 	})
 
 	t.Run("keys survive a failing JWKS", func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -90,6 +91,10 @@ type SMARTConfig struct {
 	// Logger, if set, records issued tokens and refusals (client id, error
 	// code, jti of the access token); never tokens, assertions or keys.
 	Logger *slog.Logger
+	// ResourceTypes are the types the FHIR server serves; a token request
+	// naming another type is refused with invalid_scope (SMART BDT
+	// Auth-13). Empty accepts any well-formed type.
+	ResourceTypes []string
 }
 
 // SMART is the bridge's own SMART Backend Services authorization server:
@@ -368,8 +373,34 @@ func SMARTConfiguration(tokenURL string, scopes []string) map[string]any {
 // oauthError is an RFC 6749 §5.2 error response.
 type oauthError struct {
 	status int
-	Code   string `json:"error"`
-	Desc   string `json:"error_description,omitempty"`
+	// challenge is the WWW-Authenticate scheme of a 401 (RFC 6749 §5.2:
+	// the one the client tried).
+	challenge string
+	Code      string `json:"error"`
+	Desc      string `json:"error_description,omitempty"`
+}
+
+// challengeScheme names the scheme a client tried, normalised; anything
+// odd becomes Basic, the one RFC 6749 §2.3.1 defines for clients.
+func challengeScheme(s string) string {
+	if strings.EqualFold(s, "Bearer") {
+		return "Bearer"
+	}
+	return "Basic"
+}
+
+// unknownType returns the first requested resource type the server does
+// not serve, if any.
+func (s *SMART) unknownType(requested []Scope) (string, bool) {
+	if len(s.cfg.ResourceTypes) == 0 {
+		return "", false
+	}
+	for _, sc := range requested {
+		if sc.Resource != "*" && !slices.Contains(s.cfg.ResourceTypes, sc.Resource) {
+			return sc.Resource, true
+		}
+	}
+	return "", false
 }
 
 func (e *oauthError) Error() string { return e.Code + ": " + e.Desc }
@@ -415,6 +446,9 @@ func (s *SMART) TokenHandler() http.Handler {
 			if oe.status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", http.MethodPost)
 			}
+			if oe.challenge != "" {
+				w.Header().Set("WWW-Authenticate", oe.challenge+` realm="token", error="invalid_client"`)
+			}
 			writeJSON(w, oe.status, oe)
 			return
 		}
@@ -434,6 +468,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *SMART) token(w http.ResponseWriter, r *http.Request) (_ *tokenResponse, client string, _ error) {
 	if r.Method != http.MethodPost {
 		return nil, "", &oauthError{status: http.StatusMethodNotAllowed, Code: "invalid_request", Desc: "use POST"}
+	}
+	// SMART Backend Services authenticates clients by private_key_jwt
+	// only; RFC 6749 §5.2 has a client that tried the Authorization header
+	// told so with a 401 and a challenge in its own scheme.
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, _, _ := strings.Cut(h, " ")
+		return nil, "", &oauthError{status: http.StatusUnauthorized, Code: "invalid_client",
+			Desc: "authenticate with a private_key_jwt client assertion, not the Authorization header", challenge: challengeScheme(scheme)}
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
@@ -483,6 +525,14 @@ func (s *SMART) token(w http.ResponseWriter, r *http.Request) (_ *tokenResponse,
 	requested, err := ParseScopes(form.Get("scope"))
 	if err != nil {
 		return nil, c.id, &oauthError{status: http.StatusBadRequest, Code: "invalid_scope", Desc: "malformed scope"}
+	}
+	if len(requested) == 0 {
+		// openid, launch and the like grant nothing here (SMART BDT
+		// Auth-17): say so rather than answer "none granted".
+		return nil, c.id, &oauthError{status: http.StatusBadRequest, Code: "invalid_scope", Desc: "no resource scope requested (system/Type.perms)"}
+	}
+	if t, ok := s.unknownType(requested); ok {
+		return nil, c.id, &oauthError{status: http.StatusBadRequest, Code: "invalid_scope", Desc: "no resource type " + clip(t) + " is served here"}
 	}
 	granted := IntersectScopes(requested, c.scopes)
 	if len(granted) == 0 {

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,10 @@ type smartEnv struct {
 	rs       *authtest.Client // pacs-rsa
 	uri      *authtest.Client // ris-uri
 	clients  string           // the clients file
+	// uriKeys is what ris-uri's jwks_uri serves; keyFetches counts its
+	// fetches.
+	uriKeys    atomic.Pointer[[]byte]
+	keyFetches atomic.Int32
 }
 
 type smartOpt func(*auth.SMARTConfig)
@@ -55,7 +60,11 @@ func newSMARTEnv(t *testing.T, opts ...smartOpt) *smartEnv {
 	for _, c := range []*authtest.Client{e.es, e.rs, e.uri} {
 		c.Now = e.clk.Now
 	}
-	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(uriJWKS) }))
+	e.uriKeys.Store(&uriJWKS)
+	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.keyFetches.Add(1)
+		_, _ = w.Write(*e.uriKeys.Load())
+	}))
 	t.Cleanup(keys.Close)
 	e.clients = fmt.Sprintf(`[
   {"client_id": "ris-acme", "name": "Acme RIS", "jwks": %s, "scope": "system/ServiceRequest.rs system/DiagnosticReport.cu", "domains": ["acme"]},
@@ -576,4 +585,78 @@ func TestSMARTTokenTTL(t *testing.T) {
 	tok := r.body["access_token"].(string)
 	e.clk.Advance(2*time.Minute + auth.DefaultSkew + time.Second)
 	runAccess(t, e.s.Authenticator(), []access{{name: "expired after the TTL", header: bearer(tok), status: 401, code: "invalid_token"}})
+}
+
+// TestSMARTTokenEndpointRFC6749 covers what RFC 6749 §5.2 and the SMART
+// Backend Services tests (BDT Auth-13, -17, -21) ask of refusals.
+func TestSMARTTokenEndpointRFC6749(t *testing.T) {
+	e := newSMARTEnv(t, func(c *auth.SMARTConfig) {
+		c.ResourceTypes = []string{"ServiceRequest", "DiagnosticReport", "Flag"}
+	})
+	form := "application/x-www-form-urlencoded"
+
+	t.Run("HTTP Basic gets 401 with a Basic challenge", func(t *testing.T) {
+		req, err := http.NewRequest(http.MethodPost, e.tokenURL, strings.NewReader(tokenForm(e.assertion(e.es), "system/*.read").Encode()))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", form)
+		req.SetBasicAuth("ris-acme", "a-secret")
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&body))
+		assert.Equal(t, http.StatusUnauthorized, res.StatusCode)
+		assert.True(t, strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Basic "), res.Header.Get("WWW-Authenticate"))
+		assert.Equal(t, "invalid_client", body["error"])
+		assert.Equal(t, "application/json", res.Header.Get("Content-Type"))
+	})
+	for _, tc := range []struct{ name, scope, desc string }{
+		{"unknown resource type", "system/Foo.read", "Foo"},
+		{"unknown type beside a known one", "system/ServiceRequest.rs system/Observation.rs", "Observation"},
+		{"only non-resource scopes", "openid fhirUser launch offline_access", "no resource scope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := postToken(t, http.MethodPost, e.tokenURL, form, tokenForm(e.assertion(e.rs), tc.scope).Encode())
+			assert.Equal(t, http.StatusBadRequest, r.status)
+			assert.Equal(t, "invalid_scope", r.body["error"])
+			assert.Contains(t, r.body["error_description"], tc.desc)
+		})
+	}
+	t.Run("a key rotated a moment ago works at once, a flood of made-up kids does not fetch on", func(t *testing.T) {
+		r := postToken(t, http.MethodPost, e.tokenURL, form, tokenForm(e.assertion(e.uri), "system/Flag.rs").Encode())
+		require.Equal(t, http.StatusOK, r.status, "%v", r.body)
+		fetched := e.keyFetches.Load()
+		require.Equal(t, int32(1), fetched)
+
+		rotated, rotatedJWKS := authtest.NewClient("ris-uri")
+		rotated.Now = e.clk.Now
+		both := mergeJWKS(t, *e.uriKeys.Load(), rotatedJWKS)
+		e.uriKeys.Store(&both)
+		r = postToken(t, http.MethodPost, e.tokenURL, form, tokenForm(e.assertion(rotated), "system/Flag.rs").Encode())
+		assert.Equal(t, http.StatusOK, r.status, "the new kid refetched the key set at once: %v", r.body)
+		assert.Equal(t, int32(2), e.keyFetches.Load())
+
+		for range 30 {
+			madeUp, _ := authtest.NewClient("ris-uri") // a kid nobody published
+			madeUp.Now = e.clk.Now
+			r := postToken(t, http.MethodPost, e.tokenURL, form, tokenForm(e.assertion(madeUp), "system/Flag.rs").Encode())
+			require.Equal(t, http.StatusUnauthorized, r.status)
+		}
+		assert.LessOrEqual(t, e.keyFetches.Load(), int32(1+3), "the first fetch and the budget of early fetches, no more")
+		r = postToken(t, http.MethodPost, e.tokenURL, form, tokenForm(e.assertion(rotated), "system/Flag.rs").Encode())
+		assert.Equal(t, http.StatusOK, r.status, "known keys keep working meanwhile")
+	})
+}
+
+// mergeJWKS returns one key set holding the keys of both.
+func mergeJWKS(t *testing.T, a, b []byte) []byte {
+	t.Helper()
+	var x, y struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	require.NoError(t, json.Unmarshal(a, &x))
+	require.NoError(t, json.Unmarshal(b, &y))
+	out, err := json.Marshal(map[string]any{"keys": append(x.Keys, y.Keys...)})
+	require.NoError(t, err)
+	return out
 }

@@ -27,20 +27,11 @@ func TestAuditTrailNeedsANamedScope(t *testing.T) {
 	t.Run("smart", func(t *testing.T) {
 		wild, wildJWKS := authtest.NewClient("wild")
 		auditor, auditorJWKS := authtest.NewClient("auditor")
-		var tokenURL string
-		e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
-			clients, _ := json.Marshal([]auth.SMARTClient{
-				{ClientID: "wild", JWKS: wildJWKS, Domains: []string{"acme"}, Scope: "system/*.rs"},
-				{ClientID: "auditor", JWKS: auditorJWKS, Domains: []string{"acme"}, Scope: "system/AuditEvent.rs"},
-			})
-			path := filepath.Join(t.TempDir(), "clients.json")
-			require.NoError(t, os.WriteFile(path, clients, 0o600))
-			sc.PublicURL = "http://bridge.test"
-			tokenURL = sc.PublicURL + "/auth/token"
-			sm, err := auth.NewSMART(auth.SMARTConfig{ClientsFile: path, TokenURL: tokenURL, Replay: sc.Store})
-			require.NoError(t, err)
-			sc.Auth, sc.SMART, sc.SMARTTokenURL, sc.SMARTTokenPath, sc.AuthMode = sm.Authenticator(), sm, tokenURL, "/auth/token", "smart"
-		})
+		const tokenURL = "http://bridge.test/auth/token"
+		e := newEnv(t, withStore(t), withSMART(t, []auth.SMARTClient{
+			{ClientID: "wild", JWKS: wildJWKS, Domains: []string{"acme"}, Scope: "system/*.rs"},
+			{ClientID: "auditor", JWKS: auditorJWKS, Domains: []string{"acme"}, Scope: "system/AuditEvent.rs"},
+		}))
 		realTokenURL := e.srv.URL + "/auth/token"
 		ctx := context.Background()
 		exp := time.Now().Add(4 * time.Minute)
@@ -86,4 +77,56 @@ func TestAuditTrailNeedsANamedScope(t *testing.T) {
 		r := get(t, e.base+"/AuditEvent")
 		assert.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	})
+}
+
+// withSMART runs the bridge in mode smart with these clients. The public
+// URL is http://bridge.test, so assertions are signed for
+// http://bridge.test/auth/token while the test posts to the real listener.
+func withSMART(t *testing.T, clients []auth.SMARTClient) envOption {
+	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		b, err := json.Marshal(clients)
+		require.NoError(t, err)
+		path := filepath.Join(t.TempDir(), "clients.json")
+		require.NoError(t, os.WriteFile(path, b, 0o600))
+		sc.PublicURL = "http://bridge.test"
+		tokenURL := sc.PublicURL + "/auth/token"
+		sm, err := auth.NewSMART(auth.SMARTConfig{ClientsFile: path, TokenURL: tokenURL, Replay: sc.Store, ResourceTypes: server.ResourceTypes})
+		require.NoError(t, err)
+		sc.Auth, sc.SMART, sc.SMARTTokenURL, sc.SMARTTokenPath, sc.AuthMode = sm.Authenticator(), sm, tokenURL, "/auth/token", "smart"
+	}
+}
+
+// TestTokenEndpointSpeaksOAuth: every answer of the token endpoint is
+// OAuth's JSON, never a FHIR OperationOutcome, whatever the method.
+func TestTokenEndpointSpeaksOAuth(t *testing.T) {
+	client, jwks := authtest.NewClient("ris")
+	e := newEnv(t, withStore(t), withSMART(t, []auth.SMARTClient{
+		{ClientID: "ris", JWKS: jwks, Domains: []string{"acme"}, Scope: "system/*.rs"},
+	}))
+	tokenURL := e.srv.URL + "/auth/token"
+	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+		res, body := raw(t, method, tokenURL, nil)
+		assert.Equal(t, http.StatusMethodNotAllowed, res.StatusCode, method)
+		assert.Equal(t, "application/json", res.Header.Get("Content-Type"), method)
+		assert.Equal(t, http.MethodPost, res.Header.Get("Allow"))
+		var oe map[string]any
+		require.NoError(t, json.Unmarshal(body, &oe), "%s", body)
+		assert.Equal(t, "invalid_request", oe["error"])
+	}
+	_, _, err := client.PostAssertion(context.Background(), tokenURL,
+		client.Assertion("http://bridge.test/auth/token", "j-1", time.Now().Add(4*time.Minute)), "system/Observation.rs")
+	var te *authtest.TokenError
+	require.True(t, errors.As(err, &te), "%v", err)
+	assert.Equal(t, "invalid_scope", te.Code, "the bridge serves no Observation")
+}
+
+// TestResourceTypesMatchCapabilities keeps server.ResourceTypes, which the
+// token endpoint checks scopes against, equal to what the server serves.
+func TestResourceTypesMatchCapabilities(t *testing.T) {
+	e := newEnv(t, withStore(t))
+	var got []string
+	for typ := range interactions(t, e.base) {
+		got = append(got, typ)
+	}
+	assert.ElementsMatch(t, server.ResourceTypes, got)
 }

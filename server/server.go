@@ -221,7 +221,10 @@ func (s *Server) routes() *gin.Engine {
 	base.GET("/.well-known/smart-configuration", s.handle(s.smartConfiguration))
 	if s.cfg.SMART != nil {
 		// Rate limited per address: it is where credentials are guessed.
-		e.POST(s.cfg.SMARTTokenPath, s.rateLimit(), gin.WrapH(s.cfg.SMART.TokenHandler()))
+		// Every method reaches the handler, so that a GET learns in
+		// OAuth's own JSON (invalid_request), not a FHIR OperationOutcome,
+		// that the endpoint wants a POST.
+		e.Any(s.cfg.SMARTTokenPath, s.rateLimit(), gin.WrapH(s.cfg.SMART.TokenHandler()))
 	}
 	base.GET("/ServiceRequest", s.handle(s.searchServiceRequests))
 	base.POST("/ServiceRequest/_search", s.handle(s.searchServiceRequests))

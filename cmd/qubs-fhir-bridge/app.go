@@ -583,6 +583,7 @@ func configureAuth(cfg *server.Config, opts *options, st store.Store, log *slog.
 			TokenURL:       tokenURL,
 			Replay:         st, // jti replay claims shared by every replica of the store
 			Logger:         log.With("component", "smart"),
+			ResourceTypes:  server.ResourceTypes,
 		})
 		if err != nil {
 			return fmt.Errorf("BRIDGE_AUTH=smart (BRIDGE_SMART_*): %w", err)
