@@ -20,6 +20,14 @@ import (
 // failures, the QUBS requestId, and never carry PHI: QUBS problem details
 // may echo request data, so only their title is passed on.
 func (s *Server) renderError(c *gin.Context, err error) {
+	var qe *qubs.Error
+	if errors.As(err, &qe) && qe.Kind == qubs.KindForbidden {
+		// QUBS answers 403 for a domain outside the bridge's token, the
+		// only thing it scopes by: for the client, that FHIR base does
+		// not exist.
+		s.domains.record(domainOf(c), false)
+		err = errNoDomain()
+	}
 	fe := toFHIRError(err)
 	cid := correlationIDOf(c)
 	issues := make([]fhir.Issue, len(fe.Issues))
@@ -30,7 +38,6 @@ func (s *Server) renderError(c *gin.Context, err error) {
 		}
 	}
 	attrs := []any{"correlation_id", cid, "route", c.FullPath(), "status", fe.Status}
-	var qe *qubs.Error
 	if errors.As(err, &qe) {
 		attrs = append(attrs, "qubs_op", qe.Op, "qubs_kind", qe.Kind.String(), "qubs_status", qe.Status, "qubs_request_id", qe.RequestID)
 	}
@@ -88,8 +95,10 @@ func qubsError(qe *qubs.Error) *fhir.Error {
 	switch qe.Kind {
 	case qubs.KindNotFound:
 		return upstream(http.StatusNotFound, "not-found", "not found in QUBS, or no longer pending reporting")
-	case qubs.KindUnauthorized, qubs.KindForbidden:
-		return upstream(http.StatusBadGateway, "security", "QUBS refused the bridge's credentials for this domain")
+	case qubs.KindUnauthorized:
+		return upstream(http.StatusBadGateway, "security", "QUBS refused the bridge's own credentials (QUBS_CLIENT_ID/QUBS_CLIENT_SECRET); an operator must fix them")
+	case qubs.KindForbidden:
+		return &fhir.Error{Status: http.StatusNotFound, Issues: []fhir.Issue{{Severity: "error", Code: "not-found", Diagnostics: "no FHIR base for this domain"}}, Err: qe}
 	case qubs.KindConflict:
 		return upstream(http.StatusConflict, "conflict", "QUBS reports a conflicting earlier request with the same idempotency key")
 	case qubs.KindTooLarge:

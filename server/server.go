@@ -108,6 +108,7 @@ type Server struct {
 	limiters  *clientLimiters // nil when rate limiting is off
 	cursors   *fhir.Cursors
 	cache     *resourceCache
+	domains   *domains
 	validator *fhir.Validator
 	started   time.Time
 }
@@ -134,6 +135,7 @@ func New(cfg Config) *Server {
 		log:     cfg.Logger,
 		cursors: fhir.NewCursors(cfg.CursorKey),
 		cache:   newResourceCache(cfg.CacheTTL, 50_000),
+		domains: newDomains(),
 		started: time.Now().UTC(),
 	}
 	v, err := fhir.NewValidator()
@@ -212,7 +214,10 @@ func (s *Server) routes() *gin.Engine {
 	// authentication, so it counts per authenticated client.
 	// The audit comes before authentication so refused attempts are
 	// recorded too; the rate limit after it, to count per client.
-	fhirBase := e.Group("/fhir/:domain", s.domain(), s.audit(), s.authenticate(), s.rateLimit())
+	// Whether QUBS lets the bridge reach the domain is asked last, so that
+	// only authenticated callers, at their allowed rate, can make the
+	// bridge ask.
+	fhirBase := e.Group("/fhir/:domain", s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.knownDomain())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
 	fhirBase.GET("/Binary/:id", s.handle(s.readBinary))

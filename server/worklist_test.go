@@ -398,13 +398,19 @@ func TestUpstreamFailures(t *testing.T) {
 		assert.Equal(t, http.StatusBadGateway, r.status)
 		assert.Contains(t, outcome(t, r), "refused the bridge")
 	})
-	t.Run("a domain outside the bridge's token becomes 502", func(t *testing.T) {
-		e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) {
+	t.Run("a domain outside the bridge's token is no FHIR base", func(t *testing.T) {
+		e := newEnv(t, withStore(t), func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) {
 			so.Clients = []qubssim.Client{{ID: qubssim.DefaultClientID, Secret: qubssim.DefaultClientSecret, Domains: []string{"acme"}}}
 		})
-		r := get(t, strings.Replace(e.base, "/acme", "/northside", 1)+"/ServiceRequest")
-		assert.Equal(t, http.StatusBadGateway, r.status)
-		outcome(t, r)
+		for _, path := range []string{"/ServiceRequest", "/metadata", "/DiagnosticReport", "/AuditEvent", "/ServiceRequest/x", "/Patient/x"} {
+			for _, domain := range []string{"northside", "nope"} {
+				r := get(t, strings.Replace(e.base, "/acme", "/"+domain, 1)+path)
+				assert.Equal(t, http.StatusNotFound, r.status, "%s %s: %s", domain, path, r.body)
+				assert.Contains(t, outcome(t, r), "no FHIR base for this domain")
+			}
+		}
+		r := get(t, e.base+"/metadata")
+		assert.Equal(t, http.StatusOK, r.status, "the bridge's own domain stays")
 	})
 	t.Run("slow QUBS becomes 504", func(t *testing.T) {
 		e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {

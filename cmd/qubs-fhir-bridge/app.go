@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,18 +78,21 @@ var commands = map[string][]string{
 
 // Run runs the command named by args[0] until ctx is done.
 func (m *Main) Run(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		m.help()
-		if len(args) == 0 {
-			return errUsage
-		}
+	if len(args) == 0 {
+		m.help(m.Stderr)
+		return errUsage
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		// Asked for, help is the answer: stdout, so that it pipes to a
+		// pager or grep.
+		m.help(m.Stdout)
 		return nil
 	}
 	cmd := args[0]
 	names, ok := commands[cmd]
 	if !ok {
 		fmt.Fprintf(m.Stderr, "unknown command %q\n\n", cmd)
-		m.help()
+		m.help(m.Stderr)
 		return errUsage
 	}
 	opts := newOptions()
@@ -97,6 +101,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		// that BRIDGE_LISTEN of a bridge in the same shell is not taken.
 		opts.byFlag["listen"].env = "QUBS_SIM_LISTEN"
 		opts.byFlag["listen"].def = "127.0.0.1:8090"
+		opts.byFlag["listen"].usage = "listen address of the QUBS simulator (API, token endpoint and presigned URLs)"
 	}
 	if cmd == "demo" {
 		// Without BRIDGE_STORE the demo keeps its reports in a temporary
@@ -106,9 +111,13 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
 	opts.register(fs, names...)
+	usageOut := m.Stderr
+	if slices.ContainsFunc(args[1:], func(a string) bool { return a == "-h" || a == "--help" || a == "-help" }) {
+		usageOut = m.Stdout // asked for, not a mistake
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(m.Stderr, "usage: qubs-fhir-bridge %s [flags]\n\n", cmd)
-		opts.usage(m.Stderr, names...)
+		fmt.Fprintf(usageOut, "usage: qubs-fhir-bridge %s [flags]\n\n", cmd)
+		opts.usage(usageOut, names...)
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -142,8 +151,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	}
 }
 
-func (m *Main) help() {
-	fmt.Fprintf(m.Stderr, `qubs-fhir-bridge %s: a FHIR R4 server in front of the QUBS Integrations API
+func (m *Main) help(w io.Writer) {
+	fmt.Fprintf(w, `qubs-fhir-bridge %s: a FHIR R4 server in front of the QUBS Integrations API
 
 usage: qubs-fhir-bridge <command> [flags]
 
@@ -157,7 +166,7 @@ commands:
 Every flag has an environment twin; flags win over the environment.
 `, version)
 	opts := newOptions()
-	opts.usage(m.Stderr, opts.order...)
+	opts.usage(w, opts.order...)
 }
 
 func (m *Main) logger(level string) (*slog.Logger, error) {
@@ -209,6 +218,16 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	// The port before the store: a busy port is the commonest start-up
+	// mistake, and finding it should not leave a new database behind.
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("BRIDGE_LISTEN %s: %w", listen, err)
+	}
+	defer ln.Close()
+	if err := checkQUBSCredentials(ctx, client, log); err != nil {
+		return err
+	}
 	st, err := openStore(ctx, opts.get("store"))
 	if err != nil {
 		return err
@@ -217,10 +236,6 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err := configureAuth(&cfg, opts, st, log); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", listen, err)
-	}
 	m.BridgeURL = "http://" + ln.Addr().String()
 	if bg.tls != nil {
 		m.BridgeURL = "https://" + ln.Addr().String()
@@ -228,6 +243,27 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	close(m.Ready)
 	log.Info("serving FHIR", "addr", ln.Addr().String(), "tls", bg.tls != nil)
 	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
+}
+
+// checkQUBSCredentials fetches a QUBS token once at start. Credentials
+// QUBS refuses are an operator's mistake that no retry fixes: fail now,
+// with a line that names the settings. QUBS being down is not: say so
+// loudly and serve anyway (answers from the store, reports accepted for
+// later delivery); every request tries again.
+func checkQUBSCredentials(ctx context.Context, client *qubs.Client, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err := client.Token(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case qubs.KindOf(err) == qubs.KindUnauthorized:
+		return fmt.Errorf("QUBS refused the bridge's credentials (QUBS_CLIENT_ID, QUBS_CLIENT_SECRET or QUBS_CLIENT_SECRET_FILE, QUBS_TOKEN_URL): %w", err)
+	default:
+		log.Warn("QUBS token endpoint not reachable at start; serving anyway, each request tries again",
+			"qubs_kind", qubs.KindOf(err).String(), "error", err.Error())
+		return nil
+	}
 }
 
 // serveWithDelivery runs the FHIR server and the delivery worker until ctx
@@ -421,7 +457,12 @@ func (m *Main) sim(ctx context.Context, opts *options, log *slog.Logger) error {
   client:       %s / %s
   domains:      %s
   inspection:   %s/_sim/inspect
-`, sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret, strings.Join(sim.Domains(), ", "), sim.URL)
+
+Point a bridge at it (paste into the shell that runs qubs-fhir-bridge serve):
+  export QUBS_API_URL=%s QUBS_TOKEN_URL=%s
+  export QUBS_CLIENT_ID=%s QUBS_CLIENT_SECRET=%s
+`, sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret, strings.Join(sim.Domains(), ", "), sim.URL,
+		sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret)
 	close(m.Ready)
 	<-ctx.Done()
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -190,12 +191,46 @@ func TestStartupRefusals(t *testing.T) {
 }
 
 func TestHelpListsEveryEnvironmentVariable(t *testing.T) {
-	var errOut bytes.Buffer
-	m := &Main{Stdout: io.Discard, Stderr: &errOut, Getenv: envFrom(nil), Ready: make(chan struct{})}
+	var out, errOut bytes.Buffer
+	m := &Main{Stdout: &out, Stderr: &errOut, Getenv: envFrom(nil), Ready: make(chan struct{})}
 	require.NoError(t, m.Run(context.Background(), []string{"help"}))
 	for _, env := range []string{"QUBS_API_URL", "QUBS_TOKEN_URL", "QUBS_CLIENT_ID", "QUBS_CLIENT_SECRET", "QUBS_CLIENT_SECRET_FILE",
 		"BRIDGE_LISTEN", "BRIDGE_PUBLIC_URL", "BRIDGE_STORE", "BRIDGE_AUTH", "BRIDGE_DEFAULT_TIMEZONE", "BRIDGE_SITE_TIMEZONES"} {
-		assert.Contains(t, errOut.String(), env)
+		assert.Contains(t, out.String(), env)
 	}
-	assert.True(t, strings.Contains(errOut.String(), "--public-url"))
+	assert.True(t, strings.Contains(out.String(), "--public-url"))
+	assert.Empty(t, errOut.String(), "help asked for goes to stdout")
+
+	out.Reset()
+	require.NoError(t, m.Run(context.Background(), []string{"qubs-sim", "--help"}))
+	assert.Contains(t, out.String(), "listen address of the QUBS simulator")
+	assert.NotContains(t, out.String(), "FHIR server")
+
+	out.Reset()
+	require.Error(t, m.Run(context.Background(), nil))
+	assert.Empty(t, out.String(), "a usage mistake goes to stderr")
+	assert.Contains(t, errOut.String(), "usage: qubs-fhir-bridge")
+}
+
+// TestServeFailsFastOnRefusedCredentials: QUBS saying invalid_client is an
+// operator's mistake no retry fixes, so serve stops at once with a line
+// naming the settings, before it creates any store; QUBS being down is
+// not, so serve comes up.
+func TestServeFailsFastOnRefusedCredentials(t *testing.T) {
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1, Appointments: 10})
+	require.NoError(t, err)
+	defer sim.Close()
+	dir := t.TempDir()
+	env := map[string]string{
+		"QUBS_API_URL": sim.URL, "QUBS_TOKEN_URL": sim.TokenURL(),
+		"QUBS_CLIENT_ID": qubssim.DefaultClientID, "QUBS_CLIENT_SECRET": "wrong",
+		"BRIDGE_LISTEN": "127.0.0.1:0", "BRIDGE_AUTH": "none", "BRIDGE_STORE": "sqlite:" + filepath.Join(dir, "bridge.db"),
+	}
+	var errOut bytes.Buffer
+	m := &Main{Stdout: io.Discard, Stderr: &errOut, Getenv: envFrom(env), Ready: make(chan struct{})}
+	err = m.Run(context.Background(), []string{"serve"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "QUBS refused the bridge's credentials")
+	assert.Contains(t, err.Error(), "QUBS_CLIENT_SECRET")
+	assert.NoFileExists(t, filepath.Join(dir, "bridge.db"), "nothing created before the check")
 }
