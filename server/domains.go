@@ -77,6 +77,19 @@ func (d *domains) record(domain string, reachable bool) {
 	d.entries[domain] = domainEntry{reachable: reachable, until: d.now().Add(ttl)}
 }
 
+// anyReachable returns a domain known to be reachable, "" if none is.
+func (d *domains) anyReachable() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	for k, e := range d.entries {
+		if e.reachable && now.Before(e.until) {
+			return k
+		}
+	}
+	return ""
+}
+
 // errNoDomain is the answer for a domain the bridge's credentials do not
 // reach; the same whether the domain exists in QUBS for someone else or not
 // at all.

@@ -3,10 +3,18 @@ package server
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
+
+// DefaultReadinessInterval is how long one real QUBS call answers for
+// readiness: probes come every few seconds from every load balancer, and
+// each must not become a QUBS call.
+const DefaultReadinessInterval = 10 * time.Second
 
 // healthz answers while the process is up; it checks nothing else so an
 // orchestrator does not restart the bridge because QUBS is down.
@@ -14,18 +22,18 @@ func (s *Server) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
-// readyz answers 200 only when a QUBS token can be obtained and the store
-// answers, so a load balancer sends no traffic to a replica that cannot
-// reach either.
+// readyz answers 200 only when QUBS answers and the store answers, so a
+// load balancer sends no traffic to a replica that cannot reach either.
 func (s *Server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
 	defer cancel()
 	checks := gin.H{}
 	status := http.StatusOK
-	if err := s.cfg.QUBS.Token(ctx); err != nil {
+	if err := s.upstream.check(ctx, s); err != nil {
 		checks["qubs"] = "unavailable"
 		status = http.StatusServiceUnavailable
-		s.log.Warn("readiness: no QUBS token", "correlation_id", correlationIDOf(c), "error", err.Error())
+		s.log.Warn("readiness: QUBS unavailable", "correlation_id", correlationIDOf(c),
+			"qubs_kind", qubs.KindOf(err).String(), "error", err.Error())
 	} else {
 		checks["qubs"] = "ok"
 	}
@@ -48,4 +56,38 @@ func (s *Server) readyz(c *gin.Context) {
 		state = "unavailable"
 	}
 	c.JSON(status, gin.H{"status": state, "checks": checks})
+}
+
+// upstreamCheck is the last real answer to "does QUBS answer", reused for
+// an interval. A token alone proves little: it is cached for up to an
+// hour, and QUBS's API can be down while it is still good.
+type upstreamCheck struct {
+	mu       sync.Mutex // held across the call: one QUBS call per interval, however many probes
+	interval time.Duration
+	at       time.Time
+	err      error
+}
+
+// check makes one API call (a get of an appointment that cannot exist, in
+// a domain the bridge reaches if it knows one) unless one was made within
+// the interval. Any answer QUBS gives about the request (found, not found,
+// not in the token's domains) means it is up; a refused token, 5xx, 429,
+// or no answer means it is not.
+func (u *upstreamCheck) check(ctx context.Context, s *Server) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.at.IsZero() && time.Since(u.at) < u.interval {
+		return u.err
+	}
+	domain := s.domains.anyReachable()
+	if domain == "" {
+		domain = "qubs-fhir-bridge-readiness"
+	}
+	_, err := s.cfg.QUBS.GetPending(ctx, domain, domainProbeID)
+	switch qubs.KindOf(err) {
+	case qubs.KindNotFound, qubs.KindForbidden:
+		err = nil
+	}
+	u.at, u.err = time.Now(), err
+	return err
 }

@@ -89,6 +89,9 @@ type Config struct {
 	RateLimit RateLimit
 	// Version is reported in the CapabilityStatement.
 	Version string
+	// ReadinessInterval is how long one real QUBS call answers /readyz;
+	// 0 means DefaultReadinessInterval.
+	ReadinessInterval time.Duration
 }
 
 // Defaults for Config.
@@ -109,6 +112,7 @@ type Server struct {
 	cursors   *fhir.Cursors
 	cache     *resourceCache
 	domains   *domains
+	upstream  *upstreamCheck
 	validator *fhir.Validator
 	started   time.Time
 }
@@ -127,16 +131,20 @@ func New(cfg Config) *Server {
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
+	if cfg.ReadinessInterval == 0 {
+		cfg.ReadinessInterval = DefaultReadinessInterval
+	}
 	if cfg.Zones == nil {
 		cfg.Zones, _ = mapping.NewZones("Australia/Sydney", "")
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		cursors: fhir.NewCursors(cfg.CursorKey),
-		cache:   newResourceCache(cfg.CacheTTL, 50_000),
-		domains: newDomains(),
-		started: time.Now().UTC(),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		cursors:  fhir.NewCursors(cfg.CursorKey),
+		cache:    newResourceCache(cfg.CacheTTL, 50_000),
+		domains:  newDomains(),
+		upstream: &upstreamCheck{interval: cfg.ReadinessInterval},
+		started:  time.Now().UTC(),
 	}
 	v, err := fhir.NewValidator()
 	if err != nil {

@@ -485,6 +485,30 @@ func TestHTTPConventions(t *testing.T) {
 		r := get(t, bad.srv.URL+"/readyz")
 		assert.Equal(t, http.StatusServiceUnavailable, r.status)
 	})
+	t.Run("not ready when QUBS is down, though a token is cached", func(t *testing.T) {
+		e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+			sc.ReadinessInterval = time.Nanosecond // every probe asks QUBS
+		})
+		require.Equal(t, http.StatusOK, get(t, e.srv.URL+"/readyz").status)
+		e.sim.AddFault(qubssim.Fault{Route: "/reporting/appointments/", Status: http.StatusServiceUnavailable})
+		r := get(t, e.srv.URL+"/readyz")
+		assert.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.body)
+		assert.Contains(t, string(r.body), `"qubs":"unavailable"`)
+	})
+	t.Run("readiness asks QUBS at most once per interval", func(t *testing.T) {
+		e := newEnv(t) // the default interval, ten seconds
+		before := len(e.sim.Requests())
+		for range 20 {
+			require.Equal(t, http.StatusOK, get(t, e.srv.URL+"/readyz").status)
+		}
+		var api int
+		for _, rec := range e.sim.Requests()[before:] {
+			if strings.Contains(rec.Path, "/reporting/appointments/") {
+				api++
+			}
+		}
+		assert.Equal(t, 1, api, "twenty probes, one QUBS call")
+	})
 }
 
 func TestLinksHonourPublicURLAndProxies(t *testing.T) {
