@@ -95,19 +95,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		m.help(m.Stderr)
 		return errUsage
 	}
-	opts := newOptions()
-	if cmd == "qubs-sim" {
-		// The simulator alone listens on --listen, with its own twin so
-		// that BRIDGE_LISTEN of a bridge in the same shell is not taken.
-		opts.byFlag["listen"].env = "QUBS_SIM_LISTEN"
-		opts.byFlag["listen"].def = "127.0.0.1:8090"
-		opts.byFlag["listen"].usage = "listen address of the QUBS simulator (API, token endpoint and presigned URLs)"
-	}
-	if cmd == "demo" {
-		// Without BRIDGE_STORE the demo keeps its reports in a temporary
-		// SQLite file removed when it stops.
-		opts.byFlag["store"].def = ""
-	}
+	opts := commandOptions(cmd)
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
 	opts.register(fs, names...)
@@ -149,6 +137,27 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	default:
 		return m.sim(ctx, opts, log)
 	}
+}
+
+// commandOptions is the configuration of one command, with the defaults
+// that differ from serve's.
+func commandOptions(cmd string) *options {
+	opts := newOptions()
+	switch cmd {
+	case "qubs-sim":
+		// The simulator alone listens on --listen, with its own twin so
+		// that BRIDGE_LISTEN of a bridge in the same shell is not taken.
+		opts.byFlag["listen"].env = "QUBS_SIM_LISTEN"
+		opts.byFlag["listen"].def = "127.0.0.1:8090"
+		opts.byFlag["listen"].usage = "listen address of the QUBS simulator (API, token endpoint and presigned URLs)"
+	case "demo":
+		// Without BRIDGE_STORE the demo keeps its reports in a temporary
+		// SQLite file removed when it stops.
+		opts.byFlag["store"].def = ""
+		// One person on loopback exploring synthetic data: never throttle.
+		opts.byFlag["rate-limit"].def = "0"
+	}
+	return opts
 }
 
 func (m *Main) help(w io.Writer) {

@@ -62,8 +62,13 @@ func newOptions() *options {
 	add("tls-key", "BRIDGE_TLS_KEY", "", "PEM private key file of BRIDGE_TLS_CERT", false)
 	add("retention", "BRIDGE_RETENTION", "7d", "how long stored report content, artifacts and binaries are kept (e.g. 7d, 36h)", false)
 	add("audit-retention", "BRIDGE_AUDIT_RETENTION", "2555d", "how long audit records (no PHI) are kept", false)
-	add("rate-limit", "BRIDGE_RATE_LIMIT", "20", "requests per second allowed to each client on average; 0 disables", false)
-	add("rate-burst", "BRIDGE_RATE_BURST", "60", "requests a client may burst above the rate", false)
+	// 50/s with a burst of 200: fhirclient's resolveReferences fires about
+	// 70 reads at once for one page, and the README's walk of the demo's
+	// worklist (204 pages of 5) comes in under the burst plus what refills
+	// while it runs; a client hammering the bridge (and QUBS behind it)
+	// is still told to slow down. The demo turns it off.
+	add("rate-limit", "BRIDGE_RATE_LIMIT", "50", "requests per second allowed to each client on average; 0 disables (the demo's default)", false)
+	add("rate-burst", "BRIDGE_RATE_BURST", "200", "requests a client may burst above the rate", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
 	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)
 	add("seed", "QUBS_SIM_SEED", "1", "seed of the simulator's data", false)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir/fhirtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 )
 
 // syncBuffer is written by the program's goroutine and read by the test.
@@ -88,7 +89,9 @@ func TestDemoServesAPageableWorklist(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	fhirtest.RequireValidR4(t, body)
 
-	next, seen := base+"/ServiceRequest?_count=250", 0
+	// The README's own walk, page by page of five, as fast as a loop
+	// can: the demo never throttles.
+	next, seen := base+"/ServiceRequest?_count=5&_include=ServiceRequest:subject", 0
 	for next != "" {
 		status, body := fetch(t, next)
 		require.Equal(t, http.StatusOK, status, "%s", body)
@@ -233,4 +236,22 @@ func TestServeFailsFastOnRefusedCredentials(t *testing.T) {
 	assert.Contains(t, err.Error(), "QUBS refused the bridge's credentials")
 	assert.Contains(t, err.Error(), "QUBS_CLIENT_SECRET")
 	assert.NoFileExists(t, filepath.Join(dir, "bridge.db"), "nothing created before the check")
+}
+
+// TestRateLimitDefaults: serve limits each client (docs/configuration.md
+// says why these numbers); the demo does not.
+func TestRateLimitDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		cmd  string
+		want server.RateLimit
+	}{
+		{"serve", server.RateLimit{Rate: 50, Burst: 200}},
+		{"demo", server.RateLimit{Rate: 0, Burst: 200}},
+	} {
+		opts := commandOptions(tc.cmd)
+		opts.resolve(envFrom(nil))
+		got, err := rateLimit(opts)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got, tc.cmd)
+	}
 }
