@@ -903,7 +903,9 @@ func TestRequestValidation(t *testing.T) {
 	}{
 		{"empty domain", func() error { _, err := f.c.GetPending(ctx, "", "A1"); return err }, KindInvalid},
 		{"empty id", func() error { _, err := f.c.GetPending(ctx, "acme", ""); return err }, KindInvalid},
-		{"dot-dot id", func() error { _, err := f.c.ListComments(ctx, "acme", ".."); return err }, KindInvalid},
+		{"dot-dot id", func() error { _, err := f.c.ListComments(ctx, "acme", ".."); return err }, KindNotFound},
+		{"dot id", func() error { _, err := f.c.GetPending(ctx, "acme", "."); return err }, KindNotFound},
+		{"dot comment guid", func() error { _, err := f.c.GetComment(ctx, "acme", "A1", "."); return err }, KindNotFound},
 		{"id pending", func() error { _, err := f.c.GetPending(ctx, "acme", "pending"); return err }, KindNotFound},
 		{"empty attachment guid", func() error { _, err := f.c.GetAttachment(ctx, "acme", "A1", "", AttachmentOptions{}); return err }, KindInvalid},
 		{"empty comment guid", func() error { _, err := f.c.GetComment(ctx, "acme", "A1", ""); return err }, KindInvalid},

@@ -30,13 +30,16 @@ func (c *Client) apiURL(domain string, segs ...string) (string, error) {
 }
 
 // checkSegment refuses path segments that cannot name a resource: empty
-// ones, and "." and "..", which URL resolution would remove.
+// ones (a caller's bug), and "." and "..", which URL resolution removes
+// (RFC 3986 §5.2.4), so that no QUBS resource can have them as its id:
+// they are NotFound, as any other id QUBS does not know, and never reach
+// QUBS addressing something else.
 func checkSegment(what, s string) error {
 	switch s {
 	case "":
 		return invalidf("%s is empty", what)
 	case ".", "..":
-		return invalidf("%s %q cannot be addressed in a URL path", what, s)
+		return &Error{Kind: KindNotFound, Err: fmt.Errorf("%s %q cannot be addressed in a URL path", what, s)}
 	}
 	return nil
 }
