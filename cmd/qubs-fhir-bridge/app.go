@@ -201,8 +201,13 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	if opts.get("qubs-client-id") == "" || secret == "" {
-		return errors.New("QUBS_CLIENT_ID and QUBS_CLIENT_SECRET (or QUBS_CLIENT_SECRET_FILE) are required")
+	switch {
+	case opts.get("qubs-client-id") == "" && secret == "":
+		return errors.New("QUBS_CLIENT_ID and QUBS_CLIENT_SECRET (or QUBS_CLIENT_SECRET_FILE) are not set: serve needs the bridge's QUBS client credentials")
+	case opts.get("qubs-client-id") == "":
+		return errors.New("QUBS_CLIENT_ID is not set (QUBS_CLIENT_SECRET is)")
+	case secret == "":
+		return errors.New("QUBS_CLIENT_SECRET (or QUBS_CLIENT_SECRET_FILE) is not set (QUBS_CLIENT_ID is)")
 	}
 	style, err := authStyle(opts.get("qubs-auth-style"))
 	if err != nil {
@@ -227,8 +232,15 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	// The port before the store: a busy port is the commonest start-up
-	// mistake, and finding it should not leave a new database behind.
+	// Everything that can be checked without side effects comes first:
+	// the auth files and keys, then the port (a busy port is the
+	// commonest start-up mistake), then QUBS's word on the credentials;
+	// only then is the store opened (created and migrated on first use),
+	// so that no mistake leaves a new database behind.
+	replay := &lateReplay{}
+	if err := configureAuth(&cfg, opts, replay, log); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("BRIDGE_LISTEN %s: %w", listen, err)
@@ -242,9 +254,7 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 		return err
 	}
 	defer st.Close()
-	if err := configureAuth(&cfg, opts, st, log); err != nil {
-		return err
-	}
+	replay.ReplayCache = st // jti replay claims shared by every replica of the store
 	m.BridgeURL = "http://" + ln.Addr().String()
 	if bg.tls != nil {
 		m.BridgeURL = "https://" + ln.Addr().String()
@@ -590,7 +600,12 @@ func checkAuth(mode, listen string) error {
 const smartTokenPath = "/auth/token"
 
 // configureAuth builds the authenticator of BRIDGE_AUTH.
-func configureAuth(cfg *server.Config, opts *options, st store.Store, log *slog.Logger) error {
+// lateReplay lets mode smart be configured, and its files checked, before
+// the store that keeps the replay claims is opened; serve sets the store
+// before it takes any request.
+type lateReplay struct{ auth.ReplayCache }
+
+func configureAuth(cfg *server.Config, opts *options, replay auth.ReplayCache, log *slog.Logger) error {
 	switch opts.get("auth") {
 	case "static":
 		path := opts.get("static-tokens-file")
@@ -631,7 +646,7 @@ func configureAuth(cfg *server.Config, opts *options, st store.Store, log *slog.
 			ClientsFile:    opts.get("smart-clients-file"),
 			SigningKeyFile: opts.get("smart-signing-key-file"),
 			TokenURL:       tokenURL,
-			Replay:         st, // jti replay claims shared by every replica of the store
+			Replay:         replay,
 			Logger:         log.With("component", "smart"),
 			ResourceTypes:  server.ResourceTypes,
 		})

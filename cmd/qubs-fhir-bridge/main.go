@@ -11,9 +11,10 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -25,7 +26,11 @@ func main() {
 		if errors.Is(err, errUsage) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "qubs-fhir-bridge:", err)
+		// One line, in the format of every other log line (JSON, as
+		// slog writes them), so that a log pipeline sees why the process
+		// stopped.
+		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Error("qubs-fhir-bridge stopped",
+			"error", strings.Join(strings.Fields(err.Error()), " "))
 		os.Exit(1)
 	}
 }
