@@ -41,15 +41,16 @@ func (s *Server) audit() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Next()
 		route := c.FullPath()
-		if route == "" || strings.HasSuffix(route, "/metadata") || strings.Contains(route, "smart-configuration") {
-			return
+		spec := s.routeOf(c)
+		if spec == nil || spec.interaction.auditAction() == "" {
+			return // no FHIR route (404), or one that discloses nothing
 		}
 		if c.Writer.Status() == http.StatusTooManyRequests {
 			// Throttled before anything was touched; recording each one
 			// would let a flood of refusals flood the audit trail.
 			return
 		}
-		typ, interaction, action := classify(c.Request.Method, route)
+		typ, interaction, action := spec.typ, string(spec.interaction), spec.interaction.auditAction()
 		p := principalOf(c)
 		rec := &store.AuditRecord{
 			Domain:        domainOf(c),
@@ -94,25 +95,6 @@ func (s *Server) audit() gin.HandlerFunc {
 			s.log.Error("audit: recording failed", "correlation_id", rec.CorrelationID, "route", route, "error", err.Error())
 		}
 	}
-}
-
-// classify names the resource type, FHIR interaction and BALP action of a
-// route.
-func classify(method, route string) (typ, interaction, action string) {
-	parts := strings.Split(strings.TrimPrefix(route, "/fhir/:domain/"), "/")
-	typ = parts[0]
-	switch {
-	case method == http.MethodPost && len(parts) == 1:
-		return typ, "create", store.AuditActionCreate
-	case method == http.MethodPut:
-		return typ, "update", store.AuditActionUpdate
-	case len(parts) >= 3 && parts[2] == "_history":
-		return typ, "vread", store.AuditActionRead
-	case len(parts) >= 2 && parts[1] == ":id":
-		return typ, "read", store.AuditActionRead
-	}
-	// A search, by GET or POST _search: BALP records it as execute.
-	return typ, "search-type", store.AuditActionExecute
 }
 
 func outcomeOf(status int) string {

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -20,7 +19,8 @@ import (
 func (s *Server) authenticate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		route := c.FullPath()
-		if strings.HasSuffix(route, "/metadata") || strings.HasSuffix(route, "/.well-known/smart-configuration") {
+		spec := s.routeOf(c)
+		if spec != nil && spec.interaction.public() {
 			c.Next()
 			return
 		}
@@ -41,24 +41,20 @@ func (s *Server) authenticate() gin.HandlerFunc {
 			c.Next() // unknown routes answer 404 below, to authenticated callers only
 			return
 		}
-		typ, interaction, _ := classify(c.Request.Method, route)
-		if err := checkScope(p, typ, interaction); err != nil {
+		if spec == nil || spec.interaction.perm() == 0 {
+			// Deny by default: a route that is not in the table (or
+			// whose interaction needs no permission yet is not public)
+			// is a mistake in the bridge, not the caller's.
+			s.log.Error("route outside the route table refused", "correlation_id", correlationIDOf(c), "route", route)
+			s.refuse(c, &auth.Error{Status: http.StatusForbidden, Code: auth.CodeInsufficientScope, Description: "this interaction is not granted to anyone"})
+			return
+		}
+		if err := p.Check(spec.typ, spec.interaction.perm()); err != nil {
 			s.refuse(c, err)
 			return
 		}
 		c.Next()
 	}
-}
-
-// checkScope maps an interaction to its SMART v2 permission. The audit
-// trail is readable only with a scope naming AuditEvent itself, a rule
-// auth.Principal.Allows keeps for every mode.
-func checkScope(p *auth.Principal, typ, interaction string) error {
-	perm := map[string]byte{"read": 'r', "vread": 'r', "search-type": 's', "create": 'c', "update": 'u'}[interaction]
-	if perm == 0 {
-		perm = 'r'
-	}
-	return p.Check(typ, perm)
 }
 
 // refuse answers an authentication or authorization failure. Refusals

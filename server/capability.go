@@ -2,14 +2,35 @@ package server
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 )
 
-// capabilities lists exactly what the routes implement; routes() and this
-// list change together.
+// typeDocs says what each resource type is, for the CapabilityStatement;
+// what it can do comes from the route table.
+var typeDocs = map[string]fhir.ResourceCapability{
+	"ServiceRequest": {Documentation: "Studies pending reporting in QUBS. Search by POST [base]/ServiceRequest/_search is also accepted."},
+	"Patient":        {Documentation: "Patients of appointments pending reporting."},
+	"Practitioner":   {Documentation: "Referring doctors and assigned radiologists."},
+	"Organization":   {Documentation: "Referring clinics."},
+	"DocumentReference": {Documentation: "QUBS appointment attachments (referrals, worksheets, report artifacts). " +
+		"Create uploads one PDF or DICOM SR report artifact to QUBS."},
+	"Binary":        {Documentation: "Attachment bytes, streamed from QUBS; files sent for use as report artifacts."},
+	"Communication": {Documentation: "QUBS appointment and patient comments and alerts. Create posts a comment to QUBS."},
+	"Flag":          {Documentation: "QUBS alerts (appointment and patient level)."},
+	"DiagnosticReport": {Versioning: "versioned-update", ConditionalCreate: true,
+		Documentation: "Reports for QUBS. Accepted reports are stored and delivered to QUBS exactly once, " +
+			"with their PDF and DICOM SR presentedForms uploaded first; the delivery state is an extension of the resource."},
+	"AuditEvent": {Documentation: "The audit trail (IHE BALP): every read of PHI and every change through this FHIR base."},
+}
+
+var interactionOrder = []interaction{interactionRead, interactionVRead, interactionUpdate, interactionSearch, interactionCreate}
+
+// capabilities lists exactly what the served routes implement: it is read
+// off the route table, type by type in table order.
 func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 	cfg := fhir.CapabilityConfig{
 		Software:            "qubs-fhir-bridge",
@@ -17,54 +38,40 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 		BaseURL:             base,
 		Date:                s.started,
 		SecurityDescription: securityDescription(s.cfg.AuthMode),
-		Resources: []fhir.ResourceCapability{
-			{
-				Type:          "ServiceRequest",
-				Interactions:  []string{"read", "search-type"},
-				Search:        serviceRequestSearch.Params,
-				Includes:      serviceRequestSearch.Includes,
-				Documentation: "Studies pending reporting in QUBS. Search by POST [base]/ServiceRequest/_search is also accepted.",
-			},
-			{Type: "Patient", Interactions: []string{"read"}, Documentation: "Patients of appointments pending reporting."},
-			{
-				Type: "DocumentReference", Interactions: []string{"read", "search-type", "create"},
-				Search:        documentReferenceSearch.Params,
-				Documentation: "QUBS appointment attachments (referrals, worksheets, report artifacts). Create uploads one PDF or DICOM SR report artifact to QUBS.",
-			},
-			{Type: "Binary", Interactions: s.binaryInteractions(), Documentation: "Attachment bytes, streamed from QUBS; files sent for use as report artifacts."},
-			{
-				Type: "Communication", Interactions: []string{"read", "search-type", "create"},
-				Search:        communicationSearch.Params,
-				Documentation: "QUBS appointment and patient comments and alerts. Create posts a comment to QUBS.",
-			},
-			{Type: "Flag", Interactions: []string{"read", "search-type"}, Search: flagSearch.Params, Documentation: "QUBS alerts (appointment and patient level)."},
-			{Type: "Practitioner", Interactions: []string{"read"}, Documentation: "Referring doctors and assigned radiologists."},
-			{Type: "Organization", Interactions: []string{"read"}, Documentation: "Referring clinics."},
-		},
+	}
+	byType := map[string]int{}
+	for _, r := range s.served() {
+		if r.typ == "" {
+			continue
+		}
+		i, ok := byType[r.typ]
+		if !ok {
+			rc := typeDocs[r.typ]
+			rc.Type = r.typ
+			i = len(cfg.Resources)
+			byType[r.typ] = i
+			cfg.Resources = append(cfg.Resources, rc)
+		}
+		rc := &cfg.Resources[i]
+		if !slices.Contains(rc.Interactions, string(r.interaction)) {
+			rc.Interactions = append(rc.Interactions, string(r.interaction))
+		}
+		if r.search != nil && rc.Search == nil {
+			rc.Search, rc.Includes = r.search.Params, r.search.Includes
+		}
+	}
+	for i := range cfg.Resources {
+		// A stable order, whatever the table's: the one R4's own
+		// examples use.
+		slices.SortFunc(cfg.Resources[i].Interactions, func(a, b string) int {
+			return slices.Index(interactionOrder, interaction(a)) - slices.Index(interactionOrder, interaction(b))
+		})
 	}
 	if s.cfg.SMART != nil {
 		cfg.OAuth = &fhir.OAuthURIs{Token: s.cfg.SMARTTokenURL}
 		cfg.SecurityServices = []string{"SMART-on-FHIR"}
 	}
-	if s.cfg.Store != nil {
-		cfg.Resources = append(cfg.Resources, fhir.ResourceCapability{
-			Type: "DiagnosticReport", Interactions: []string{"read", "vread", "update", "search-type", "create"},
-			Search: diagnosticReportSearch.Params, Versioning: "versioned-update", ConditionalCreate: true,
-			Documentation: "Reports for QUBS. Accepted reports are stored and delivered to QUBS exactly once, " +
-				"with their PDF and DICOM SR presentedForms uploaded first; the delivery state is an extension of the resource.",
-		}, fhir.ResourceCapability{
-			Type: "AuditEvent", Interactions: []string{"read", "search-type"}, Search: auditEventSearch.Params,
-			Documentation: "The audit trail (IHE BALP): every read of PHI and every change through this FHIR base.",
-		})
-	}
 	return cfg
-}
-
-func (s *Server) binaryInteractions() []string {
-	if s.cfg.Store != nil {
-		return []string{"read", "create"}
-	}
-	return []string{"read"}
 }
 
 func (s *Server) metadata(c *gin.Context) error {

@@ -105,14 +105,16 @@ const (
 
 // Server holds the router and what the handlers share.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	engine    *gin.Engine
-	limiters  *clientLimiters // nil when rate limiting is off
-	cursors   *fhir.Cursors
-	cache     *resourceCache
-	domains   *domains
-	upstream  *upstreamCheck
+	cfg      Config
+	log      *slog.Logger
+	engine   *gin.Engine
+	limiters *clientLimiters // nil when rate limiting is off
+	cursors  *fhir.Cursors
+	cache    *resourceCache
+	domains  *domains
+	upstream *upstreamCheck
+	// specs index the route table by "METHOD /fhir/:domain/path".
+	specs     map[string]*routeSpec
 	validator *fhir.Validator
 	started   time.Time
 }
@@ -225,44 +227,16 @@ func (s *Server) routes() *gin.Engine {
 	// Whether QUBS lets the bridge reach the domain is asked last, so that
 	// only authenticated callers, at their allowed rate, can make the
 	// bridge ask.
-	fhirBase := e.Group("/fhir/:domain", s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.knownDomain())
+	fhirBase := e.Group(fhirBasePattern, s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.knownDomain())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
-	fhirBase.GET("/Binary/:id", s.handle(s.readBinary))
-	base := fhirBase.Group("", s.negotiate())
-	base.GET("/metadata", s.handle(s.metadata))
-	base.GET("/.well-known/smart-configuration", s.handle(s.smartConfiguration))
+	s.registerFHIR(fhirBase, fhirBase.Group("", s.negotiate()))
 	if s.cfg.SMART != nil {
 		// Rate limited per address: it is where credentials are guessed.
 		// Every method reaches the handler, so that a GET learns in
 		// OAuth's own JSON (invalid_request), not a FHIR OperationOutcome,
 		// that the endpoint wants a POST.
 		e.Any(s.cfg.SMARTTokenPath, s.rateLimit(), gin.WrapH(s.cfg.SMART.TokenHandler()))
-	}
-	base.GET("/ServiceRequest", s.handle(s.searchServiceRequests))
-	base.POST("/ServiceRequest/_search", s.handle(s.searchServiceRequests))
-	base.GET("/ServiceRequest/:id", s.handle(s.readServiceRequest))
-	for _, typ := range derivedTypes {
-		base.GET("/"+typ+"/:id", s.handle(s.readDerived(typ)))
-	}
-
-	base.GET("/DocumentReference", s.handle(s.searchDocumentReferences))
-	base.GET("/DocumentReference/:id", s.handle(s.readDocumentReference))
-	base.GET("/Communication", s.handle(s.searchCommunications))
-	base.GET("/Communication/:id", s.handle(s.readCommunication))
-	base.POST("/Communication", s.handle(s.createCommunication))
-	base.GET("/Flag", s.handle(s.searchFlags))
-	base.GET("/Flag/:id", s.handle(s.readFlag))
-	base.POST("/DocumentReference", s.handle(s.createDocumentReference))
-	if s.cfg.Store != nil {
-		base.POST("/Binary", s.handle(s.createBinary))
-		base.POST("/DiagnosticReport", s.handle(s.createDiagnosticReport))
-		base.GET("/DiagnosticReport", s.handle(s.searchDiagnosticReports))
-		base.GET("/DiagnosticReport/:id", s.handle(s.readDiagnosticReport))
-		base.PUT("/DiagnosticReport/:id", s.handle(s.updateDiagnosticReport))
-		base.GET("/DiagnosticReport/:id/_history/:vid", s.handle(s.vreadDiagnosticReport))
-		base.GET("/AuditEvent", s.handle(s.searchAuditEvents))
-		base.GET("/AuditEvent/:id", s.handle(s.readAuditEvent))
 	}
 	return e
 }

@@ -193,7 +193,7 @@ func canRead(c *gin.Context, typ string) bool {
 	if p == nil {
 		return false
 	}
-	return checkScope(p, typ, "read") == nil
+	return p.Check(typ, interactionRead.perm()) == nil
 }
 
 // collect reads QUBS pages from cur until it has count matches, QUBS runs
