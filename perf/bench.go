@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -42,6 +43,9 @@ type Config struct {
 
 	ReportPosts     int // sequential report POSTs, with and without return=minimal each
 	ConcurrentPosts int // report POSTs sent at once
+	// PDFBytes is the size of the report's PDF; 0 is the largest QUBS
+	// accepts (2 MiB), the size issue 10 measures. Tests use less.
+	PDFBytes int
 
 	// BridgeLogLevel is the bridge's BRIDGE_LOG_LEVEL; "info" is serve's
 	// default and logs a line per request, part of the real cost.
@@ -68,6 +72,8 @@ func (c Config) check() error {
 		return errors.New("bench: durations must be positive")
 	case c.Count < qubs.MinPageSize || c.Count > qubs.MaxPageSize:
 		return fmt.Errorf("bench: count must be within %d..%d, what both QUBS and the bridge accept", qubs.MinPageSize, qubs.MaxPageSize)
+	case c.PDFBytes < 0 || c.PDFBytes > qubs.MaxUploadBytes:
+		return fmt.Errorf("bench: the PDF must be at most %d bytes, what QUBS accepts", qubs.MaxUploadBytes)
 	case c.Appointments < 1 || c.Appointments > 100_000:
 		return errors.New("bench: appointments must be within 1..100000")
 	}
@@ -188,9 +194,8 @@ func (r *runner) close() {
 }
 
 var (
-	simReady    = regexp.MustCompile(`API base:\s+(\S+)`)
-	bridgeReady = regexp.MustCompile(`"msg":"serving FHIR","addr":"([^"]+)"`)
-	proxyRe     = regexp.MustCompile(regexp.QuoteMeta(proxyReady) + `(\S+)`)
+	simReady = printed(regexp.MustCompile(`API base:\s+(\S+)`))
+	proxyRe  = printed(regexp.MustCompile(regexp.QuoteMeta(proxyReady) + `(\S+)`))
 )
 
 func (r *runner) qubsEnv() []string {
@@ -250,12 +255,17 @@ func (r *runner) setup(ctx context.Context) error {
 }
 
 // startBridge starts a bridge as an operator would run serve, on a store
-// of its own.
+// of its own. Its address is chosen here, and it is ready when /healthz
+// answers: what it logs depends on the log level under test.
 func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 	r.bridges++
 	name := "bridge-" + strconv.Itoa(r.bridges)
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
 	env := append(r.qubsEnv(),
-		"BRIDGE_LISTEN=127.0.0.1:0",
+		"BRIDGE_LISTEN="+addr,
 		"BRIDGE_AUTH=none",
 		"BRIDGE_STORE=sqlite:"+r.dir+"/"+name+".db",
 		// The bench is one client sending as fast as it can; the per-client
@@ -264,11 +274,30 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 		"BRIDGE_LOG_LEVEL="+r.cfg.BridgeLogLevel,
 		"BRIDGE_SITE_TIMEZONES="+r.zones,
 	)
-	c, addr, err := startChild(ctx, r.cfg.Launch, r.dir, name, []string{"serve"}, env, bridgeReady)
+	u := "http://" + addr
+	healthy := func([]byte) (string, bool) {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := get(ctx, http.DefaultClient, u+"/healthz")
+		return u, err == nil
+	}
+	c, _, err := startChild(ctx, r.cfg.Launch, r.dir, name, []string{"serve"}, env, healthy)
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	return c, "http://" + addr, nil
+	return c, u, nil
+}
+
+// freeLoopbackAddr picks a port the kernel says is free. Another process
+// could take it before the bridge binds it; the bridge then fails to start
+// and says so.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func (r *runner) fhirBase() string { return r.bridgeURL + "/fhir/" + r.cfg.Domain }

@@ -57,9 +57,23 @@ type child struct {
 	err  error
 }
 
-// startChild starts a process and waits until its output matches ready,
-// whose first group it returns (the address it listens on).
-func startChild(ctx context.Context, launch Launcher, dir, name string, args, env []string, ready *regexp.Regexp) (*child, string, error) {
+// readiness tells from a child's output so far (or otherwise) whether it
+// is ready, and where it listens.
+type readiness func(output []byte) (addr string, ok bool)
+
+// printed is ready when the output matches re, whose first group is the
+// address.
+func printed(re *regexp.Regexp) readiness {
+	return func(output []byte) (string, bool) {
+		if m := re.FindSubmatch(output); m != nil {
+			return string(m[1]), true
+		}
+		return "", false
+	}
+}
+
+// startChild starts a process and waits until it is ready.
+func startChild(ctx context.Context, launch Launcher, dir, name string, args, env []string, ready readiness) (*child, string, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -84,8 +98,8 @@ func startChild(ctx context.Context, launch Launcher, dir, name string, args, en
 	defer tick.Stop()
 	for {
 		b, _ := os.ReadFile(logPath)
-		if m := ready.FindSubmatch(b); m != nil {
-			return c, string(m[1]), nil
+		if addr, ok := ready(b); ok {
+			return c, addr, nil
 		}
 		select {
 		case <-c.done:

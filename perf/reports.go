@@ -19,9 +19,9 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 )
 
-// reportPDF is a valid one-page PDF padded to exactly the largest artifact
-// QUBS accepts.
-func reportPDF() []byte {
+// reportPDF is a valid one-page PDF padded to size bytes (at least its
+// unpadded size).
+func reportPDF(size int) []byte {
 	const content = "BT /F1 12 Tf 72 720 Td (bench) Tj ET"
 	var b bytes.Buffer
 	b.WriteString("%PDF-1.4\n")
@@ -30,7 +30,9 @@ func reportPDF() []byte {
 	b.WriteString("3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]/Contents 4 0 R>>endobj\n")
 	b.WriteString("4 0 obj<</Length " + strconv.Itoa(len(content)) + ">>stream\n" + content + "\nendstream endobj\n")
 	b.WriteString("trailer<</Root 1 0 R>>\n%%EOF\n")
-	b.Write(bytes.Repeat([]byte{' '}, qubs.MaxUploadBytes-b.Len()))
+	if size > b.Len() {
+		b.Write(bytes.Repeat([]byte{' '}, size-b.Len()))
+	}
 	return b.Bytes()
 }
 
@@ -72,7 +74,11 @@ func (r *runner) reports(ctx context.Context) error {
 	// blur the report figures.
 	r.bridge.stop()
 	rp := &r.res.Reports
-	pdf := reportPDF()
+	size := r.cfg.PDFBytes
+	if size == 0 {
+		size = qubs.MaxUploadBytes
+	}
+	pdf := reportPDF(size)
 	// Each POST reports on a study of its own, as reporting systems do:
 	// versions of one study's report are delivered newest first, and an
 	// older one still waiting would never reach QUBS.
