@@ -22,8 +22,8 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 )
 
-// Config is what a bench run does. DefaultConfig finishes in about a
-// minute and a half on two cores.
+// Config is what a bench run does. DefaultConfig takes about 70 seconds
+// on two cores.
 type Config struct {
 	// Launch starts this program (simulator, bridge, proxy); required.
 	Launch Launcher
