@@ -89,6 +89,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return nil
 	}
 	cmd := args[0]
+	if cmd == "bench" {
+		return m.bench(ctx, args[1:])
+	}
 	names, ok := commands[cmd]
 	if !ok {
 		fmt.Fprintf(m.Stderr, "unknown command %q\n\n", cmd)
@@ -170,6 +173,7 @@ commands:
   demo       a seeded QUBS simulator and the bridge in one process, on loopback
   qubs-sim   the QUBS simulator alone
   hash-token the SHA-256 of a static bearer token (from stdin), for BRIDGE_STATIC_TOKENS_FILE
+  bench      the bridge and a bare reverse proxy side by side over the simulator (docs/performance.md)
   help       this text
 
 Every flag has an environment twin; flags win over the environment.

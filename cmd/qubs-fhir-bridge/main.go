@@ -4,6 +4,7 @@
 //	qubs-fhir-bridge serve      the production server
 //	qubs-fhir-bridge demo       simulator and bridge in one process on loopback
 //	qubs-fhir-bridge qubs-sim   the simulator alone
+//	qubs-fhir-bridge bench      the bridge beside a bare proxy (docs/performance.md)
 //
 // Every flag has an environment twin; `qubs-fhir-bridge help` lists them.
 package main

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/perf"
+)
+
+// benchChildEnv makes the test binary play the program, so that the bench
+// can re-execute "itself" as simulator, bridge and proxy in tests.
+const benchChildEnv = "QUBS_FHIR_BRIDGE_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(benchChildEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := NewMain().Run(ctx, os.Args[1:])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "qubs-fhir-bridge:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func testLauncher() (perf.Launcher, error) {
+	return func(args, env []string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(append(perf.CleanEnviron(), env...), benchChildEnv+"=1")
+		return cmd
+	}, nil
+}
+
+// tinyBench is a run small enough for CI: it proves the harness works
+// end to end, not how fast anything is.
+func tinyBench() perf.Config {
+	return perf.Config{
+		Rounds: 2, Duration: 300 * time.Millisecond, ReadDuration: 200 * time.Millisecond, Warmup: 100 * time.Millisecond,
+		Clients: 2, Count: 20, Domain: "acme", Seed: 1, Appointments: 120,
+		ReportPosts: 1, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn",
+	}
+}
+
+// TestBenchProducesSaneFigures runs the whole harness at tiny sizes: every
+// figure is there and consistent with what the simulator saw. It asserts
+// nothing about speed.
+func TestBenchProducesSaneFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five processes")
+	}
+	launch, err := testLauncher()
+	require.NoError(t, err)
+	cfg := tinyBench()
+	cfg.Launch, cfg.Progress = launch, testWriter{t}
+	res, err := perf.Run(context.Background(), cfg)
+	require.NoError(t, err)
+
+	w := res.Walk
+	assert.Equal(t, w.ProxyPages, w.ProxyQUBSCalls, "the proxy makes exactly one QUBS call per page: the counting is right")
+	assert.GreaterOrEqual(t, w.BridgeQUBSCalls, w.BridgePages, "every FHIR page costs at least one QUBS call")
+	assert.Equal(t, w.ProxyItems, w.BridgeEntries, "both walks see every pending study once")
+	assert.Greater(t, w.BridgePages, 1, "the walk follows next links")
+
+	for name, cmp := range map[string]perf.Comparison{"worklist": res.Worklist, "read": res.Read} {
+		for side, rounds := range map[string][]perf.Round{"bridge": cmp.Bridge, "proxy": cmp.Proxy} {
+			require.Len(t, rounds, cfg.Rounds, "%s %s", name, side)
+			for _, r := range rounds {
+				assert.Positive(t, r.Requests, "%s %s", name, side)
+				assert.Zero(t, r.Errors, "%s %s", name, side)
+				assert.Positive(t, r.RPS, "%s %s", name, side)
+				assert.LessOrEqual(t, r.P50, r.P99, "%s %s", name, side)
+				assert.GreaterOrEqual(t, r.CPU, time.Duration(0), "%s %s", name, side)
+			}
+		}
+	}
+
+	rp := res.Reports
+	assert.Equal(t, cfg.PDFBytes, rp.PayloadBytes)
+	assert.Greater(t, rp.RequestBytes, rp.PayloadBytes*4/3, "the PDF travels as base64")
+	assert.Len(t, rp.Floor, cfg.ReportPosts)
+	assert.Len(t, rp.Minimal, cfg.ReportPosts)
+	assert.Len(t, rp.Full, cfg.ReportPosts)
+	assert.Len(t, rp.Concurrent, cfg.ConcurrentPosts)
+	assert.True(t, rp.Delivered, "QUBS received every report posted")
+	assert.Positive(t, rp.EchoFull, "without Prefer the report comes back")
+	assert.GreaterOrEqual(t, rp.PeakSequential, int64(0))
+
+	var b strings.Builder
+	res.WriteMarkdown(&b)
+	assert.Contains(t, b.String(), "| worklist page of 20, 2 clients | throughput |")
+	assert.Contains(t, b.String(), "### Issue 10's goals")
+}
+
+func TestBenchCommandLine(t *testing.T) {
+	t.Run("help lists every flag with its environment twin", func(t *testing.T) {
+		_, _, errOut := run(t, nil, "bench", "--help")
+		for _, want := range []string{"--rounds", "BRIDGE_BENCH_ROUNDS", "--clients", "BRIDGE_BENCH_CLIENTS", "--duration", "--bridge-log-level"} {
+			assert.Contains(t, errOut, want)
+		}
+	})
+	t.Run("bad values are refused before anything starts", func(t *testing.T) {
+		err, _, _ := run(t, nil, "bench", "--rounds", "x")
+		assert.ErrorIs(t, err, errUsage)
+		err, _, _ = run(t, map[string]string{"BRIDGE_BENCH_DURATION": "soon"}, "bench")
+		assert.ErrorContains(t, err, "BRIDGE_BENCH_DURATION")
+		err, _, _ = run(t, nil, "bench", "--count", "501")
+		assert.ErrorContains(t, err, "count")
+		err, _, _ = run(t, nil, "bench", "extra")
+		assert.ErrorIs(t, err, errUsage)
+	})
+	t.Run("the proxy refuses to listen beyond loopback", func(t *testing.T) {
+		err, _, _ := run(t, nil, "bench", "proxy", "--listen", "0.0.0.0:0")
+		assert.ErrorContains(t, err, "loopback")
+		err, _, _ = run(t, nil, "bench", "proxy")
+		assert.ErrorContains(t, err, "QUBS_API_URL")
+	})
+	t.Run("help mentions the command", func(t *testing.T) {
+		_, _, errOut := run(t, nil, "help")
+		assert.Contains(t, errOut, "bench ")
+	})
+}
+
+// testWriter shows the bench's progress in the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(time.Now().Format("05.000"), strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// run runs the program to completion and returns its error and output.
+func run(t *testing.T, env map[string]string, args ...string) (error, string, string) {
+	t.Helper()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	m := &Main{Stdout: out, Stderr: errOut, Getenv: envFrom(env), Ready: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := m.Run(ctx, args)
+	return err, out.String(), errOut.String()
+}

@@ -1,0 +1,554 @@
+package perf
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+)
+
+// Config is what a bench run does. DefaultConfig takes about 70 seconds
+// on two cores.
+type Config struct {
+	// Launch starts this program (simulator, bridge, proxy); required.
+	Launch Launcher
+	// Progress receives a line per phase; nil is quiet.
+	Progress io.Writer
+
+	Rounds       int           // bridge/proxy round pairs per workload
+	Duration     time.Duration // of one worklist round, per side
+	ReadDuration time.Duration // of one read round, per side
+	Warmup       time.Duration // per side and workload, before the rounds
+	Clients      int           // concurrent closed-loop clients
+	Count        int           // _count of a FHIR page, pageSize of a QUBS page
+
+	Domain       string
+	Seed         int64
+	Appointments int // the simulator seeds this many per domain, spread over statuses
+
+	ReportPosts     int // sequential report POSTs, with and without return=minimal each
+	ConcurrentPosts int // report POSTs sent at once
+	// PDFBytes is the size of the report's PDF; 0 is the largest QUBS
+	// accepts (2 MiB), the size issue 10 measures. Tests use less.
+	PDFBytes int
+
+	// BridgeLogLevel is the bridge's BRIDGE_LOG_LEVEL; "info" is serve's
+	// default and logs a line per request, part of the real cost.
+	BridgeLogLevel string
+}
+
+// DefaultConfig is the configuration of "qubs-fhir-bridge bench" without
+// flags.
+func DefaultConfig() Config {
+	return Config{
+		Rounds: 3, Duration: 5 * time.Second, ReadDuration: 3 * time.Second, Warmup: time.Second,
+		Clients: 16, Count: 100, Domain: "acme", Seed: 1, Appointments: 1200,
+		ReportPosts: 5, ConcurrentPosts: 8, BridgeLogLevel: "info",
+	}
+}
+
+func (c Config) check() error {
+	switch {
+	case c.Launch == nil:
+		return errors.New("bench: no launcher")
+	case c.Rounds < 1 || c.Clients < 1 || c.ReportPosts < 1 || c.ConcurrentPosts < 1:
+		return errors.New("bench: rounds, clients, report-posts and concurrent-posts must be at least 1")
+	case c.Duration <= 0 || c.ReadDuration <= 0 || c.Warmup < 0:
+		return errors.New("bench: durations must be positive")
+	case c.Count < qubs.MinPageSize || c.Count > qubs.MaxPageSize:
+		return fmt.Errorf("bench: count must be within %d..%d, what both QUBS and the bridge accept", qubs.MinPageSize, qubs.MaxPageSize)
+	case c.PDFBytes < 0 || c.PDFBytes > qubs.MaxUploadBytes:
+		return fmt.Errorf("bench: the PDF must be at most %d bytes, what QUBS accepts", qubs.MaxUploadBytes)
+	case c.Appointments < 1 || c.Appointments > 100_000:
+		return errors.New("bench: appointments must be within 1..100000")
+	}
+	return nil
+}
+
+// Round is one side's measurement in one round of a workload.
+type Round struct {
+	Requests int
+	Errors   int
+	RPS      float64
+	P50, P99 time.Duration
+	// CPU is the CPU time of the side's own process (bridge or proxy) per
+	// request, SimCPU the simulator's.
+	CPU, SimCPU time.Duration
+}
+
+// Comparison holds the rounds of one workload, bridge and proxy.
+type Comparison struct {
+	Bridge, Proxy []Round
+}
+
+// Walk is a full sequential walk of the domain's worklist through each
+// side, with the QUBS calls it cost as the simulator counted them.
+type Walk struct {
+	BridgePages, BridgeEntries, BridgeQUBSCalls int
+	// BridgeShortPages counts pages before the last with fewer than
+	// Count entries.
+	BridgeShortPages                       int
+	ProxyPages, ProxyItems, ProxyQUBSCalls int
+}
+
+// Reports holds the figures of a DiagnosticReport with a 2 MiB PDF.
+type Reports struct {
+	PayloadBytes, RequestBytes int
+	// Floor is the same QUBS work without the bridge: upload URL, PUT,
+	// report submission, through qubs.Client from the harness.
+	Floor []time.Duration
+	// Minimal and Full are sequential POSTs with Prefer: return=minimal
+	// and without Prefer.
+	Minimal, Full []time.Duration
+	// Concurrent are the latencies of ConcurrentPosts POSTs sent at once
+	// (return=minimal).
+	Concurrent []time.Duration
+	// EchoMinimal and EchoFull are the body bytes of the answers.
+	EchoMinimal, EchoFull int64
+	// PeakSequential and PeakConcurrent are how far the bridge's peak RSS
+	// (VmHWM) rose above its RSS before the phase, each phase on a fresh
+	// bridge process, deliveries to QUBS included.
+	PeakSequential, PeakConcurrent int64
+	// Delivered says whether QUBS received every report before the peak
+	// was read.
+	Delivered bool
+}
+
+// Results is a bench run.
+type Results struct {
+	Machine  Machine
+	Config   Config
+	Started  time.Time
+	Took     time.Duration
+	Walk     Walk
+	Worklist Comparison
+	Read     Comparison
+	Reports  Reports
+}
+
+// Run starts a simulator, a bridge (SQLite store, audit on, as serve runs
+// by default) and a bare proxy, and measures them side by side.
+func Run(ctx context.Context, cfg Config) (res *Results, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: cfg, res: &Results{Config: cfg, Started: time.Now().UTC(), Machine: machine()}}
+	r.res.Config.Launch, r.res.Config.Progress = nil, nil
+	defer r.close()
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	for _, phase := range []func(context.Context) error{r.walk, r.worklist, r.reads, r.reports} {
+		if err := phase(ctx); err != nil {
+			return nil, err
+		}
+	}
+	r.res.Took = time.Since(r.res.Started)
+	return r.res, nil
+}
+
+type runner struct {
+	cfg Config
+	res *Results
+	dir string
+
+	sim, proxy, bridge          *child
+	simURL, proxyURL, bridgeURL string
+	zones                       string
+	ids                         []string // pending appointment ids, from the proxy walk
+
+	bridgeHTTP, proxyHTTP *http.Client
+	bridges               int
+}
+
+func (r *runner) logf(format string, args ...any) {
+	if r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, "bench: "+format+"\n", args...)
+	}
+}
+
+func (r *runner) close() {
+	for _, c := range []*child{r.bridge, r.proxy, r.sim} {
+		if c != nil {
+			c.stop()
+		}
+	}
+	if r.dir != "" {
+		os.RemoveAll(r.dir)
+	}
+}
+
+var (
+	simReady = printed(regexp.MustCompile(`API base:\s+(\S+)`))
+	proxyRe  = printed(regexp.MustCompile(regexp.QuoteMeta(proxyReady) + `(\S+)`))
+)
+
+func (r *runner) qubsEnv() []string {
+	return []string{
+		"QUBS_API_URL=" + r.simURL,
+		"QUBS_TOKEN_URL=" + r.simURL + "/oauth2/token",
+		"QUBS_CLIENT_ID=" + qubssim.DefaultClientID,
+		"QUBS_CLIENT_SECRET=" + qubssim.DefaultClientSecret,
+	}
+}
+
+func loadClient(clients int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = clients * 2
+	t.MaxIdleConns = clients * 4
+	return &http.Client{Transport: t, Timeout: 2 * time.Minute}
+}
+
+func (r *runner) setup(ctx context.Context) error {
+	var err error
+	if r.dir, err = os.MkdirTemp("", "qubs-fhir-bridge-bench-"); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	// The sites span Australian zones; tell the bridge which is which, as
+	// the demo does. The simulator is deterministic per seed, so a copy
+	// here knows the same sites.
+	zones := qubssim.New(qubssim.Options{Seed: r.cfg.Seed, Appointments: r.cfg.Appointments}).SiteTimeZones()
+	var sites []string
+	for site, z := range zones {
+		sites = append(sites, site+"="+z)
+	}
+	sort.Strings(sites)
+	r.zones = strings.Join(sites, ";")
+
+	r.logf("starting the QUBS simulator (%d appointments per domain)", r.cfg.Appointments)
+	r.sim, r.simURL, err = startChild(ctx, r.cfg.Launch, r.dir, "qubs-sim", []string{"qubs-sim", "--listen", "127.0.0.1:0"}, []string{
+		"QUBS_SIM_SEED=" + strconv.FormatInt(r.cfg.Seed, 10),
+		"QUBS_SIM_APPOINTMENTS=" + strconv.Itoa(r.cfg.Appointments),
+		// A line per request would make the simulator's share noisier;
+		// it is the same QUBS for both sides anyway.
+		"BRIDGE_LOG_LEVEL=warn",
+	}, simReady)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	r.logf("starting the bare proxy")
+	r.proxy, r.proxyURL, err = startChild(ctx, r.cfg.Launch, r.dir, "proxy", []string{"bench", ProxyCommand, "--listen", "127.0.0.1:0"}, r.qubsEnv(), proxyRe)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	r.logf("starting the bridge (SQLite store, audit on, log level %s)", r.cfg.BridgeLogLevel)
+	if r.bridge, r.bridgeURL, err = r.startBridge(ctx); err != nil {
+		return err
+	}
+	r.bridgeHTTP, r.proxyHTTP = loadClient(r.cfg.Clients), loadClient(r.cfg.Clients)
+	return nil
+}
+
+// startBridge starts a bridge as an operator would run serve, on a store
+// of its own. Its address is chosen here, and it is ready when /healthz
+// answers: what it logs depends on the log level under test.
+func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
+	r.bridges++
+	name := "bridge-" + strconv.Itoa(r.bridges)
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	env := append(r.qubsEnv(),
+		"BRIDGE_LISTEN="+addr,
+		"BRIDGE_AUTH=none",
+		"BRIDGE_STORE=sqlite:"+r.dir+"/"+name+".db",
+		// The bench is one client sending as fast as it can; the per-client
+		// limit would measure the limiter.
+		"BRIDGE_RATE_LIMIT=0",
+		"BRIDGE_LOG_LEVEL="+r.cfg.BridgeLogLevel,
+		"BRIDGE_SITE_TIMEZONES="+r.zones,
+	)
+	u := "http://" + addr
+	healthy := func([]byte) (string, bool) {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := get(ctx, http.DefaultClient, u+"/healthz")
+		return u, err == nil
+	}
+	c, _, err := startChild(ctx, r.cfg.Launch, r.dir, name, []string{"serve"}, env, healthy)
+	if err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	return c, u, nil
+}
+
+// freeLoopbackAddr picks a port the kernel says is free. Another process
+// could take it before the bridge binds it; the bridge then fails to start
+// and says so.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func (r *runner) fhirBase() string { return r.bridgeURL + "/fhir/" + r.cfg.Domain }
+func (r *runner) qubsBase() string {
+	return r.proxyURL + "/integrations/v1/" + url.PathEscape(r.cfg.Domain) + "/reporting/appointments"
+}
+func (r *runner) firstFHIR() string {
+	return r.fhirBase() + "/ServiceRequest?_count=" + strconv.Itoa(r.cfg.Count)
+}
+func (r *runner) firstQUBS() string {
+	return r.qubsBase() + "/pending?pageSize=" + strconv.Itoa(r.cfg.Count)
+}
+
+// simRequests is the number of API requests the simulator has answered
+// (its inspection view; admin requests are not counted).
+func (r *runner) simRequests(ctx context.Context) (int, error) {
+	b, err := get(ctx, http.DefaultClient, r.simURL+"/_sim/inspect")
+	if err != nil {
+		return 0, fmt.Errorf("bench: reading the simulator's counters: %w", err)
+	}
+	var v struct{ Requests int }
+	if err := json.Unmarshal(b, &v); err != nil {
+		return 0, fmt.Errorf("bench: reading the simulator's counters: %w", err)
+	}
+	return v.Requests, nil
+}
+
+// walk pages through the whole worklist once through each side, one
+// request at a time, and counts the QUBS calls each page cost.
+func (r *runner) walk(ctx context.Context) error {
+	r.logf("walking the %s worklist through both sides", r.cfg.Domain)
+	// Tokens are fetched on first use; a first page each keeps them out
+	// of the count.
+	if _, err := get(ctx, r.bridgeHTTP, r.firstFHIR()); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if _, err := get(ctx, r.proxyHTTP, r.firstQUBS()); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	w := &r.res.Walk
+	before, err := r.simRequests(ctx)
+	if err != nil {
+		return err
+	}
+	var sizes []int
+	for u := r.firstFHIR(); u != ""; {
+		b, err := get(ctx, r.bridgeHTTP, u)
+		if err != nil {
+			return fmt.Errorf("bench: bridge walk: %w", err)
+		}
+		var page struct {
+			Link  []struct{ Relation, URL string }
+			Entry []struct{ Search struct{ Mode string } }
+		}
+		if err := json.Unmarshal(b, &page); err != nil {
+			return fmt.Errorf("bench: bridge walk: %w", err)
+		}
+		n := 0
+		for _, e := range page.Entry {
+			if e.Search.Mode != "include" {
+				n++
+			}
+		}
+		sizes = append(sizes, n)
+		u = ""
+		for _, l := range page.Link {
+			if l.Relation == "next" {
+				u = l.URL
+			}
+		}
+	}
+	after, err := r.simRequests(ctx)
+	if err != nil {
+		return err
+	}
+	w.BridgePages, w.BridgeQUBSCalls = len(sizes), after-before
+	for i, n := range sizes {
+		w.BridgeEntries += n
+		if i < len(sizes)-1 && n < r.cfg.Count {
+			w.BridgeShortPages++
+		}
+	}
+
+	before = after
+	for u := r.firstQUBS(); u != ""; {
+		b, err := get(ctx, r.proxyHTTP, u)
+		if err != nil {
+			return fmt.Errorf("bench: proxy walk: %w", err)
+		}
+		var page struct {
+			Items     []struct{ AppointmentID string }
+			NextToken *string
+		}
+		if err := json.Unmarshal(b, &page); err != nil {
+			return fmt.Errorf("bench: proxy walk: %w", err)
+		}
+		w.ProxyPages++
+		for _, it := range page.Items {
+			r.ids = append(r.ids, it.AppointmentID)
+		}
+		u = ""
+		if page.NextToken != nil && *page.NextToken != "" {
+			u = r.firstQUBS() + "&nextToken=" + url.QueryEscape(*page.NextToken)
+		}
+	}
+	if after, err = r.simRequests(ctx); err != nil {
+		return err
+	}
+	w.ProxyItems, w.ProxyQUBSCalls = len(r.ids), after-before
+	if len(r.ids) == 0 {
+		return fmt.Errorf("bench: the %s domain has no pending appointment", r.cfg.Domain)
+	}
+	r.logf("walk: bridge %d pages, %d QUBS calls; proxy %d pages, %d QUBS calls", w.BridgePages, w.BridgeQUBSCalls, w.ProxyPages, w.ProxyQUBSCalls)
+	return nil
+}
+
+// side is one contender in a workload.
+type side struct {
+	name string
+	proc *child
+	step func(client int) step
+}
+
+// compare runs warm-up, then rounds of bridge and proxy in turn (A B A B),
+// reading the CPU time of each process around each round.
+func (r *runner) compare(ctx context.Context, what string, d time.Duration, bridge, proxy side, out *Comparison) error {
+	for _, s := range []side{bridge, proxy} {
+		if r.cfg.Warmup > 0 {
+			if res := drive(ctx, r.cfg.Clients, r.cfg.Warmup, s.step); res.errors > 0 {
+				return fmt.Errorf("bench: %s warm-up through the %s: %d errors, first: %w", what, s.name, res.errors, res.firstErr)
+			}
+		}
+	}
+	for i := range r.cfg.Rounds {
+		for _, s := range []side{bridge, proxy} {
+			rd, err := r.round(ctx, d, s)
+			if err != nil {
+				return fmt.Errorf("bench: %s through the %s: %w", what, s.name, err)
+			}
+			if s.name == bridge.name {
+				out.Bridge = append(out.Bridge, rd)
+			} else {
+				out.Proxy = append(out.Proxy, rd)
+			}
+			r.logf("%s round %d/%d, %s: %.0f req/s, p99 %v, CPU %v/req", what, i+1, r.cfg.Rounds, s.name, rd.RPS, rd.P99.Round(10*time.Microsecond), rd.CPU.Round(time.Microsecond))
+		}
+	}
+	return nil
+}
+
+func (r *runner) round(ctx context.Context, d time.Duration, s side) (Round, error) {
+	for _, c := range []*child{s.proc, r.sim} {
+		if err := c.alive(); err != nil {
+			return Round{}, err
+		}
+	}
+	cpu0, err := cpuTime(s.proc.pid())
+	if err != nil {
+		return Round{}, err
+	}
+	sim0, err := cpuTime(r.sim.pid())
+	if err != nil {
+		return Round{}, err
+	}
+	res := drive(ctx, r.cfg.Clients, d, s.step)
+	cpu1, err := cpuTime(s.proc.pid())
+	if err != nil {
+		return Round{}, err
+	}
+	sim1, err := cpuTime(r.sim.pid())
+	if err != nil {
+		return Round{}, err
+	}
+	if res.errors > 0 {
+		return Round{}, fmt.Errorf("%d of %d requests failed, first: %w", res.errors, res.errors+res.requests, res.firstErr)
+	}
+	if res.requests == 0 {
+		return Round{}, errors.New("no request completed")
+	}
+	n := time.Duration(res.requests)
+	return Round{
+		Requests: res.requests, RPS: float64(res.requests) / res.elapsed.Seconds(),
+		P50: quantile(res.lat, 0.50), P99: quantile(res.lat, 0.99),
+		CPU: (cpu1 - cpu0) / n, SimCPU: (sim1 - sim0) / n,
+	}, nil
+}
+
+// worklist: every client walks the worklist page by page, following next
+// links, and starts again at the first page at the end.
+func (r *runner) worklist(ctx context.Context) error {
+	bridge := side{name: "bridge", proc: r.bridge, step: func(int) step {
+		u := r.firstFHIR()
+		return func(ctx context.Context) error {
+			b, err := get(ctx, r.bridgeHTTP, u)
+			if err != nil {
+				u = r.firstFHIR()
+				return err
+			}
+			next, err := nextLink(b)
+			if err != nil || next == "" {
+				u = r.firstFHIR()
+				return err
+			}
+			u = next
+			return nil
+		}
+	}}
+	proxy := side{name: "proxy", proc: r.proxy, step: func(int) step {
+		u := r.firstQUBS()
+		return func(ctx context.Context) error {
+			b, err := get(ctx, r.proxyHTTP, u)
+			if err != nil {
+				u = r.firstQUBS()
+				return err
+			}
+			tok, err := nextToken(b)
+			if err != nil || tok == "" {
+				u = r.firstQUBS()
+				return err
+			}
+			u = r.firstQUBS() + "&nextToken=" + url.QueryEscape(tok)
+			return nil
+		}
+	}}
+	return r.compare(ctx, "worklist", r.cfg.Duration, bridge, proxy, &r.res.Worklist)
+}
+
+// reads: every client reads random pending studies by id.
+func (r *runner) reads(ctx context.Context) error {
+	srIDs := make([]string, len(r.ids))
+	for i, id := range r.ids {
+		sr, err := mapping.ServiceRequestID(id)
+		if err != nil {
+			return fmt.Errorf("bench: appointment id %q: %w", id, err)
+		}
+		srIDs[i] = sr
+	}
+	reader := func(hc *http.Client, u func(i int) string) func(int) step {
+		return func(client int) step {
+			rng := rand.New(rand.NewPCG(uint64(client), 42))
+			return func(ctx context.Context) error {
+				_, err := get(ctx, hc, u(rng.IntN(len(srIDs))))
+				return err
+			}
+		}
+	}
+	bridge := side{name: "bridge", proc: r.bridge, step: reader(r.bridgeHTTP, func(i int) string {
+		return r.fhirBase() + "/ServiceRequest/" + srIDs[i]
+	})}
+	proxy := side{name: "proxy", proc: r.proxy, step: reader(r.proxyHTTP, func(i int) string {
+		return r.qubsBase() + "/" + url.PathEscape(r.ids[i])
+	})}
+	return r.compare(ctx, "read", r.cfg.ReadDuration, bridge, proxy, &r.res.Read)
+}

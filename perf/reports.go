@@ -1,0 +1,317 @@
+package perf
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+)
+
+// reportPDF is a valid one-page PDF padded to size bytes (at least its
+// unpadded size).
+func reportPDF(size int) []byte {
+	const content = "BT /F1 12 Tf 72 720 Td (bench) Tj ET"
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.4\n")
+	b.WriteString("1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n")
+	b.WriteString("2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n")
+	b.WriteString("3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]/Contents 4 0 R>>endobj\n")
+	b.WriteString("4 0 obj<</Length " + strconv.Itoa(len(content)) + ">>stream\n" + content + "\nendstream endobj\n")
+	b.WriteString("trailer<</Root 1 0 R>>\n%%EOF\n")
+	if size > b.Len() {
+		b.Write(bytes.Repeat([]byte{' '}, size-b.Len()))
+	}
+	return b.Bytes()
+}
+
+// reportJSON is a final DiagnosticReport as a reporting system sends it:
+// the report text and the PDF as presentedForms, the radiologist
+// contained.
+func reportJSON(serviceRequestID string, pdf []byte) []byte {
+	forms := []map[string]any{
+		{"contentType": "text/plain", "data": base64.StdEncoding.EncodeToString([]byte("Final report. No acute abnormality."))},
+		{"contentType": "application/pdf", "title": "report.pdf", "data": base64.StdEncoding.EncodeToString(pdf)},
+	}
+	b, err := json.Marshal(map[string]any{
+		"resourceType": "DiagnosticReport",
+		"status":       "final",
+		"category":     []any{map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "LP29684-5", "display": "Radiology"}}}},
+		"code":         map[string]any{"text": "Imaging report"},
+		"basedOn":      []any{map[string]any{"reference": "ServiceRequest/" + serviceRequestID}},
+		"issued":       "2025-01-10T14:04:05+11:00",
+		"contained": []any{map[string]any{
+			"resourceType": "Practitioner", "id": "rad",
+			"identifier": []any{map[string]any{"system": "http://ns.electronichealth.net.au/id/medicare-provider-number", "value": "1234567A"}},
+			"name":       []any{map[string]any{"text": "Dr Bench Mark"}},
+		}},
+		"resultsInterpreter": []any{map[string]any{"reference": "#rad"}},
+		"presentedForm":      forms,
+	})
+	if err != nil {
+		panic(err) // maps of strings always encode
+	}
+	return b
+}
+
+// reports measures a DiagnosticReport with a 2 MiB PDF: the floor (the
+// same QUBS work straight from the harness), sequential POSTs, and POSTs
+// sent at once, each phase on a fresh bridge so that its peak RSS is its
+// own.
+func (r *runner) reports(ctx context.Context) error {
+	// The load bridge has done its part; its memory and CPU would only
+	// blur the report figures.
+	r.bridge.stop()
+	rp := &r.res.Reports
+	size := r.cfg.PDFBytes
+	if size == 0 {
+		size = qubs.MaxUploadBytes
+	}
+	pdf := reportPDF(size)
+	// Each POST reports on a study of its own, as reporting systems do:
+	// versions of one study's report are delivered newest first, and an
+	// older one still waiting would never reach QUBS.
+	body := func(i int) ([]byte, error) {
+		srID, err := mapping.ServiceRequestID(r.ids[i%len(r.ids)])
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		return reportJSON(srID, pdf), nil
+	}
+	first, err := body(0)
+	if err != nil {
+		return err
+	}
+	rp.PayloadBytes, rp.RequestBytes = len(pdf), len(first)
+
+	r.logf("reports: the floor, %d times (upload URL, PUT, report straight to QUBS)", r.cfg.ReportPosts)
+	if rp.Floor, err = r.floor(ctx, r.ids[0], pdf); err != nil {
+		return err
+	}
+
+	r.logf("reports: %d sequential POSTs with return=minimal, %d without, on a fresh bridge", r.cfg.ReportPosts, r.cfg.ReportPosts)
+	delivered := true
+	rp.PeakSequential, err = r.onFreshBridge(ctx, 2*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string) error {
+		for i := range 2 * r.cfg.ReportPosts {
+			b, err := body(i)
+			if err != nil {
+				return err
+			}
+			minimal := i < r.cfg.ReportPosts
+			took, n, err := postReport(ctx, hc, base, b, "seq-"+strconv.Itoa(i), minimal)
+			if err != nil {
+				return err
+			}
+			if minimal {
+				rp.Minimal, rp.EchoMinimal = append(rp.Minimal, took), n
+			} else {
+				rp.Full, rp.EchoFull = append(rp.Full, took), n
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	r.logf("reports: %d POSTs at once, on a fresh bridge", r.cfg.ConcurrentPosts)
+	bodies := make([][]byte, r.cfg.ConcurrentPosts)
+	for i := range bodies {
+		if bodies[i], err = body(i); err != nil {
+			return err
+		}
+	}
+	rp.PeakConcurrent, err = r.onFreshBridge(ctx, r.cfg.ConcurrentPosts, &delivered, func(hc *http.Client, base string) error {
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			first error
+			start = make(chan struct{})
+		)
+		for i, b := range bodies {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				took, _, err := postReport(ctx, hc, base, b, "conc-"+strconv.Itoa(i), true)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && first == nil {
+					first = err
+				}
+				if err == nil {
+					rp.Concurrent = append(rp.Concurrent, took)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		return first
+	})
+	rp.Delivered = delivered
+	return err
+}
+
+// onFreshBridge starts a bridge, lets it settle, runs fn, waits until QUBS
+// has received the posts reports fn sent (so that delivery is part of the
+// peak), and returns how far the bridge's peak RSS rose above its RSS
+// before fn.
+func (r *runner) onFreshBridge(ctx context.Context, posts int, delivered *bool, fn func(hc *http.Client, base string) error) (int64, error) {
+	c, u, err := r.startBridge(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.stop()
+	hc := loadClient(r.cfg.ConcurrentPosts)
+	base := u + "/fhir/" + r.cfg.Domain
+	if _, err := get(ctx, hc, base+"/metadata"); err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	had, err := r.simReports(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := resetPeak(c.pid()); err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	m0, err := memoryOf(c.pid())
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	if err := fn(hc, base); err != nil {
+		return 0, fmt.Errorf("bench: report POST: %w", err)
+	}
+	// Delivery runs behind the answer; wait for it (bounded), so that the
+	// peak covers the whole life of a report in the bridge.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		n, err := r.simReports(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if n >= had+posts {
+			break
+		}
+		if time.Now().After(deadline) {
+			*delivered = false
+			r.logf("reports: QUBS received %d of %d reports within 2 minutes; reading the peak anyway", n-had, posts)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	m1, err := memoryOf(c.pid())
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	return m1.hwm - m0.rss, nil
+}
+
+// simReports is the number of report submissions QUBS has received in
+// the domain.
+func (r *runner) simReports(ctx context.Context) (int, error) {
+	b, err := get(ctx, http.DefaultClient, r.simURL+"/_sim/inspect")
+	if err != nil {
+		return 0, fmt.Errorf("bench: reading the simulator's reports: %w", err)
+	}
+	var v struct {
+		Domains map[string]struct {
+			Reports map[string][]json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return 0, fmt.Errorf("bench: reading the simulator's reports: %w", err)
+	}
+	n := 0
+	for _, reports := range v.Domains[r.cfg.Domain].Reports {
+		n += len(reports)
+	}
+	return n, nil
+}
+
+// postReport POSTs a report and returns its latency and the size of the
+// answer's body.
+func postReport(ctx context.Context, hc *http.Client, base string, body []byte, key string, minimal bool) (time.Duration, int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/DiagnosticReport", bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	// A key per POST: each is a new report, not a retry to replay.
+	req.Header.Set("Idempotency-Key", "bench-"+key+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if minimal {
+		req.Header.Set("Prefer", "return=minimal")
+	}
+	start := time.Now()
+	res, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer res.Body.Close()
+	n, err := io.Copy(io.Discard, res.Body)
+	took := time.Since(start)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the answer: %w", err)
+	}
+	if res.StatusCode != http.StatusCreated {
+		return 0, 0, fmt.Errorf("status %d, want 201", res.StatusCode)
+	}
+	return took, n, nil
+}
+
+// floor does, from the harness, what delivering the report to QUBS takes
+// (delivery.Worker's calls): an upload URL, the PUT of the PDF, the report
+// submission. Its latency is the least any bridge can take to get a
+// report with its PDF into QUBS.
+func (r *runner) floor(ctx context.Context, appt string, pdf []byte) ([]time.Duration, error) {
+	c, err := qubs.New(qubs.Config{
+		BaseURL: r.simURL, TokenURL: r.simURL + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams,
+		ClientID: qubssim.DefaultClientID, ClientSecret: qubssim.DefaultClientSecret, UserAgent: "qubs-fhir-bridge-bench",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: QUBS client: %w", err)
+	}
+	once := func(i int) error {
+		key := "bench-floor-" + strconv.Itoa(i) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		ct := "application/pdf"
+		urls, err := c.CreateUploadURLs(ctx, r.cfg.Domain, appt, qubs.UploadRequest{Items: []qubs.UploadItem{{FileName: "report.pdf", ContentType: &ct}}}, key+"-u")
+		if err != nil {
+			return err
+		}
+		if len(urls.Items) != 1 {
+			return fmt.Errorf("QUBS answered %d upload URLs for one item", len(urls.Items))
+		}
+		if err := c.Upload(ctx, urls.Items[0], ct, int64(len(pdf)), bytes.NewReader(pdf)); err != nil {
+			return err
+		}
+		_, err = c.SubmitReport(ctx, r.cfg.Domain, appt, qubs.ReportSubmission{ReportText: "Final report. No acute abnormality.", ReportStatus: qubs.ReportFinal}, key+"-r")
+		return err
+	}
+	// The first round also fetches the token; it is not counted.
+	if err := once(-1); err != nil {
+		return nil, fmt.Errorf("bench: floor: %w", err)
+	}
+	var out []time.Duration
+	for i := range r.cfg.ReportPosts {
+		start := time.Now()
+		if err := once(i); err != nil {
+			return nil, fmt.Errorf("bench: floor: %w", err)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
