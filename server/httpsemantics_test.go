@@ -158,3 +158,41 @@ func TestForwardedHeadersOnlyFromTrustedProxies(t *testing.T) {
 		assert.True(t, strings.HasPrefix(link(r.json(t), "next"), "https://bridge.example.org/fhir/acme/"))
 	})
 }
+
+// TestConditionalReads: every read carries an ETag, and If-None-Match with
+// it answers 304 without a body; a changed view gets a new ETag.
+func TestConditionalReads(t *testing.T) {
+	e := newEnv(t, withStore(t))
+	appt, srID := firstPending(t, e.sim, 3)
+	r := get(t, e.base+"/ServiceRequest/"+srID)
+	require.Equal(t, http.StatusOK, r.status)
+	patient := r.json(t)["subject"].(map[string]any)["reference"].(string)
+	created := do(t, http.MethodPost, e.base+"/DiagnosticReport", http.Header{"Content-Type": {"application/fhir+json"}},
+		strings.NewReader(string(report{srID: srID, status: "preliminary", text: "Prelim " + phiMarker}.json())))
+	require.Equal(t, http.StatusCreated, created.status, "%s", created.body)
+	drID := created.json(t)["id"].(string)
+
+	for _, path := range []string{"/ServiceRequest/" + srID, "/" + patient, "/DiagnosticReport/" + drID, "/DiagnosticReport/" + drID + "/_history/1"} {
+		t.Run(path, func(t *testing.T) {
+			first, _ := raw(t, http.MethodGet, e.base+path, nil)
+			require.Equal(t, http.StatusOK, first.StatusCode)
+			tag := first.Header.Get("ETag")
+			require.NotEmpty(t, tag)
+			again, body := raw(t, http.MethodGet, e.base+path, http.Header{"If-None-Match": {`"other", ` + tag}})
+			assert.Equal(t, http.StatusNotModified, again.StatusCode)
+			assert.Empty(t, body)
+			assert.Equal(t, tag, again.Header.Get("ETag"))
+			stale, _ := raw(t, http.MethodGet, e.base+path, http.Header{"If-None-Match": {`W/"stale"`}})
+			assert.Equal(t, http.StatusOK, stale.StatusCode)
+		})
+	}
+	t.Run("a changed study gets a new ETag", func(t *testing.T) {
+		before, _ := raw(t, http.MethodGet, e.base+"/ServiceRequest/"+srID, nil)
+		changed := appt
+		changed.ClinicalInfo = "Now with more detail"
+		e.sim.PutAppointment(changed)
+		after, _ := raw(t, http.MethodGet, e.base+"/ServiceRequest/"+srID, http.Header{"If-None-Match": {before.Header.Get("ETag")}})
+		assert.Equal(t, http.StatusOK, after.StatusCode)
+		assert.NotEqual(t, before.Header.Get("ETag"), after.Header.Get("ETag"))
+	})
+}
