@@ -62,6 +62,8 @@ func newOptions() *options {
 	add("tls-key", "BRIDGE_TLS_KEY", "", "PEM private key file of BRIDGE_TLS_CERT", false)
 	add("retention", "BRIDGE_RETENTION", "7d", "how long stored report content, artifacts and binaries are kept (e.g. 7d, 36h)", false)
 	add("audit-retention", "BRIDGE_AUDIT_RETENTION", "2555d", "how long audit records (no PHI) are kept", false)
+	add("audit-buffer", "BRIDGE_AUDIT_BUFFER", "1024", "audit records that may wait to be committed; when full, requests wait (the most a crash can lose in audit-wait queue)", false)
+	add("audit-wait", "BRIDGE_AUDIT_WAIT", "auto", "what a successful read waits for before answering: commit (its audit record committed), queue (queued only), auto (commit on PostgreSQL, queue on SQLite)", false)
 	add("rate-limit", "BRIDGE_RATE_LIMIT", "20", "requests per second allowed to each client on average; 0 disables", false)
 	add("rate-burst", "BRIDGE_RATE_BURST", "60", "requests a client may burst above the rate", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
