@@ -13,7 +13,8 @@ import (
 )
 
 // BenchmarkAudit is the 100-entry worklist search through the real router
-// with the audit off (no store), and on over SQLite and PostgreSQL: the
+// with the audit off (no store), and on over SQLite and PostgreSQL (reads
+// waiting for room in the buffer, or for their commit): the
 // difference is what the audit costs a request. cpu-ns/op is the process's
 // CPU time (user+system) per request, background goroutines included, so
 // that work moved off the request (the audit writer) still counts.
@@ -25,6 +26,9 @@ func BenchmarkAudit(b *testing.B) {
 		{"off", func(testing.TB) []envOption { return nil }},
 		{"sqlite", func(t testing.TB) []envOption { return []envOption{withStore(t), noKick()} }},
 		{"postgres", func(t testing.TB) []envOption { return []envOption{withPostgres(t), noKick()} }},
+		// What serve does on PostgreSQL (BRIDGE_AUDIT_WAIT=auto): reads
+		// wait for their batch's commit.
+		{"postgres-commit", func(t testing.TB) []envOption { return []envOption{withPostgres(t), noKick(), commitReads()} }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			e := newEnv(b, tc.opts(b)...)
@@ -47,6 +51,10 @@ func BenchmarkAudit(b *testing.B) {
 // noKick leaves the delivery worker out: a search delivers nothing.
 func noKick() envOption {
 	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.Kick = func() {} }
+}
+
+func commitReads() envOption {
+	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.AuditCommitReads = true }
 }
 
 func processCPU() time.Duration {
