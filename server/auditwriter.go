@@ -185,7 +185,9 @@ func (w *auditWriter) run() {
 		copy(batch, w.queue)
 		// Shift rather than reslice, so that the queue's array is reused
 		// instead of growing with every record ever written.
-		w.queue = w.queue[:copy(w.queue, w.queue[n:])]
+		kept := copy(w.queue, w.queue[n:])
+		clear(w.queue[kept:]) // no stale references past the end
+		w.queue = w.queue[:kept]
 		closing := w.closing
 		w.mu.Unlock()
 		if n == 0 {

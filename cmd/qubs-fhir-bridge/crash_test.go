@@ -251,3 +251,47 @@ func TestAuditOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownFlushesAudit: a graceful stop writes every queued audit
+// record before the store closes, with reads answered as soon as their
+// record is queued (SQLite's default).
+func TestShutdownFlushesAudit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Ready: make(chan struct{}),
+		Getenv: envFrom(map[string]string{"BRIDGE_STORE": "sqlite:" + path, "BRIDGE_AUDIT_WAIT": "queue", "QUBS_SIM_APPOINTMENTS": "50"})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, []string{"demo", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0"}) }()
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("the demo stopped early: %v", err)
+	}
+	var cids []string
+	for i := range 30 {
+		cid := "shutdown-" + strconv.Itoa(i)
+		req, _ := http.NewRequest(http.MethodGet, m.BridgeURL+"/fhir/acme/ServiceRequest?_count=5", nil)
+		req.Header.Set("X-Correlation-Id", cid)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
+		cids = append(cids, cid)
+	}
+	cancel()
+	require.NoError(t, <-done, "a clean stop")
+
+	st, err := sqlite.Open(context.Background(), path)
+	require.NoError(t, err)
+	defer st.Close()
+	recs, _, err := st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: 100})
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for _, r := range recs {
+		got[r.CorrelationID] = true
+	}
+	for _, cid := range cids {
+		assert.True(t, got[cid], "the record of %s was written at shutdown", cid)
+	}
+}
