@@ -36,9 +36,10 @@ const auditLateEnqueue = 5 * time.Second
 // are those the handler reported with disclose, so the record says what
 // was disclosed or changed without the answer being read again.
 //
-// The record is made when the answer starts to be written (auditWriter),
-// and queued for the audit writer before the first byte leaves: an answer
-// is never sent unless its record is queued or committed. When the buffer
+// The record is made when the answer starts to be written
+// (auditResponseWriter), and queued for the audit writer before the first
+// byte leaves: an answer is never sent unless its record is queued or
+// committed. When the buffer
 // stays full until the request's deadline (the store has been failing
 // that long), the answer is withheld and replaced by a 503.
 //
@@ -47,7 +48,7 @@ const auditLateEnqueue = 5 * time.Second
 // shared with every other request's, writes are disk-bound anyway, and
 // failures are rare and the events an incident review needs most.
 // Successful reads and searches wait only for room in the buffer, unless
-// Config.AuditCommitReads; docs/store.md gives the loss bound of each.
+// Config.AuditCommitReads; docs/audit.md gives the loss bound of each.
 func (s *Server) audit() gin.HandlerFunc {
 	if s.auditor == nil {
 		return func(c *gin.Context) { c.Next() }
