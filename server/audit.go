@@ -2,10 +2,10 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,86 +15,209 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
-// keyAuditBody holds the answer body for the audit to read disclosures
-// from, for handlers that do not report them yet.
-const keyAuditBody = "qfb.auditBody"
+// auditCommitWait bounds how long an answer waits for its record's commit
+// when it waits at all; past it, the answer goes out and the record stays
+// queued until the store takes it.
+const auditCommitWait = 10 * time.Second
 
-// maxAuditParse bounds the response the audit reads for patient and
-// resource references; larger answers are audited by route alone.
-const maxAuditParse = 8 << 20
+// auditLateEnqueue bounds the wait for room in the audit buffer of a
+// request whose own deadline has passed (it timed out, or the client went
+// away): those are exactly the events an audit must not miss.
+const auditLateEnqueue = 5 * time.Second
 
 // audit records one AuditEvent per FHIR interaction, after the IHE Basic
 // Audit Log Patterns: who (client, method, credential id, address), what
 // (action, interaction, resources, patients, search parameter names),
-// when, the outcome, and the correlation id. Patients and resources are
-// read off the FHIR answer the client received, so the record says exactly
-// what was disclosed or changed. It runs after the handler; a failure to
-// record is logged, never turned into a failed request (the client's work
-// is done by then).
+// when, the outcome, and the correlation id. The resources and patients
+// are those the handler reported with disclose, so the record says what
+// was disclosed or changed without the answer being read again.
+//
+// The record is made when the answer starts to be written
+// (auditResponseWriter), and queued for the audit writer before the first
+// byte leaves: an answer is never sent unless its record is queued or
+// committed. When the buffer
+// stays full until the request's deadline (the store has been failing
+// that long), the answer is withheld and replaced by a 503.
+//
+// Writes (create, update) and failed or refused requests wait, before
+// their answer is sent, until the record is committed: the batch commit is
+// shared with every other request's, writes are disk-bound anyway, and
+// failures are rare and the events an incident review needs most.
+// Successful reads and searches wait only for room in the buffer, unless
+// Config.AuditCommitReads; docs/audit.md gives the loss bound of each.
 func (s *Server) audit() gin.HandlerFunc {
-	if s.cfg.Store == nil {
+	if s.auditor == nil {
 		return func(c *gin.Context) { c.Next() }
 	}
 	return func(c *gin.Context) {
+		w := &auditResponseWriter{ResponseWriter: c.Writer, s: s, c: c}
+		c.Writer = w
 		c.Next()
-		route := c.FullPath()
-		spec := s.routeOf(c)
-		if spec == nil || spec.interaction.auditAction() == "" {
-			return // no FHIR route (404), or one that discloses nothing
-		}
-		if c.Writer.Status() == http.StatusTooManyRequests {
-			// Throttled before anything was touched; recording each one
-			// would let a flood of refusals flood the audit trail.
-			return
-		}
-		typ, interaction, action := spec.typ, string(spec.interaction), spec.interaction.auditAction()
-		p := principalOf(c)
-		rec := &store.AuditRecord{
-			Domain:        domainOf(c),
-			Action:        action,
-			Interaction:   interaction,
-			Outcome:       outcomeOf(c.Writer.Status()),
-			AgentID:       clientOf(c),
-			AgentMethod:   principalMethod(p),
-			TokenID:       principalTokenID(p),
-			NetworkAddr:   c.ClientIP(),
-			CorrelationID: correlationIDOf(c),
-			RequestPath:   route,
-		}
-		if rec.Outcome != store.AuditOutcomeSuccess {
-			rec.OutcomeDesc = fmt.Sprintf("HTTP %d", c.Writer.Status())
-		}
-		if interaction == "search-type" {
-			params := c.Request.URL.Query()
-			for k, vs := range c.Request.PostForm { // POST _search
-				params[k] = append(params[k], vs...)
-			}
-			rec.Query = store.AuditQuery(typ, params)
-		}
-		if id := c.Param("id"); id != "" && validFHIRID(id) {
-			rec.EntityRefs = append(rec.EntityRefs, typ+"/"+id)
-		}
-		d := state(c).disclosed
-		rec.EntityRefs = append(rec.EntityRefs, d.entities...)
-		rec.PatientRefs = append(rec.PatientRefs, d.patients...)
-		if b, ok := c.Get(keyAuditBody); ok {
-			patients, entities := disclosed(b.([]byte))
-			rec.PatientRefs = append(rec.PatientRefs, patients...)
-			rec.EntityRefs = append(rec.EntityRefs, entities...)
-		}
-		rec.EntityRefs = dedupe(rec.EntityRefs)
-		rec.PatientRefs = dedupe(rec.PatientRefs)
-		// Recorded even when the request timed out or the client went
-		// away: those are exactly the events an audit must not miss.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
-		defer cancel()
-		if err := s.cfg.Store.RecordAudit(ctx, rec); err != nil {
-			s.log.Error("audit: recording failed", "correlation_id", rec.CorrelationID, "route", route, "error", err.Error())
+		// An answer with no body (a 201 with return=minimal, a 499) has
+		// not been through Write yet.
+		w.record()
+		c.Writer = w.ResponseWriter
+	}
+}
+
+// auditResponseWriter records the audit event at the first write of the
+// answer, when its status is known and before any of it is sent.
+type auditResponseWriter struct {
+	gin.ResponseWriter
+	s        *Server
+	c        *gin.Context
+	recorded bool
+	// withheld is set when the record could not be queued: the handler's
+	// answer is replaced by a 503 and its writes are discarded.
+	withheld bool
+}
+
+// errAnswerWithheld is what the handler's writes get once its answer was
+// withheld for want of an audit record.
+var errAnswerWithheld = errors.New("answer withheld: its audit record could not be queued")
+
+func (w *auditResponseWriter) record() bool {
+	if !w.recorded {
+		w.recorded = true
+		if err := w.s.recordAudit(w.c, w.ResponseWriter.Status()); err != nil {
+			w.withhold(err)
 		}
 	}
+	return !w.withheld
+}
+
+func (w *auditResponseWriter) withhold(err error) {
+	w.withheld = true
+	w.s.log.Error("audit: answer withheld, its record could not be queued", "correlation_id", correlationIDOf(w.c),
+		"route", w.c.FullPath(), "status", w.ResponseWriter.Status(), "error", err.Error())
+	h := w.ResponseWriter.Header()
+	for _, k := range []string{"Location", "ETag", "Last-Modified", "Content-Location", "Content-Disposition", "Content-Length"} {
+		h.Del(k)
+	}
+	h.Set("Content-Type", fhir.ContentTypeFHIRJSON+"; charset=utf-8")
+	h.Set("Retry-After", "5")
+	w.ResponseWriter.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.ResponseWriter.Write(fhir.OutcomeJSON(fhir.Issue{Severity: "error", Code: "transient",
+		Diagnostics: "the audit trail cannot take the request now; retry later (correlation id " + correlationIDOf(w.c) + ")"}))
+}
+
+func (w *auditResponseWriter) WriteHeaderNow() {
+	if w.record() {
+		w.ResponseWriter.WriteHeaderNow()
+	}
+}
+
+func (w *auditResponseWriter) Write(b []byte) (int, error) {
+	if !w.record() {
+		return 0, errAnswerWithheld
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *auditResponseWriter) WriteString(s string) (int, error) {
+	if !w.record() {
+		return 0, errAnswerWithheld
+	}
+	return w.ResponseWriter.WriteString(s)
+}
+
+func (w *auditResponseWriter) Flush() {
+	if w.record() {
+		w.ResponseWriter.Flush()
+	}
+}
+
+// recordAudit queues the request's audit record, and waits for its commit
+// when the request is one that waits (see audit). An error means the record
+// is not queued and the answer must not be sent.
+func (s *Server) recordAudit(c *gin.Context, status int) error {
+	rec := s.auditRecordOf(c, status)
+	if rec == nil {
+		return nil
+	}
+	ctx := c.Request.Context()
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), auditLateEnqueue)
+		defer cancel()
+	}
+	seq, err := s.auditor.enqueue(ctx, rec)
+	if err != nil {
+		return err
+	}
+	if rec.Outcome == store.AuditOutcomeSuccess && rec.Action != store.AuditActionCreate &&
+		rec.Action != store.AuditActionUpdate && rec.Action != store.AuditActionDelete && !s.cfg.AuditCommitReads {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), auditCommitWait)
+	defer cancel()
+	if err := s.auditor.wait(wctx, seq); err != nil {
+		// The record stays queued and is written when the store answers;
+		// the work is done, so the answer goes out.
+		s.log.Warn("audit: answering before the record is committed", "correlation_id", rec.CorrelationID,
+			"route", rec.RequestPath, "error", err.Error())
+	}
+	return nil
+}
+
+// auditRecordOf makes the request's audit record; nil for requests that
+// are not audited.
+func (s *Server) auditRecordOf(c *gin.Context, status int) *store.AuditRecord {
+	route := c.FullPath()
+	spec := s.routeOf(c)
+	if spec == nil || spec.interaction.auditAction() == "" {
+		return nil // no FHIR route (404), or one that discloses nothing
+	}
+	if status == http.StatusTooManyRequests {
+		// Throttled before anything was touched; recording each one
+		// would let a flood of refusals flood the audit trail.
+		return nil
+	}
+	typ, interaction, action := spec.typ, string(spec.interaction), spec.interaction.auditAction()
+	p := principalOf(c)
+	rec := &store.AuditRecord{
+		Domain: domainOf(c),
+		// The request's time, not the batch's.
+		Recorded:      time.Now(),
+		Action:        action,
+		Interaction:   interaction,
+		Outcome:       outcomeOf(status),
+		AgentID:       clientOf(c),
+		AgentMethod:   principalMethod(p),
+		TokenID:       principalTokenID(p),
+		NetworkAddr:   c.ClientIP(),
+		CorrelationID: correlationIDOf(c),
+		RequestPath:   route,
+	}
+	if rec.Outcome != store.AuditOutcomeSuccess {
+		rec.OutcomeDesc = "HTTP " + strconv.Itoa(status)
+	}
+	if interaction == "search-type" {
+		params := c.Request.URL.Query()
+		for k, vs := range c.Request.PostForm { // POST _search
+			params[k] = append(params[k], vs...)
+		}
+		rec.Query = store.AuditQuery(typ, params)
+	}
+	d := state(c).disclosed
+	entities := make([]string, 0, 1+len(d.entities))
+	if id := c.Param("id"); id != "" {
+		entities = append(entities, typ+"/"+id)
+	}
+	var patients []string
+	if status < http.StatusBadRequest {
+		// A failed request's answer is an OperationOutcome, whatever the
+		// handler had reported before it failed.
+		entities = append(entities, d.entities...)
+		patients = d.patients
+	}
+	rec.EntityRefs = dedupe(entities)
+	rec.PatientRefs = dedupe(patients)
+	return rec
 }
 
 func outcomeOf(status int) string {
@@ -105,53 +228,6 @@ func outcomeOf(status int) string {
 		return store.AuditOutcomeMinorFailure
 	}
 	return store.AuditOutcomeSeriousFailure
-}
-
-// disclosed returns the patients and resources in a FHIR answer: the
-// resource itself, or a Bundle's entries, and the patients they are about
-// (a Patient, or a subject/patient reference to one).
-func disclosed(body []byte) (patients, entities []string) {
-	if len(body) > maxAuditParse {
-		return nil, nil
-	}
-	type ref struct {
-		Reference string `json:"reference"`
-	}
-	type res struct {
-		ResourceType string `json:"resourceType"`
-		ID           string `json:"id"`
-		Subject      *ref   `json:"subject"`
-		Patient      *ref   `json:"patient"`
-		Entry        []struct {
-			Resource json.RawMessage `json:"resource"`
-		} `json:"entry"`
-	}
-	add := func(r *res) {
-		if r.ResourceType == "" || r.ResourceType == "OperationOutcome" || r.ResourceType == "Bundle" || r.ID == "" {
-			return
-		}
-		entities = append(entities, r.ResourceType+"/"+r.ID)
-		if r.ResourceType == "Patient" {
-			patients = append(patients, "Patient/"+r.ID)
-		}
-		for _, p := range []*ref{r.Subject, r.Patient} {
-			if p != nil && strings.HasPrefix(p.Reference, "Patient/") {
-				patients = append(patients, p.Reference)
-			}
-		}
-	}
-	var top res
-	if json.Unmarshal(body, &top) != nil {
-		return nil, nil
-	}
-	add(&top)
-	for _, e := range top.Entry {
-		var r res
-		if json.Unmarshal(e.Resource, &r) == nil {
-			add(&r)
-		}
-	}
-	return patients, entities
 }
 
 func dedupe(refs []string) []string {
@@ -228,6 +304,9 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 		}
 		f.After = string(raw)
 	}
+	if err := s.auditor.flush(c.Request.Context()); err != nil {
+		return err
+	}
 	recs, next, err := s.cfg.Store.SearchAudit(c.Request.Context(), domain, f)
 	if err != nil {
 		return fmt.Errorf("searching audit events: %w", err)
@@ -248,6 +327,9 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 			return err
 		}
 		bundle.AddMatch(base+"/AuditEvent/"+r.ID, b)
+		// An AuditEvent names patients only as references in its entities;
+		// reading it discloses the event, not the patients' data.
+		disclose(c, "AuditEvent/"+r.ID, "")
 	}
 	s.write(c, http.StatusOK, bundle)
 	return nil
@@ -286,6 +368,11 @@ func parseFHIRDate(v string) (time.Time, error) {
 }
 
 func (s *Server) readAuditEvent(c *gin.Context) error {
+	// An auditor sees the events of requests answered before theirs,
+	// those still queued included.
+	if err := s.auditor.flush(c.Request.Context()); err != nil {
+		return err
+	}
 	r, err := s.cfg.Store.AuditEvent(c.Request.Context(), domainOf(c), c.Param("id"))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "AuditEvent/%s is not known", c.Param("id"))
@@ -297,9 +384,14 @@ func (s *Server) readAuditEvent(c *gin.Context) error {
 	if err != nil {
 		return fmt.Errorf("mapping audit record: %w", err)
 	}
+	disclose(c, "AuditEvent/"+r.ID, "")
 	s.write(c, http.StatusOK, ev)
 	return nil
 }
+
+// patientRefOf is the reference to an appointment's Patient, as the
+// resources made from the appointment carry it.
+func patientRefOf(a *qubs.Appointment) string { return "Patient/" + mapping.PatientID(a) }
 
 func principalMethod(p *auth.Principal) string {
 	if p == nil {

@@ -26,7 +26,8 @@ func BenchmarkSearch100(b *testing.B) {
 		{"include", "_count=100&_include=ServiceRequest:subject&_include=ServiceRequest:requester&_include=ServiceRequest:performer"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := newEnv(b)
+			// With a store, so that the audit is on, as in production.
+			e := newEnv(b, withStore(b), noKick())
 			h := e.srv.Config.Handler
 			req := httptest.NewRequest(http.MethodGet, "/fhir/acme/ServiceRequest?"+tc.q, nil)
 			b.ReportAllocs()

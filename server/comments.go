@@ -90,6 +90,7 @@ func (s *Server) searchCommunications(c *gin.Context) error {
 			return err
 		}
 		bundle.AddMatch(base+"/Communication/"+id, body)
+		disclose(c, "Communication/"+id, patientRefOf(v.appt))
 	}
 	s.noteSkipped(c, bundle, skipped, "comments")
 	s.write(c, http.StatusOK, bundle)
@@ -138,6 +139,7 @@ func (s *Server) searchFlags(c *gin.Context) error {
 			return err
 		}
 		bundle.AddMatch(base+"/Flag/"+deref(f.Id), b)
+		disclose(c, "Flag/"+deref(f.Id), patientRefOf(v.appt))
 	}
 	s.noteSkipped(c, bundle, skipped, "alerts")
 	s.write(c, http.StatusOK, bundle)
@@ -178,10 +180,11 @@ func (s *Server) readCommunication(c *gin.Context) error {
 	if a == nil {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "Communication/%s is not known, or its study is no longer pending reporting", id)
 	}
-	body, _, err := communication(a, *cm)
+	body, cid, err := communication(a, *cm)
 	if err != nil {
 		return err
 	}
+	disclose(c, "Communication/"+cid, patientRefOf(a))
 	s.writeRaw(c, http.StatusOK, body)
 	return nil
 }
@@ -203,6 +206,7 @@ func (s *Server) readFlag(c *gin.Context) error {
 	if err != nil {
 		return fmt.Errorf("mapping alert: %w", err)
 	}
+	disclose(c, "Flag/"+deref(f.Id), patientRefOf(a))
 	s.write(c, http.StatusOK, f)
 	return nil
 }
@@ -248,6 +252,7 @@ func (s *Server) createCommunication(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	disclose(c, "Communication/"+id, patientRefOf(a))
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
 	s.respondWrite(c, http.StatusCreated, base+"/Communication/"+id, 0, timeOr(cm.LastModifiedDateTime), out, "comment created in QUBS")
 	return nil

@@ -173,6 +173,8 @@ func (s *Server) documentReference(c *gin.Context, a *qubs.Appointment, att qubs
 	if err != nil {
 		return nil, "", fmt.Errorf("encoding DocumentReference: %w", err)
 	}
+	// Search, read and create all answer with what this makes.
+	disclose(c, "DocumentReference/"+deref(doc.Id), patientRefOf(a))
 	return b, deref(doc.Id), nil
 }
 

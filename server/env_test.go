@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -68,7 +69,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if sc.Store != nil && sc.Kick == nil {
 		startWorker(t, sc.Store, client, &sc)
 	}
-	srv := httptest.NewServer(server.New(sc))
+	bridge := server.New(sc)
+	// Registered before the HTTP server's, so it runs after: the audit
+	// writer flushes once no request can come, before the store closes.
+	t.Cleanup(func() { require.NoError(t, bridge.Close(context.Background())) })
+	srv := httptest.NewServer(bridge)
 	t.Cleanup(srv.Close)
 	return &env{sim: sim, srv: srv, base: srv.URL + "/fhir/" + sim.Domains()[0]}
 }

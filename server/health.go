@@ -49,6 +49,9 @@ func (s *Server) readyz(c *gin.Context) {
 			if n, err := s.cfg.Store.PendingDeliveries(ctx); err == nil {
 				checks["deliveries_pending"] = n
 			}
+			// Informational too: records waiting for the audit writer; a
+			// full buffer makes requests wait (docs/store.md).
+			checks["audit_pending"] = s.auditor.backlog()
 		}
 	}
 	state := "ok"

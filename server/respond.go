@@ -25,8 +25,6 @@ func (s *Server) write(c *gin.Context, status int, v any) {
 }
 
 func (s *Server) writeRaw(c *gin.Context, status int, body []byte) {
-	// The audit reads the patients and resources disclosed off the answer.
-	c.Set(keyAuditBody, body)
 	if s.conditionalRead(c, status, body) {
 		return
 	}

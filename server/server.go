@@ -92,6 +92,16 @@ type Config struct {
 	// ReadinessInterval is how long one real QUBS call answers /readyz;
 	// 0 means DefaultReadinessInterval.
 	ReadinessInterval time.Duration
+	// AuditBuffer is how many audit records may wait to be committed
+	// (BRIDGE_AUDIT_BUFFER); when it is full, requests wait for room.
+	// 0 means DefaultAuditBuffer.
+	AuditBuffer int
+	// AuditCommitReads makes successful reads and searches wait, before
+	// their answer is sent, until their audit record is committed, as
+	// writes and failures always do (BRIDGE_AUDIT_WAIT=commit). Otherwise
+	// they wait only for room in the buffer, and a crash of the process
+	// can lose at most AuditBuffer records (docs/store.md).
+	AuditCommitReads bool
 }
 
 // Defaults for Config.
@@ -117,9 +127,11 @@ type Server struct {
 	specs     map[string]*routeSpec
 	validator *fhir.Validator
 	started   time.Time
+	auditor   *auditWriter // nil without a store
 }
 
-// New builds the server and its routes.
+// New builds the server and its routes, and with a store starts the audit
+// writer, which Close stops.
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -157,6 +169,9 @@ func New(cfg Config) *Server {
 	if cfg.RateLimit.Rate > 0 {
 		s.limiters = newClientLimiters(cfg.RateLimit)
 	}
+	if cfg.Store != nil {
+		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"))
+	}
 	s.engine = s.routes()
 	return s
 }
@@ -186,6 +201,18 @@ func (w headWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// Close writes the audit records still queued and stops the audit writer.
+// Call it after the HTTP server has stopped taking requests (a request
+// arriving later is answered 503); when ctx ends first, because the store
+// is down, the records left are counted in the error and the log. The
+// store must stay open until Close returns.
+func (s *Server) Close(ctx context.Context) error {
+	if s.auditor == nil {
+		return nil
+	}
+	return s.auditor.close(ctx)
 }
 
 func (s *Server) routes() *gin.Engine {

@@ -150,6 +150,17 @@ type Audit interface {
 	// "Type/id" or "Type/id/_history/version", or Query holds "=";
 	// ErrConflict if (Domain, ID) exists.
 	RecordAudit(ctx context.Context, a *AuditRecord) error
+	// RecordAudits stores a batch of records in one transaction (group
+	// commit): all of them or, on error, none. Each is checked and
+	// normalised as by RecordAudit, and every record is checked before
+	// anything is written. Unlike RecordAudit, a record whose (Domain, ID)
+	// exists already is skipped, not an error: a writer that retries a
+	// batch whose commit it could not confirm (the connection broke while
+	// committing) neither loses nor doubles a record, provided it sends
+	// the same IDs, which the first call sets.
+	// Errors: ErrInvalid as RecordAudit, for the first invalid record (no
+	// record of the batch is written).
+	RecordAudits(ctx context.Context, batch []*AuditRecord) error
 	// AuditEvent returns one record. Errors: ErrNotFound.
 	AuditEvent(ctx context.Context, domain, id string) (*AuditRecord, error)
 	// SearchAudit returns the domain's records that match f, newest first

@@ -69,9 +69,9 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "log-level"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
-		"retention", "audit-retention", "rate-limit", "rate-burst", "log-level"},
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "log-level"},
 	"qubs-sim":   {"listen", "seed", "appointments", "log-level"},
 	"hash-token": {"log-level"},
 }
@@ -306,7 +306,15 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 		defer wg.Done()
 		retention.Run(wctx, st, bg.retention, bg.auditRetention, time.Hour, log.With("component", "retention"))
 	}()
-	err := serveHTTP(ctx, ln, server.New(cfg), bg.tls, log)
+	srv := server.New(cfg)
+	err := serveHTTP(ctx, ln, srv, bg.tls, log)
+	// The HTTP server has drained: no request can queue an audit record
+	// any more, and the store is still open for the last batch.
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cerr := srv.Close(cctx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
 	stopWorkers()
 	wg.Wait()
 	return err
@@ -344,6 +352,28 @@ func backgroundOptions(opts *options) (background, error) {
 		bg.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
 	}
 	return bg, nil
+}
+
+// auditOptions reads BRIDGE_AUDIT_BUFFER and BRIDGE_AUDIT_WAIT. auto lets
+// reads wait for their record's commit on PostgreSQL, where it commits
+// without waiting for the disk (synchronous_commit off for the audit) and
+// beside other writes, so a crash of the bridge loses no audit record; on
+// SQLite the one write connection is shared with report writes, so a read
+// would queue behind them, and reads wait only for room in the buffer.
+func auditOptions(opts *options) (buffer int, commitReads bool, err error) {
+	buffer, err = strconv.Atoi(opts.get("audit-buffer"))
+	if err != nil || buffer < 1 || buffer > 1_000_000 {
+		return 0, false, fmt.Errorf("BRIDGE_AUDIT_BUFFER %q: want 1..1000000 records", opts.get("audit-buffer"))
+	}
+	switch opts.get("audit-wait") {
+	case "commit":
+		return buffer, true, nil
+	case "queue":
+		return buffer, false, nil
+	case "auto":
+		return buffer, strings.HasPrefix(opts.get("store"), "postgres"), nil
+	}
+	return 0, false, fmt.Errorf("BRIDGE_AUDIT_WAIT %q: want commit, queue or auto", opts.get("audit-wait"))
 }
 
 func rateLimit(opts *options) (server.RateLimit, error) {
@@ -518,6 +548,10 @@ func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []by
 	if err != nil {
 		return server.Config{}, err
 	}
+	auditBuffer, commitReads, err := auditOptions(opts)
+	if err != nil {
+		return server.Config{}, err
+	}
 	var proxies []string
 	for _, p := range strings.Split(opts.get("trusted-proxies"), ",") {
 		if p = strings.TrimSpace(p); p == "" {
@@ -531,14 +565,16 @@ func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []by
 		proxies = append(proxies, p)
 	}
 	return server.Config{
-		TrustedProxies: proxies,
-		RateLimit:      rl,
-		PublicURL:      strings.TrimRight(public, "/"),
-		QUBS:           client,
-		Zones:          zones,
-		CursorKey:      key,
-		Logger:         log,
-		Version:        version,
+		TrustedProxies:   proxies,
+		RateLimit:        rl,
+		PublicURL:        strings.TrimRight(public, "/"),
+		QUBS:             client,
+		Zones:            zones,
+		CursorKey:        key,
+		Logger:           log,
+		Version:          version,
+		AuditBuffer:      auditBuffer,
+		AuditCommitReads: commitReads,
 	}, nil
 }
 

@@ -62,6 +62,8 @@ func newOptions() *options {
 	add("tls-key", "BRIDGE_TLS_KEY", "", "PEM private key file of BRIDGE_TLS_CERT", false)
 	add("retention", "BRIDGE_RETENTION", "7d", "how long stored report content, artifacts and binaries are kept (e.g. 7d, 36h)", false)
 	add("audit-retention", "BRIDGE_AUDIT_RETENTION", "2555d", "how long audit records (no PHI) are kept", false)
+	add("audit-buffer", "BRIDGE_AUDIT_BUFFER", "1024", "audit records that may wait to be committed; when full, requests wait (the most a crash can lose in audit-wait queue)", false)
+	add("audit-wait", "BRIDGE_AUDIT_WAIT", "auto", "what a successful read waits for before answering: commit (its audit record committed), queue (queued only), auto (commit on PostgreSQL, queue on SQLite)", false)
 	// 50/s with a burst of 200: fhirclient's resolveReferences fires about
 	// 70 reads at once for one page, and the README's walk of the demo's
 	// worklist (204 pages of 5) comes in under the burst plus what refills

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,99 @@ func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err erro
 		}
 		return nil
 	})
+}
+
+// Batches are written as multi-row INSERTs of at most this many rows, well
+// inside SQLite's 32766 bound variables per statement.
+const (
+	auditRowsPerInsert   = 256 // 16 columns each
+	patientRowsPerInsert = 1024
+)
+
+// RecordAudits stores a batch of audit records and their patient rows in
+// one transaction, a few multi-row statements whatever the batch size. See
+// store.Audit.
+func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (err error) {
+	defer store.Wrap(&err, "sqlite.RecordAudits(%d)", len(batch))
+	for _, a := range batch {
+		if err := sqlutil.PrepareAudit(a); err != nil {
+			return err
+		}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(batch, auditRowsPerInsert) {
+			if err := insertAudits(ctx, tx, chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// insertAudits inserts records, skipping those that exist (a retried
+// batch), and the patient rows of those it inserted.
+func insertAudits(ctx context.Context, tx *sql.Tx, recs []*store.AuditRecord) error {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit_events
+		(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+		 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path) VALUES `)
+	args := make([]any, 0, 16*len(recs))
+	for i, a := range recs {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, a.Domain, a.ID, us(a.Recorded), a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID, a.AgentMethod,
+			a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs), a.Query,
+			a.CorrelationID, a.RequestPath)
+	}
+	q.WriteString(" ON CONFLICT (domain, id) DO NOTHING RETURNING domain, id")
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return err
+	}
+	type key struct{ domain, id string }
+	inserted := make(map[key]bool, len(recs))
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.domain, &k.id); err != nil {
+			rows.Close()
+			return err
+		}
+		inserted[k] = true
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var pargs []any
+	flush := func() error {
+		if len(pargs) == 0 {
+			return nil
+		}
+		n := len(pargs) / 4
+		stmt := `INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", n), ", ")
+		_, err := tx.ExecContext(ctx, stmt, pargs...)
+		pargs = pargs[:0]
+		return err
+	}
+	for _, a := range recs {
+		if !inserted[key{a.Domain, a.ID}] {
+			continue
+		}
+		for _, p := range a.PatientRefs {
+			pargs = append(pargs, a.Domain, a.ID, p, us(a.Recorded))
+			if len(pargs) == 4*patientRowsPerInsert {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
 }
 
 // AuditEvent returns one audit record. See store.Audit.

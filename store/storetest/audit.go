@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -147,6 +148,74 @@ func testAuditInvalid(t *testing.T, s store.Store) {
 	got, _, err := s.SearchAudit(ctxT(t), "acme", store.AuditFilter{})
 	require.NoError(t, err)
 	assert.Empty(t, got, "nothing invalid was stored")
+}
+
+// testAuditBatch: RecordAudits writes a batch as RecordAudit writes each
+// record, all or nothing, and a retried batch neither fails nor doubles.
+func testAuditBatch(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	require.NoError(t, s.RecordAudits(ctx, nil), "an empty batch is no work")
+	var batch []*store.AuditRecord
+	for i := range 600 { // more rows than one SQLite statement takes
+		a := auditRecord("acme", "", base.Add(time.Duration(i)*time.Second))
+		a.Action, a.Interaction = store.AuditActionExecute, "search-type"
+		a.Query = "ServiceRequest?_count"
+		for j := range 5 {
+			a.PatientRefs = append(a.PatientRefs, fmt.Sprintf("Patient/p%d", (i+j)%7))
+			a.EntityRefs = append(a.EntityRefs, fmt.Sprintf("ServiceRequest/s%d", i*5+j))
+		}
+		a.PatientRefs = append(a.PatientRefs, a.PatientRefs[0]) // deduplicated
+		batch = append(batch, a)
+	}
+	require.NoError(t, s.RecordAudits(ctx, batch))
+	for _, a := range batch {
+		require.Regexp(t, `^[0-9a-f]{32}$`, a.ID, "the store makes the ids")
+		require.Len(t, a.PatientRefs, 5)
+	}
+	for _, i := range []int{0, 255, 256, 599} {
+		got, err := s.AuditEvent(ctx, "acme", batch[i].ID)
+		require.NoError(t, err)
+		assert.Equal(t, batch[i], got, "record %d", i)
+	}
+	countPatient := func(ref string) int {
+		n, after := 0, ""
+		for {
+			page, next, err := s.SearchAudit(ctx, "acme", store.AuditFilter{PatientRef: ref, Limit: store.MaxSearchLimit, After: after})
+			require.NoError(t, err)
+			n += len(page)
+			if next == "" {
+				return n
+			}
+			after = next
+		}
+	}
+	want := 0
+	for _, a := range batch {
+		if slices.Contains(a.PatientRefs, "Patient/p3") {
+			want++
+		}
+	}
+	assert.Equal(t, want, countPatient("Patient/p3"), "every patient row written")
+
+	t.Run("a retried batch is neither an error nor doubled", func(t *testing.T) {
+		extra := auditRecord("acme", "", base)
+		extra.PatientRefs = []string{"Patient/retry"}
+		again := append(slices.Clone(batch[:3]), extra)
+		require.NoError(t, s.RecordAudits(ctxT(t), again))
+		assert.Equal(t, want, countPatient("Patient/p3"))
+		assert.Equal(t, 1, countPatient("Patient/retry"), "the new record of the batch is written")
+	})
+
+	t.Run("one invalid record refuses the batch", func(t *testing.T) {
+		good := auditRecord("acme", "batch-good", base)
+		good.PatientRefs = []string{"Patient/all-or-nothing"}
+		bad := auditRecord("acme", "batch-bad", base)
+		bad.Query = "Patient?name=Citizen"
+		assert.ErrorIs(t, s.RecordAudits(ctxT(t), []*store.AuditRecord{good, bad}), store.ErrInvalid)
+		_, err := s.AuditEvent(ctxT(t), "acme", "batch-good")
+		assert.ErrorIs(t, err, store.ErrNotFound, "nothing of the batch was written")
+		assert.Zero(t, countPatient("Patient/all-or-nothing"))
+	})
 }
 
 // auditAt is the time of the fixture's record i.

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditSearchPaging", testAuditSearchPaging},
 		{"AuditConcurrentRecords", testAuditConcurrentRecords},
 		{"AuditRetention", testAuditRetention},
+		{"AuditBatch", testAuditBatch},
 		{"ClaimJTI", testClaimJTI},
 		{"ClaimJTIExpiry", testClaimJTIExpiry},
 		{"ClaimJTIRace", testClaimJTIRace},

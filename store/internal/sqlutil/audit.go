@@ -127,6 +127,18 @@ func PrepareAudit(a *store.AuditRecord) error {
 // unique returns refs without duplicates, in first-seen order, as a new
 // slice (the caller's is not modified); nil when empty.
 func unique(refs []string) []string {
+	if len(refs) > 16 {
+		// A search page names a hundred patients; quadratic would show.
+		seen := make(map[string]struct{}, len(refs))
+		out := make([]string, 0, len(refs))
+		for _, r := range refs {
+			if _, ok := seen[r]; !ok {
+				seen[r] = struct{}{}
+				out = append(out, r)
+			}
+		}
+		return out
+	}
 	var out []string
 	for _, r := range refs {
 		if !slices.Contains(out, r) {

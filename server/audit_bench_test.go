@@ -1,0 +1,66 @@
+package server_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+)
+
+// BenchmarkAudit is the 100-entry worklist search through the real router
+// with the audit off (no store), and on over SQLite and PostgreSQL (reads
+// waiting for room in the buffer, or for their commit): the
+// difference is what the audit costs a request. cpu-ns/op is the process's
+// CPU time (user+system) per request, background goroutines included, so
+// that work moved off the request (the audit writer) still counts.
+func BenchmarkAudit(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts func(testing.TB) []envOption
+	}{
+		{"off", func(testing.TB) []envOption { return nil }},
+		{"sqlite", func(t testing.TB) []envOption { return []envOption{withStore(t), noKick()} }},
+		{"postgres", func(t testing.TB) []envOption { return []envOption{withPostgres(t), noKick()} }},
+		// What serve does on PostgreSQL (BRIDGE_AUDIT_WAIT=auto): reads
+		// wait for their batch's commit.
+		{"postgres-commit", func(t testing.TB) []envOption { return []envOption{withPostgres(t), noKick(), commitReads()} }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			e := newEnv(b, tc.opts(b)...)
+			h := e.srv.Config.Handler
+			req := httptest.NewRequest(http.MethodGet, "/fhir/acme/ServiceRequest?_count=100", nil)
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+			}
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// noKick leaves the delivery worker out: a search delivers nothing.
+func noKick() envOption {
+	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.Kick = func() {} }
+}
+
+func commitReads() envOption {
+	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.AuditCommitReads = true }
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

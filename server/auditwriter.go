@@ -1,0 +1,269 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+)
+
+// Defaults of the audit writer.
+const (
+	// DefaultAuditBuffer is how many audit records may wait to be
+	// committed: a few seconds of a busy replica's requests, and the most
+	// a crash of the process can lose when reads do not wait for commits.
+	DefaultAuditBuffer = 1024
+	// auditMaxBatch bounds one transaction, so that a backlog after an
+	// outage is written in pieces the database takes comfortably.
+	auditMaxBatch = 512
+	// auditAttemptTimeout bounds one attempt to write a batch.
+	auditAttemptTimeout = 10 * time.Second
+	auditMinBackoff     = 50 * time.Millisecond
+	auditMaxBackoff     = 5 * time.Second
+)
+
+var (
+	// errAuditClosed is returned to requests arriving after Close began;
+	// the HTTP server is drained before, so only a bug gets one.
+	errAuditClosed = errors.New("audit writer closed")
+	// errAuditFull is returned when the buffer stayed full until the
+	// request's deadline: the store has been failing for that long.
+	errAuditFull = errors.New("audit buffer full")
+)
+
+// auditWriter is the audit trail's group commit. Requests enqueue their
+// records; one goroutine writes whatever has accumulated as one batch, in
+// one transaction (store.Audit.RecordAudits), while the next batch
+// accumulates. The buffer is bounded by records not yet committed (queued
+// plus the batch being written), so that the records a crash can lose are
+// never more than the buffer holds. When it is full, enqueue waits for
+// room: back-pressure, never a dropped record. A batch the store refuses
+// for a transient reason is retried, with backoff, until it is written or
+// the writer is closed.
+type auditWriter struct {
+	st       store.Audit
+	log      *slog.Logger
+	capacity int
+
+	mu    sync.Mutex
+	queue []*store.AuditRecord // enqueued, not yet taken by the writer
+	// pending counts the records not committed yet: the queue and the
+	// batch in flight. Room is freed only by a commit.
+	pending int
+	// enqueued and committed are sequence numbers: the records are
+	// numbered 1, 2, ... as enqueued, and committed in that order.
+	enqueued, committed uint64
+	// changed is closed (and replaced) whenever a batch is committed, to
+	// wake whoever waits for room or for a commit.
+	changed chan struct{}
+	closing bool
+
+	wake chan struct{} // a record was enqueued, or Close began
+	stop context.CancelFunc
+	ctx  context.Context // ends the retries when Close gives up
+	done chan struct{}
+}
+
+func newAuditWriter(st store.Audit, capacity int, log *slog.Logger) *auditWriter {
+	if capacity <= 0 {
+		capacity = DefaultAuditBuffer
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	w := &auditWriter{
+		st: st, log: log, capacity: capacity,
+		changed: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		ctx:     ctx, stop: stop,
+		done: make(chan struct{}),
+	}
+	go w.run()
+	return w
+}
+
+// enqueue adds a record to the next batch and returns its sequence number,
+// for wait. When the buffer is full it waits for room until ctx is done,
+// then returns errAuditFull: the caller must not send the answer the
+// record is about.
+func (w *auditWriter) enqueue(ctx context.Context, rec *store.AuditRecord) (uint64, error) {
+	for {
+		w.mu.Lock()
+		if w.closing {
+			w.mu.Unlock()
+			return 0, errAuditClosed
+		}
+		if w.pending < w.capacity {
+			w.queue = append(w.queue, rec)
+			w.pending++
+			w.enqueued++
+			seq := w.enqueued
+			w.mu.Unlock()
+			select {
+			case w.wake <- struct{}{}:
+			default: // the writer has been woken already
+			}
+			return seq, nil
+		}
+		changed := w.changed
+		w.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: %w", errAuditFull, context.Cause(ctx))
+		}
+	}
+}
+
+// wait returns once the record numbered seq (and every one before it) is
+// committed, or when ctx is done. The record stays queued either way.
+func (w *auditWriter) wait(ctx context.Context, seq uint64) error {
+	for {
+		w.mu.Lock()
+		if w.committed >= seq {
+			w.mu.Unlock()
+			return nil
+		}
+		changed := w.changed
+		w.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the audit commit: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// flush waits until every record enqueued so far is committed.
+func (w *auditWriter) flush(ctx context.Context) error {
+	w.mu.Lock()
+	seq := w.enqueued
+	w.mu.Unlock()
+	return w.wait(ctx, seq)
+}
+
+// backlog is how many records are not committed yet.
+func (w *auditWriter) backlog() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending
+}
+
+// close refuses new records, writes those queued and stops the writer. If
+// ctx ends first (the store is down), it stops retrying and says how many
+// records it could not write; they are logged by count, never by content.
+func (w *auditWriter) close(ctx context.Context) error {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+	}
+	w.stop()
+	<-w.done
+	if n := w.backlog(); n > 0 {
+		w.log.Error("audit: records not written at shutdown", "records", n)
+		return fmt.Errorf("audit: %d records not written at shutdown: %w", n, context.Cause(ctx))
+	}
+	return nil
+}
+
+func (w *auditWriter) run() {
+	defer close(w.done)
+	for {
+		w.mu.Lock()
+		n := min(len(w.queue), auditMaxBatch)
+		batch := make([]*store.AuditRecord, n)
+		copy(batch, w.queue)
+		// Shift rather than reslice, so that the queue's array is reused
+		// instead of growing with every record ever written.
+		kept := copy(w.queue, w.queue[n:])
+		clear(w.queue[kept:]) // no stale references past the end
+		w.queue = w.queue[:kept]
+		closing := w.closing
+		w.mu.Unlock()
+		if n == 0 {
+			if closing {
+				return
+			}
+			select {
+			case <-w.wake:
+			case <-w.ctx.Done():
+				return
+			}
+			continue
+		}
+		if !w.write(batch) {
+			return // Close gave up; the batch is counted in backlog
+		}
+		w.mu.Lock()
+		w.pending -= n
+		w.committed += uint64(n)
+		close(w.changed)
+		w.changed = make(chan struct{})
+		w.mu.Unlock()
+	}
+}
+
+// write stores a batch, retrying with backoff until it is written; false
+// when Close gave up first.
+func (w *auditWriter) write(batch []*store.AuditRecord) bool {
+	delay := auditMinBackoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(w.ctx, auditAttemptTimeout)
+		err := w.st.RecordAudits(ctx, batch)
+		cancel()
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				w.log.Info("audit: batch written after retries", "records", len(batch), "attempts", attempt)
+			}
+			return true
+		case errors.Is(err, store.ErrInvalid):
+			// A bug, not an outage: retrying cannot help, and holding the
+			// batch would stop the audit trail. Write the records one by
+			// one, so that only the invalid one is left out, and say so.
+			return w.writeEach(batch)
+		}
+		// Store errors name operations and kinds, never record contents.
+		w.log.Error("audit: writing a batch failed; retrying", "records", len(batch), "attempt", attempt, "error", err.Error())
+		select {
+		case <-time.After(delay):
+		case <-w.ctx.Done():
+			return false
+		}
+		delay = min(2*delay, auditMaxBackoff)
+	}
+}
+
+func (w *auditWriter) writeEach(batch []*store.AuditRecord) bool {
+	for _, rec := range batch {
+		for {
+			ctx, cancel := context.WithTimeout(w.ctx, auditAttemptTimeout)
+			err := w.st.RecordAudits(ctx, []*store.AuditRecord{rec})
+			cancel()
+			if err == nil {
+				break
+			}
+			if errors.Is(err, store.ErrInvalid) {
+				w.log.Error("audit: record refused as invalid", "correlation_id", rec.CorrelationID,
+					"route", rec.RequestPath, "error", err.Error())
+				break
+			}
+			select {
+			case <-time.After(auditMinBackoff):
+			case <-w.ctx.Done():
+				return false
+			}
+		}
+	}
+	return true
+}

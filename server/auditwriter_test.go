@@ -1,0 +1,322 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+)
+
+// faultyAudit is a real SQLite store whose RecordAudits can be held (gate)
+// or made to fail: before writing (failBefore) or after writing, as when
+// the connection breaks during the commit (failAfter).
+type faultyAudit struct {
+	store.Store
+	mu                    sync.Mutex
+	gate                  chan struct{} // nil: not held
+	failBefore, failAfter int
+	calls                 int
+}
+
+func (f *faultyAudit) RecordAudits(ctx context.Context, batch []*store.AuditRecord) error {
+	f.mu.Lock()
+	f.calls++
+	gate := f.gate
+	before := f.failBefore > 0
+	if before {
+		f.failBefore--
+	}
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if before {
+		return store.E(store.KindInternal, "injected failure")
+	}
+	err := f.Store.RecordAudits(ctx, batch)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil && f.failAfter > 0 {
+		f.failAfter--
+		return store.E(store.KindInternal, "injected failure after commit")
+	}
+	return err
+}
+
+func newFaultyAudit(t *testing.T) *faultyAudit {
+	st, err := sqlite.Open(context.Background(), t.TempDir()+"/bridge.db")
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return &faultyAudit{Store: st}
+}
+
+func testRecord(i int) *store.AuditRecord {
+	return &store.AuditRecord{Domain: "acme", Action: store.AuditActionRead, Interaction: "read",
+		Outcome: store.AuditOutcomeSuccess, CorrelationID: "rec-" + strconv.Itoa(i),
+		EntityRefs: []string{"ServiceRequest/s" + strconv.Itoa(i)}, PatientRefs: []string{"Patient/p" + strconv.Itoa(i%3)}}
+}
+
+// storedIDs returns the correlation ids of every stored record, as often
+// as each is stored.
+func storedIDs(t *testing.T, st store.Store) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	after := ""
+	for {
+		page, next, err := st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: store.MaxSearchLimit, After: after})
+		require.NoError(t, err)
+		for _, r := range page {
+			got[r.CorrelationID]++
+		}
+		if next == "" {
+			return got
+		}
+		after = next
+	}
+}
+
+func wantIDs(n int) map[string]int {
+	want := map[string]int{}
+	for i := range n {
+		want["rec-"+strconv.Itoa(i)] = 1
+	}
+	return want
+}
+
+func TestAuditWriterBackPressure(t *testing.T) {
+	st := newFaultyAudit(t)
+	st.gate = make(chan struct{})
+	w := newAuditWriter(st, 4, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	for i := range 4 {
+		_, err := w.enqueue(ctx, testRecord(i))
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 4, w.backlog())
+
+	// Full: a request whose deadline has passed gets no room, and its
+	// record is not half-queued.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := w.enqueue(done, testRecord(99))
+	require.ErrorIs(t, err, errAuditFull)
+	assert.Equal(t, 4, w.backlog())
+
+	// Another waits for room, which the first commit makes.
+	queued := make(chan error, 1)
+	go func() {
+		_, err := w.enqueue(ctx, testRecord(4))
+		queued <- err
+	}()
+	close(st.gate)
+	require.NoError(t, <-queued)
+	require.NoError(t, w.close(ctx))
+	assert.Equal(t, wantIDs(5), storedIDs(t, st), "every record once, none dropped")
+}
+
+func TestAuditWriterRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		failBefore, failAfter int
+	}{
+		{"store unavailable", 3, 0},
+		// The commit happened but was not confirmed: the retry must
+		// neither fail on the records' ids nor write them twice.
+		{"commit not confirmed", 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFaultyAudit(t)
+			st.failBefore, st.failAfter = tc.failBefore, tc.failAfter
+			w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler))
+			var last uint64
+			for i := range 20 {
+				seq, err := w.enqueue(context.Background(), testRecord(i))
+				require.NoError(t, err)
+				last = seq
+			}
+			require.NoError(t, w.wait(context.Background(), last))
+			assert.Equal(t, wantIDs(20), storedIDs(t, st))
+			assert.Greater(t, st.calls, tc.failBefore+tc.failAfter, "retried")
+			require.NoError(t, w.close(context.Background()))
+		})
+	}
+}
+
+func TestAuditWriterClose(t *testing.T) {
+	t.Run("flushes what is queued", func(t *testing.T) {
+		st := newFaultyAudit(t)
+		st.gate = make(chan struct{})
+		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler))
+		for i := range 50 {
+			_, err := w.enqueue(context.Background(), testRecord(i))
+			require.NoError(t, err)
+		}
+		close(st.gate)
+		require.NoError(t, w.close(context.Background()))
+		assert.Equal(t, wantIDs(50), storedIDs(t, st))
+		_, err := w.enqueue(context.Background(), testRecord(50))
+		assert.ErrorIs(t, err, errAuditClosed)
+	})
+	t.Run("gives up when the store stays down, and says how much is lost", func(t *testing.T) {
+		st := newFaultyAudit(t)
+		st.failBefore = 1 << 30
+		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler))
+		for i := range 7 {
+			_, err := w.enqueue(context.Background(), testRecord(i))
+			require.NoError(t, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := w.close(ctx)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "7 records not written")
+	})
+}
+
+// TestFullAuditBufferWithholdsAnswers: when the store takes no audit
+// record and the buffer is full, a read waits for room until its deadline
+// and then gets a 503 instead of the data; once the store answers again,
+// every record of an answer sent is written.
+func TestFullAuditBufferWithholdsAnswers(t *testing.T) {
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1, Appointments: 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { sim.Close() })
+	client, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
+		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
+	require.NoError(t, err)
+	st := newFaultyAudit(t)
+	st.gate = make(chan struct{})
+	s := New(Config{QUBS: client, Store: st, AuditBuffer: 2, CursorKey: []byte("k"),
+		RequestTimeout: 300 * time.Millisecond, Kick: func() {}})
+	h := s.engine
+	get := func(cid string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/fhir/acme/ServiceRequest?_count=1", nil)
+		req.Header.Set(HeaderCorrelationID, cid)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	// The first two fill the buffer (the writer holds the first batch).
+	for _, cid := range []string{"rec-0", "rec-1"} {
+		r := get(cid)
+		require.Equal(t, http.StatusOK, r.Code, "%s", r.Body)
+	}
+	eventually(t, func() bool { return s.auditor.backlog() == 2 })
+	r := get("withheld")
+	assert.Equal(t, http.StatusServiceUnavailable, r.Code)
+	assert.NotContains(t, r.Body.String(), `"ServiceRequest"`, "no data without an audit record")
+	assert.Contains(t, r.Body.String(), "OperationOutcome")
+
+	close(st.gate)
+	require.NoError(t, s.Close(context.Background()))
+	assert.Equal(t, wantIDs(2), storedIDs(t, st), "every answer sent has its record")
+}
+
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkAuditRecord is the audit of one 100-entry search page (100
+// ServiceRequests and 100 Patients named, as the worklist reports them)
+// from 16 concurrent requests: "each" writes every record in its own
+// transaction, as the audit did before group commit; "batched" queues it
+// for the writer, as requests do now (the run ends with a flush, so the
+// writes are all counted). cpu-ns/op is the process's CPU per record,
+// background writer included.
+func BenchmarkAuditRecord(b *testing.B) {
+	page := func(i int) *store.AuditRecord {
+		r := &store.AuditRecord{Domain: "acme", Action: store.AuditActionExecute, Interaction: "search-type",
+			Outcome: store.AuditOutcomeSuccess, Query: "ServiceRequest?_count", CorrelationID: "bench-" + strconv.Itoa(i),
+			RequestPath: "/fhir/:domain/ServiceRequest", AgentID: "ris", NetworkAddr: "127.0.0.1"}
+		for j := range 100 {
+			r.EntityRefs = append(r.EntityRefs, "ServiceRequest/A"+strconv.Itoa(200000+j))
+			r.PatientRefs = append(r.PatientRefs, "Patient/"+strconv.Itoa(230000+j))
+		}
+		return r
+	}
+	engines := []struct {
+		name string
+		open func(b *testing.B) store.Store
+	}{
+		{"sqlite", func(b *testing.B) store.Store {
+			st, err := sqlite.Open(context.Background(), b.TempDir()+"/bridge.db")
+			require.NoError(b, err)
+			b.Cleanup(func() { st.Close() })
+			return st
+		}},
+		{"postgres", func(b *testing.B) store.Store { return pgtest.Open(b) }},
+	}
+	for _, eng := range engines {
+		b.Run(eng.name+"/each", func(b *testing.B) {
+			st := eng.open(b)
+			b.SetParallelism(8) // 16 clients on 2 cores
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := st.RecordAudit(context.Background(), page(int(n.Add(1)))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+		b.Run(eng.name+"/batched", func(b *testing.B) {
+			st := eng.open(b)
+			w := newAuditWriter(st, DefaultAuditBuffer, slog.New(slog.DiscardHandler))
+			b.SetParallelism(8)
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := w.enqueue(context.Background(), page(int(n.Add(1)))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			require.NoError(b, w.flush(context.Background()))
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.StopTimer()
+			require.NoError(b, w.close(context.Background()))
+		})
+	}
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
