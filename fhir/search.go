@@ -21,6 +21,10 @@ type ParamSpec struct {
 	Definition string
 	// Documentation explains the parameter in the CapabilityStatement.
 	Documentation string
+	// Repeatable parameters may be given more than once, and the handler
+	// ANDs the values (R4 search.html#combining: date=ge..&date=le.. is a
+	// range). Others given twice are refused.
+	Repeatable bool
 }
 
 // SearchSpec is what a search handler understands.
@@ -71,8 +75,8 @@ var resultParams = map[string]bool{"_count": true, "_include": true, "_format": 
 //     recognised parameter are refused with 400 in both modes: ignoring
 //     one would change what matches, not just what is returned.
 //   - A recognised parameter given twice (with or without modifier) is
-//     refused with 400: R4 ANDs repeats, which no handler implements.
-//     Alternatives go comma-separated in one value (OR).
+//     refused with 400 unless its spec is Repeatable (the handler ANDs
+//     the values). Alternatives go comma-separated in one value (OR).
 //   - _count must be a positive integer; above maxCount it is clamped
 //     (servers may return fewer than asked). _count=0, which R4 defines as
 //     "count only", is refused: QUBS gives no total to report.
@@ -122,6 +126,10 @@ func ParseSearch(values url.Values, prefer string, spec SearchSpec, defaultCount
 					q.Includes = append(q.Includes, v)
 				}
 			}
+			continue
+		}
+		if ps.Repeatable {
+			q.Params[name] = append(q.Params[name], vs...)
 			continue
 		}
 		if len(vs) > 1 || q.Params[name] != nil {

@@ -74,6 +74,15 @@ func loadZone(name string) (*time.Location, error) {
 	return loc, nil
 }
 
+// Default returns the zone of sites not configured, which is also the
+// zone of dates given without one (BRIDGE_DEFAULT_TIMEZONE).
+func (z *Zones) Default() *time.Location {
+	if z == nil {
+		return defaultLocation
+	}
+	return z.def
+}
+
 // For returns the zone of a scheduled site: the configured one (matched
 // exactly after trimming, else case-insensitively), else the default.
 func (z *Zones) For(site string) *time.Location {

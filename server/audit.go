@@ -172,11 +172,7 @@ func (s *Server) auditRecordOf(c *gin.Context, status int) *store.AuditRecord {
 	if spec == nil || spec.interaction.auditAction() == "" {
 		return nil // no FHIR route (404), or one that discloses nothing
 	}
-	if status == http.StatusTooManyRequests {
-		// Throttled before anything was touched; recording each one
-		// would let a flood of refusals flood the audit trail.
-		return nil
-	}
+	throttled := status == http.StatusTooManyRequests
 	typ, interaction, action := spec.typ, string(spec.interaction), spec.interaction.auditAction()
 	p := principalOf(c)
 	rec := &store.AuditRecord{
@@ -217,6 +213,18 @@ func (s *Server) auditRecordOf(c *gin.Context, status int) *store.AuditRecord {
 	}
 	rec.EntityRefs = dedupe(entities)
 	rec.PatientRefs = dedupe(patients)
+	if throttled {
+		// Throttled before anything was touched: the first 429 of a
+		// client in a minute is recorded, the rest are counted into one
+		// record at the end of the minute (throttleAudit).
+		client := rec.AgentID
+		if client == "" {
+			client = "ip:" + rec.NetworkAddr
+		}
+		if !s.throttles.admit(rec.Domain+"|"+client, rec) {
+			return nil
+		}
+	}
 	return rec
 }
 
@@ -263,7 +271,7 @@ func validFHIRID(id string) bool {
 var auditEventSearch = fhir.SearchSpec{
 	Resource: "AuditEvent",
 	Params: []fhir.ParamSpec{
-		{Name: "date", Type: "date", Documentation: "When recorded; ge/gt and le/lt prefixes bound the range."},
+		{Name: "date", Type: "date", Repeatable: true, Documentation: "When recorded. A date without a time is a whole day in the bridge's zone (BRIDGE_DEFAULT_TIMEZONE); eq (no prefix), ge, gt, le and lt; repeat it for a range (date=ge2026-12-01&date=lt2026-12-08)."},
 		{Name: "patient", Type: "reference", Documentation: "Patient/{id}: events about the patient."},
 		{Name: "agent", Type: "token", Documentation: "The client id."},
 		{Name: "action", Type: "token", Documentation: "C, R, U, D or E."},
@@ -280,7 +288,7 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 	}
 	f := store.AuditFilter{Limit: q.Count}
 	for _, v := range q.Params["date"] {
-		if err := dateBound(&f, v); err != nil {
+		if err := s.dateBound(&f, v); err != nil {
 			return err
 		}
 	}
@@ -335,36 +343,13 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 	return nil
 }
 
-// dateBound applies one date parameter with a FHIR search prefix: ge or
-// gt bound the start, le or lt the end. Equality and the other prefixes
-// are not offered.
-func dateBound(f *store.AuditFilter, v string) error {
-	prefix, val := "eq", v
-	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
-		prefix, val = v[:2], v[2:]
-	}
-	t, err := parseFHIRDate(val)
+// dateBound applies one date parameter (ANDed with the others).
+func (s *Server) dateBound(f *store.AuditFilter, v string) error {
+	d, err := fhir.ParseDateParam(v, s.cfg.Zones.Default())
 	if err != nil {
-		return fhir.Errorf(http.StatusBadRequest, "value", "date must be a FHIR date or dateTime with a prefix ge, gt, le or lt")
+		return err
 	}
-	switch prefix {
-	case "ge", "gt":
-		f.Since = t
-	case "le", "lt":
-		f.Until = t
-	default:
-		return fhir.Errorf(http.StatusBadRequest, "not-supported", "date takes a ge, gt, le or lt prefix")
-	}
-	return nil
-}
-
-func parseFHIRDate(v string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05Z07:00", "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, errors.New("not a date")
+	return d.Narrow(&f.Since, &f.Until)
 }
 
 func (s *Server) readAuditEvent(c *gin.Context) error {

@@ -281,5 +281,38 @@ func TestRefusalsAreThrottled(t *testing.T) {
 	assert.Equal(t, 17, codes[http.StatusTooManyRequests])
 	recs, _, err := st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: 100})
 	require.NoError(t, err)
-	assert.Len(t, recs, 3, "only the refusals that were examined are audited")
+	assert.Len(t, recs, 3+1, "the refusals that were examined, and the first throttled one")
+
+	// The other 16 429s are counted, and recorded as one when the minute
+	// ends or the bridge stops.
+	require.NoError(t, e.bridge.Close(context.Background()))
+	recs, _, err = st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: 100})
+	require.NoError(t, err)
+	require.Len(t, recs, 3+1+1)
+	var summary int
+	for _, r := range recs {
+		if strings.Contains(r.OutcomeDesc, "16 more throttled requests") {
+			summary++
+		}
+	}
+	assert.Equal(t, 1, summary, "one record counts the rest")
+}
+
+// TestTooLargeIsAudited: a body refused for its declared length is in the
+// audit trail like any other refusal.
+func TestTooLargeIsAudited(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		sc.MaxBodyBytes = 1 << 10
+		st = sc.Store
+	})
+	h := http.Header{"Content-Type": {"application/fhir+json"}}
+	r := do(t, http.MethodPost, e.base+"/DiagnosticReport", h, strings.NewReader(strings.Repeat(" ", 2<<10)+"{}"))
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.status)
+	require.NoError(t, e.bridge.Close(context.Background()))
+	recs, _, err := st.SearchAudit(context.Background(), "acme", store.AuditFilter{Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	assert.Equal(t, "HTTP 413", recs[0].OutcomeDesc)
+	assert.Equal(t, store.AuditActionCreate, recs[0].Action)
 }

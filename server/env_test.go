@@ -27,6 +27,8 @@ type env struct {
 	sim  *qubssim.Server
 	srv  *httptest.Server
 	base string // FHIR base of the first domain
+	// bridge is the server under test, for tests that stop it.
+	bridge *server.Server
 }
 
 type envOption func(*qubssim.Options, *qubs.Config, *server.Config)
@@ -75,7 +77,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Cleanup(func() { require.NoError(t, bridge.Close(context.Background())) })
 	srv := httptest.NewServer(bridge)
 	t.Cleanup(srv.Close)
-	return &env{sim: sim, srv: srv, base: srv.URL + "/fhir/" + sim.Domains()[0]}
+	return &env{sim: sim, srv: srv, base: srv.URL + "/fhir/" + sim.Domains()[0], bridge: bridge}
 }
 
 // response is an answer of the bridge, already checked to be valid R4 when

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"regexp"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -101,13 +102,12 @@ func (s *Server) accessLog() gin.HandlerFunc {
 	}
 }
 
-// limits caps the body and bounds the request's time, QUBS calls included.
+// limits caps the body. A body declared too large is refused at once,
+// except on FHIR routes, where declaredLength refuses it after the audit
+// and authentication, so that the refusal is in the audit trail.
 func (s *Server) limits() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if c.Request.ContentLength > s.cfg.MaxBodyBytes {
-			s.renderError(c, fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly",
-				"request body of %d bytes exceeds the limit of %d bytes", c.Request.ContentLength, s.cfg.MaxBodyBytes))
-			c.Abort()
+		if !strings.HasPrefix(c.FullPath(), fhirBasePattern+"/") && s.tooLarge(c) {
 			return
 		}
 		if c.Request.Body != nil {
@@ -115,6 +115,27 @@ func (s *Server) limits() gin.HandlerFunc {
 		}
 		c.Next()
 	}
+}
+
+// declaredLength refuses, on FHIR routes, a body whose declared length is
+// over the limit (a body that only turns out too long while it is read is
+// refused by the MaxBytesReader of limits, inside the handler).
+func (s *Server) declaredLength() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !s.tooLarge(c) {
+			c.Next()
+		}
+	}
+}
+
+func (s *Server) tooLarge(c *gin.Context) bool {
+	if c.Request.ContentLength <= s.cfg.MaxBodyBytes {
+		return false
+	}
+	s.renderError(c, fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly",
+		"request body of %d bytes exceeds the limit of %d bytes", c.Request.ContentLength, s.cfg.MaxBodyBytes))
+	c.Abort()
+	return true
 }
 
 // negotiate picks the response format before any work is done, so a client

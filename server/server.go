@@ -128,6 +128,7 @@ type Server struct {
 	validator *fhir.Validator
 	started   time.Time
 	auditor   *auditWriter // nil without a store
+	throttles *throttleAudit
 }
 
 // New builds the server and its routes, and with a store starts the audit
@@ -171,6 +172,7 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Store != nil {
 		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"))
+		s.throttles = newThrottleAudit(s.emitThrottleSummary)
 	}
 	s.engine = s.routes()
 	return s
@@ -212,6 +214,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.auditor == nil {
 		return nil
 	}
+	s.throttles.flush()
 	return s.auditor.close(ctx)
 }
 
@@ -254,7 +257,7 @@ func (s *Server) routes() *gin.Engine {
 	// Whether QUBS lets the bridge reach the domain is asked last, so that
 	// only authenticated callers, at their allowed rate, can make the
 	// bridge ask.
-	fhirBase := e.Group(fhirBasePattern, s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.knownDomain())
+	fhirBase := e.Group(fhirBasePattern, s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.declaredLength(), s.knownDomain())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
 	s.registerFHIR(fhirBase, fhirBase.Group("", s.negotiate()))
