@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultZone is the zone used when none is configured.
@@ -85,7 +86,8 @@ func (z *Zones) For(site string) *time.Location {
 		return loc
 	}
 	if len(z.fold) > 0 {
-		if loc, ok := z.fold[strings.ToLower(site)]; ok {
+		var buf [64]byte
+		if loc, ok := z.fold[string(appendLower(buf[:0], site))]; ok {
 			return loc
 		}
 	}
@@ -158,4 +160,22 @@ func formatOffset(b []byte, offset int) []byte {
 	}
 	offset /= 60
 	return append(b, sign, byte('0'+offset/600), byte('0'+offset/60%10), ':', byte('0'+offset%60/10), byte('0'+offset%10))
+}
+
+// appendLower appends strings.ToLower(s), without allocating for the
+// ASCII site names every worklist entry looks up.
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(dst, strings.ToLower(s)...)
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
