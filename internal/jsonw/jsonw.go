@@ -106,6 +106,9 @@ func Int(dst []byte, n int) []byte { return strconv.AppendInt(dst, int64(n), 10)
 // U+2029). It is a quick byte scan, not validation: callers pass JSON they
 // made themselves, and fall back to encoding/json when it says no.
 func Compact(raw []byte) bool {
+	if len(raw) == 0 {
+		return false
+	}
 	in := false
 	for i := 0; i < len(raw); i++ {
 		switch b := raw[i]; b {
