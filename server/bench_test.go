@@ -41,6 +41,46 @@ func BenchmarkSearch100(b *testing.B) {
 	}
 }
 
+// BenchmarkReadServiceRequest is GET ServiceRequest/{id} through the real
+// router, with QUBS (the simulator) over loopback HTTP.
+func BenchmarkReadServiceRequest(b *testing.B) {
+	e := newEnv(b)
+	_, srID := firstPending(b, e.sim, 20)
+	h := e.srv.Config.Handler
+	req := httptest.NewRequest(http.MethodGet, "/fhir/acme/ServiceRequest/"+srID, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkQUBSGet is the QUBS call alone that BenchmarkReadServiceRequest
+// makes.
+func BenchmarkQUBSGet(b *testing.B) {
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sim.Close()
+	c, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
+		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := sim.PendingIDs("acme")[20]
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.GetPending(ctx, "acme", id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkQUBSPage100 is the QUBS call alone that BenchmarkSearch100 makes,
 // so the bridge's own share of a search can be read off as a ratio.
 func BenchmarkQUBSPage100(b *testing.B) {
