@@ -140,11 +140,48 @@ func (l *extList) end(dst []byte) []byte {
 	return append(dst, ']')
 }
 
-// stringExt appends {"url":url,"valueString":v}.
-func stringExt(dst []byte, url, v string) []byte {
-	dst = jsonw.StringField(append(dst, '{'), "url", url)
-	return append(jsonw.StringField(dst, "valueString", v), '}')
+// stringExt appends {"url":url,"valueString":v}; qurl is url quoted.
+func stringExt(dst []byte, qurl, v string) []byte {
+	dst = append(append(dst, `{"url":`...), qurl...)
+	return append(jsonw.String(append(dst, `,"valueString":`...), v), '}')
 }
+
+// rawField appends "name":quoted, with quoted a JSON string already.
+func rawField(dst []byte, name, quoted string) []byte {
+	return append(jsonw.Field(dst, name), quoted...)
+}
+
+// quote is s as a JSON string, for the constant URLs every entry repeats:
+// escaped once here rather than scanned again for every entry.
+func quote(s string) string { return string(jsonw.String(nil, s)) }
+
+// The URLs and systems the encoders write, quoted.
+var (
+	qSystemUsername         = quote(SystemUsername)
+	qSystemServiceItem      = quote(SystemServiceItem)
+	qExtServiceItemCount    = quote(ExtServiceItemCount)
+	qExtReferringClinic     = quote(ExtReferringClinic)
+	qExtReportNeededBy      = quote(ExtReportNeededBy)
+	qExtAppointmentDate     = quote(ExtAppointmentDate)
+	qExtDataAbsentReason    = quote(ExtDataAbsentReason)
+	qExtDateOfBirth         = quote(ExtDateOfBirth)
+	qExtDerivedText         = quote(ExtDerivedText)
+	qExtDomain              = quote(ExtDomain)
+	qExtEndTime             = quote(ExtEndTime)
+	qExtGender              = quote(ExtGender)
+	qExtInitials            = quote(ExtInitials)
+	qExtPriority            = quote(ExtPriority)
+	qExtServiceItem         = quote(ExtServiceItem)
+	qExtStartTime           = quote(ExtStartTime)
+	qExtStatus              = quote(ExtStatus)
+	qExtUserRole            = quote(ExtUserRole)
+	qSystemAppointmentID    = quote(SystemAppointmentID)
+	qSystemDICOM            = quote(SystemDICOM)
+	qSystemDICOMUID         = quote(SystemDICOMUID)
+	qSystemPatientID        = quote(SystemPatientID)
+	qSystemSNOMED           = quote(SystemSNOMED)
+	qSystemV2IdentifierType = quote(SystemV2IdentifierType)
+)
 
 // occurrenceParts is what occurrence() decides, without the models.
 type occurrenceParts struct {
@@ -200,16 +237,16 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 	// Extensions, in FromAppointment's order.
 	dst, l := beginList(dst, "extension")
 	if a.Domain != "" {
-		dst = stringExt(l.next(dst), ExtDomain, a.Domain)
+		dst = stringExt(l.next(dst), qExtDomain, a.Domain)
 	}
 	if a.Status != "" {
-		dst = stringExt(l.next(dst), ExtStatus, string(a.Status))
+		dst = stringExt(l.next(dst), qExtStatus, string(a.Status))
 	}
 	if a.Priority != "" && (!hasPrio || prio.Code() != a.Priority) {
-		dst = stringExt(l.next(dst), ExtPriority, a.Priority)
+		dst = stringExt(l.next(dst), qExtPriority, a.Priority)
 	}
 	if t := a.ReportNeededBy; t != nil {
-		dst = jsonw.StringField(append(l.next(dst), '{'), "url", ExtReportNeededBy)
+		dst = rawField(append(l.next(dst), '{'), "url", qExtReportNeededBy)
 		if y := t.Year(); y < 1 || y > 9999 {
 			dst = jsonw.Field(dst, "valueString")
 		} else {
@@ -219,43 +256,43 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 		dst = append(t.AppendFormat(append(dst, '"'), time.RFC3339Nano), '"', '}')
 	}
 	if m.ClinicID != "" {
-		dst = jsonw.StringField(append(l.next(dst), '{'), "url", ExtReferringClinic)
+		dst = rawField(append(l.next(dst), '{'), "url", qExtReferringClinic)
 		dst = m.appendClinicRef(jsonw.Field(dst, "valueReference"))
 		dst = append(dst, '}')
 	}
 	if occ.keepDate {
-		dst = stringExt(l.next(dst), ExtAppointmentDate, *a.AppointmentDate)
+		dst = stringExt(l.next(dst), qExtAppointmentDate, *a.AppointmentDate)
 	}
 	if occ.keepStart {
-		dst = stringExt(l.next(dst), ExtStartTime, *a.StartTime)
+		dst = stringExt(l.next(dst), qExtStartTime, *a.StartTime)
 	}
 	if occ.keepEnd {
-		dst = stringExt(l.next(dst), ExtEndTime, *a.EndTime)
+		dst = stringExt(l.next(dst), qExtEndTime, *a.EndTime)
 	}
 	for i := range m.originals {
 		dst = appendExtension(l.next(dst), &m.originals[i])
 	}
 	if a.ServiceItems != nil {
-		dst = jsonw.StringField(append(l.next(dst), '{'), "url", ExtServiceItemCount)
+		dst = rawField(append(l.next(dst), '{'), "url", qExtServiceItemCount)
 		dst = append(jsonw.Int(jsonw.Field(dst, "valueUnsignedInt"), len(a.ServiceItems)), '}')
 		for _, it := range a.ServiceItems {
 			raw := string(it)
 			if len(it) == 0 {
 				raw = "null"
 			}
-			dst = stringExt(l.next(dst), ExtServiceItem, raw)
+			dst = stringExt(l.next(dst), qExtServiceItem, raw)
 		}
 	}
 	dst = l.end(dst)
 
 	dst = jsonw.Field(dst, "identifier")
 	dst = append(dst, `[{"use":"usual","type":{"coding":[{`...)
-	dst = jsonw.StringField(dst, "system", SystemV2IdentifierType)
+	dst = rawField(dst, "system", qSystemV2IdentifierType)
 	dst = append(dst, `,"code":"FILL","display":"Filler Identifier"}]}`...)
-	dst = jsonw.StringField(dst, "system", SystemAppointmentID)
+	dst = rawField(dst, "system", qSystemAppointmentID)
 	dst = append(jsonw.StringField(dst, "value", a.AppointmentID), '}')
 	if a.StudyInstanceUID != "" {
-		dst = jsonw.StringField(append(dst, ",{"...), "system", SystemDICOMUID)
+		dst = rawField(append(dst, ",{"...), "system", qSystemDICOMUID)
 		dst = append(jsonw.Field(dst, "value"), `"urn:oid:`...)
 		dst = append(jsonw.Escaped(dst, a.StudyInstanceUID), `"}`...)
 	}
@@ -263,7 +300,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 
 	dst = jsonw.StringField(dst, "status", m.Status.Code())
 	dst = append(dst, `,"intent":"order","category":[{"coding":[{`...)
-	dst = jsonw.StringField(dst, "system", SystemSNOMED)
+	dst = rawField(dst, "system", qSystemSNOMED)
 	dst = jsonw.StringField(dst, "code", SNOMEDImagingProcedure)
 	dst = append(dst, `,"display":"Imaging procedure"}],"text":"Imaging"}]`...)
 	if hasPrio {
@@ -274,7 +311,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 	dst = append(jsonw.Field(dst, "code"), '{')
 	if a.StudyDescription == "" {
 		dst = jsonw.Field(dst, "extension")
-		dst = append(jsonw.StringField(append(dst, "[{"...), "url", ExtDerivedText), `,"valueBoolean":true}]`...)
+		dst = append(rawField(append(dst, "[{"...), "url", qExtDerivedText), `,"valueBoolean":true}]`...)
 	}
 	dst, l = beginList(dst, "coding")
 	for _, it := range a.ServiceItems {
@@ -282,7 +319,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 		if !ok {
 			continue
 		}
-		dst = jsonw.StringField(append(l.next(dst), '{'), "system", SystemServiceItem)
+		dst = rawField(append(l.next(dst), '{'), "system", qSystemServiceItem)
 		dst = jsonw.StringField(dst, "code", code)
 		if display != "" {
 			dst = jsonw.StringField(dst, "display", display)
@@ -302,7 +339,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 	if a.Modality != "" {
 		dst = append(jsonw.Field(dst, "orderDetail"), "[{"...)
 		if d, ok := modalityCoding(a.Modality); ok {
-			dst = jsonw.StringField(append(dst, `"coding":[{`...), "system", SystemDICOM)
+			dst = rawField(append(dst, `"coding":[{`...), "system", qSystemDICOM)
 			dst = jsonw.StringField(dst, "code", d.code)
 			dst = append(jsonw.StringField(dst, "display", d.display), "}]"...)
 		}
@@ -319,7 +356,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 		// subject is 1..1: a data-absent-reason rather than a made-up
 		// Patient.
 		dst = jsonw.Field(dst, "extension")
-		dst = jsonw.StringField(append(dst, "[{"...), "url", ExtDataAbsentReason)
+		dst = rawField(append(dst, "[{"...), "url", qExtDataAbsentReason)
 		dst = append(dst, `,"valueCode":"unknown"}]`...)
 	}
 	dst = append(dst, '}')
@@ -427,17 +464,17 @@ func (m *Mapped) AppendPatient(dst []byte) []byte {
 	}
 	dst, l := beginList(dst, "extension")
 	if !dobOK && a.DateOfBirth != nil && *a.DateOfBirth != "" {
-		dst = stringExt(l.next(dst), ExtDateOfBirth, *a.DateOfBirth)
+		dst = stringExt(l.next(dst), qExtDateOfBirth, *a.DateOfBirth)
 	}
 	if a.Gender != "" && g.Code() != a.Gender {
-		dst = stringExt(l.next(dst), ExtGender, a.Gender)
+		dst = stringExt(l.next(dst), qExtGender, a.Gender)
 	}
 	dst = l.end(dst)
 	if a.PatientID != "" {
 		dst = append(jsonw.Field(dst, "identifier"), `[{"use":"usual","type":{"coding":[{`...)
-		dst = jsonw.StringField(dst, "system", SystemV2IdentifierType)
+		dst = rawField(dst, "system", qSystemV2IdentifierType)
 		dst = append(dst, `,"code":"MR","display":"Medical record number"}]}`...)
-		dst = jsonw.StringField(dst, "system", SystemPatientID)
+		dst = rawField(dst, "system", qSystemPatientID)
 		dst = append(jsonw.StringField(dst, "value", a.PatientID), "}]"...)
 	}
 	dst = appendName(dst, a.PatientName, a.FirstName, a.LastName, "")
@@ -553,14 +590,14 @@ func (m *Mapped) AppendRadiologist(dst []byte) []byte {
 	dst = jsonw.String(append(dst, `{"id":`...), m.RadiologistID)
 	dst, l := beginList(dst, "extension")
 	if u.Initials != "" {
-		dst = stringExt(l.next(dst), ExtInitials, u.Initials)
+		dst = stringExt(l.next(dst), qExtInitials, u.Initials)
 	}
 	if u.Role != "" {
-		dst = stringExt(l.next(dst), ExtUserRole, u.Role)
+		dst = stringExt(l.next(dst), qExtUserRole, u.Role)
 	}
 	dst = l.end(dst)
 	if u.Username != "" {
-		dst = jsonw.StringField(append(jsonw.Field(dst, "identifier"), "[{"...), "system", SystemUsername)
+		dst = rawField(append(jsonw.Field(dst, "identifier"), "[{"...), "system", qSystemUsername)
 		dst = append(jsonw.StringField(dst, "value", u.Username), "}]"...)
 	}
 	if u.FirstName != "" || u.LastName != "" {
