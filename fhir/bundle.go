@@ -109,12 +109,6 @@ func (b *Bundle) AddIncludeCompact(fullURL string, resource []byte) {
 	b.add(fullURL, resource, "include", true)
 }
 
-// Has reports whether the Bundle holds an entry with fullURL.
-func (b *Bundle) Has(fullURL string) bool {
-	_, ok := b.index(fullURL)
-	return ok
-}
-
 // AddOutcome adds an OperationOutcome about the search, such as warnings
 // about ignored parameters (search.mode "outcome", R4 search.html#errors).
 func (b *Bundle) AddOutcome(resource json.RawMessage) {

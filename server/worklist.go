@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -149,8 +150,10 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	}
 	s.noteSkipped(c, bundle, skipped, "appointments")
 	// Every resource is written once, straight into one arena the Bundle
-	// copies from; slices of it stay valid when it grows.
-	arena := make([]byte, 0, len(matches)*srSizeHint*(1+len(q.Includes)))
+	// copies from; slices of it stay valid when it grows. The arena is
+	// reused once the answer is written: the Bundle copied what it needed.
+	arena := getArena(len(matches) * (srSizeHint + includeSizeHint*len(q.Includes)))
+	defer putArena(&arena)
 	included := map[string]bool{}
 	withheld := map[string]bool{}
 	for i := range matches {
@@ -193,9 +196,35 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	return nil
 }
 
-// srSizeHint is about the size of one encoded ServiceRequest, to size the
-// arena a page is written into.
-const srSizeHint = 2048
+// srSizeHint and includeSizeHint are about the sizes of one encoded
+// ServiceRequest (2.1 kB on average over the simulator's seed, 2.7 kB at
+// most) and one included resource, to size the arena a page is written
+// into.
+const (
+	srSizeHint      = 2560
+	includeSizeHint = 512
+)
+
+// arenas recycles the buffers search pages are written into: a page of
+// 500 is over a megabyte, and allocating it afresh for every page is
+// most of what a worklist walk gives the garbage collector.
+var arenas sync.Pool
+
+// maxPooledArena keeps an unusually large page's arena from being held.
+const maxPooledArena = 4 << 20
+
+func getArena(size int) []byte {
+	if p, ok := arenas.Get().(*[]byte); ok && cap(*p) >= size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+func putArena(b *[]byte) {
+	if cap(*b) <= maxPooledArena {
+		arenas.Put(b)
+	}
+}
 
 // includeRef is the reference an _include follows from m, "" when m has
 // none.
