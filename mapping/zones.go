@@ -125,8 +125,14 @@ func localInstant(loc *time.Location, y int, mo time.Month, d, h, mi, s int) (of
 	wall := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Unix()
 	guess := time.Date(y, mo, d, h, mi, s, 0, loc)
 	_, o0 := guess.Zone()
-	candidates := [3]int{o0, o0, o0}
 	start, end := guess.ZoneBounds()
+	if g := guess.Unix(); (start.IsZero() || g-start.Unix() > 2*86400) && (end.IsZero() || end.Unix()-g > 2*86400) {
+		// Days from any change of offset (offsets differ by less than a
+		// day): o0 is the only offset that fits, as the search below
+		// would find. Nearly every appointment takes this way.
+		return o0
+	}
+	candidates := [3]int{o0, o0, o0}
 	if !start.IsZero() {
 		_, candidates[1] = start.Add(-time.Second).In(loc).Zone()
 	}
