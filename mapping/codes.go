@@ -157,14 +157,16 @@ func modalityCoding(mod string) (dicomModality, bool) {
 
 // validCode reports whether s is a FHIR code: no leading, trailing or
 // doubled whitespace ([^\s]+(\s[^\s]+)*).
-func validCode(s string) bool {
+func validCode[S ~string | ~[]byte](s S) bool {
 	// Without allocating, what strings.Join(strings.Fields(s), " ") == s
 	// says: every white space rune is a single ' ' between two others.
-	if s == "" {
+	if len(s) == 0 {
 		return false
 	}
 	prevSpace := true // a leading space is refused like a doubled one
-	for _, r := range s {
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(string(s[i:min(len(s), i+utf8.UTFMax)]))
+		i += size
 		if !unicode.IsSpace(r) {
 			prevSpace = false
 			continue

@@ -315,14 +315,18 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 	}
 	dst, l = beginList(dst, "coding")
 	for _, it := range a.ServiceItems {
-		code, display, ok := serviceItemCode(it)
+		code, display, ok, sure := serviceItemCodeFast(it)
+		if !sure {
+			c, d, okSlow := serviceItemCode(it)
+			code, display, ok = []byte(c), []byte(d), okSlow
+		}
 		if !ok {
 			continue
 		}
 		dst = rawField(append(l.next(dst), '{'), "system", qSystemServiceItem)
-		dst = jsonw.StringField(dst, "code", code)
-		if display != "" {
-			dst = jsonw.StringField(dst, "display", display)
+		dst = append(jsonw.Escaped(append(jsonw.Field(dst, "code"), '"'), code), '"')
+		if len(display) > 0 {
+			dst = append(jsonw.Escaped(append(jsonw.Field(dst, "display"), '"'), display), '"')
 		}
 		dst = append(dst, '}')
 	}

@@ -10,7 +10,7 @@ import (
 // serviceItemCode is serviceItemCoding's code and display ("" for none).
 func serviceItemCode(it qubs.ServiceItem) (code, display string, ok bool) {
 	if code, display, ok, sure := serviceItemCodeFast(it); sure {
-		return code, display, ok
+		return string(code), string(display), ok
 	}
 	var f struct {
 		ItemNumber  json.RawMessage `json:"itemNumber"`
@@ -29,20 +29,21 @@ func serviceItemCode(it qubs.ServiceItem) (code, display string, ok bool) {
 
 // serviceItemCodeFast reads a service item as serviceItemCode's
 // json.Unmarshal does, for the shapes seen in practice, in one pass and
-// one allocation: json.Unmarshal costs a dozen allocations an item, and
+// without allocating (code and display are parts of it): json.Unmarshal
+// costs a dozen allocations an item, and
 // every worklist entry has items. sure is false when the item needs
 // encoding/json's own reading: escapes in a key or in the values used, a
 // key that matches only case-insensitively, or non-ASCII keys (which
 // encoding/json folds).
-func serviceItemCodeFast(it []byte) (code, display string, ok, sure bool) {
+func serviceItemCodeFast(it []byte) (code, display []byte, ok, sure bool) {
 	if len(it) == 0 || !json.Valid(it) {
-		return "", "", false, true // json.Unmarshal fails as well
+		return nil, nil, false, true // json.Unmarshal fails as well
 	}
 	i := skipSpace(it, 0)
 	if it[i] != '{' {
 		// null sets nothing (no code); anything else but an object is a
 		// type error.
-		return "", "", false, true
+		return nil, nil, false, true
 	}
 	var num, desc []byte // the members' values, nil when absent
 	i = skipSpace(it, i+1)
@@ -51,7 +52,7 @@ func serviceItemCodeFast(it []byte) (code, display string, ok, sure bool) {
 		j := i + 1
 		for ; it[j] != '"'; j++ {
 			if it[j] == '\\' || it[j] >= utf8.RuneSelf {
-				return "", "", false, false
+				return nil, nil, false, false
 			}
 		}
 		key := it[i+1 : j]
@@ -64,7 +65,7 @@ func serviceItemCodeFast(it []byte) (code, display string, ok, sure bool) {
 		case string(key) == "description":
 			desc = v
 		case asciiEqualFold(key, "itemNumber"), asciiEqualFold(key, "description"):
-			return "", "", false, false
+			return nil, nil, false, false
 		}
 		i = skipSpace(it, i)
 		if it[i] == ',' {
@@ -73,36 +74,37 @@ func serviceItemCodeFast(it []byte) (code, display string, ok, sure bool) {
 	}
 	code, sure = scalarFast(num)
 	if !sure {
-		return "", "", false, false
+		return nil, nil, false, false
 	}
 	if !validCode(code) {
-		return "", "", false, true
+		return nil, nil, false, true
 	}
 	display, sure = scalarFast(desc)
 	return code, display, sure, sure
 }
 
-// scalarFast is scalarString for a value of a valid JSON document; sure is
-// false for a string encoding/json would have to unescape or repair.
-func scalarFast(v []byte) (s string, sure bool) {
+// scalarFast is scalarString for a value of a valid JSON document, as a
+// part of v; sure is false for a string encoding/json would have to
+// unescape or repair.
+func scalarFast(v []byte) (s []byte, sure bool) {
 	switch {
 	case len(v) == 0:
-		return "", true
+		return nil, true
 	case v[0] == '"':
 		in := v[1 : len(v)-1]
 		for _, c := range in {
 			if c == '\\' {
-				return "", false
+				return nil, false
 			}
 		}
 		if !utf8.Valid(in) {
-			return "", false
+			return nil, false
 		}
-		return string(in), true
+		return in, true
 	case v[0] == '-' || '0' <= v[0] && v[0] <= '9':
-		return string(v), true // json.Number keeps the literal
+		return v, true // json.Number keeps the literal
 	}
-	return "", true // null, true, false, an object or an array
+	return nil, true // null, true, false, an object or an array
 }
 
 func skipSpace(b []byte, i int) int {

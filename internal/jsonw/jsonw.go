@@ -30,7 +30,7 @@ func String(dst []byte, s string) []byte {
 // Escaped appends the inside of String(s), without the quotes, so that a
 // string can be written in parts. Escaping the parts one by one is
 // escaping the whole only when each part is valid UTF-8 on its own.
-func Escaped(dst []byte, s string) []byte {
+func Escaped[S ~string | ~[]byte](dst []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if b := s[i]; b < utf8.RuneSelf {
@@ -59,7 +59,8 @@ func Escaped(dst []byte, s string) []byte {
 			start = i
 			continue
 		}
-		c, size := utf8.DecodeRuneInString(s[i:])
+		// A short conversion, so it stays on the stack for []byte.
+		c, size := utf8.DecodeRuneInString(string(s[i:min(len(s), i+utf8.UTFMax)]))
 		if c == utf8.RuneError && size == 1 {
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)
