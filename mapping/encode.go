@@ -141,9 +141,9 @@ func (l *extList) end(dst []byte) []byte {
 }
 
 // stringExt appends {"url":url,"valueString":v}; qurl is url quoted.
-func stringExt(dst []byte, qurl, v string) []byte {
+func stringExt[S ~string | ~[]byte](dst []byte, qurl string, v S) []byte {
 	dst = append(append(dst, `{"url":`...), qurl...)
-	return append(jsonw.String(append(dst, `,"valueString":`...), v), '}')
+	return append(jsonw.Escaped(append(dst, `,"valueString":"`...), v), '"', '}')
 }
 
 // rawField appends "name":quoted, with quoted a JSON string already.
@@ -276,9 +276,9 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 		dst = rawField(append(l.next(dst), '{'), "url", qExtServiceItemCount)
 		dst = append(jsonw.Int(jsonw.Field(dst, "valueUnsignedInt"), len(a.ServiceItems)), '}')
 		for _, it := range a.ServiceItems {
-			raw := string(it)
+			raw := []byte(it)
 			if len(it) == 0 {
-				raw = "null"
+				raw = []byte("null") // what the item marshals as
 			}
 			dst = stringExt(l.next(dst), qExtServiceItem, raw)
 		}
