@@ -2,10 +2,14 @@ package fhir
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
 )
 
 // Bundle is a searchset Bundle under construction. Entries hold resources
@@ -26,18 +30,17 @@ type Bundle struct {
 }
 
 type bundleLink struct {
-	Relation string `json:"relation"`
-	URL      string `json:"url"`
+	Relation string
+	URL      string
 }
 
 type bundleEntry struct {
-	FullURL  string          `json:"fullUrl,omitempty"`
-	Resource json.RawMessage `json:"resource"`
-	Search   entrySearch     `json:"search"`
-}
-
-type entrySearch struct {
-	Mode string `json:"mode"`
+	FullURL  string
+	Resource json.RawMessage
+	Mode     string
+	// compact is true when the adder vouched for Resource being compact
+	// and escaped as encoding/json would write it: it is copied as is.
+	compact bool
 }
 
 // NewSearchset starts a searchset Bundle. total is the number of matches
@@ -68,12 +71,25 @@ func (b *Bundle) SetLink(relation, url string) {
 // AddMatch adds a resource that matched the search (search.mode "match").
 // If the same fullURL was included earlier, that entry becomes the match.
 func (b *Bundle) AddMatch(fullURL string, resource json.RawMessage) {
+	b.addMatch(fullURL, resource, false)
+}
+
+// AddMatchCompact is AddMatch for a resource that is compact JSON escaped
+// as encoding/json escapes it (the bridge's own encoders write such), so
+// the Bundle copies it without scanning it again. The Bundle keeps
+// resource: the caller must not change it afterwards.
+func (b *Bundle) AddMatchCompact(fullURL string, resource []byte) {
+	b.addMatch(fullURL, resource, true)
+}
+
+func (b *Bundle) addMatch(fullURL string, resource json.RawMessage, compact bool) {
 	if i, ok := b.index(fullURL); ok {
 		b.entries[i].Resource = resource
-		b.entries[i].Search.Mode = "match"
+		b.entries[i].Mode = "match"
+		b.entries[i].compact = compact
 		return
 	}
-	b.add(fullURL, resource, "match")
+	b.add(fullURL, resource, "match", compact)
 }
 
 // AddInclude adds a resource requested by _include (search.mode "include"),
@@ -82,13 +98,21 @@ func (b *Bundle) AddInclude(fullURL string, resource json.RawMessage) {
 	if _, ok := b.index(fullURL); ok {
 		return
 	}
-	b.add(fullURL, resource, "include")
+	b.add(fullURL, resource, "include", false)
+}
+
+// AddIncludeCompact is AddInclude for a resource as AddMatchCompact takes.
+func (b *Bundle) AddIncludeCompact(fullURL string, resource []byte) {
+	if _, ok := b.index(fullURL); ok {
+		return
+	}
+	b.add(fullURL, resource, "include", true)
 }
 
 // AddOutcome adds an OperationOutcome about the search, such as warnings
 // about ignored parameters (search.mode "outcome", R4 search.html#errors).
 func (b *Bundle) AddOutcome(resource json.RawMessage) {
-	b.add("", resource, "outcome")
+	b.add("", resource, "outcome", false)
 }
 
 // Len reports the number of entries.
@@ -102,34 +126,83 @@ func (b *Bundle) index(fullURL string) (int, bool) {
 	return i, ok
 }
 
-func (b *Bundle) add(fullURL string, resource json.RawMessage, mode string) {
+func (b *Bundle) add(fullURL string, resource json.RawMessage, mode string, compact bool) {
 	if fullURL != "" {
 		if b.byURL == nil {
 			b.byURL = map[string]int{}
 		}
 		b.byURL[fullURL] = len(b.entries)
 	}
-	b.entries = append(b.entries, bundleEntry{FullURL: fullURL, Resource: resource, Search: entrySearch{Mode: mode}})
+	b.entries = append(b.entries, bundleEntry{FullURL: fullURL, Resource: resource, Mode: mode, compact: compact})
 }
 
-// MarshalJSON writes the Bundle as a FHIR R4 searchset.
+// MarshalJSON writes the Bundle as a FHIR R4 searchset: the bytes
+// encoding/json would write for it, built in one buffer. Resources are
+// copied in as they are when compact (AddMatchCompact, or a quick scan
+// finds nothing to compact or escape), else through encoding/json as
+// before.
 func (b *Bundle) MarshalJSON() ([]byte, error) {
-	type meta struct {
-		LastUpdated string `json:"lastUpdated"`
+	n := 256
+	for i := range b.entries {
+		n += len(b.entries[i].FullURL) + len(b.entries[i].Resource) + 64
 	}
-	out := struct {
-		ResourceType string        `json:"resourceType"`
-		ID           string        `json:"id,omitempty"`
-		Meta         *meta         `json:"meta,omitempty"`
-		Type         string        `json:"type"`
-		Total        *int          `json:"total,omitempty"`
-		Link         []bundleLink  `json:"link,omitempty"`
-		Entry        []bundleEntry `json:"entry,omitempty"`
-	}{ResourceType: "Bundle", ID: b.ID, Type: "searchset", Total: b.total, Link: b.links, Entry: b.entries}
+	for _, l := range b.links {
+		n += len(l.URL) + 32
+	}
+	dst := make([]byte, 0, n)
+	dst = append(dst, `{"resourceType":"Bundle"`...)
+	if b.ID != "" {
+		dst = jsonw.StringField(dst, "id", b.ID)
+	}
 	if !b.LastUpdated.IsZero() {
-		out.Meta = &meta{LastUpdated: b.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}
+		dst = append(dst, `,"meta":{"lastUpdated":"`...)
+		dst = b.LastUpdated.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+		dst = append(dst, `"}`...)
 	}
-	return json.Marshal(out)
+	dst = append(dst, `,"type":"searchset"`...)
+	if b.total != nil {
+		dst = strconv.AppendInt(append(dst, `,"total":`...), int64(*b.total), 10)
+	}
+	if len(b.links) > 0 {
+		dst = append(dst, `,"link":[`...)
+		for i, l := range b.links {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsonw.StringField(append(dst, '{'), "relation", l.Relation)
+			dst = append(jsonw.StringField(dst, "url", l.URL), '}')
+		}
+		dst = append(dst, ']')
+	}
+	if len(b.entries) > 0 {
+		dst = append(dst, `,"entry":[`...)
+		for i := range b.entries {
+			e := &b.entries[i]
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, '{')
+			if e.FullURL != "" {
+				dst = jsonw.StringField(dst, "fullUrl", e.FullURL)
+			}
+			dst = jsonw.Field(dst, "resource")
+			switch {
+			case e.Resource == nil:
+				dst = append(dst, "null"...)
+			case e.compact || jsonw.Compact(e.Resource):
+				dst = append(dst, e.Resource...)
+			default:
+				raw, err := json.Marshal(e.Resource)
+				if err != nil {
+					return nil, fmt.Errorf("bundle entry %d: %w", i, err)
+				}
+				dst = append(dst, raw...)
+			}
+			dst = append(jsonw.String(append(dst, `,"search":{"mode":`...), e.Mode), "}}"...)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}'), nil
 }
 
 // BaseURL works out the absolute FHIR base "{public}/fhir/{domain}" for

@@ -194,21 +194,13 @@ func studyCode(a *qubs.Appointment) *fhir.CodeableConcept {
 // simulator. An item without a usable number gets no coding; its raw JSON
 // is kept in ExtServiceItem either way.
 func serviceItemCoding(it qubs.ServiceItem) (fhir.Coding, bool) {
-	var f struct {
-		ItemNumber  json.RawMessage `json:"itemNumber"`
-		Description json.RawMessage `json:"description"`
-	}
-	// Anything but an object (or null) fails here.
-	if len(it) == 0 || json.Unmarshal(it, &f) != nil {
-		return fhir.Coding{}, false
-	}
-	code := scalarString(f.ItemNumber)
-	if !validCode(code) {
+	code, display, ok := serviceItemCode(it)
+	if !ok {
 		return fhir.Coding{}, false
 	}
 	c := fhir.Coding{System: ptr(SystemServiceItem), Code: &code}
-	if d := scalarString(f.Description); d != "" {
-		c.Display = &d
+	if display != "" {
+		c.Display = &display
 	}
 	return c, true
 }

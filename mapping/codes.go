@@ -2,6 +2,8 @@ package mapping
 
 import (
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -17,6 +19,33 @@ func normKey(s string) string {
 	}), " ")
 }
 
+// normBytes appends normKey(s) to dst. ASCII strings, nearly all QUBS
+// enums, are folded here without allocating; callers switch on
+// string(normBytes(buf[:0], s)), which the compiler does not copy.
+func normBytes(dst []byte, s string) []byte {
+	start := len(dst)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= utf8.RuneSelf:
+			// ToUpper of non-ASCII text can change its length.
+			return append(dst[:start], normKey(s)...)
+		case c == ' ' || c == '\t' || c == '-' || c == '_':
+			if n := len(dst); n > start && dst[n-1] != ' ' {
+				dst = append(dst, ' ')
+			}
+			continue
+		case 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	if n := len(dst); n > start && dst[n-1] == ' ' {
+		dst = dst[:n-1]
+	}
+	return dst
+}
+
 // requestStatus maps a QUBS appointment status. The pending-reporting
 // operations only ever return PENDING REPORTING; the rest are mapped so a
 // surprise does not read as a live worklist entry:
@@ -28,7 +57,8 @@ func normKey(s string) string {
 //
 // The QUBS string is always kept in ExtStatus.
 func requestStatus(s qubs.Status) fhir.RequestStatus {
-	switch normKey(string(s)) {
+	var buf [32]byte
+	switch string(normBytes(buf[:0], string(s))) {
 	case "PENDING REPORTING", "NOT ARRIVED", "ARRIVED", "CANCELLATION LIST",
 		"DICTATION INPROGRESS", "DICTATION IN PROGRESS", "DICTATED", "TYPED", "AUTHORISING":
 		return fhir.RequestStatusActive
@@ -45,7 +75,8 @@ func requestStatus(s qubs.Status) fhir.RequestStatus {
 // "Semi-urgent" routine would understate it and urgent overstate it, so
 // the element is left out and the original kept in ExtPriority.
 func requestPriority(p string) (fhir.RequestPriority, bool) {
-	switch normKey(p) {
+	var buf [32]byte
+	switch string(normBytes(buf[:0], p)) {
 	case "ROUTINE":
 		return fhir.RequestPriorityRoutine, true
 	case "URGENT":
@@ -63,7 +94,8 @@ func requestPriority(p string) (fhir.RequestPriority, bool) {
 // indeterminate/intersex/unspecified (AS 5017), which FHIR calls other.
 // Unrecognised values are unknown; the caller keeps the original.
 func administrativeGender(g string) fhir.AdministrativeGender {
-	switch normKey(g) {
+	var buf [32]byte
+	switch string(normBytes(buf[:0], g)) {
 	case "M", "MALE":
 		return fhir.AdministrativeGenderMale
 	case "F", "FEMALE":
@@ -118,12 +150,31 @@ var modalities = func() map[string]dicomModality {
 
 // modalityCoding returns the DCM coding of a QUBS modality string.
 func modalityCoding(mod string) (dicomModality, bool) {
-	d, ok := modalities[normKey(mod)]
+	var buf [32]byte
+	d, ok := modalities[string(normBytes(buf[:0], mod))]
 	return d, ok
 }
 
 // validCode reports whether s is a FHIR code: no leading, trailing or
 // doubled whitespace ([^\s]+(\s[^\s]+)*).
-func validCode(s string) bool {
-	return s != "" && strings.Join(strings.Fields(s), " ") == s && !strings.ContainsAny(s, "\t\r\n")
+func validCode[S ~string | ~[]byte](s S) bool {
+	// Without allocating, what strings.Join(strings.Fields(s), " ") == s
+	// says: every white space rune is a single ' ' between two others.
+	if len(s) == 0 {
+		return false
+	}
+	prevSpace := true // a leading space is refused like a doubled one
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(string(s[i:min(len(s), i+utf8.UTFMax)]))
+		i += size
+		if !unicode.IsSpace(r) {
+			prevSpace = false
+			continue
+		}
+		if r != ' ' || prevSpace {
+			return false
+		}
+		prevSpace = true
+	}
+	return !prevSpace
 }

@@ -125,14 +125,19 @@ func DecodeID(id string) (string, error) {
 // The tag keeps ids of different derivations apart; NUL separators keep
 // ("ab","c") and ("a","bc") apart.
 func derivedID(kind string, parts ...string) string {
-	h := sha256.New()
-	h.Write([]byte(kind))
+	// One buffer on the stack and one string out: every worklist entry
+	// derives two or three of these.
+	var in [256]byte
+	b := append(in[:0], kind...)
 	for _, p := range parts {
-		h.Write([]byte{0})
-		h.Write([]byte(p))
+		b = append(b, 0)
+		b = append(b, p...)
 	}
-	var sum [sha256.Size]byte
-	return DerivedPrefix + b32.EncodeToString(h.Sum(sum[:0])[:20])
+	sum := sha256.Sum256(b)
+	var out [len(DerivedPrefix) + 32]byte
+	copy(out[:], DerivedPrefix)
+	b32.Encode(out[len(DerivedPrefix):], sum[:20])
+	return string(out[:])
 }
 
 // ServiceRequestID is the ServiceRequest id of an appointment: EncodeID of

@@ -47,6 +47,10 @@ func safeString(s string) string {
 // ExtOriginal extensions that restore what was replaced. a itself is not
 // modified. Nearly always nothing needs replacing and a is returned as is.
 func sanitize(a *qubs.Appointment) (*qubs.Appointment, []fhir.Extension) {
+	if appointmentSafe(a) {
+		// The common case, without the closures below (they allocate).
+		return a, nil
+	}
 	var orig []fhir.Extension
 	var c *qubs.Appointment
 	copyOnWrite := func() *qubs.Appointment {
@@ -117,4 +121,41 @@ func sanitize(a *qubs.Appointment) (*qubs.Appointment, []fhir.Extension) {
 		return a, nil
 	}
 	return c, orig
+}
+
+// appointmentSafe reports whether sanitize has nothing to replace in a.
+func appointmentSafe(a *qubs.Appointment) bool {
+	safeP := func(s *string) bool { return s == nil || fhirSafe(*s) }
+	ok := fhirSafe(a.Domain) && fhirSafe(a.AppointmentID) && fhirSafe(string(a.Status)) && fhirSafe(a.ScheduledSite) &&
+		safeP(a.AppointmentDate) && safeP(a.StartTime) && safeP(a.EndTime) && fhirSafe(a.PatientID) &&
+		fhirSafe(a.PatientName) && fhirSafe(a.FirstName) && fhirSafe(a.LastName) && safeP(a.DateOfBirth) &&
+		fhirSafe(a.Gender) && fhirSafe(a.Modality) && fhirSafe(a.StudyDescription) && fhirSafe(a.ClinicalInfo) &&
+		fhirSafe(a.DoctorName) && fhirSafe(a.ClinicName) && fhirSafe(a.Priority) && fhirSafe(a.StudyInstanceUID)
+	if u := a.RadiologistUser; ok && u != nil {
+		ok = fhirSafe(u.Username) && fhirSafe(u.FirstName) && fhirSafe(u.Initials) && fhirSafe(u.LastName) && fhirSafe(u.Role)
+	}
+	for _, it := range a.ServiceItems {
+		ok = ok && fhirSafeBytes(it)
+	}
+	return ok
+}
+
+// fhirSafeBytes is fhirSafe for a byte slice, without converting it.
+func fhirSafeBytes(s []byte) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
+				return false
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			return false
+		}
+		i += size
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultZone is the zone used when none is configured.
@@ -94,7 +95,8 @@ func (z *Zones) For(site string) *time.Location {
 		return loc
 	}
 	if len(z.fold) > 0 {
-		if loc, ok := z.fold[strings.ToLower(site)]; ok {
+		var buf [64]byte
+		if loc, ok := z.fold[string(appendLower(buf[:0], site))]; ok {
 			return loc
 		}
 	}
@@ -132,8 +134,14 @@ func localInstant(loc *time.Location, y int, mo time.Month, d, h, mi, s int) (of
 	wall := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Unix()
 	guess := time.Date(y, mo, d, h, mi, s, 0, loc)
 	_, o0 := guess.Zone()
-	candidates := [3]int{o0, o0, o0}
 	start, end := guess.ZoneBounds()
+	if g := guess.Unix(); (start.IsZero() || g-start.Unix() > 2*86400) && (end.IsZero() || end.Unix()-g > 2*86400) {
+		// Days from any change of offset (offsets differ by less than a
+		// day): o0 is the only offset that fits, as the search below
+		// would find. Nearly every appointment takes this way.
+		return o0
+	}
+	candidates := [3]int{o0, o0, o0}
 	if !start.IsZero() {
 		_, candidates[1] = start.Add(-time.Second).In(loc).Zone()
 	}
@@ -167,4 +175,22 @@ func formatOffset(b []byte, offset int) []byte {
 	}
 	offset /= 60
 	return append(b, sign, byte('0'+offset/600), byte('0'+offset/60%10), ':', byte('0'+offset%60/10), byte('0'+offset%10))
+}
+
+// appendLower appends strings.ToLower(s), without allocating for the
+// ASCII site names every worklist entry looks up.
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(dst, strings.ToLower(s)...)
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }

@@ -33,14 +33,15 @@ func (s *Server) readDerived(typ string) func(*gin.Context) error {
 			if err != nil {
 				return false, err
 			}
-			body, ok, err := m.encodeRelated(ref)
-			if ok && err == nil {
+			body, ok := m.AppendRelated(nil, ref)
+			if ok {
+				discloseResource(c, ref)
 				s.writeRaw(c, http.StatusOK, body)
 			}
-			return ok, err
+			return ok, nil
 		}
 		if a, ok := s.cache.get(domain, typ, id); ok {
-			if found, err := serve(&a); found || err != nil {
+			if found, err := serve(a); found || err != nil {
 				return err
 			}
 		}

@@ -9,9 +9,9 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
-	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
@@ -48,8 +48,9 @@ var serviceRequestSearch = fhir.SearchSpec{
 
 // srCursor is the position of the next bridge page: the QUBS token of the
 // page to fetch ("" for the first) and how many of its items were already
-// served. Re-reading a QUBS page with the same token is safe: QUBS tokens
-// are opaque cursors, not one-shot.
+// served (only a filtered search stops inside a QUBS page). Re-reading a
+// QUBS page with the same token is safe: QUBS tokens are opaque cursors,
+// not one-shot.
 type srCursor struct {
 	Token string `json:"t,omitempty"`
 	Skip  int    `json:"s,omitempty"`
@@ -102,7 +103,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 
 	ctx := c.Request.Context()
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
-	var matches []*mappedAppointment
+	var matches []mapping.Mapped
 	var next *srCursor
 	var skipped int
 
@@ -125,17 +126,13 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 					skipped++
 				case err != nil:
 					return err
-				case filter.match(m):
+				case filter.match(&m):
 					matches = append(matches, m)
 				}
 			}
 		}
 	} else {
-		pageSize := q.Count
-		if filter.filtered() {
-			pageSize = maxQUBSPageSize
-		}
-		matches, next, skipped, err = s.collect(c, domain, pageSize, q.Count, cur, filter)
+		matches, next, skipped, err = s.collect(c, domain, q.Count, cur, filter)
 		if err != nil {
 			return err
 		}
@@ -152,29 +149,41 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
 	}
 	s.noteSkipped(c, bundle, skipped, "appointments")
+	// Every resource is written once, straight into one arena the Bundle
+	// copies from; slices of it stay valid when it grows. The arena is
+	// reused once the answer is written: the Bundle copied what it needed.
+	arena := getArena(len(matches) * (srSizeHint + includeSizeHint*len(q.Includes)))
+	defer putArena(&arena)
 	included := map[string]bool{}
 	withheld := map[string]bool{}
-	for _, m := range matches {
-		bundle.AddMatch(base+"/ServiceRequest/"+m.id, m.body)
+	for i := range matches {
+		m := &matches[i]
+		start := len(arena)
+		arena = m.AppendServiceRequest(arena)
+		bundle.AddMatchCompact(base+"/ServiceRequest/"+m.ID, arena[start:])
+		patient := ""
+		if m.PatientID != "" {
+			patient = "Patient/" + m.PatientID
+		}
+		disclose(c, "ServiceRequest/"+m.ID, patient)
 		for _, inc := range q.Includes {
-			for _, ref := range m.includes[inc] {
-				if included[ref] {
-					continue
-				}
-				// An include is a read of the included resource: the
-				// caller needs the scope to read it directly.
-				if typ, _, _ := strings.Cut(ref, "/"); !canRead(c, typ) {
-					withheld[typ] = true
-					continue
-				}
-				body, ok, err := m.encodeRelated(ref)
-				if err != nil {
-					return err
-				}
-				if ok {
-					included[ref] = true
-					bundle.AddInclude(base+"/"+ref, body)
-				}
+			ref := includeRef(m, inc)
+			if ref == "" || included[ref] {
+				continue
+			}
+			// An include is a read of the included resource: the
+			// caller needs the scope to read it directly.
+			typ, _, _ := strings.Cut(ref, "/")
+			if !canRead(c, typ) {
+				withheld[typ] = true
+				continue
+			}
+			start := len(arena)
+			var ok bool
+			if arena, ok = m.AppendRelated(arena, ref); ok {
+				included[ref] = true
+				bundle.AddIncludeCompact(base+"/"+ref, arena[start:])
+				discloseResource(c, ref)
 			}
 		}
 	}
@@ -187,6 +196,66 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	return nil
 }
 
+// srSizeHint and includeSizeHint are about the sizes of one encoded
+// ServiceRequest (2.1 kB on average over the simulator's seed, 2.7 kB at
+// most) and one included resource, to size the arena a page is written
+// into.
+const (
+	srSizeHint      = 2560
+	includeSizeHint = 512
+)
+
+// arenas recycles the buffers search pages are written into: a page of
+// 500 is over a megabyte, and allocating it afresh for every page is
+// most of what a worklist walk gives the garbage collector.
+var arenas sync.Pool
+
+// maxPooledArena keeps an unusually large page's arena from being held.
+const maxPooledArena = 4 << 20
+
+func getArena(size int) []byte {
+	if p, ok := arenas.Get().(*[]byte); ok && cap(*p) >= size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+func putArena(b *[]byte) {
+	if cap(*b) <= maxPooledArena {
+		arenas.Put(b)
+	}
+}
+
+// includeRef is the reference an _include follows from m, "" when m has
+// none.
+func includeRef(m *mapping.Mapped, include string) string {
+	switch include {
+	case "ServiceRequest:subject":
+		if m.PatientID != "" {
+			return "Patient/" + m.PatientID
+		}
+	case "ServiceRequest:requester":
+		if typ, id := m.Requester(); id != "" {
+			return typ + "/" + id
+		}
+	case "ServiceRequest:performer":
+		if m.RadiologistID != "" {
+			return "Practitioner/" + m.RadiologistID
+		}
+	}
+	return ""
+}
+
+// discloseResource reports a derived resource for the audit: a Patient is
+// about itself, a Practitioner or Organization about no patient.
+func discloseResource(c *gin.Context, ref string) {
+	patient := ""
+	if strings.HasPrefix(ref, "Patient/") {
+		patient = ref
+	}
+	disclose(c, ref, patient)
+}
+
 // canRead reports whether the caller's scopes grant reading typ.
 func canRead(c *gin.Context, typ string) bool {
 	p := principalOf(c)
@@ -196,11 +265,27 @@ func canRead(c *gin.Context, typ string) bool {
 	return p.Check(typ, interactionRead.perm()) == nil
 }
 
-// collect reads QUBS pages from cur until it has count matches, QUBS runs
-// out, or the per-request page budget is spent, and returns where the next
-// bridge page starts (nil at the end).
-func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur srCursor, f *srFilter) (out []*mappedAppointment, next *srCursor, skipped int, err error) {
+// collect reads the QUBS pages of one bridge page, from cur, and returns
+// the matches and where the next bridge page starts (nil at the end).
+//
+// An unfiltered search makes exactly one QUBS call per bridge page, of
+// _count appointments: QUBS pages may be short, even empty, while more
+// follow (a page examines pageSize appointments of any status and returns
+// the pending ones), and the bridge page is then short or empty too, with
+// a next link. FHIR allows that (a page holds at most _count entries),
+// and the alternative, a second call to fill the page, is what made a page
+// cost two QUBS calls and the next page re-read the first one.
+//
+// A filtered search reads QUBS pages of the largest size until it has
+// _count matches, QUBS runs out, or the per-request page budget is spent;
+// it can stop inside a QUBS page, and its cursor says where.
+func (s *Server) collect(c *gin.Context, domain string, count int, cur srCursor, f *srFilter) (out []mapping.Mapped, next *srCursor, skipped int, err error) {
 	ctx := c.Request.Context()
+	filtered := f.filtered()
+	pageSize := count
+	if filtered {
+		pageSize = maxQUBSPageSize
+	}
 	token, skip := cur.Token, cur.Skip
 	for pages := 0; ; pages++ {
 		page, err := s.cfg.QUBS.ListPending(ctx, domain, pageSize, token)
@@ -209,6 +294,9 @@ func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur
 		}
 		if skip > len(page.Items) {
 			return nil, nil, 0, fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor no longer fits the worklist; start the search again")
+		}
+		if out == nil {
+			out = make([]mapping.Mapped, 0, min(count, len(page.Items)-skip))
 		}
 		for i := skip; i < len(page.Items); i++ {
 			m, err := s.mapAppointment(domain, &page.Items[i])
@@ -219,7 +307,7 @@ func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur
 			if err != nil {
 				return nil, nil, 0, err
 			}
-			if !f.match(m) {
+			if !f.match(&m) {
 				continue
 			}
 			out = append(out, m)
@@ -239,7 +327,7 @@ func (s *Server) collect(c *gin.Context, domain string, pageSize, count int, cur
 			return out, nil, skipped, nil
 		}
 		token = *page.NextToken
-		if pages+1 >= maxPagesPerSearch {
+		if !filtered || pages+1 >= maxPagesPerSearch {
 			return out, &srCursor{Token: token}, skipped, nil
 		}
 	}
@@ -283,91 +371,25 @@ func (s *Server) readServiceRequest(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	s.writeRaw(c, http.StatusOK, m.body)
+	patient := ""
+	if m.PatientID != "" {
+		patient = "Patient/" + m.PatientID
+	}
+	disclose(c, "ServiceRequest/"+m.ID, patient)
+	s.writeRaw(c, http.StatusOK, m.AppendServiceRequest(make([]byte, 0, srSizeHint)))
 	return nil
 }
 
-// mappedAppointment is one appointment as the bridge emits it: the
-// ServiceRequest, the resources it references (encoded only when a search
-// includes them or a read asks for them), and which references each
-// _include follows.
-type mappedAppointment struct {
-	id       string
-	sr       *models.ServiceRequest
-	body     json.RawMessage
-	related  map[string]any      // "Patient/123" -> *models.Patient
-	includes map[string][]string // "ServiceRequest:subject" -> ["Patient/123"]
-}
-
-// mapAppointment maps an appointment and remembers where its derived
-// resources came from, for later reads.
-func (s *Server) mapAppointment(domain string, a *qubs.Appointment) (*mappedAppointment, error) {
-	w, err := mapping.FromAppointment(a, s.cfg.Zones)
+// mapAppointment maps an appointment for emission and remembers where its
+// derived resources came from, for later reads. a must not change while
+// the result is in use.
+func (s *Server) mapAppointment(domain string, a *qubs.Appointment) (mapping.Mapped, error) {
+	m, err := mapping.Map(a, s.cfg.Zones)
 	if err != nil {
-		return nil, fmt.Errorf("mapping appointment: %w", err)
+		return mapping.Mapped{}, fmt.Errorf("mapping appointment: %w", err)
 	}
-	body, err := encode(w.ServiceRequest)
-	if err != nil {
-		return nil, fmt.Errorf("encoding ServiceRequest: %w", err)
-	}
-	m := &mappedAppointment{
-		sr:       &w.ServiceRequest,
-		body:     body,
-		related:  make(map[string]any, 4),
-		includes: make(map[string][]string, 3),
-	}
-	if w.ServiceRequest.Id != nil {
-		m.id = *w.ServiceRequest.Id
-	}
-	add := func(typ string, id *string, v any) {
-		if id != nil && *id != "" {
-			m.related[typ+"/"+*id] = v
-			s.cache.put(domain, typ, *id, a)
-		}
-	}
-	if w.Patient != nil {
-		add("Patient", w.Patient.Id, w.Patient)
-	}
-	if w.Referrer != nil {
-		add("Practitioner", w.Referrer.Id, w.Referrer)
-	}
-	if w.Radiologist != nil {
-		add("Practitioner", w.Radiologist.Id, w.Radiologist)
-	}
-	if w.Clinic != nil {
-		add("Organization", w.Clinic.Id, w.Clinic)
-	}
-	sr := &w.ServiceRequest
-	m.includes["ServiceRequest:subject"] = refs(sr.Subject)
-	if sr.Requester != nil {
-		m.includes["ServiceRequest:requester"] = refs(*sr.Requester)
-	}
-	m.includes["ServiceRequest:performer"] = refs(sr.Performer...)
+	s.cache.putDerived(domain, &m, a)
 	return m, nil
-}
-
-// encodeRelated encodes one referenced resource; ok is false when the
-// appointment does not reference it.
-func (m *mappedAppointment) encodeRelated(ref string) (body json.RawMessage, ok bool, err error) {
-	v, ok := m.related[ref]
-	if !ok {
-		return nil, false, nil
-	}
-	body, err = encode(v)
-	if err != nil {
-		return nil, true, fmt.Errorf("encoding %s: %w", ref, err)
-	}
-	return body, true, nil
-}
-
-func refs(rs ...models.Reference) []string {
-	var out []string
-	for _, r := range rs {
-		if r.Reference != nil && *r.Reference != "" {
-			out = append(out, *r.Reference)
-		}
-	}
-	return out
 }
 
 func parseSRFilter(q *fhir.Query) (*srFilter, error) {
@@ -438,25 +460,21 @@ func directIdentifier(f *srFilter) string {
 	return ""
 }
 
-func (f *srFilter) match(m *mappedAppointment) bool {
-	sr := m.sr
-	if len(f.identifier) > 0 && !slices.ContainsFunc(f.identifier, func(t fhir.Token) bool { return identifierMatches(sr.Identifier, t) }) {
+func (f *srFilter) match(m *mapping.Mapped) bool {
+	if len(f.identifier) > 0 && !slices.ContainsFunc(f.identifier, func(t fhir.Token) bool { return identifierMatches(m, t) }) {
 		return false
 	}
-	if len(f.patient) > 0 && !slices.ContainsFunc(f.patient, func(id string) bool {
-		return sr.Subject.Reference != nil && *sr.Subject.Reference == "Patient/"+id
-	}) {
+	if len(f.patient) > 0 && (m.PatientID == "" || !slices.Contains(f.patient, m.PatientID)) {
 		return false
 	}
-	if len(f.status) > 0 && !slices.Contains(f.status, sr.Status.Code()) {
+	if len(f.status) > 0 && !slices.Contains(f.status, m.Status.Code()) {
 		return false
 	}
 	return true
 }
 
-func identifierMatches(ids []models.Identifier, t fhir.Token) bool {
-	for _, id := range ids {
-		sys, val := deref(id.System), deref(id.Value)
+func identifierMatches(m *mapping.Mapped, t fhir.Token) bool {
+	for sys, val := range m.Identifiers {
 		if t.HasSystem && sys != t.System {
 			continue
 		}

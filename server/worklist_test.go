@@ -53,18 +53,57 @@ func pendingServiceRequestIDs(t *testing.T, sim *qubssim.Server, domain string) 
 	return want
 }
 
+// pendingListCalls counts the simulator's pending-list calls so far.
+func pendingListCalls(sim *qubssim.Server) int {
+	n := 0
+	for _, r := range sim.Requests() {
+		if r.Route == "GET /integrations/v1/{domain}/reporting/appointments/pending" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestWorklistWalkSeesEveryAppointmentOnce walks the whole worklist and
+// requires every pending appointment exactly once, no page over _count,
+// and exactly one QUBS call per bridge page, short QUBS pages included.
 func TestWorklistWalkSeesEveryAppointmentOnce(t *testing.T) {
 	e := newEnv(t)
 	want := pendingServiceRequestIDs(t, e.sim, "acme")
 	require.GreaterOrEqual(t, len(want), 1000, "the seeded worklist must be large enough to mean something")
+	total := len(e.sim.AppointmentIDs("acme"))
+	require.Greater(t, total, len(want), "some appointments must not be pending, or QUBS pages are never short")
 
-	for _, count := range []int{100, 37, 500} {
+	for _, count := range []int{100, 37, 500, 1} {
 		t.Run("count "+strconv.Itoa(count), func(t *testing.T) {
-			ids, pages := walk(t, e.base+"/ServiceRequest?_count="+strconv.Itoa(count))
+			before := pendingListCalls(e.sim)
+			var ids []string
+			pages, short := 0, 0
+			for next := e.base + "/ServiceRequest?_count=" + strconv.Itoa(count); next != ""; pages++ {
+				require.Less(t, pages, 5000, "runaway paging")
+				r := get(t, next)
+				require.Equal(t, http.StatusOK, r.status, "%s: %s", next, r.body)
+				b := r.json(t)
+				matches := entries(b, "match")
+				require.LessOrEqual(t, len(matches), count, "_count is a maximum")
+				if len(matches) < count {
+					short++
+				}
+				for _, m := range matches {
+					ids = append(ids, resourceOf(m)["id"].(string))
+				}
+				next = link(b, "next")
+			}
 			got := slices.Clone(ids)
 			slices.Sort(got)
 			assert.Equal(t, want, got, "each pending appointment exactly once")
-			assert.Equal(t, (len(want)+count-1)/count, pages)
+			assert.Equal(t, pages, pendingListCalls(e.sim)-before, "one QUBS call per bridge page")
+			// QUBS pages examine count appointments of any status: the
+			// walk takes as many pages as the whole domain needs.
+			assert.Equal(t, total/count+1, pages)
+			if count > 1 {
+				assert.Greater(t, short, 1, "the simulator's short pages were exercised")
+			}
 		})
 	}
 }
@@ -73,11 +112,15 @@ func TestWorklistCountClampedAndDefault(t *testing.T) {
 	e := newEnv(t)
 	r := get(t, e.base+"/ServiceRequest")
 	require.Equal(t, http.StatusOK, r.status)
-	assert.Len(t, entries(r.json(t), "match"), 100, "default page is QUBS's 100")
+	n := len(entries(r.json(t), "match"))
+	assert.LessOrEqual(t, n, 100, "default page is QUBS's 100")
+	assert.Greater(t, n, 50)
 
 	r = get(t, e.base+"/ServiceRequest?_count=5000")
 	require.Equal(t, http.StatusOK, r.status)
-	assert.Len(t, entries(r.json(t), "match"), 500, "larger _count is clamped to QUBS's 500")
+	n = len(entries(r.json(t), "match"))
+	assert.LessOrEqual(t, n, 500, "larger _count is clamped to QUBS's 500")
+	assert.Greater(t, n, 100)
 }
 
 func TestWorklistInclude(t *testing.T) {
