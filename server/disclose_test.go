@@ -1,9 +1,11 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -80,4 +82,49 @@ func TestWorklistHandlersDiscloseWhatTheyAnswer(t *testing.T) {
 			serve(t, s.readDerived("Practitioner"), "/fhir/acme/Practitioner/"+rid, gin.Param{Key: "id", Value: rid})
 		})
 	}
+}
+
+// disclosed is the audit's former re-read of an answer, kept here as the
+// oracle the handlers' own reports are held to: the patients and resources
+// in a FHIR answer (the resource itself, or a Bundle's entries, and the
+// patients they are about).
+func disclosed(body []byte) (patients, entities []string) {
+	type ref struct {
+		Reference string `json:"reference"`
+	}
+	type res struct {
+		ResourceType string `json:"resourceType"`
+		ID           string `json:"id"`
+		Subject      *ref   `json:"subject"`
+		Patient      *ref   `json:"patient"`
+		Entry        []struct {
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	add := func(r *res) {
+		if r.ResourceType == "" || r.ResourceType == "OperationOutcome" || r.ResourceType == "Bundle" || r.ID == "" {
+			return
+		}
+		entities = append(entities, r.ResourceType+"/"+r.ID)
+		if r.ResourceType == "Patient" {
+			patients = append(patients, "Patient/"+r.ID)
+		}
+		for _, p := range []*ref{r.Subject, r.Patient} {
+			if p != nil && strings.HasPrefix(p.Reference, "Patient/") {
+				patients = append(patients, p.Reference)
+			}
+		}
+	}
+	var top res
+	if json.Unmarshal(body, &top) != nil {
+		return nil, nil
+	}
+	add(&top)
+	for _, e := range top.Entry {
+		var r res
+		if json.Unmarshal(e.Resource, &r) == nil {
+			add(&r)
+		}
+	}
+	return patients, entities
 }
