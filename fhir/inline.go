@@ -76,8 +76,11 @@ func (s *Spooled) Fill(fill func(*InlineData) []byte) []byte {
 	return append(out, s.skeleton[prev:]...)
 }
 
-// ErrSyntax is the error of a body that is not one JSON value.
-var ErrSyntax = errors.New("the body is not valid JSON")
+// Errors of SpoolInline for a body that is not one JSON value.
+var (
+	ErrSyntax = errors.New("the body is not valid JSON")
+	ErrEmpty  = errors.New("the body is empty")
+)
 
 // maxDepth bounds nesting, as the validator does (maxNesting), so a
 // hostile body cannot exhaust the stack.
@@ -95,6 +98,9 @@ func SpoolInline(r io.Reader, opt SpoolOptions) (*Spooled, error) {
 	h := sha256.New()
 	p := &spooler{r: r, h: h, buf: make([]byte, 32<<10), opt: opt, elemIndex: -1}
 	p.ws()
+	if !p.more() && p.err == io.EOF {
+		return nil, ErrEmpty
+	}
 	if err := p.value(roleRoot, 0); err != nil {
 		return nil, err
 	}

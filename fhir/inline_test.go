@@ -99,7 +99,6 @@ func TestSpoolInlineRefuses(t *testing.T) {
 		{"control character", "{\"presentedForm\":[{\"data\":\"QQ\n==\"}]}", false},
 		{"bad escape", `{"presentedForm":[{"data":"QQ\x=="}]}`, false},
 		{"missing colon", `{"a" 1}`, false},
-		{"empty", ``, false},
 		{"duplicate", `{"status":"final","stat\u0075s":"x"}`, true},
 		{"duplicate nested", `{"presentedForm":[{"data":"QQ==","data":"QQ=="}]}`, true},
 	} {
@@ -110,6 +109,13 @@ func TestSpoolInlineRefuses(t *testing.T) {
 			assert.Equal(t, tc.dup, errors.As(err, &fe), "%v", err)
 			assert.Equal(t, !tc.dup, errors.Is(err, ErrSyntax), "%v", err)
 		})
+	}
+}
+
+func TestSpoolInlineEmpty(t *testing.T) {
+	for _, body := range []string{"", " \n"} {
+		_, err := SpoolInline(strings.NewReader(body), SpoolOptions{})
+		assert.ErrorIs(t, err, ErrEmpty)
 	}
 }
 
