@@ -380,7 +380,7 @@ func (s *Server) createBinary(c *gin.Context) error {
 				"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
 		}
 		// The file is decoded as the body is read: never held as base64.
-		rd, err := s.readStreamed(c, "Binary", "")
+		rd, err := s.readStreamed(c, "Binary", "", false)
 		if err != nil {
 			return err
 		}

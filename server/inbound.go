@@ -65,7 +65,7 @@ type streamed struct {
 	// stand-ins, as the validator and the mapping see it (the mapping takes
 	// the decoded values from inline).
 	view []byte
-	// sum is the hex SHA-256 of the body as sent.
+	// sum is the hex SHA-256 of the body as sent ("" unless asked for).
 	sum string
 }
 
@@ -96,12 +96,15 @@ func standIn(d *fhir.InlineData) []byte {
 // for array "") as it goes, and validates the rest strictly. A 2 MiB PDF
 // is then held once, decoded, instead of being parsed as 2.8 MB of JSON
 // text by each step.
-func (s *Server) readStreamed(c *gin.Context, typ, array string) (*streamed, error) {
+//
+// The body's digest (streamed.sum) is computed only when needHash: it is
+// the idempotency key of a create without Idempotency-Key, and nothing else.
+func (s *Server) readStreamed(c *gin.Context, typ, array string, needHash bool) (*streamed, error) {
 	if !fhir.IsJSONContentType(c.GetHeader("Content-Type")) {
 		return nil, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported",
 			"send %s as application/fhir+json", typ)
 	}
-	sp, err := fhir.SpoolInline(c.Request.Body, fhir.SpoolOptions{Array: array, MaxDecoded: inlineLimit, KeepRaw: keepRaw, SizeHint: c.Request.ContentLength})
+	sp, err := fhir.SpoolInline(c.Request.Body, fhir.SpoolOptions{Array: array, MaxDecoded: inlineLimit, KeepRaw: keepRaw, SizeHint: c.Request.ContentLength, SkipHash: !needHash})
 	var (
 		mbe *http.MaxBytesError
 		fe  *fhir.Error
@@ -117,7 +120,10 @@ func (s *Server) readStreamed(c *gin.Context, typ, array string) (*streamed, err
 	case err != nil:
 		return nil, fhir.Errorf(http.StatusBadRequest, "structure", "reading the request body failed")
 	}
-	r := &streamed{sp: sp, view: sp.Fill(standIn), sum: hex.EncodeToString(sp.SHA256[:])}
+	r := &streamed{sp: sp, view: sp.Fill(standIn)}
+	if needHash {
+		r.sum = hex.EncodeToString(sp.SHA256[:])
+	}
 	if issues := s.validator.ValidateType(r.view, typ); len(issues) > 0 {
 		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: issues}
 	}

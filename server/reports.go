@@ -42,7 +42,7 @@ var diagnosticReportSearch = fhir.SearchSpec{
 // delivery state is part of the resource served back.
 func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	ctx, domain := c.Request.Context(), domainOf(c)
-	rd, err := s.readStreamed(c, "DiagnosticReport", "presentedForm")
+	rd, err := s.readStreamed(c, "DiagnosticReport", "presentedForm", c.GetHeader("Idempotency-Key") == "")
 	if err != nil {
 		return err
 	}
@@ -478,7 +478,7 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	rd, err := s.readStreamed(c, "DiagnosticReport", "presentedForm")
+	rd, err := s.readStreamed(c, "DiagnosticReport", "presentedForm", false)
 	if err != nil {
 		return err
 	}
