@@ -32,16 +32,24 @@ func report2MB(srID string) (body, file []byte) {
 // concurrent-8 eight at once (peak-MiB/post is the round's peak over 8).
 // ns/op is per post in both. latency is sequential without the sampler,
 // whose stops of the world slow the requests it watches: that is the
-// figure to compare with BenchmarkReportFloor.
+// figure to compare with BenchmarkReportFloor; latency-postgres the same
+// on PostgreSQL.
 func BenchmarkSubmitReport2MB(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
 		conc   int
 		sample bool
-	}{{"sequential", 1, true}, {"concurrent-8", 8, true}, {"latency", 1, false}} {
+		store  func(testing.TB) envOption
+	}{
+		{"sequential", 1, true, withStore},
+		{"concurrent-8", 8, true, withStore},
+		{"latency", 1, false, withStore},
+		{"sequential-postgres", 1, true, withPostgres},
+		{"latency-postgres", 1, false, withPostgres},
+	} {
 		name, conc := tc.name, tc.conc
 		b.Run(name, func(b *testing.B) {
-			e := newEnv(b, withStore(b), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+			e := newEnv(b, tc.store(b), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 				sc.Kick = func() {} // measure the request, not the delivery behind it
 			})
 			_, srID := firstPending(b, e.sim, 20)
