@@ -1,8 +1,12 @@
 package postgres
 
 import (
+	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,15 +145,47 @@ func insertVersion(ctx context.Context, tx pgx.Tx, r *store.Report) error {
 	if len(r.Artifacts) == 0 {
 		return nil
 	}
-	var b pgx.Batch
-	for _, a := range r.Artifacts {
-		b.Queue(`INSERT INTO report_artifacts
-			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.BinaryID, a.Data)
-	}
-	return tx.SendBatch(ctx, &b).Close()
+	return copyArtifacts(ctx, tx, r)
 }
+
+// copyArtifacts writes the artifacts of a version with one COPY, each
+// one's bytes streamed as hex text in 64 KiB messages: as a bytea
+// parameter, the driver would copy the 2 MiB of a report's PDF twice
+// (the encoded parameter, then the Bind message), tripling the memory a
+// report costs while it is accepted.
+func copyArtifacts(ctx context.Context, tx pgx.Tx, r *store.Report) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeArtifactRows(pw, r)) }()
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, `COPY report_artifacts
+		(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data) FROM STDIN`)
+	pr.Close() // a writer still at work stops
+	return err
+}
+
+// writeArtifactRows writes r's artifacts in COPY text format.
+func writeArtifactRows(w io.Writer, r *store.Report) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for _, a := range r.Artifacts {
+		for _, f := range []string{r.Domain, r.ID, strconv.Itoa(r.Version), strconv.Itoa(a.Index), a.FileName,
+			a.ContentType, strconv.FormatInt(a.Size, 10), a.SHA256, a.BinaryID} {
+			bw.WriteString(copyEscaper.Replace(f))
+			bw.WriteByte('\t')
+		}
+		if a.Data == nil {
+			bw.WriteString(`\N`)
+		} else {
+			bw.WriteString(`\\x`) // bytea hex format, its backslash escaped
+			if _, err := hex.NewEncoder(bw).Write(a.Data); err != nil {
+				return err
+			}
+		}
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
+}
+
+// copyEscaper escapes a text value for COPY's text format.
+var copyEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
 
 // Report returns the latest version of a report. See store.Reports.
 func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report, err error) {
@@ -192,7 +228,7 @@ func loadVersion(ctx context.Context, q querier, domain, id string, version int,
 		data = "data"
 	}
 	rows, err := q.Query(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, `+data+`
-		FROM report_artifacts WHERE domain = $1 AND report_id = $2 AND version = $3 ORDER BY idx`, domain, id, version)
+		FROM report_artifacts a WHERE domain = $1 AND report_id = $2 AND version = $3 ORDER BY idx`, domain, id, version)
 	if err != nil {
 		return nil, err
 	}
@@ -224,8 +260,8 @@ func scanArtifacts(rows pgx.Rows, add func(reportID string, version int, a store
 // ReportArtifact returns one artifact with its bytes. See store.Reports.
 func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
 	defer store.Wrap(&err, "postgres.ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
-	rows, err := s.pool.Query(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, data
-		FROM report_artifacts WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4`, domain, id, version, index)
+	rows, err := s.pool.Query(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, a.data
+		FROM report_artifacts a WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4`, domain, id, version, index)
 	if err != nil {
 		return nil, err
 	}
