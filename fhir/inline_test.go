@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -129,4 +130,33 @@ func BenchmarkSpoolInline2MB(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzSpoolInline: no input panics; valid JSON is never a syntax error,
+// and with every value kept raw, the holes filled give the body back.
+func FuzzSpoolInline(f *testing.F) {
+	for _, s := range []string{
+		`{"resourceType":"DiagnosticReport","presentedForm":[{"contentType":"application/pdf","data":"JVBERi0="}]}`,
+		`{"presentedForm":[{"data":"QQ\/=\u0041"},{"data":" QUFB "},7,[]]}`,
+		`{"data":"QQ=="}`, `[]`, `"x"`, `{"a":{"b":[1,2,{"c":null}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, array := range []string{"presentedForm", ""} {
+			sp, err := SpoolInline(bytes.NewReader(body), SpoolOptions{Array: array, MaxDecoded: 64, KeepRaw: 1 << 20, SizeHint: int64(len(body))})
+			var fe *Error
+			if json.Valid(body) {
+				if err != nil && !errors.As(err, &fe) {
+					t.Fatalf("valid JSON refused: %v", err)
+				}
+			}
+			if err != nil {
+				continue
+			}
+			if got := sp.Fill(func(d *InlineData) []byte { return d.Raw }); !bytes.Equal(got, body) {
+				t.Fatalf("filled %q, want %q", got, body)
+			}
+		}
+	})
 }
