@@ -12,9 +12,9 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 )
 
-// TestArtifactCopy: artifacts are written with COPY (their bytes as hex,
-// in pieces): bytes of every value and text needing escapes come back
-// as they went in, and the purge still blanks them.
+// TestArtifactCopy: artifacts are written with a binary COPY, their bytes
+// streamed in pieces: bytes of every value, odd file names and empty data
+// come back as they went in, and the purge still blanks them.
 func TestArtifactCopy(t *testing.T) {
 	ctx := context.Background()
 	s := pgtest.Open(t)

@@ -3,10 +3,10 @@ package postgres
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
+	"encoding/binary"
 	"fmt"
 	"io"
-	"strconv"
+	"math"
 	"strings"
 	"time"
 
@@ -148,44 +148,62 @@ func insertVersion(ctx context.Context, tx pgx.Tx, r *store.Report) error {
 	return copyArtifacts(ctx, tx, r)
 }
 
-// copyArtifacts writes the artifacts of a version with one COPY, each
-// one's bytes streamed as hex text in 64 KiB messages: as a bytea
-// parameter, the driver would copy the 2 MiB of a report's PDF twice
-// (the encoded parameter, then the Bind message), tripling the memory a
-// report costs while it is accepted.
+// copyArtifacts writes the artifacts of a version with one binary COPY,
+// each one's bytes streamed through a pipe in 64 KiB messages: as a bytea
+// parameter, the driver would copy the 2 MiB of a report's PDF twice (the
+// encoded parameter, then the Bind message), tripling the memory a report
+// costs while it is accepted. The binary format, unlike the text one,
+// costs the server no hex to parse.
 func copyArtifacts(ctx context.Context, tx pgx.Tx, r *store.Report) error {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeArtifactRows(pw, r)) }()
 	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, `COPY report_artifacts
-		(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data) FROM STDIN`)
+		(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data) FROM STDIN (FORMAT binary)`)
 	pr.Close() // a writer still at work stops
 	return err
 }
 
-// writeArtifactRows writes r's artifacts in COPY text format.
+// writeArtifactRows writes r's artifacts in COPY's binary format
+// (PostgreSQL docs, COPY, "Binary Format"): a signature, then per row the
+// field count and each field as a length and its bytes in the column
+// type's binary form; -1 after the last row.
 func writeArtifactRows(w io.Writer, r *store.Report) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	for _, a := range r.Artifacts {
-		for _, f := range []string{r.Domain, r.ID, strconv.Itoa(r.Version), strconv.Itoa(a.Index), a.FileName,
-			a.ContentType, strconv.FormatInt(a.Size, 10), a.SHA256, a.BinaryID} {
-			bw.WriteString(copyEscaper.Replace(f))
-			bw.WriteByte('\t')
-		}
-		if a.Data == nil {
-			bw.WriteString(`\N`)
-		} else {
-			bw.WriteString(`\\x`) // bytea hex format, its backslash escaped
-			if _, err := hex.NewEncoder(bw).Write(a.Data); err != nil {
-				return err
-			}
-		}
-		bw.WriteByte('\n')
+	bw.WriteString("PGCOPY\n\xff\r\n\x00")
+	be := func(n int, v uint64) {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], v)
+		bw.Write(b[8-n:])
 	}
+	be(4, 0) // flags
+	be(4, 0) // header extension length
+	field := func(b []byte) {
+		if b == nil {
+			be(4, math.MaxUint32) // -1: NULL
+			return
+		}
+		be(4, uint64(len(b)))
+		bw.Write(b)
+	}
+	for _, a := range r.Artifacts {
+		be(2, 10)
+		field([]byte(r.Domain))
+		field([]byte(r.ID))
+		be(4, 4)
+		be(4, uint64(uint32(int32(r.Version))))
+		be(4, 4)
+		be(4, uint64(uint32(int32(a.Index))))
+		field([]byte(a.FileName))
+		field([]byte(a.ContentType))
+		be(4, 8)
+		be(8, uint64(a.Size))
+		field([]byte(a.SHA256))
+		field([]byte(a.BinaryID))
+		field(a.Data)
+	}
+	be(2, math.MaxUint16) // -1: end
 	return bw.Flush()
 }
-
-// copyEscaper escapes a text value for COPY's text format.
-var copyEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
 
 // Report returns the latest version of a report. See store.Reports.
 func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report, err error) {
