@@ -131,12 +131,11 @@ func SpoolInline(r io.Reader, opt SpoolOptions) (*Spooled, error) {
 
 // roles of a value within the resource, for what SpoolInline takes out.
 const (
-	roleOther  = iota
-	roleRoot   // the resource object
-	roleArray  // the array opt.Array
-	roleElem   // one of its elements
-	roleSpool  // a value to take out
-	roleIgnore // nothing to take out below
+	roleIgnore = iota // nothing to take out below
+	roleRoot          // the resource object
+	roleArray         // the array opt.Array
+	roleElem          // one of its elements
+	roleSpool         // a value to take out
 )
 
 type spooler struct {
@@ -278,8 +277,6 @@ func (p *spooler) object(role, depth int) error {
 			child = roleArray
 		case role == roleRoot && p.opt.Array == "" && key == "data", role == roleElem && key == "data":
 			child = roleSpool
-		case role == roleOther:
-			child = roleOther
 		}
 		if err := p.value(child, depth+1); err != nil {
 			return err
