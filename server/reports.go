@@ -103,9 +103,10 @@ type inlineArtifact struct {
 }
 
 // storedReport is the resource to store for report id: each artifact sent
-// inline becomes a url to the Binary that serves its bytes from the store,
-// with its size and hash, so the stored, served and echoed report is
-// small; other base64 values (report text) stay as sent.
+// inline becomes a url to the Binary that serves its bytes from the store
+// ("Binary/dra-...", made absolute when served), with its size and hash,
+// so the stored, served and echoed report is small; other base64 values
+// (report text) stay as sent.
 //
 // A Binary id is "dra-" and a hash of (domain, report, presentedForm
 // index, bytes): it cannot be a QUBS attachment's (those carry a ".") or
@@ -114,7 +115,6 @@ type inlineArtifact struct {
 // Binary, so retries compare equal.
 func (s *Server) storedReport(c *gin.Context, id string, in *mapping.ReportInput, rd *streamed) ([]byte, map[int]inlineArtifact, error) {
 	domain := domainOf(c)
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
 	refs := map[int]mapping.AttachmentRef{}
 	inline := map[int]inlineArtifact{}
 	for _, a := range in.Artifacts {
@@ -124,7 +124,8 @@ func (s *Server) storedReport(c *gin.Context, id string, in *mapping.ReportInput
 		sum := sha256.Sum256(a.Data)
 		bid := "dra-" + hashHex([]byte(domain), []byte(id), []byte(strconv.Itoa(a.Index)), sum[:])[:40]
 		inline[a.Index] = inlineArtifact{binaryID: bid, sha256: hex.EncodeToString(sum[:])}
-		refs[a.Index] = mapping.AttachmentRef{URL: base + "/Binary/" + bid, Size: int64(len(a.Data)), SHA1: sha1Sum(a.Data)}
+		// Relative in the store, absolute when served (reportBody).
+		refs[a.Index] = mapping.AttachmentRef{URL: "Binary/" + bid, Size: int64(len(a.Data)), SHA1: sha1Sum(a.Data)}
 	}
 	var lost []int
 	resource := rd.sp.Fill(func(d *fhir.InlineData) []byte {
@@ -402,8 +403,9 @@ func (s *Server) kick() {
 }
 
 // reportBody is the stored resource as served: id, version, lastUpdated
-// and delivery state added.
-func reportBody(r *store.Report) ([]byte, error) {
+// and delivery state added, and the urls of its artifacts made absolute on
+// base (the FHIR base of this request).
+func reportBody(r *store.Report, base string) ([]byte, error) {
 	if r.Purged {
 		return nil, fhir.Errorf(http.StatusGone, "deleted", "this report's content was removed under the retention policy")
 	}
@@ -413,7 +415,24 @@ func reportBody(r *store.Report) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decorating report: %w", err)
 	}
-	return b, nil
+	return absoluteArtifactURLs(b, base), nil
+}
+
+// artifactURLPrefix is how a stored report names the Binary of an artifact
+// sent inline (storedReport writes it; DecorateReport compacts, so the
+// member reads exactly so).
+const artifactURLPrefix = `"url":"Binary/dra-`
+
+// absoluteArtifactURLs makes the artifact urls of a served report
+// absolute. They are stored relative, so that the report survives a change
+// of BRIDGE_PUBLIC_URL and a retry through another host name compares
+// equal; clients get a url they can fetch as it is.
+func absoluteArtifactURLs(b []byte, base string) []byte {
+	if !bytes.Contains(b, []byte(artifactURLPrefix)) {
+		return b
+	}
+	abs, _ := json.Marshal(base + "/Binary/dra-")
+	return bytes.ReplaceAll(b, []byte(artifactURLPrefix), append([]byte(`"url":`), abs[:len(abs)-1]...))
 }
 
 func (s *Server) respondReport(c *gin.Context, status int, r *store.Report, note string) error {
@@ -421,7 +440,7 @@ func (s *Server) respondReport(c *gin.Context, status int, r *store.Report, note
 	var body []byte
 	if preferReturn(c) == "representation" {
 		var err error
-		if body, err = reportBody(r); err != nil {
+		if body, err = reportBody(r, fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))); err != nil {
 			return err
 		}
 	}
@@ -459,7 +478,7 @@ func (s *Server) vreadDiagnosticReport(c *gin.Context) error {
 
 func (s *Server) serveReport(c *gin.Context, r *store.Report) error {
 	disclose(c, "DiagnosticReport/"+r.ID, r.PatientRef)
-	body, err := reportBody(r)
+	body, err := reportBody(r, fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c)))
 	if err != nil {
 		return err
 	}
@@ -588,7 +607,7 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
 	}
 	for _, r := range reports {
-		body, err := reportBody(r)
+		body, err := reportBody(r, base)
 		if err != nil {
 			var fe *fhir.Error
 			if errors.As(err, &fe) && fe.Status == http.StatusGone {

@@ -98,6 +98,13 @@ func reportArtifactsAsBinaries(t *testing.T, e *env, st store.Store) {
 	again := post(t, e.base+"/DiagnosticReport", body, http.Header{"Idempotency-Key": {"art-1"}})
 	assert.Equal(t, http.StatusCreated, again.status, "%s", again.body)
 	assert.Equal(t, id, again.json(t)["id"])
+	// The url is stored relative: served on the base of the request, and a
+	// retry that reached the bridge under another name is the same report.
+	viaProxy := post(t, e.base+"/DiagnosticReport", body, http.Header{"Idempotency-Key": {"art-1"}, "X-Forwarded-Host": {"bridge.example.org"}})
+	require.Equal(t, http.StatusCreated, viaProxy.status, "%s", viaProxy.body)
+	assert.Equal(t, id, viaProxy.json(t)["id"])
+	otherURL := viaProxy.json(t)["presentedForm"].([]any)[1].(map[string]any)["url"]
+	assert.Equal(t, "http://bridge.example.org/fhir/acme/Binary/"+binURL[strings.LastIndex(binURL, "/")+1:], otherURL)
 
 	// QUBS gets the bytes.
 	eventually(t, "delivery", func() bool { return len(e.sim.Reports("acme", appt.AppointmentID)) == 1 })
