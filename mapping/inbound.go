@@ -257,15 +257,47 @@ func mediaType(att fhir.Attachment, path string, is *issues) (string, map[string
 // carry the right extension.
 var artifactExt = map[string]string{qubs.ContentTypePDF: ".pdf", qubs.ContentTypeDICOM: ".dcm"}
 
+// InlineData is an attachment's data decoded by the server while it read
+// the request (so that a 2 MiB artifact is never held as base64 text):
+// the mapping takes it in place of Attachment.data, which then only has
+// to be present.
+type InlineData struct {
+	// Data is the decoded data; nil when Invalid or TooBig.
+	Data []byte
+	// Invalid: not base64. TooBig: over the limit the server decoded to,
+	// which must be at least the largest the mapping accepts.
+	Invalid, TooBig bool
+}
+
+// attachmentData decodes Attachment.data, or takes inl when the server
+// decoded it already, as decodeBase64 does.
+func attachmentData(att fhir.Attachment, inl *InlineData, limit int) ([]byte, bool, error) {
+	if inl == nil {
+		return decodeBase64(*att.Data, limit)
+	}
+	switch {
+	case inl.TooBig || len(inl.Data) > limit:
+		return nil, true, nil
+	case inl.Invalid:
+		return nil, false, fmt.Errorf("malformed base64")
+	}
+	return inl.Data, false, nil
+}
+
 // artifact reads one PDF or DICOM attachment: inline data or a url to a
 // Binary. ordinal (1-based) names the artifact when it has no title.
 func artifact(att fhir.Attachment, contentType string, index, ordinal int, path string, is *issues) ArtifactInput {
+	return artifactFrom(att, nil, contentType, index, ordinal, path, is)
+}
+
+// artifactFrom is artifact with the data decoded already (inl), if not nil.
+func artifactFrom(att fhir.Attachment, inl *InlineData, contentType string, index, ordinal int, path string, is *issues) ArtifactInput {
 	a := ArtifactInput{Index: index, ContentType: contentType, FileName: artifactFileName(val(att.Title), contentType, ordinal)}
 	switch {
 	case att.Data != nil:
 		// Data wins over url: R4 allows both, url then being where the
 		// same bytes can be found.
-		data, tooBig, err := decodeBase64(*att.Data, qubs.MaxUploadBytes)
+		data, tooBig, err := attachmentData(att, inl, qubs.MaxUploadBytes)
 		switch {
 		case tooBig:
 			is.add(codeTooCostly, 413, path+".data", "an artifact may be at most %d bytes (QUBS upload limit)", qubs.MaxUploadBytes)

@@ -74,6 +74,13 @@ var reportTextTypes = map[string]bool{"text/plain": true, "text/html": true, "te
 // included, and maps it with ReportFromFHIR. A body that is not a
 // DiagnosticReport is one issue with code structure.
 func ReportFromJSON(body []byte) (*ReportInput, []Issue) {
+	return ReportFromJSONInline(body, nil)
+}
+
+// ReportFromJSONInline is ReportFromJSON for a body whose presentedForm
+// data the server decoded while reading it: inline[i] stands for
+// presentedForm[i].data, which must still be present (any valid base64).
+func ReportFromJSONInline(body []byte, inline map[int]*InlineData) (*ReportInput, []Issue) {
 	const root = "DiagnosticReport"
 	var head struct {
 		ResourceType string            `json:"resourceType"`
@@ -84,7 +91,7 @@ func ReportFromJSON(body []byte) (*ReportInput, []Issue) {
 		// The decoder's message may quote the body: not in the issue.
 		return nil, []Issue{{Code: codeStructure, Status: 400, Expression: root, Message: "the body is not a DiagnosticReport the bridge can read"}}
 	}
-	return ReportFromFHIR(&dr, head.Contained...)
+	return reportFromFHIR(&dr, inline, head.Contained)
 }
 
 // ContainedResources returns the contained resources of a resource's JSON.
@@ -107,6 +114,10 @@ func ContainedResources(body []byte) ([]json.RawMessage, error) {
 //
 // It returns every issue found, and a nil input when there is any.
 func ReportFromFHIR(dr *fhir.DiagnosticReport, contained ...json.RawMessage) (*ReportInput, []Issue) {
+	return reportFromFHIR(dr, nil, contained)
+}
+
+func reportFromFHIR(dr *fhir.DiagnosticReport, inline map[int]*InlineData, contained []json.RawMessage) (*ReportInput, []Issue) {
 	const root = "DiagnosticReport"
 	if dr == nil {
 		return nil, []Issue{{Code: codeStructure, Status: 400, Expression: root, Message: "no DiagnosticReport"}}
@@ -146,14 +157,14 @@ func ReportFromFHIR(dr *fhir.DiagnosticReport, contained ...json.RawMessage) (*R
 				continue
 			}
 			textFound = true
-			if text, ok := reportText(att, params, path, &is); ok {
+			if text, ok := reportText(att, inline[i], params, path, &is); ok {
 				sub.ReportText = text
 				sub.ReportFormat = ptr(mt)
 			}
 		case strings.HasPrefix(mt, "text/"):
 			is.add(codeNotSupported, 422, path+".contentType", "report text must be text/plain, text/html, text/rtf or text/markdown")
 		case artifactExt[mt] != "":
-			a := artifact(att, mt, i, len(in.Artifacts)+1, path, &is)
+			a := artifactFrom(att, inline[i], mt, i, len(in.Artifacts)+1, path, &is)
 			checkSameAppointment(a, in.AppointmentID, path, &is)
 			in.Artifacts = append(in.Artifacts, a)
 		default:
@@ -197,7 +208,7 @@ func ReportFromFHIR(dr *fhir.DiagnosticReport, contained ...json.RawMessage) (*R
 // takes reportText as a JSON string, and guessing a legacy charset would
 // deliver a report with the wrong characters. A leading byte order mark is
 // dropped.
-func reportText(att fhir.Attachment, params map[string]string, path string, is *issues) (string, bool) {
+func reportText(att fhir.Attachment, inl *InlineData, params map[string]string, path string, is *issues) (string, bool) {
 	charset := strings.ToLower(params["charset"])
 	if charset != "" && charset != "utf-8" && charset != "utf8" && charset != "us-ascii" {
 		is.add(codeNotSupported, 422, path+".contentType", "report text must be UTF-8 (charset utf-8 or us-ascii)")
@@ -209,7 +220,7 @@ func reportText(att fhir.Attachment, params map[string]string, path string, is *
 	}
 	// QUBS counts reportText in UTF-8 bytes; a BOM (3 bytes) is allowed
 	// on top, as it is dropped.
-	data, tooBig, err := decodeBase64(*att.Data, qubs.MaxReportTextBytes+3)
+	data, tooBig, err := attachmentData(att, inl, qubs.MaxReportTextBytes+3)
 	switch {
 	case tooBig:
 		is.add(codeTooCostly, 413, path+".data", "report text may be at most %d bytes of UTF-8 (QUBS limit)", qubs.MaxReportTextBytes)
@@ -553,6 +564,70 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		}
 	}
 	return out.encode()
+}
+
+// AttachmentRef is where the bridge keeps an attachment's bytes: a Binary
+// it serves, with the size and SHA-1 of the bytes.
+type AttachmentRef struct {
+	URL  string
+	Size int64
+	SHA1 []byte
+}
+
+// ExternalizeArtifacts returns the DiagnosticReport JSON to store with
+// presentedForm[i].data replaced by refs[i]: url, size and hash (R4
+// Attachment.hash, base64 of the SHA-1) set, data removed. The report
+// then serves a reference to its artifacts rather than megabytes of
+// base64. Other members are kept in order; the result is compact JSON.
+func ExternalizeArtifacts(resource []byte, refs map[int]AttachmentRef) (_ []byte, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("mapping.ExternalizeArtifacts: %w", err)
+		}
+	}()
+	members, err := topLevel(resource)
+	if err != nil {
+		return nil, err
+	}
+	for k := range members {
+		if members[k].key != "presentedForm" {
+			continue
+		}
+		var forms []json.RawMessage
+		if err := json.Unmarshal(members[k].raw, &forms); err != nil {
+			return nil, errors.New("presentedForm is not an array")
+		}
+		for i, ref := range refs {
+			if i < 0 || i >= len(forms) {
+				return nil, errors.New("no such presentedForm")
+			}
+			att, err := topLevel(forms[i])
+			if err != nil {
+				return nil, err
+			}
+			out := make(object, 0, len(att)+3)
+			for _, m := range att {
+				switch m.key {
+				case "data", "url", "size", "hash":
+					continue
+				}
+				out = append(out, m)
+			}
+			out = append(out,
+				member{"url", mustJSON(ref.URL)},
+				member{"size", mustJSON(ref.Size)},
+				member{"hash", mustJSON(ref.SHA1)}) // []byte marshals as base64
+			if forms[i], err = out.encode(); err != nil {
+				return nil, err
+			}
+		}
+		members[k].raw = mustJSON(forms)
+		return members.encode()
+	}
+	if len(refs) > 0 {
+		return nil, errors.New("no presentedForm")
+	}
+	return resource, nil
 }
 
 // member is one top-level member of a JSON object.

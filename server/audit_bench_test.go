@@ -54,4 +54,3 @@ func noKick() envOption {
 func commitReads() envOption {
 	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.AuditCommitReads = true }
 }
-

@@ -1,14 +1,12 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 )
 
 // BenchmarkSearch100 is a 100-entry ServiceRequest search through the real
@@ -155,48 +152,6 @@ func BenchmarkQUBSPage100(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkSubmitReport2MB posts a DiagnosticReport carrying a 2 MiB PDF
-// (2.8 MB of base64) through the router into a real SQLite store, and
-// reports, besides B/op, the peak growth of the live heap during one
-// request (sampled every 50 µs; the GC runs before each request).
-func BenchmarkSubmitReport2MB(b *testing.B) {
-	e := newEnv(b, withStore(b), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
-		sc.Kick = func() {} // measure the request, not the delivery behind it
-	})
-	_, srID := firstPending(b, e.sim, 20)
-	file := append(pdf("benchmark"), bytes.Repeat([]byte{' '}, qubs.MaxUploadBytes-len(pdf("benchmark")))...)
-	body := report{srID: srID, status: "final", text: "Final report", pdfs: [][]byte{file}}.json()
-	h := e.srv.Config.Handler
-	var peak uint64
-	b.ReportAllocs()
-	b.SetBytes(int64(len(body)))
-	i := 0
-	for b.Loop() {
-		i++
-		req := httptest.NewRequest(http.MethodPost, "/fhir/acme/DiagnosticReport", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/fhir+json")
-		req.Header.Set("Idempotency-Key", "bench-"+strconv.Itoa(i))
-		req.Header.Set("Prefer", "return=minimal")
-		b.StopTimer()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		base := ms.HeapAlloc
-		b.StartTimer()
-		p := samplePeak(func() {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != http.StatusCreated {
-				b.Fatalf("status %d: %s", rec.Code, rec.Body)
-			}
-		})
-		if p > base && p-base > peak {
-			peak = p - base
-		}
-	}
-	b.ReportMetric(float64(peak)/(1<<20), "peak-MiB/op")
 }
 
 // reportCPU reports the process's CPU time (user and system, all

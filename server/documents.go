@@ -236,7 +236,7 @@ func (s *Server) readBinary(c *gin.Context) error {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
 		}
 		// The bytes are no FHIR JSON the audit could read the patient off.
-		disclose(c, "", "Patient/"+mapping.PatientID(a))
+		disclose(c, "Binary/"+id, "Patient/"+mapping.PatientID(a))
 		if att.URL == nil || *att.URL == "" {
 			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s has no content in QUBS yet", id)
 		}
@@ -263,24 +263,57 @@ func (s *Server) readBinary(c *gin.Context) error {
 		c.DataFromReader(http.StatusOK, dl.ContentLength, ct, dl.Body, nil)
 		return nil
 	}
+	if s.cfg.Store != nil && isArtifactBinary(id) {
+		// A report artifact: its bytes in the store, the report's patient
+		// for the audit.
+		rb, err := s.cfg.Store.ArtifactBinary(c.Request.Context(), domainOf(c), id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
+		}
+		if err != nil {
+			return err
+		}
+		disclose(c, "Binary/"+id, rb.PatientRef)
+		if rb.Purged || rb.Artifact.Data == nil {
+			return fhir.Errorf(http.StatusGone, "deleted", "Binary/%s was removed under the retention policy", id)
+		}
+		return s.serveStoredBinary(c, id, rb.Artifact.ContentType, rb.Artifact.FileName, rb.Artifact.SHA256, rb.Artifact.Data, wantsJSON)
+	}
 	if s.cfg.Store != nil {
 		b, err := s.cfg.Store.Binary(c.Request.Context(), domainOf(c), id)
+		if err == nil {
+			disclose(c, "Binary/"+id, "")
+		}
 		if err == nil && b.Purged {
 			return fhir.Errorf(http.StatusGone, "deleted", "Binary/%s was removed under the retention policy", id)
 		}
 		if err == nil {
-			if wantsJSON {
-				return s.binaryJSON(c, id, b.ContentType, b.Data)
-			}
-			safeFileHeaders(c, b.ContentType, "")
-			c.Data(http.StatusOK, b.ContentType, b.Data)
-			return nil
+			return s.serveStoredBinary(c, id, b.ContentType, "", b.SHA256, b.Data, wantsJSON)
 		}
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	}
 	return fhir.Errorf(http.StatusNotFound, "not-found", "Binary/%s is not known", id)
+}
+
+// serveStoredBinary answers a Binary read from the store: the bytes in
+// their own media type with Content-Length and an ETag of their SHA-256
+// (the bytes of a Binary id never change, so a client's cached copy stays
+// good: If-None-Match answers 304), or the FHIR resource when asked for.
+func (s *Server) serveStoredBinary(c *gin.Context, id, ct, fileName, sha string, data []byte, wantsJSON bool) error {
+	if wantsJSON {
+		return s.binaryJSON(c, id, ct, data)
+	}
+	tag := `"` + sha + `"`
+	c.Header("ETag", tag)
+	safeFileHeaders(c, ct, fileName)
+	if inm := c.GetHeader("If-None-Match"); sha != "" && inm != "" && (inm == "*" || strings.Contains(inm, tag)) {
+		c.Status(http.StatusNotModified)
+		return nil
+	}
+	c.DataFromReader(http.StatusOK, int64(len(data)), ct, bytes.NewReader(data), nil)
+	return nil
 }
 
 // binaryAsJSON reports whether a Binary read asked for the FHIR resource
@@ -344,20 +377,34 @@ func (s *Server) createBinary(c *gin.Context) error {
 		}
 		ct, data = reqCT, b
 	default:
-		_, b, err := readInbound[models.Binary](s, c, "Binary")
+		if c.GetHeader("If-None-Exist") != "" {
+			return fhir.Errorf(http.StatusBadRequest, "not-supported",
+				"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
+		}
+		// The file is decoded as the body is read: never held as base64.
+		rd, err := s.readStreamed(c, "Binary", "", false)
 		if err != nil {
 			return err
 		}
-		if b.Data == nil {
+		var b models.Binary
+		if err := decodeResource(rd.view, &b, "Binary"); err != nil {
+			return err
+		}
+		var d *fhir.InlineData
+		if len(rd.sp.Inline) > 0 {
+			d = rd.sp.Inline[0]
+		}
+		switch {
+		case d == nil:
 			return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "required",
 				Expression: []string{"Binary.data"}, Diagnostics: "the Binary has no data"}}}
-		}
-		d, err := base64.StdEncoding.DecodeString(*b.Data)
-		if err != nil {
+		case d.TooBig:
+			return fhir.Errorf(http.StatusRequestEntityTooLarge, "too-costly", "the file is over the %d bytes QUBS accepts", qubs.MaxUploadBytes)
+		case d.Invalid:
 			return &fhir.Error{Status: http.StatusBadRequest, Issues: []fhir.Issue{{Severity: "error", Code: "value",
 				Expression: []string{"Binary.data"}, Diagnostics: "data is not base64"}}}
 		}
-		ct, data = b.ContentType, d
+		ct, data = b.ContentType, d.Data
 		if mt, _, err := mime.ParseMediaType(ct); err == nil {
 			ct = mt
 		}
@@ -433,10 +480,15 @@ func (s *Server) createDocumentReference(c *gin.Context) error {
 			return fmt.Errorf("looking up idempotency key: %w", err)
 		}
 	}
-	if _, err := s.writeTarget(c, in.AppointmentID, in.PatientID, "DocumentReference.context.related", mapping.DocumentReferenceID); err != nil {
+	appt, err := s.writeTarget(c, in.AppointmentID, in.PatientID, "DocumentReference.context.related", mapping.DocumentReferenceID)
+	if err != nil {
 		return err
 	}
-	arts, err := s.loadArtifacts(c, []mapping.ArtifactInput{in.Artifact}, "DocumentReference.content")
+	patientRef := ""
+	if appt != nil {
+		patientRef = "Patient/" + mapping.PatientID(appt)
+	}
+	arts, err := s.loadArtifacts(c, "", patientRef, []mapping.ArtifactInput{in.Artifact}, nil, "DocumentReference.content")
 	if err != nil {
 		return err
 	}

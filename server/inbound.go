@@ -49,6 +49,87 @@ func (s *Server) readResource(c *gin.Context, typ string) ([]byte, error) {
 	return body, nil
 }
 
+// Bounds of the values readStreamed decodes: the largest artifact and the
+// largest report text (with a byte order mark) QUBS takes, so the mapping
+// can tell "too large" for both; and the raw base64 kept as sent, so a
+// small value (report text) is stored byte for byte.
+const (
+	inlineLimit = max(qubs.MaxUploadBytes, qubs.MaxReportTextBytes+3)
+	keepRaw     = 64 << 10
+)
+
+// streamed is a resource read once by readStreamed.
+type streamed struct {
+	sp *fhir.Spooled
+	// view is the resource with its base64 values taken out replaced by
+	// stand-ins, as the validator and the mapping see it (the mapping takes
+	// the decoded values from inline).
+	view []byte
+	// sum is the hex SHA-256 of the body as sent ("" unless asked for).
+	sum string
+}
+
+// inline returns the decoded values by element index, for the mapping.
+func (r *streamed) inline() map[int]*mapping.InlineData {
+	m := make(map[int]*mapping.InlineData, len(r.sp.Inline))
+	for _, d := range r.sp.Inline {
+		m[d.Index] = &mapping.InlineData{Data: d.Data, Invalid: d.Invalid, TooBig: d.TooBig}
+	}
+	return m
+}
+
+// standIn is what the validator sees of a value taken out: the value
+// itself when it was small enough to keep, else one that validates as the
+// value would (base64 or not); the mapping judges size and content.
+func standIn(d *fhir.InlineData) []byte {
+	switch {
+	case d.Raw != nil:
+		return d.Raw
+	case d.Invalid:
+		return []byte(`"*"`)
+	}
+	return []byte(`"AA=="`)
+}
+
+// readStreamed is readResource for resources that carry files: it reads
+// the body once, decoding the base64 data of array[*] (or of the resource,
+// for array "") as it goes, and validates the rest strictly. A 2 MiB PDF
+// is then held once, decoded, instead of being parsed as 2.8 MB of JSON
+// text by each step.
+//
+// The body's digest (streamed.sum) is computed only when needHash: it is
+// the idempotency key of a create without Idempotency-Key, and nothing else.
+func (s *Server) readStreamed(c *gin.Context, typ, array string, needHash bool) (*streamed, error) {
+	if !fhir.IsJSONContentType(c.GetHeader("Content-Type")) {
+		return nil, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported",
+			"send %s as application/fhir+json", typ)
+	}
+	sp, err := fhir.SpoolInline(c.Request.Body, fhir.SpoolOptions{Array: array, MaxDecoded: inlineLimit, KeepRaw: keepRaw, SizeHint: c.Request.ContentLength, SkipHash: !needHash})
+	var (
+		mbe *http.MaxBytesError
+		fe  *fhir.Error
+	)
+	switch {
+	case errors.As(err, &mbe), errors.As(err, &fe):
+		return nil, err
+	case errors.Is(err, fhir.ErrEmpty):
+		return nil, fhir.Errorf(http.StatusBadRequest, "required", "the request has no body")
+	case errors.Is(err, fhir.ErrSyntax):
+		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: []fhir.Issue{{Severity: "error", Code: "structure",
+			Details: "invalid JSON", Diagnostics: "the body is not a JSON object"}}}
+	case err != nil:
+		return nil, fhir.Errorf(http.StatusBadRequest, "structure", "reading the request body failed")
+	}
+	r := &streamed{sp: sp, view: sp.Fill(standIn)}
+	if needHash {
+		r.sum = hex.EncodeToString(sp.SHA256[:])
+	}
+	if issues := s.validator.ValidateType(r.view, typ); len(issues) > 0 {
+		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: issues}
+	}
+	return r, nil
+}
+
 // mappingError turns the issues found while mapping an inbound resource to
 // QUBS into one error. The status is the gravest the issues call for: a
 // value that cannot be read (400) before content over a QUBS limit (413)
@@ -125,6 +206,11 @@ type clientKey struct {
 }
 
 func idempotencyKey(c *gin.Context, body []byte) (clientKey, error) {
+	return idempotencyKeyOr(c, hashHex(body))
+}
+
+// idempotencyKeyOr is idempotencyKey with the content's hash given.
+func idempotencyKeyOr(c *gin.Context, contentHash string) (clientKey, error) {
 	if k := c.GetHeader("Idempotency-Key"); k != "" {
 		if err := qubs.ValidateIdempotencyKey(k); err != nil {
 			return clientKey{}, fhir.Errorf(http.StatusBadRequest, "value",
@@ -132,7 +218,7 @@ func idempotencyKey(c *gin.Context, body []byte) (clientKey, error) {
 		}
 		return clientKey{kind: "idempotency-key", key: k}, nil
 	}
-	return clientKey{kind: "content", key: hashHex(body)}, nil
+	return clientKey{kind: "content", key: contentHash}, nil
 }
 
 func hashHex(parts ...[]byte) string {

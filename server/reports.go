@@ -3,6 +3,9 @@ package server
 import (
 	"bytes"
 	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,11 +42,11 @@ var diagnosticReportSearch = fhir.SearchSpec{
 // delivery state is part of the resource served back.
 func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	ctx, domain := c.Request.Context(), domainOf(c)
-	body, err := s.readResource(c, "DiagnosticReport")
+	rd, err := s.readStreamed(c, "DiagnosticReport", "presentedForm", c.GetHeader("Idempotency-Key") == "")
 	if err != nil {
 		return err
 	}
-	in, issues := mapping.ReportFromJSON(body)
+	in, issues := mapping.ReportFromJSONInline(rd.view, rd.inline())
 	if err := mappingError(issues); err != nil {
 		return err
 	}
@@ -59,7 +62,7 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 			return err
 		}
 	}
-	k, err := idempotencyKey(c, body)
+	k, err := idempotencyKeyOr(c, rd.sum)
 	if err != nil {
 		return err
 	}
@@ -68,17 +71,21 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	// and the store lets exactly one create it. Nothing is recorded before
 	// the report is stored, so a refused attempt leaves no trace to replay.
 	id := "dr-" + hashHex([]byte(domain), []byte(k.kind), []byte(k.key))[:40]
-	if done, err := s.replayReport(c, id, k, body); done || err != nil {
+	resource, inline, err := s.storedReport(c, id, in, rd)
+	if err != nil {
 		return err
 	}
-	r, err := s.buildReport(c, in, body)
+	if done, err := s.replayReport(c, id, k, resource); done || err != nil {
+		return err
+	}
+	r, err := s.buildReport(c, id, in, resource, inline)
 	if err != nil {
 		return err
 	}
 	r.Domain, r.ID = domain, id
 	if err := s.cfg.Store.CreateReport(ctx, r); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			if done, err := s.replayReport(c, id, k, body); done || err != nil {
+			if done, err := s.replayReport(c, id, k, resource); done || err != nil {
 				return err
 			}
 		}
@@ -88,10 +95,73 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	return s.respondReport(c, http.StatusCreated, r, "report accepted; delivery to QUBS is under way")
 }
 
+// inlineArtifact is an artifact the client sent inline, as stored: served
+// as Binary/binaryID.
+type inlineArtifact struct {
+	binaryID string
+	sha256   string
+}
+
+// storedReport is the resource to store for report id: each artifact sent
+// inline becomes a url to the Binary that serves its bytes from the store
+// ("Binary/dra-...", made absolute when served), with its size and hash,
+// so the stored, served and echoed report is small; other base64 values
+// (report text) stay as sent.
+//
+// A Binary id is "dra-" and a hash of (domain, report, presentedForm
+// index, bytes): it cannot be a QUBS attachment's (those carry a ".") or
+// a client Binary's ("bin-"), and the same bytes sent again for the same
+// report (a retried create, a PUT of the same content) name the same
+// Binary, so retries compare equal.
+func (s *Server) storedReport(c *gin.Context, id string, in *mapping.ReportInput, rd *streamed) ([]byte, map[int]inlineArtifact, error) {
+	domain := domainOf(c)
+	refs := map[int]mapping.AttachmentRef{}
+	inline := map[int]inlineArtifact{}
+	for _, a := range in.Artifacts {
+		if a.BinaryID != "" || a.Data == nil {
+			continue
+		}
+		sum := sha256.Sum256(a.Data)
+		bid := "dra-" + hashHex([]byte(domain), []byte(id), []byte(strconv.Itoa(a.Index)), sum[:])[:40]
+		inline[a.Index] = inlineArtifact{binaryID: bid, sha256: hex.EncodeToString(sum[:])}
+		// Relative in the store, absolute when served (reportBody).
+		refs[a.Index] = mapping.AttachmentRef{URL: "Binary/" + bid, Size: int64(len(a.Data)), SHA1: sha1Sum(a.Data)}
+	}
+	var lost []int
+	resource := rd.sp.Fill(func(d *fhir.InlineData) []byte {
+		switch _, ext := refs[d.Index]; {
+		case ext:
+			return []byte(`""`) // dropped below
+		case d.Raw != nil:
+			return d.Raw
+		case d.Data != nil:
+			// Too long to keep as sent: the same bytes, in canonical base64.
+			return []byte(strconv.Quote(base64.StdEncoding.EncodeToString(d.Data)))
+		}
+		lost = append(lost, d.Index)
+		return []byte(`""`)
+	})
+	if len(lost) > 0 {
+		// Only a second text rendition escapes the mapping's checks: one
+		// over the size the bridge decodes cannot be kept.
+		return nil, nil, &fhir.Error{Status: http.StatusRequestEntityTooLarge, Issues: []fhir.Issue{{Severity: "error", Code: "too-costly",
+			Expression:  []string{"DiagnosticReport.presentedForm[" + strconv.Itoa(lost[0]) + "].data"},
+			Diagnostics: fmt.Sprintf("inline data may be at most %d bytes", inlineLimit)}}}
+	}
+	if len(refs) == 0 {
+		return resource, inline, nil
+	}
+	out, err := mapping.ExternalizeArtifacts(resource, refs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storing artifacts by reference: %w", err)
+	}
+	return out, inline, nil
+}
+
 // buildReport checks what only QUBS and the store can tell (the appointment
 // is pending, the patient is the appointment's, referenced Binaries exist)
 // and assembles the version to store.
-func (s *Server) buildReport(c *gin.Context, in *mapping.ReportInput, body []byte) (*store.Report, error) {
+func (s *Server) buildReport(c *gin.Context, id string, in *mapping.ReportInput, resource []byte, inline map[int]inlineArtifact) (*store.Report, error) {
 	appt, ok, err := s.checkPending(c, in.AppointmentID)
 	if err != nil {
 		return nil, err
@@ -103,7 +173,7 @@ func (s *Server) buildReport(c *gin.Context, in *mapping.ReportInput, body []byt
 	if err != nil {
 		return nil, err
 	}
-	artifacts, err := s.loadArtifacts(c, in.Artifacts, "DiagnosticReport.presentedForm")
+	artifacts, err := s.loadArtifacts(c, id, patientRef, in.Artifacts, inline, "DiagnosticReport.presentedForm")
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +185,7 @@ func (s *Server) buildReport(c *gin.Context, in *mapping.ReportInput, body []byt
 		AppointmentID: in.AppointmentID,
 		PatientRef:    patientRef,
 		Status:        in.Status,
-		Resource:      body,
+		Resource:      resource,
 		Submission:    sub,
 		Artifacts:     artifacts,
 	}, nil
@@ -141,14 +211,18 @@ func (s *Server) patientRef(appt *qubs.Appointment, clientPatientID, expr string
 }
 
 // loadArtifacts resolves artifacts given by url: a Binary the client sent
-// the bridge earlier, or the bytes of a QUBS attachment. The url must be
-// this server's, and the bytes must match the size and hash the client
-// declared.
-func (s *Server) loadArtifacts(c *gin.Context, in []mapping.ArtifactInput, path string) ([]store.Artifact, error) {
+// the bridge earlier, an artifact of a report it accepted, or the bytes of
+// a QUBS attachment. The url must be this server's, and the bytes must
+// match the size and hash the client declared. Inline artifacts keep the
+// Binary id storedReport gave them.
+func (s *Server) loadArtifacts(c *gin.Context, reportID, patientRef string, in []mapping.ArtifactInput, inline map[int]inlineArtifact, path string) ([]store.Artifact, error) {
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c)) + "/"
 	out := make([]store.Artifact, 0, len(in))
 	for _, a := range in {
-		data := a.Data
+		art := store.Artifact{FileName: a.FileName, ContentType: a.ContentType, Data: a.Data}
+		if ia, ok := inline[a.Index]; ok {
+			art.BinaryID, art.SHA256 = ia.binaryID, ia.sha256
+		}
 		if a.BinaryID != "" {
 			expr := path + "[" + strconv.Itoa(a.Index) + "]"
 			refuse := func(status int, code, msg string) error {
@@ -157,9 +231,7 @@ func (s *Server) loadArtifacts(c *gin.Context, in []mapping.ArtifactInput, path 
 			if a.BinaryBase != "" && a.BinaryBase != base {
 				return nil, refuse(http.StatusUnprocessableEntity, "not-supported", "the url is not a Binary of this FHIR base")
 			}
-			var err error
-			var ct string
-			data, ct, err = s.binaryBytes(c, a.BinaryID)
+			b, err := s.binaryBytes(c, a.BinaryID)
 			switch {
 			case errors.Is(err, errNoBinary):
 				return nil, refuse(http.StatusUnprocessableEntity, "not-found", "the url references no Binary known to this server")
@@ -167,15 +239,26 @@ func (s *Server) loadArtifacts(c *gin.Context, in []mapping.ArtifactInput, path 
 				return nil, refuse(http.StatusRequestEntityTooLarge, "too-costly", fmt.Sprintf("the referenced Binary is over the %d bytes QUBS accepts", qubs.MaxUploadBytes))
 			case err != nil:
 				return nil, err
-			case ct != "" && ct != a.ContentType:
+			case b.patientRef != "" && patientRef != "" && b.patientRef != patientRef:
+				// An artifact of another patient's report must not be
+				// copied into this one.
+				return nil, refuse(http.StatusUnprocessableEntity, "business-rule", "the referenced Binary belongs to another patient's report")
+			case b.contentType != "" && b.contentType != a.ContentType:
 				return nil, refuse(http.StatusUnprocessableEntity, "value", "contentType differs from the referenced Binary's")
-			case a.Size > 0 && a.Size != int64(len(data)):
+			case a.Size > 0 && a.Size != int64(len(b.data)):
 				return nil, refuse(http.StatusUnprocessableEntity, "value", "size differs from the referenced Binary's")
-			case len(a.SHA1) > 0 && !bytes.Equal(a.SHA1, sha1Sum(data)):
+			case len(a.SHA1) > 0 && !bytes.Equal(a.SHA1, sha1Sum(b.data)):
 				return nil, refuse(http.StatusUnprocessableEntity, "value", "hash differs from the referenced Binary's")
 			}
+			art.Data = b.data
+			if b.reportID == reportID {
+				// The report's own artifact, sent back by url (a PUT of
+				// the report as read): the url keeps naming the newest
+				// version's bytes.
+				art.BinaryID = a.BinaryID
+			}
 		}
-		out = append(out, store.Artifact{FileName: a.FileName, ContentType: a.ContentType, Data: data})
+		out = append(out, art)
 	}
 	return out, nil
 }
@@ -190,53 +273,76 @@ var (
 	errBinaryTooLarge = errors.New("Binary too large")
 )
 
-// binaryBytes loads a Binary's bytes, at most qubs.MaxUploadBytes, and
-// its content type ("" when QUBS does not say).
-func (s *Server) binaryBytes(c *gin.Context, id string) ([]byte, string, error) {
+// binaryContent is a Binary's bytes and what is known of them.
+type binaryContent struct {
+	data []byte
+	// contentType is "" when QUBS does not say.
+	contentType string
+	// reportID and patientRef are set for a report artifact's Binary.
+	reportID, patientRef string
+}
+
+// binaryBytes loads a Binary's bytes, at most qubs.MaxUploadBytes: a QUBS
+// attachment, a report artifact or a Binary a client created.
+func (s *Server) binaryBytes(c *gin.Context, id string) (*binaryContent, error) {
 	ctx, domain := c.Request.Context(), domainOf(c)
 	if appt, guid, err := mapping.ParseBinaryID(id); err == nil {
 		att, err := s.cfg.QUBS.GetAttachment(ctx, domain, appt, guid, qubs.AttachmentOptions{})
 		if qubs.KindOf(err) == qubs.KindNotFound || err == nil && (att.URL == nil || *att.URL == "") {
-			return nil, "", errNoBinary
+			return nil, errNoBinary
 		}
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		dl, err := s.cfg.QUBS.Download(ctx, *att.URL)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		defer dl.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(dl.Body, qubs.MaxUploadBytes+1))
 		if err != nil {
-			return nil, "", fmt.Errorf("reading attachment: %w", err)
+			return nil, fmt.Errorf("reading attachment: %w", err)
 		}
 		if len(data) > qubs.MaxUploadBytes {
-			return nil, "", errBinaryTooLarge
+			return nil, errBinaryTooLarge
 		}
-		return data, mapping.ContentTypeForFileName(att.FileName), nil
+		return &binaryContent{data: data, contentType: mapping.ContentTypeForFileName(att.FileName)}, nil
 	}
 	if s.cfg.Store == nil {
-		return nil, "", errNoBinary
+		return nil, errNoBinary
+	}
+	if isArtifactBinary(id) {
+		rb, err := s.cfg.Store.ArtifactBinary(ctx, domain, id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && (rb.Purged || rb.Artifact.Data == nil) {
+			return nil, errNoBinary
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &binaryContent{data: rb.Artifact.Data, contentType: rb.Artifact.ContentType, reportID: rb.ReportID, patientRef: rb.PatientRef}, nil
 	}
 	b, err := s.cfg.Store.Binary(ctx, domain, id)
 	if errors.Is(err, store.ErrNotFound) || err == nil && b.Purged {
-		return nil, "", errNoBinary
+		return nil, errNoBinary
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if len(b.Data) > qubs.MaxUploadBytes {
-		return nil, "", errBinaryTooLarge
+		return nil, errBinaryTooLarge
 	}
-	return b.Data, b.ContentType, nil
+	return &binaryContent{data: b.Data, contentType: b.ContentType}, nil
 }
+
+// isArtifactBinary reports whether a Binary id is a report artifact's
+// (storedReport).
+func isArtifactBinary(id string) bool { return strings.HasPrefix(id, "dra-") }
 
 // replayReport answers a retried create with the report it created. done
 // is false when there is no such report. An Idempotency-Key that created a
 // report from another body is a 422 (the key is the client's promise that
 // the requests are the same).
-func (s *Server) replayReport(c *gin.Context, id string, k clientKey, body []byte) (done bool, err error) {
+func (s *Server) replayReport(c *gin.Context, id string, k clientKey, resource []byte) (done bool, err error) {
 	ctx, domain := c.Request.Context(), domainOf(c)
 	first, err := s.cfg.Store.ReportVersion(ctx, domain, id, 1)
 	if errors.Is(err, store.ErrNotFound) {
@@ -245,7 +351,7 @@ func (s *Server) replayReport(c *gin.Context, id string, k clientKey, body []byt
 	if err != nil {
 		return true, err
 	}
-	if k.kind == "idempotency-key" && !first.Purged && !bytes.Equal(first.Resource, body) {
+	if k.kind == "idempotency-key" && !first.Purged && !bytes.Equal(first.Resource, resource) {
 		return true, fhir.Errorf(http.StatusUnprocessableEntity, "business-rule",
 			"this Idempotency-Key was used with a different DiagnosticReport")
 	}
@@ -297,8 +403,9 @@ func (s *Server) kick() {
 }
 
 // reportBody is the stored resource as served: id, version, lastUpdated
-// and delivery state added.
-func reportBody(r *store.Report) ([]byte, error) {
+// and delivery state added, and the urls of its artifacts made absolute on
+// base (the FHIR base of this request).
+func reportBody(r *store.Report, base string) ([]byte, error) {
 	if r.Purged {
 		return nil, fhir.Errorf(http.StatusGone, "deleted", "this report's content was removed under the retention policy")
 	}
@@ -308,14 +415,32 @@ func reportBody(r *store.Report) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decorating report: %w", err)
 	}
-	return b, nil
+	return absoluteArtifactURLs(b, base), nil
+}
+
+// artifactURLPrefix is how a stored report names the Binary of an artifact
+// sent inline (storedReport writes it; DecorateReport compacts, so the
+// member reads exactly so).
+const artifactURLPrefix = `"url":"Binary/dra-`
+
+// absoluteArtifactURLs makes the artifact urls of a served report
+// absolute. They are stored relative, so that the report survives a change
+// of BRIDGE_PUBLIC_URL and a retry through another host name compares
+// equal; clients get a url they can fetch as it is.
+func absoluteArtifactURLs(b []byte, base string) []byte {
+	if !bytes.Contains(b, []byte(artifactURLPrefix)) {
+		return b
+	}
+	abs, _ := json.Marshal(base + "/Binary/dra-")
+	return bytes.ReplaceAll(b, []byte(artifactURLPrefix), append([]byte(`"url":`), abs[:len(abs)-1]...))
 }
 
 func (s *Server) respondReport(c *gin.Context, status int, r *store.Report, note string) error {
+	disclose(c, "DiagnosticReport/"+r.ID, r.PatientRef)
 	var body []byte
 	if preferReturn(c) == "representation" {
 		var err error
-		if body, err = reportBody(r); err != nil {
+		if body, err = reportBody(r, fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))); err != nil {
 			return err
 		}
 	}
@@ -352,7 +477,8 @@ func (s *Server) vreadDiagnosticReport(c *gin.Context) error {
 }
 
 func (s *Server) serveReport(c *gin.Context, r *store.Report) error {
-	body, err := reportBody(r)
+	disclose(c, "DiagnosticReport/"+r.ID, r.PatientRef)
+	body, err := reportBody(r, fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c)))
 	if err != nil {
 		return err
 	}
@@ -371,19 +497,19 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := s.readResource(c, "DiagnosticReport")
+	rd, err := s.readStreamed(c, "DiagnosticReport", "presentedForm", false)
 	if err != nil {
 		return err
 	}
 	var head struct {
 		ID string `json:"id"`
 	}
-	_ = json.Unmarshal(body, &head)
+	_ = json.Unmarshal(rd.view, &head)
 	if head.ID != id {
 		return &fhir.Error{Status: http.StatusBadRequest, Issues: []fhir.Issue{{Severity: "error", Code: "invalid",
 			Expression: []string{"DiagnosticReport.id"}, Diagnostics: "the resource id must equal the id in the URL"}}}
 	}
-	in, issues := mapping.ReportFromJSON(body)
+	in, issues := mapping.ReportFromJSONInline(rd.view, rd.inline())
 	if err := mappingError(issues); err != nil {
 		return err
 	}
@@ -394,11 +520,15 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	resource, inline, err := s.storedReport(c, id, in, rd)
+	if err != nil {
+		return err
+	}
 	// A retried PUT of what is already the current version changes
 	// nothing: it gets that version back, whatever If-Match it carried
 	// (the retry of a PUT that succeeded names the version before it).
 	// This is what makes PUT idempotent; an Idempotency-Key adds nothing.
-	if !current.Purged && bytes.Equal(current.Resource, body) {
+	if !current.Purged && bytes.Equal(current.Resource, resource) {
 		return s.respondReport(c, http.StatusOK, current, "no change")
 	}
 	if k := c.GetHeader("Idempotency-Key"); k != "" && qubs.ValidateIdempotencyKey(k) != nil {
@@ -415,7 +545,7 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 		return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: []fhir.Issue{{Severity: "error", Code: "business-rule",
 			Expression: []string{"DiagnosticReport.status"}, Diagnostics: "a final report cannot become preliminary again; send an amended or corrected final"}}}
 	}
-	r, err := s.buildReport(c, in, body)
+	r, err := s.buildReport(c, id, in, resource, inline)
 	if err != nil {
 		return err
 	}
@@ -477,7 +607,7 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
 	}
 	for _, r := range reports {
-		body, err := reportBody(r)
+		body, err := reportBody(r, base)
 		if err != nil {
 			var fe *fhir.Error
 			if errors.As(err, &fe) && fe.Status == http.StatusGone {
@@ -489,6 +619,7 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 				Diagnostics: "DiagnosticReport/" + r.ID + " could not be served and is left out"}))
 			continue
 		}
+		disclose(c, "DiagnosticReport/"+r.ID, r.PatientRef)
 		bundle.AddMatch(base+"/DiagnosticReport/"+r.ID, body)
 	}
 	s.write(c, http.StatusOK, bundle)

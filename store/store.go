@@ -85,8 +85,14 @@ type Artifact struct {
 	Size   int64
 	SHA256 string
 	// Data is the artifact's bytes (PHI). It is nil when purged, and when
-	// not loaded: only ClaimDelivery and ReportArtifact load it.
+	// not loaded: only ClaimDelivery, ReportArtifact and ArtifactBinary
+	// load it.
 	Data []byte
+	// BinaryID is the id of the Binary under which the bridge serves the
+	// bytes (the report's presentedForm.url names it); "" for artifacts
+	// whose bytes are only in their report. Versions of a report that
+	// keep the same bytes share it.
+	BinaryID string
 	// QUBSGUID and UploadedAt are set by RecordUpload once the artifact's
 	// PUT to QUBS succeeded, so that a retried delivery skips it.
 	QUBSGUID   string
@@ -192,12 +198,30 @@ type Reports interface {
 	// ReportArtifact returns one artifact of a report version with its
 	// Data (nil when purged). Errors: ErrNotFound.
 	ReportArtifact(ctx context.Context, domain, id string, version, index int) (*Artifact, error)
+	// ArtifactBinary returns the artifact whose BinaryID is binaryID, with
+	// its Data (nil when purged), from the newest version of its report
+	// that has it. Errors: ErrNotFound.
+	ArtifactBinary(ctx context.Context, domain, binaryID string) (*ReportBinary, error)
 	// SearchReports returns the latest versions of the domain's reports that
 	// match f, without artifact Data, ordered by the time each report was
 	// first created, then id (keyset paging, stable while reports are
 	// added or updated). next is the cursor of the following page, "" on
 	// the last page. Errors: ErrInvalid for a malformed f.After.
 	SearchReports(ctx context.Context, domain string, f ReportFilter) (reports []*Report, next string, err error)
+}
+
+// ReportBinary is a report artifact served as a Binary, with what the
+// server needs to answer for it.
+type ReportBinary struct {
+	Domain, ReportID string
+	Version          int
+	// PatientRef is the report version's ("" if unknown), for the audit.
+	PatientRef string
+	// CreatedAt is when the report version was accepted.
+	CreatedAt time.Time
+	// Purged is true once retention removed the bytes (Artifact.Data nil).
+	Purged   bool
+	Artifact Artifact
 }
 
 // Deliveries is the durable queue of report versions to deliver to QUBS.

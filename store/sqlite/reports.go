@@ -136,9 +136,9 @@ func insertVersion(ctx context.Context, tx *sql.Tx, r *store.Report) error {
 	}
 	for _, a := range r.Artifacts {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO report_artifacts
-			(domain, report_id, version, idx, file_name, content_type, size, sha256, data)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.Data); err != nil {
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.BinaryID, a.Data); err != nil {
 			return err
 		}
 	}
@@ -185,7 +185,7 @@ func loadVersion(ctx context.Context, q querier, domain, id string, version int,
 	if withData {
 		data = "data"
 	}
-	rows, err := q.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, qubs_guid, uploaded_at, `+data+`
+	rows, err := q.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, `+data+`
 		FROM report_artifacts WHERE domain = ? AND report_id = ? AND version = ? ORDER BY idx`, domain, id, version)
 	if err != nil {
 		return nil, err
@@ -195,7 +195,8 @@ func loadVersion(ctx context.Context, q querier, domain, id string, version int,
 }
 
 // scanArtifacts reads rows of (report_id, version, idx, file_name,
-// content_type, size, sha256, qubs_guid, uploaded_at, data) and closes them.
+// content_type, size, sha256, binary_id, qubs_guid, uploaded_at, data) and
+// closes them.
 func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a store.Artifact)) error {
 	defer rows.Close()
 	for rows.Next() {
@@ -207,7 +208,7 @@ func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a stor
 			data     []byte
 		)
 		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
-			&a.QUBSGUID, &uploaded, &data); err != nil {
+			&a.BinaryID, &a.QUBSGUID, &uploaded, &data); err != nil {
 			return err
 		}
 		a.UploadedAt = fromNullUS(uploaded)
@@ -220,7 +221,7 @@ func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a stor
 // ReportArtifact returns one artifact with its bytes. See store.Reports.
 func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
 	defer store.Wrap(&err, "sqlite.ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
-	rows, err := s.r.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, qubs_guid, uploaded_at, data
+	rows, err := s.r.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, data
 		FROM report_artifacts WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`, domain, id, version, index)
 	if err != nil {
 		return nil, err
@@ -312,7 +313,7 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 		byID[r.ID] = r
 		args = append(args, r.ID)
 	}
-	arows, err := q.QueryContext(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.qubs_guid, a.uploaded_at, NULL
+	arows, err := q.QueryContext(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, NULL
 		FROM report_artifacts a JOIN reports r ON r.domain = a.domain AND r.id = a.report_id AND r.latest_version = a.version
 		WHERE a.domain = ? AND a.report_id IN (`+placeholders(len(reports))+`)
 		ORDER BY a.report_id, a.idx`, args...)
@@ -330,4 +331,39 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 		return nil, "", err
 	}
 	return reports, next, nil
+}
+
+// ArtifactBinary returns the artifact served as a Binary. See store.Reports.
+func (s *Store) ArtifactBinary(ctx context.Context, domain, binaryID string) (_ *store.ReportBinary, err error) {
+	defer store.Wrap(&err, "sqlite.ArtifactBinary(%q, %q)", domain, binaryID)
+	if binaryID == "" { // artifacts without a Binary
+		return nil, store.E(store.KindNotFound, "no such binary")
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, a.data,
+			v.patient_ref, v.created_at, v.purged
+		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
+		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, store.E(store.KindNotFound, "no such binary")
+	}
+	b := &store.ReportBinary{Domain: domain}
+	a := &b.Artifact
+	var (
+		uploaded sql.NullInt64
+		created  int64
+	)
+	if err := rows.Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
+		&a.QUBSGUID, &uploaded, &a.Data, &b.PatientRef, &created, &b.Purged); err != nil {
+		return nil, err
+	}
+	a.UploadedAt = fromNullUS(uploaded)
+	b.CreatedAt = fromUS(created)
+	return b, nil
 }

@@ -47,6 +47,8 @@ const busyTimeout = 10 * time.Second
 type Store struct {
 	w *sql.DB // one connection, BEGIN IMMEDIATE: all writes
 	r *sql.DB // query-only connections: reads outside write transactions
+	// ckpt checkpoints the WAL off the write path (checkpoint.go).
+	ckpt *checkpointer
 }
 
 // Open opens (creating it if needed) the SQLite database at path and applies
@@ -85,7 +87,7 @@ func Open(ctx context.Context, path string) (_ *Store, err error) {
 		return path + "?" + q.Encode()
 	}
 
-	w, err := sql.Open("sqlite", pragmas("_txlock=immediate"))
+	w, err := sql.Open("sqlite", pragmas("_txlock=immediate", "_pragma=wal_autocheckpoint(0)"))
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +108,14 @@ func Open(ctx context.Context, path string) (_ *Store, err error) {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	s.r = r
+	c, err := sql.Open("sqlite", pragmas())
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	c.SetMaxOpenConns(1)
+	s.ckpt = startCheckpointer(c)
 	return s, nil
 }
 
@@ -184,7 +194,7 @@ func (s *Store) Ping(ctx context.Context) (err error) {
 
 // Close closes both pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.ckpt.close(), s.r.Close(), s.w.Close())
 }
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE, through the

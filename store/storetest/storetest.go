@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"IdempotencyLookup", testIdempotencyLookup},
 		{"IdempotencyRace", testIdempotencyRace},
 		{"Binaries", testBinaries},
+		{"ArtifactBinaries", testArtifactBinaries},
 		{"Purge", testPurge},
 		{"Ping", testPing},
 		{"AuditRecordAndRead", testAuditRecordAndRead},
@@ -960,6 +961,54 @@ func testBinaries(t *testing.T, s store.Store) {
 	assert.ErrorIs(t, err, store.ErrNotFound)
 	_, err = s.Binary(ctx, "northside", "b1")
 	assert.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// testArtifactBinaries: artifacts stored with a BinaryID are found by it,
+// bytes and report included, in the newest version that has them; purged
+// bytes are gone but the binary still answers.
+func testArtifactBinaries(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	old := base.Add(-48 * time.Hour)
+	r := newReport("acme", "rb", "AB1", old)
+	r.Artifacts[0].BinaryID = "dra-1"
+	create(t, s, r)
+	got, err := s.ArtifactBinary(ctx, "acme", "dra-1")
+	require.NoError(t, err)
+	assert.Equal(t, "rb", got.ReportID)
+	assert.Equal(t, 1, got.Version)
+	assert.Equal(t, "Patient/P-AB1", got.PatientRef)
+	assert.False(t, got.Purged)
+	assert.True(t, old.Equal(got.CreatedAt))
+	assert.Equal(t, r.Artifacts[0].Data, got.Artifact.Data)
+	assert.Equal(t, "application/pdf", got.Artifact.ContentType)
+	assert.Equal(t, r.Artifacts[0].SHA256, got.Artifact.SHA256)
+	assert.Equal(t, int64(len(r.Artifacts[0].Data)), got.Artifact.Size)
+	assert.Equal(t, "dra-1", got.Artifact.BinaryID)
+	assert.Equal(t, "dra-1", version(t, s, "acme", "rb", 1).Artifacts[0].BinaryID, "reads carry the binary id")
+	assert.Empty(t, version(t, s, "acme", "rb", 1).Artifacts[1].BinaryID)
+
+	// A second version keeping the bytes: the binary is the newest's.
+	r2 := newReport("acme", "rb", "AB1", base)
+	r2.Artifacts[0].BinaryID = "dra-1"
+	update(t, s, r2)
+	got, err = s.ArtifactBinary(ctx, "acme", "dra-1")
+	require.NoError(t, err)
+	assert.Equal(t, 2, got.Version)
+
+	for _, tt := range []struct{ domain, id string }{{"acme", "dra-2"}, {"other", "dra-1"}, {"acme", ""}} {
+		_, err := s.ArtifactBinary(ctx, tt.domain, tt.id)
+		assert.ErrorIs(t, err, store.ErrNotFound, "%s/%s", tt.domain, tt.id)
+	}
+
+	// Retention: only a version no longer pending is purged.
+	claim(t, s, "w", base)
+	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "rb", 2, "guid", base))
+	_, err = s.PurgeBefore(ctx, base.Add(time.Hour))
+	require.NoError(t, err)
+	got, err = s.ArtifactBinary(ctx, "acme", "dra-1")
+	require.NoError(t, err)
+	assert.True(t, got.Purged)
+	assert.Nil(t, got.Artifact.Data)
 }
 
 func testPurge(t *testing.T, s store.Store) {

@@ -1,0 +1,678 @@
+package fhir
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+)
+
+// InlineData is one base64Binary value taken out of a resource while its
+// JSON was read (SpoolInline): the decoded bytes, or why there are none.
+type InlineData struct {
+	// Index is the element's index in the array named by
+	// SpoolOptions.Array, -1 for a top-level data member.
+	Index int
+	// Data is the decoded value; nil when Invalid or TooBig.
+	Data []byte
+	// Invalid is true when the value is not base64 (R4 base64Binary:
+	// whitespace between characters allowed, length a multiple of 4).
+	Invalid bool
+	// TooBig is true when the decoded value would exceed
+	// SpoolOptions.MaxDecoded; decoding stopped there.
+	TooBig bool
+	// Raw is the value's JSON string token as sent, quotes included, when
+	// it is at most SpoolOptions.KeepRaw bytes; nil otherwise.
+	Raw []byte
+}
+
+// SpoolOptions says which values SpoolInline takes out.
+type SpoolOptions struct {
+	// Array names the top-level array whose elements' "data" members are
+	// taken out ("presentedForm"); "" takes the top-level "data" member
+	// (Binary).
+	Array string
+	// MaxDecoded bounds one decoded value.
+	MaxDecoded int
+	// KeepRaw bounds the raw token kept in InlineData.Raw.
+	KeepRaw int
+	// SkipHash leaves Spooled.SHA256 zero, for a caller that does not
+	// need the body's digest (2 ms of a 2.8 MB body).
+	SkipHash bool
+	// SizeHint is the body's length when known (Content-Length), -1 when
+	// not: a large value is then decoded into one buffer of about its
+	// final size rather than one grown by doubling.
+	SizeHint int64
+}
+
+// Spooled is a resource read by SpoolInline: its JSON with the taken-out
+// values left as holes, and those values decoded.
+type Spooled struct {
+	skeleton []byte
+	holes    []int // offsets in skeleton, one per Inline value
+	// Inline are the values taken out, in document order.
+	Inline []*InlineData
+	// SHA256 is the digest of the body as read, byte for byte (zero with
+	// SpoolOptions.SkipHash).
+	SHA256 [sha256.Size]byte
+}
+
+// Fill returns the resource's JSON with each hole replaced by what fill
+// returns for its value (a JSON string token).
+func (s *Spooled) Fill(fill func(*InlineData) []byte) []byte {
+	n := len(s.skeleton)
+	vals := make([][]byte, len(s.holes))
+	for i, d := range s.Inline {
+		vals[i] = fill(d)
+		n += len(vals[i])
+	}
+	out := make([]byte, 0, n)
+	prev := 0
+	for i, off := range s.holes {
+		out = append(out, s.skeleton[prev:off]...)
+		out = append(out, vals[i]...)
+		prev = off
+	}
+	return append(out, s.skeleton[prev:]...)
+}
+
+// Errors of SpoolInline for a body that is not one JSON value.
+var (
+	ErrSyntax = errors.New("the body is not valid JSON")
+	ErrEmpty  = errors.New("the body is empty")
+)
+
+// maxDepth bounds nesting, as the validator does (maxNesting), so a
+// hostile body cannot exhaust the stack.
+const maxDepth = 256
+
+// SpoolInline reads one JSON resource from r exactly once, copying it
+// except the base64 values opt names, which it decodes as it reads them:
+// a 2 MiB PDF in a report costs its decoded bytes once, never its base64
+// text, a parse tree or a second copy. It refuses a JSON object with the
+// same member twice (after unescaping) with a 400 *Error, as strict
+// parsers disagree on which one counts. A body that is not JSON is
+// ErrSyntax; a failure of r is returned wrapped (an *http.MaxBytesError
+// stays visible to errors.As).
+func SpoolInline(r io.Reader, opt SpoolOptions) (*Spooled, error) {
+	var h hash.Hash
+	if !opt.SkipHash {
+		h = sha256.New()
+	}
+	p := &spooler{r: r, h: h, buf: make([]byte, 32<<10), opt: opt, elemIndex: -1}
+	p.ws()
+	if !p.more() && p.err == io.EOF {
+		return nil, ErrEmpty
+	}
+	if err := p.value(roleRoot, 0); err != nil {
+		return nil, err
+	}
+	p.ws()
+	if p.more() {
+		if p.err != nil && p.err != io.EOF {
+			return nil, p.readErr()
+		}
+		return nil, ErrSyntax
+	}
+	if p.err != io.EOF {
+		return nil, p.readErr()
+	}
+	sp := &Spooled{skeleton: p.out, holes: p.holes, Inline: p.inline}
+	if h != nil {
+		h.Sum(sp.SHA256[:0])
+	}
+	return sp, nil
+}
+
+// roles of a value within the resource, for what SpoolInline takes out.
+const (
+	roleIgnore = iota // nothing to take out below
+	roleRoot          // the resource object
+	roleArray         // the array opt.Array
+	roleElem          // one of its elements
+	roleSpool         // a value to take out
+)
+
+type spooler struct {
+	r        io.Reader
+	h        hash.Hash
+	buf      []byte
+	pos, end int
+	err      error // sticky error of r; io.EOF at the end
+	consumed int64 // bytes of the body before buf[0]
+	opt      SpoolOptions
+	// elemIndex is the index of the current element of opt.Array.
+	elemIndex int
+	enc       []byte // base64 text short of a whole quad
+	out       []byte
+	holes     []int
+	inline    []*InlineData
+}
+
+func (p *spooler) readErr() error {
+	return fmt.Errorf("reading the body: %w", p.err)
+}
+
+// more makes at least one byte available, reporting false at the end or
+// on a read error (p.err).
+func (p *spooler) more() bool {
+	if p.pos < p.end {
+		return true
+	}
+	for p.err == nil {
+		p.consumed += int64(p.end)
+		n, err := p.r.Read(p.buf)
+		if p.h != nil {
+			p.h.Write(p.buf[:n])
+		}
+		p.pos, p.end, p.err = 0, n, err
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *spooler) fail() error {
+	if p.err != nil && p.err != io.EOF {
+		return p.readErr()
+	}
+	return ErrSyntax
+}
+
+// ws copies whitespace.
+func (p *spooler) ws() {
+	for p.more() {
+		switch c := p.buf[p.pos]; c {
+		case ' ', '\t', '\n', '\r':
+			p.out = append(p.out, c)
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (p *spooler) value(role, depth int) error {
+	if depth > maxDepth || !p.more() {
+		return p.fail()
+	}
+	switch c := p.buf[p.pos]; {
+	case c == '{':
+		return p.object(role, depth)
+	case c == '[':
+		return p.array(role, depth)
+	case c == '"':
+		if role == roleSpool {
+			return p.spool()
+		}
+		_, err := p.str(false)
+		return err
+	default:
+		// A number, true, false or null: copied up to the next
+		// delimiter; the validator reads it.
+		n := 0
+		for p.more() {
+			c := p.buf[p.pos]
+			if c == ',' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+				break
+			}
+			if c == '{' || c == '[' || c == '"' || c == ':' {
+				return ErrSyntax
+			}
+			p.out = append(p.out, c)
+			p.pos++
+			n++
+		}
+		if n == 0 {
+			return p.fail()
+		}
+		return nil
+	}
+}
+
+func (p *spooler) object(role, depth int) error {
+	p.out = append(p.out, '{')
+	p.pos++
+	p.ws()
+	if !p.more() {
+		return p.fail()
+	}
+	if p.buf[p.pos] == '}' {
+		p.out = append(p.out, '}')
+		p.pos++
+		return nil
+	}
+	var seen map[string]struct{}
+	for {
+		if !p.more() || p.buf[p.pos] != '"' {
+			return p.fail()
+		}
+		key, err := p.str(true)
+		if err != nil {
+			return err
+		}
+		if seen == nil {
+			seen = make(map[string]struct{}, 8)
+		}
+		if _, dup := seen[key]; dup {
+			return Errorf(http.StatusBadRequest, "structure", "a JSON object has the member %q twice", key)
+		}
+		seen[key] = struct{}{}
+		p.ws()
+		if !p.more() || p.buf[p.pos] != ':' {
+			return p.fail()
+		}
+		p.out = append(p.out, ':')
+		p.pos++
+		p.ws()
+		child := roleIgnore
+		switch {
+		case role == roleRoot && p.opt.Array != "" && key == p.opt.Array:
+			child = roleArray
+		case role == roleRoot && p.opt.Array == "" && key == "data", role == roleElem && key == "data":
+			child = roleSpool
+		}
+		if err := p.value(child, depth+1); err != nil {
+			return err
+		}
+		p.ws()
+		if !p.more() {
+			return p.fail()
+		}
+		switch p.buf[p.pos] {
+		case ',':
+			p.out = append(p.out, ',')
+			p.pos++
+			p.ws()
+		case '}':
+			p.out = append(p.out, '}')
+			p.pos++
+			return nil
+		default:
+			return ErrSyntax
+		}
+	}
+}
+
+func (p *spooler) array(role, depth int) error {
+	p.out = append(p.out, '[')
+	p.pos++
+	p.ws()
+	if !p.more() {
+		return p.fail()
+	}
+	if p.buf[p.pos] == ']' {
+		p.out = append(p.out, ']')
+		p.pos++
+		return nil
+	}
+	child := roleIgnore
+	if role == roleArray {
+		child = roleElem
+	}
+	for i := 0; ; i++ {
+		r := child
+		if r == roleElem && p.buf[p.pos] != '{' {
+			r = roleIgnore
+		}
+		if role == roleArray {
+			p.elemIndex = i
+		}
+		if err := p.value(r, depth+1); err != nil {
+			return err
+		}
+		p.ws()
+		if !p.more() {
+			return p.fail()
+		}
+		switch p.buf[p.pos] {
+		case ',':
+			p.out = append(p.out, ',')
+			p.pos++
+			p.ws()
+			if !p.more() {
+				return p.fail()
+			}
+		case ']':
+			p.out = append(p.out, ']')
+			p.pos++
+			return nil
+		default:
+			return ErrSyntax
+		}
+	}
+}
+
+// str copies a string token; decode returns its value (for member names).
+func (p *spooler) str(decode bool) (string, error) {
+	start := len(p.out)
+	p.out = append(p.out, '"')
+	p.pos++
+	escaped := false
+	for {
+		if !p.more() {
+			return "", p.fail()
+		}
+		seg := p.buf[p.pos:p.end]
+		i := 0
+		for i < len(seg) && seg[i] != '"' && seg[i] != '\\' && seg[i] >= 0x20 {
+			i++
+		}
+		p.out = append(p.out, seg[:i]...)
+		p.pos += i
+		if i == len(seg) {
+			continue
+		}
+		c := seg[i]
+		if c < 0x20 {
+			return "", ErrSyntax
+		}
+		p.out = append(p.out, c)
+		p.pos++
+		if c == '"' {
+			break
+		}
+		escaped = true
+		if !p.more() {
+			return "", p.fail()
+		}
+		p.out = append(p.out, p.buf[p.pos])
+		p.pos++
+	}
+	if !decode {
+		return "", nil
+	}
+	raw := p.out[start:]
+	if !escaped {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", ErrSyntax
+	}
+	return s, nil
+}
+
+// Byte classes inside a base64 string value.
+const (
+	clsOther = iota // valid JSON, not base64
+	clsB64
+	clsSpace
+	clsQuote
+	clsEscape
+	clsControl // invalid JSON
+)
+
+var b64class = func() (t [256]byte) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = clsControl
+	}
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=" {
+		t[c] = clsB64
+	}
+	t[' '] = clsSpace
+	t['"'] = clsQuote
+	t['\\'] = clsEscape
+	return t
+}()
+
+// spool takes out a base64 string value, decoding it as it is read; a
+// hole in the skeleton marks its place.
+func (p *spooler) spool() error {
+	d := &InlineData{Index: p.elemIndex}
+	p.holes = append(p.holes, len(p.out))
+	p.inline = append(p.inline, d)
+	b := &b64sink{p: p, d: d, start: p.consumed + int64(p.pos)}
+	p.enc = p.enc[:0]
+	keep := p.opt.KeepRaw > 0
+	raw := func(seg []byte) {
+		if !keep {
+			return
+		}
+		if len(d.Raw)+len(seg) > p.opt.KeepRaw {
+			keep, d.Raw = false, nil
+			return
+		}
+		d.Raw = append(d.Raw, seg...)
+	}
+	raw([]byte{'"'})
+	p.pos++
+	for {
+		if !p.more() {
+			return p.fail()
+		}
+		seg := p.buf[p.pos:p.end]
+		// The common case, plain base64 up to the closing quote or the end
+		// of what is buffered, is found with a few vectorised scans and
+		// handed to the decoder whole; it refuses whatever else is not
+		// base64 (a control character included: 400 either way). Line
+		// breaks, which the decoder would skip but JSON forbids raw,
+		// spaces and escapes take the byte-by-byte path below.
+		clean := seg
+		q := bytes.IndexByte(seg, '"')
+		if q >= 0 {
+			clean = seg[:q]
+		}
+		if bytes.IndexByte(clean, '\\') < 0 && bytes.IndexByte(clean, ' ') < 0 &&
+			bytes.IndexByte(clean, '\n') < 0 && bytes.IndexByte(clean, '\r') < 0 {
+			b.add(clean)
+			if q < 0 {
+				raw(clean)
+				p.pos += len(clean)
+				continue
+			}
+			raw(seg[:q+1])
+			p.pos += q + 1
+			b.finish()
+			return nil
+		}
+		i := 0
+	scan:
+		for i < len(seg) {
+			switch b64class[seg[i]] {
+			case clsB64:
+				j := i + 1
+				for j < len(seg) && b64class[seg[j]] == clsB64 {
+					j++
+				}
+				b.add(seg[i:j])
+				i = j
+			case clsSpace:
+				i++
+			case clsQuote:
+				raw(seg[:i+1])
+				p.pos += i + 1
+				b.finish()
+				return nil
+			case clsEscape:
+				break scan
+			case clsControl:
+				return ErrSyntax
+			default:
+				d.Invalid = true
+				i++
+			}
+		}
+		raw(seg[:i])
+		p.pos += i
+		if i < len(seg) { // an escape, perhaps across reads
+			var esc [6]byte
+			n, err := p.escape(esc[:])
+			if err != nil {
+				return err
+			}
+			raw(esc[:n])
+			b.escaped(esc[:n])
+		}
+	}
+}
+
+// escape reads one escape sequence into esc and returns its length.
+func (p *spooler) escape(esc []byte) (int, error) {
+	n := 2
+	if p.buf[p.pos+0] != '\\' {
+		return 0, ErrSyntax
+	}
+	for k := 0; k < n; k++ {
+		if !p.more() {
+			return 0, p.fail()
+		}
+		esc[k] = p.buf[p.pos]
+		p.pos++
+		if k == 1 {
+			switch esc[1] {
+			case 'u':
+				n = 6
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			default:
+				return 0, ErrSyntax
+			}
+		}
+		if k >= 2 && unhex(esc[k]) < 0 {
+			return 0, ErrSyntax
+		}
+	}
+	return n, nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// b64sink decodes one value's base64 text in chunks.
+type b64sink struct {
+	p      *spooler
+	d      *InlineData
+	start  int64 // the value's offset in the body
+	padded bool  // a chunk ended in padding: nothing may follow
+	stop   bool  // Invalid or TooBig: the rest is only scanned
+}
+
+func (b *b64sink) add(chars []byte) {
+	if b.stop || b.d.Invalid {
+		return
+	}
+	if enc := b.p.enc; len(enc) > 0 {
+		// Complete the pending quad first.
+		n := min(4-len(enc), len(chars))
+		b.p.enc = append(enc, chars[:n]...)
+		chars = chars[n:]
+		if len(b.p.enc) < 4 {
+			return
+		}
+		b.decode(b.p.enc)
+		b.p.enc = b.p.enc[:0]
+	}
+	// Whole quads are decoded where they lie, without a copy.
+	n := len(chars) / 4 * 4
+	if n > 0 {
+		b.decode(chars[:n])
+	}
+	b.p.enc = append(b.p.enc, chars[n:]...)
+}
+
+// escaped handles an escape sequence inside the value: \/ is a slash,
+// \n, \r and \t whitespace (both allowed in base64Binary), \u00XX the
+// character it names; anything else is not base64.
+func (b *b64sink) escaped(esc []byte) {
+	c := esc[1]
+	if c == 'u' {
+		v := unhex(esc[2])<<12 | unhex(esc[3])<<8 | unhex(esc[4])<<4 | unhex(esc[5])
+		if v >= 0x80 {
+			b.d.Invalid = true
+			return
+		}
+		switch c = byte(v); c {
+		case ' ', '\t', '\n', '\r':
+			return
+		}
+		if b64class[c] != clsB64 {
+			b.d.Invalid = true
+			return
+		}
+		b.add([]byte{c})
+		return
+	}
+	switch c {
+	case '/':
+		b.add([]byte{'/'})
+	case 'n', 'r', 't':
+	default:
+		b.d.Invalid = true
+	}
+}
+
+// decode decodes whole quads of base64 text onto the value.
+func (b *b64sink) decode(src []byte) {
+	d := b.d
+	if d.Invalid || b.stop {
+		return
+	}
+	if b.padded { // padding ended the value already
+		d.Invalid = true
+		return
+	}
+	max := len(src) / 4 * 3
+	if len(d.Data)+max-2 > b.p.opt.MaxDecoded {
+		d.TooBig, b.stop, d.Data = true, true, nil
+		return
+	}
+	b.grow(max)
+	m, err := base64.StdEncoding.Decode(d.Data[len(d.Data):len(d.Data)+max], src)
+	if err != nil {
+		d.Invalid = true
+		return
+	}
+	d.Data = d.Data[:len(d.Data)+m]
+	if len(d.Data) > b.p.opt.MaxDecoded {
+		d.TooBig, b.stop, d.Data = true, true, nil
+		return
+	}
+	b.padded = src[len(src)-1] == '='
+}
+
+// grow makes room for n more decoded bytes. Past 64 KiB, the rest of the
+// body (by the size hint) bounds the value, so a 2 MiB artifact costs one
+// buffer of about its size, not the doubling's two.
+func (b *b64sink) grow(n int) {
+	d := b.d
+	need := len(d.Data) + n
+	if need <= cap(d.Data) {
+		return
+	}
+	c := max(2*cap(d.Data), need, 4<<10)
+	if c > 64<<10 && b.p.opt.SizeHint > 0 {
+		if est := int((b.p.opt.SizeHint-b.start)/4*3) + 3; est > need {
+			c = est
+		}
+	}
+	c = max(min(c, b.p.opt.MaxDecoded+3), need)
+	nd := make([]byte, len(d.Data), c)
+	copy(nd, d.Data)
+	d.Data = nd
+}
+
+func (b *b64sink) finish() {
+	if len(b.p.enc) > 0 && !b.stop { // a length that is not a multiple of 4
+		b.d.Invalid = true
+	}
+	if b.d.Invalid || b.d.TooBig {
+		b.d.Data = nil
+	} else if b.d.Data == nil {
+		b.d.Data = []byte{}
+	}
+}

@@ -1,0 +1,162 @@
+package fhir
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func spoolBoth(t *testing.T, body string, opt SpoolOptions) []*Spooled {
+	t.Helper()
+	var out []*Spooled
+	for _, r := range []func() *strings.Reader{func() *strings.Reader { return strings.NewReader(body) }} {
+		sp, err := SpoolInline(r(), opt)
+		require.NoError(t, err)
+		// One byte per read: every escape and token crosses a boundary.
+		sp2, err := SpoolInline(iotest.OneByteReader(r()), opt)
+		require.NoError(t, err)
+		out = append(out, sp, sp2)
+	}
+	return out
+}
+
+func TestSpoolInline(t *testing.T) {
+	pdf := bytes.Repeat([]byte("%PDF-1.4 0123456789"), 5001) // over one 32 KiB chunk of base64, no padding
+	enc := base64.StdEncoding.EncodeToString(pdf)
+	opt := SpoolOptions{Array: "presentedForm", MaxDecoded: 1 << 19, KeepRaw: 64, SizeHint: -1}
+	cases := []struct {
+		name    string
+		data    string // the JSON string token of presentedForm[1].data
+		want    []byte
+		invalid bool
+		tooBig  bool
+	}{
+		{"plain", `"` + enc + `"`, pdf, false, false},
+		{"escaped slash and \\u", `"` + strings.ReplaceAll(strings.Replace(enc, "A", `\u0041`, 3), "/", `\/`) + `"`, pdf, false, false},
+		{"whitespace", `"` + enc[:8] + ` \n\r\t ` + enc[8:] + `"`, pdf, false, false},
+		{"padding", `"QQ=="`, []byte("A"), false, false},
+		{"empty", `""`, []byte{}, false, false},
+		{"bad character", `"QQ*="`, nil, true, false},
+		{"bad length", `"QQ="`, nil, true, false},
+		{"data after padding", `"QQ==QUFB"`, nil, true, false},
+		{"escaped non-base64", `"QQ\"="`, nil, true, false},
+		{"too big", `"` + enc + enc + enc + enc + enc + enc + enc + enc + enc + enc + enc + `"`, nil, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"resourceType":"DiagnosticReport", "presentedForm":[{"contentType":"text/plain","data":"eA=="},{"data":` + tc.data + `,"contentType":"application/pdf"}],"contained":[{"resourceType":"Binary","data":"QQ=="}]}`
+			for _, sp := range spoolBoth(t, body, opt) {
+				require.Len(t, sp.Inline, 2, "only presentedForm data, not the contained Binary's")
+				assert.Equal(t, 0, sp.Inline[0].Index)
+				assert.Equal(t, []byte("x"), sp.Inline[0].Data)
+				d := sp.Inline[1]
+				assert.Equal(t, 1, d.Index)
+				assert.Equal(t, tc.invalid, d.Invalid)
+				assert.Equal(t, tc.tooBig, d.TooBig)
+				assert.True(t, bytes.Equal(tc.want, d.Data) && (tc.want == nil) == (d.Data == nil), "decoded %d bytes", len(d.Data))
+				assert.Equal(t, sha256.Sum256([]byte(body)), sp.SHA256)
+				if len(tc.data) <= opt.KeepRaw {
+					assert.Equal(t, body, string(sp.Fill(func(d *InlineData) []byte { return d.Raw })), "the body again, byte for byte")
+				} else {
+					assert.Nil(t, d.Raw)
+				}
+				assert.Equal(t, strings.Replace(body, tc.data, `"?"`, 1), string(sp.Fill(func(d *InlineData) []byte {
+					if d.Index == 0 {
+						return d.Raw
+					}
+					return []byte(`"?"`)
+				})))
+			}
+		})
+	}
+}
+
+func TestSpoolInlineBinary(t *testing.T) {
+	body := "{\n  \"resourceType\": \"Binary\",\n  \"contentType\": \"application/pdf\",\n  \"data\": \"JVBERi0=\"\n}\n"
+	for _, sp := range spoolBoth(t, body, SpoolOptions{MaxDecoded: 100, SizeHint: int64(len(body))}) {
+		require.Len(t, sp.Inline, 1)
+		assert.Equal(t, -1, sp.Inline[0].Index)
+		assert.Equal(t, []byte("%PDF-"), sp.Inline[0].Data)
+		assert.Equal(t, strings.Replace(body, `"JVBERi0="`, `""`, 1), string(sp.Fill(func(*InlineData) []byte { return []byte(`""`) })))
+	}
+}
+
+func TestSpoolInlineRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		dup        bool
+	}{
+		{"truncated", `{"resourceType":"DiagnosticReport",`, false},
+		{"truncated in data", `{"presentedForm":[{"data":"QQ==`, false},
+		{"trailing", `{"a":1} {}`, false},
+		{"control character", "{\"presentedForm\":[{\"data\":\"QQ\n==\"}]}", false},
+		{"bad escape", `{"presentedForm":[{"data":"QQ\x=="}]}`, false},
+		{"missing colon", `{"a" 1}`, false},
+		{"duplicate", `{"status":"final","stat\u0075s":"x"}`, true},
+		{"duplicate nested", `{"presentedForm":[{"data":"QQ==","data":"QQ=="}]}`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := SpoolInline(strings.NewReader(tc.body), SpoolOptions{Array: "presentedForm", MaxDecoded: 10})
+			require.Error(t, err)
+			var fe *Error
+			assert.Equal(t, tc.dup, errors.As(err, &fe), "%v", err)
+			assert.Equal(t, !tc.dup, errors.Is(err, ErrSyntax), "%v", err)
+		})
+	}
+}
+
+func TestSpoolInlineEmpty(t *testing.T) {
+	for _, body := range []string{"", " \n"} {
+		_, err := SpoolInline(strings.NewReader(body), SpoolOptions{})
+		assert.ErrorIs(t, err, ErrEmpty)
+	}
+}
+
+func BenchmarkSpoolInline2MB(b *testing.B) {
+	data := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("%PDF-1.4 x"), 2<<20/10))
+	body := []byte(`{"resourceType":"DiagnosticReport","presentedForm":[{"contentType":"application/pdf","data":"` + data + `"}]}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := SpoolInline(bytes.NewReader(body), SpoolOptions{Array: "presentedForm", MaxDecoded: 4 << 20, SizeHint: int64(len(body))}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzSpoolInline: no input panics; valid JSON is never a syntax error,
+// and with every value kept raw, the holes filled give the body back.
+func FuzzSpoolInline(f *testing.F) {
+	for _, s := range []string{
+		`{"resourceType":"DiagnosticReport","presentedForm":[{"contentType":"application/pdf","data":"JVBERi0="}]}`,
+		`{"presentedForm":[{"data":"QQ\/=\u0041"},{"data":" QUFB "},7,[]]}`,
+		`{"data":"QQ=="}`, `[]`, `"x"`, `{"a":{"b":[1,2,{"c":null}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, array := range []string{"presentedForm", ""} {
+			sp, err := SpoolInline(bytes.NewReader(body), SpoolOptions{Array: array, MaxDecoded: 64, KeepRaw: 1 << 20, SizeHint: int64(len(body))})
+			var fe *Error
+			if json.Valid(body) {
+				if err != nil && !errors.As(err, &fe) {
+					t.Fatalf("valid JSON refused: %v", err)
+				}
+			}
+			if err != nil {
+				continue
+			}
+			if got := sp.Fill(func(d *InlineData) []byte { return d.Raw }); !bytes.Equal(got, body) {
+				t.Fatalf("filled %q, want %q", got, body)
+			}
+		}
+	})
+}
