@@ -231,15 +231,17 @@ func TestAuditNamesWhatTheAnswerCarried(t *testing.T) {
 	// Reports (another engineer's handlers).
 	bin, _ := json.Marshal(map[string]any{"resourceType": "Binary", "contentType": "application/pdf", "data": base64.StdEncoding.EncodeToString(pdf("artifact"))})
 	check("Binary create", "POST", "/Binary", nil, bin)
+	// A report names no subject of its own here (the client sent none):
+	// its patient is the study's, and the audit names it.
 	r = check("DiagnosticReport create", "POST", "/DiagnosticReport", nil,
-		report{srID: srID, status: "preliminary", text: "Preliminary " + phiMarker}.json())
+		report{srID: srID, status: "preliminary", text: "Preliminary " + phiMarker}.json(), patient)
 	drID, _ := r.json(t)["id"].(string)
 	require.NotEmpty(t, drID)
-	check("DiagnosticReport search", "GET", "/DiagnosticReport?based-on=ServiceRequest/"+srID, nil, nil)
-	check("DiagnosticReport read", "GET", "/DiagnosticReport/"+drID, nil, nil)
+	check("DiagnosticReport search", "GET", "/DiagnosticReport?based-on=ServiceRequest/"+srID, nil, nil, patient)
+	check("DiagnosticReport read", "GET", "/DiagnosticReport/"+drID, nil, nil, patient)
 	check("DiagnosticReport update", "PUT", "/DiagnosticReport/"+drID, nil,
-		report{srID: srID, status: "final", text: "Final " + phiMarker, id: drID}.json())
-	check("DiagnosticReport vread", "GET", "/DiagnosticReport/"+drID+"/_history/1", nil, nil)
+		report{srID: srID, status: "final", text: "Final " + phiMarker, id: drID}.json(), patient)
+	check("DiagnosticReport vread", "GET", "/DiagnosticReport/"+drID+"/_history/1", nil, nil, patient)
 
 	// The audit trail itself.
 	r = check("AuditEvent search", "GET", "/AuditEvent?_count=3", nil, nil)

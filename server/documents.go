@@ -439,6 +439,7 @@ func (s *Server) createBinary(c *gin.Context) error {
 		return err
 	}
 	setContentType(c, fhir.ContentTypeFHIRJSON+"; charset=utf-8")
+	disclose(c, "Binary/"+id, "")
 	s.respondWrite(c, status, base+"/Binary/"+id, 0, b.CreatedAt, body, "binary stored")
 	return nil
 }

@@ -31,7 +31,10 @@ func TestReportArtifactsAsBinaries(t *testing.T) {
 	}{{"sqlite", withStore}, {"postgres", withPostgres}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var st store.Store
-			e := newEnv(t, tc.store(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { st = sc.Store })
+			e := newEnv(t, tc.store(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+				st = sc.Store
+				sc.TrustedProxies = []string{"127.0.0.1"} // the test client plays the proxy
+			})
 			reportArtifactsAsBinaries(t, e, st)
 		})
 	}

@@ -127,8 +127,8 @@ func TestBenchCommandLine(t *testing.T) {
 		assert.ErrorContains(t, err, "QUBS_API_URL")
 	})
 	t.Run("help mentions the command", func(t *testing.T) {
-		_, _, errOut := run(t, nil, "help")
-		assert.Contains(t, errOut, "bench ")
+		_, out, _ := run(t, nil, "help")
+		assert.Contains(t, out, "bench ", "help asked for goes to stdout")
 	})
 }
 
