@@ -91,6 +91,41 @@ var (
 // hostile body cannot exhaust the stack.
 const maxDepth = 256
 
+// SyntaxError says where a body stops being JSON, and never what it held
+// there: the bytes can be PHI. It matches ErrSyntax with errors.Is.
+type SyntaxError struct {
+	// Offset is the byte offset of the first byte that does not fit;
+	// Line and Column (1-based, Column in bytes) are the same place.
+	Offset       int64
+	Line, Column int
+	// AtEnd is set when the body ended in the middle of a value.
+	AtEnd bool
+}
+
+func (e *SyntaxError) Error() string {
+	if e.AtEnd {
+		return fmt.Sprintf("the body ends in the middle of a JSON value (line %d, column %d, byte offset %d)", e.Line, e.Column, e.Offset)
+	}
+	return fmt.Sprintf("the body is not valid JSON at line %d, column %d (byte offset %d)", e.Line, e.Column, e.Offset)
+}
+
+// Is makes a *SyntaxError match ErrSyntax.
+func (e *SyntaxError) Is(target error) bool { return target == ErrSyntax }
+
+// syntaxError locates the spooler's current position.
+func (p *spooler) syntaxError() *SyntaxError {
+	pos := min(p.pos, p.end)
+	e := &SyntaxError{Offset: p.consumed + int64(pos), AtEnd: pos >= p.end && p.err == io.EOF}
+	seen := p.buf[:pos]
+	e.Line = p.lines + bytes.Count(seen, []byte{'\n'}) + 1
+	lineStart := p.lineStart
+	if i := bytes.LastIndexByte(seen, '\n'); i >= 0 {
+		lineStart = p.consumed + int64(i) + 1
+	}
+	e.Column = int(e.Offset-lineStart) + 1
+	return e
+}
+
 // SpoolInline reads one JSON resource from r exactly once, copying it
 // except the base64 values opt names, which it decodes as it reads them:
 // a 2 MiB PDF in a report costs its decoded bytes once, never its base64
@@ -110,6 +145,9 @@ func SpoolInline(r io.Reader, opt SpoolOptions) (*Spooled, error) {
 		return nil, ErrEmpty
 	}
 	if err := p.value(roleRoot, 0); err != nil {
+		if err == ErrSyntax {
+			return nil, p.syntaxError()
+		}
 		return nil, err
 	}
 	p.ws()
@@ -117,7 +155,7 @@ func SpoolInline(r io.Reader, opt SpoolOptions) (*Spooled, error) {
 		if p.err != nil && p.err != io.EOF {
 			return nil, p.readErr()
 		}
-		return nil, ErrSyntax
+		return nil, p.syntaxError()
 	}
 	if p.err != io.EOF {
 		return nil, p.readErr()
@@ -145,7 +183,12 @@ type spooler struct {
 	pos, end int
 	err      error // sticky error of r; io.EOF at the end
 	consumed int64 // bytes of the body before buf[0]
-	opt      SpoolOptions
+	// lines counts the newlines before buf[0], and lineStart is the
+	// offset where the last of those lines began: where a syntax error
+	// is, without keeping what was read.
+	lines     int
+	lineStart int64
+	opt       SpoolOptions
 	// elemIndex is the index of the current element of opt.Array.
 	elemIndex int
 	enc       []byte // base64 text short of a whole quad
@@ -165,6 +208,11 @@ func (p *spooler) more() bool {
 		return true
 	}
 	for p.err == nil {
+		done := p.buf[:p.end]
+		if i := bytes.LastIndexByte(done, '\n'); i >= 0 {
+			p.lines += bytes.Count(done, []byte{'\n'})
+			p.lineStart = p.consumed + int64(i) + 1
+		}
 		p.consumed += int64(p.end)
 		n, err := p.r.Read(p.buf)
 		if p.h != nil {

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -58,7 +59,7 @@ type Query struct {
 
 // Parameters handled here rather than by the spec: the server reads _format
 // (negotiation) and _pretty (indentation) itself.
-var resultParams = map[string]bool{"_count": true, "_include": true, "_format": true, "_pretty": true}
+var resultParams = map[string]bool{"_count": true, "_include": true, "_format": true, "_pretty": true, "_elements": true}
 
 // ParseSearch parses a search request's parameters against what the handler
 // implements, following R4 search.html:
@@ -116,6 +117,12 @@ func ParseSearch(values url.Values, prefer string, spec SearchSpec, defaultCount
 		}
 		switch name {
 		case "_format", "_pretty":
+			continue
+		case "_elements":
+			// Applied to the answer by the server (SubsetBundle).
+			if _, err := ParseElements(strings.Join(vs, ",")); err != nil {
+				return nil, err
+			}
 			continue
 		case "_include":
 			for _, v := range vs {
@@ -292,4 +299,44 @@ func ParseReference(v, defaultType string) (typ, id string, err error) {
 		return "", "", Errorf(http.StatusBadRequest, "value", "%q is not a reference of the form [type/]id or an absolute URL ending in type/id", v)
 	}
 	return typ, id, nil
+}
+
+// Used returns the request's parameters less what the search ignored:
+// unknown parameters, includes not served, and empty values. R4
+// search.html#selflink: the self link says what the server actually did,
+// so a client can tell its filter was not applied.
+func (q *Query) Used() url.Values {
+	ignored := map[string]bool{}
+	droppedIncludes := map[string]bool{}
+	for _, ig := range q.Ignored {
+		if v, ok := strings.CutPrefix(ig, "_include="); ok {
+			droppedIncludes[v] = true
+			continue
+		}
+		ignored[ig] = true
+	}
+	out := url.Values{}
+	for k, vs := range q.Values {
+		if k == "" || ignored[k] {
+			continue
+		}
+		for _, v := range vs {
+			if v == "" || k == "_include" && droppedIncludes[v] {
+				continue
+			}
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// IgnoredOutcome is the OperationOutcome that tells a client which of its
+// parameters were ignored (R4 search.html#errors: an entry with search
+// mode outcome), or nil when none were.
+func (q *Query) IgnoredOutcome() json.RawMessage {
+	if len(q.Ignored) == 0 {
+		return nil
+	}
+	return OutcomeJSON(Issue{Severity: "warning", Code: "not-supported",
+		Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")})
 }

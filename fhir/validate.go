@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -49,8 +50,9 @@ func NewValidator() (*Validator, error) {
 // Validate reports what makes body an invalid FHIR R4 resource, one Issue
 // per problem, or nothing when it is valid. Issues have severity error, a
 // code (structure, required, value, code-invalid or invalid), the element
-// path in Expression where one applies, a PHI-free Details and Diagnostics
-// that may quote the offending value.
+// path in Expression where one applies, and Details and Diagnostics that
+// name elements and say what is wrong, but never quote the body: a value a
+// client sent can be PHI, and answers end up in proxies' and clients' logs.
 func (v *Validator) Validate(body []byte) []Issue {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return []Issue{{Severity: "error", Code: "structure", Details: "empty body", Diagnostics: "the request has no body; a FHIR resource is expected"}}
@@ -58,6 +60,9 @@ func (v *Validator) Validate(body []byte) []Issue {
 	var issues []Issue
 	if _, err := v.u.Unmarshal(body); err != nil {
 		issues = fromUnmarshalError(err)
+		if isInvalidJSON(issues) {
+			issues[0].Diagnostics = locateSyntaxError(body)
+		}
 	}
 	// jsonformat walks objects in map order; sorting by location makes the
 	// answer the same for the same body.
@@ -83,8 +88,12 @@ func (v *Validator) ValidateType(body []byte, want string) []Issue {
 		ResourceType any `json:"resourceType"`
 	}
 	if json.Unmarshal(body, &head) == nil && head.ResourceType != want && head.ResourceType != nil {
+		got := "another resourceType"
+		if s, ok := head.ResourceType.(string); ok && nameRE.MatchString(strconv.Quote(s)) {
+			got = "resourceType " + s // a type name, not a value
+		}
 		issues = append([]Issue{{Severity: "error", Code: "invalid", Details: "wrong resource type",
-			Diagnostics: fmt.Sprintf("resourceType %v where %s is expected", head.ResourceType, want),
+			Diagnostics: got + " where " + want + " is expected",
 			Expression:  []string{"resourceType"}}}, issues...)
 	}
 	return issues
@@ -120,8 +129,34 @@ func fromUnmarshalError(err error) []Issue {
 		}
 	}
 	// Not an UnmarshalError: an error jsonformat did not classify. Its text
-	// may quote the body, so it goes to Diagnostics only.
-	return []Issue{{Severity: "error", Code: "invalid", Details: "invalid resource", Diagnostics: err.Error()}}
+	// may quote the body, so none of it is repeated.
+	return []Issue{{Severity: "error", Code: "invalid", Details: "invalid resource", Diagnostics: "the resource is not valid FHIR R4"}}
+}
+
+// namesOnly are the Details whose Diagnostics name an element or a type
+// (quoted), which the client needs to find its mistake; every other
+// Diagnostics of jsonformat can quote a value.
+var namesOnly = map[string]bool{"unknown field": true, "unknown resource type": true, "invalid resource type": true}
+
+var nameRE = regexp.MustCompile(`^"[A-Za-z_][A-Za-z0-9_]{0,63}"$`)
+
+// locateSyntaxError says where body stops being JSON (line, column, byte
+// offset), without repeating any of it.
+func locateSyntaxError(body []byte) string {
+	var v any
+	err := json.Unmarshal(body, &v)
+	var se *json.SyntaxError
+	if !errors.As(err, &se) {
+		if err != nil && strings.Contains(err.Error(), "unexpected end") {
+			return "the body ends in the middle of a JSON value"
+		}
+		return "the body is not a JSON object"
+	}
+	off := min(int(se.Offset), len(body))
+	before := body[:max(off-1, 0)]
+	line := bytes.Count(before, []byte{'\n'}) + 1
+	col := len(before) - bytes.LastIndexByte(before, '\n')
+	return fmt.Sprintf("the body is not valid JSON at line %d, column %d (byte offset %d)", line, col, off-1)
 }
 
 func unwrap(err error) error {
@@ -150,12 +185,12 @@ func unmarshalIssue(rv reflect.Value) (Issue, bool) {
 	}
 	path, details, diag, typ := field("Path"), field("Details"), field("Diagnostics"), field("Type")
 	is := Issue{Severity: "error", Code: issueCode(details, typ), Details: details, Diagnostics: details}
-	if diag != "" {
+	if diag != "" && namesOnly[details] && nameRE.MatchString(diag) && details != "unknown resource type" {
+		// Only an element name is repeated, never a value (an unknown
+		// resourceType is a value).
 		is.Diagnostics += ": " + diag
 	}
-	if path != "" {
-		is.Diagnostics = path + ": " + is.Diagnostics
-	}
+	shownPath := path
 	switch {
 	case details == "unknown field":
 		// The path names the parent; the diagnostics name the field.
@@ -169,8 +204,12 @@ func unmarshalIssue(rv reflect.Value) (Issue, bool) {
 			path = strings.TrimSuffix(strings.TrimSuffix(path, name), ".")
 		}
 		path = joinPath(path, "resourceType")
+		shownPath = path
 	case details == "invalid resource type" || details == `missing required field "resourceType"`:
 		path = joinPath(path, "resourceType")
+	}
+	if shownPath != "" {
+		is.Diagnostics = shownPath + ": " + is.Diagnostics
 	}
 	if path != "" {
 		is.Expression = []string{fhirPath(path)}

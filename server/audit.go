@@ -319,11 +319,9 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 	if err != nil {
 		return fmt.Errorf("searching audit events: %w", err)
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
-	bundle := fhir.NewSearchset(nil)
-	bundle.SetLink("self", base+"/AuditEvent?"+values.Encode())
+	bundle, base := s.searchBundle(c, "AuditEvent", q)
 	if next != "" {
-		bundle.SetLink("next", pageURL(base+"/AuditEvent", values, s.cursors.Seal(binding, []byte(next))))
+		bundle.SetLink("next", pageURL(base+"/AuditEvent", q.Used(), s.cursors.Seal(binding, []byte(next))))
 	}
 	for _, r := range recs {
 		ev, err := mapping.AuditEventFromRecord(r)

@@ -76,9 +76,7 @@ func (s *Server) searchCommunications(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
-	bundle := fhir.NewSearchset(nil)
-	bundle.SetLink("self", base+"/Communication?"+c.Request.URL.RawQuery)
+	bundle, base := s.searchBundle(c, "Communication", q)
 	skipped := 0
 	for _, v := range views {
 		body, id, err := communication(v.appt, v.comment)
@@ -118,9 +116,7 @@ func (s *Server) searchFlags(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
-	bundle := fhir.NewSearchset(nil)
-	bundle.SetLink("self", base+"/Flag?"+c.Request.URL.RawQuery)
+	bundle, base := s.searchBundle(c, "Flag", q)
 	skipped := 0
 	for _, v := range views {
 		if !mapping.IsAlert(v.comment) {

@@ -130,9 +130,7 @@ func (s *Server) searchDocumentReferences(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
-	bundle := fhir.NewSearchset(nil)
-	bundle.SetLink("self", base+"/DocumentReference?"+c.Request.URL.RawQuery)
+	bundle, base := s.searchBundle(c, "DocumentReference", q)
 	skipped := 0
 	for _, a := range appts {
 		atts, err := s.cfg.QUBS.ListAttachments(c.Request.Context(), domainOf(c), a.AppointmentID, qubs.AttachmentOptions{})

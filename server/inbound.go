@@ -115,8 +115,9 @@ func (s *Server) readStreamed(c *gin.Context, typ, array string, needHash bool) 
 	case errors.Is(err, fhir.ErrEmpty):
 		return nil, fhir.Errorf(http.StatusBadRequest, "required", "the request has no body")
 	case errors.Is(err, fhir.ErrSyntax):
+		// Where it broke, never what it held (fhir.SyntaxError).
 		return nil, &fhir.Error{Status: http.StatusBadRequest, Issues: []fhir.Issue{{Severity: "error", Code: "structure",
-			Details: "invalid JSON", Diagnostics: "the body is not a JSON object"}}}
+			Details: "invalid JSON", Diagnostics: err.Error()}}}
 	case err != nil:
 		return nil, fhir.Errorf(http.StatusBadRequest, "structure", "reading the request body failed")
 	}

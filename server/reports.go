@@ -596,15 +596,9 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 	if err != nil {
 		return fmt.Errorf("searching reports: %w", err)
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
-	bundle := fhir.NewSearchset(nil)
-	bundle.SetLink("self", base+"/DiagnosticReport?"+values.Encode())
+	bundle, base := s.searchBundle(c, "DiagnosticReport", q)
 	if next != "" {
-		bundle.SetLink("next", pageURL(base+"/DiagnosticReport", values, s.cursors.Seal(binding, []byte(next))))
-	}
-	if len(q.Ignored) > 0 {
-		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "not-supported",
-			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
+		bundle.SetLink("next", pageURL(base+"/DiagnosticReport", q.Used(), s.cursors.Seal(binding, []byte(next))))
 	}
 	for _, r := range reports {
 		body, err := reportBody(r, base)

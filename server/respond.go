@@ -25,6 +25,23 @@ func (s *Server) write(c *gin.Context, status int, v any) {
 }
 
 func (s *Server) writeRaw(c *gin.Context, status int, body []byte) {
+	if el := c.Query("_elements"); el != "" && status == http.StatusOK {
+		// Every read and search answers _elements alike, here rather
+		// than in each handler: the cost is paid only when asked.
+		elements, err := fhir.ParseElements(el)
+		if err != nil {
+			s.renderError(c, err)
+			return
+		}
+		if spec := s.routeOf(c); spec != nil {
+			switch spec.interaction {
+			case interactionRead, interactionVRead:
+				body = fhir.SubsetElements(body, elements)
+			case interactionSearch:
+				body = fhir.SubsetBundle(body, elements)
+			}
+		}
+	}
 	if s.conditionalRead(c, status, body) {
 		return
 	}

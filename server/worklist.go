@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -138,15 +137,10 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		}
 	}
 
-	bundle := fhir.NewSearchset(nil)
-	bundle.SetLink("self", selfURL(base, values))
+	bundle, _ := s.searchBundle(c, "ServiceRequest", q)
 	if next != nil {
 		raw, _ := json.Marshal(next)
-		bundle.SetLink("next", pageURL(base+"/ServiceRequest", values, s.cursors.Seal(binding, raw)))
-	}
-	if len(q.Ignored) > 0 {
-		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "not-supported",
-			Diagnostics: "ignored search parameters: " + strings.Join(q.Ignored, ", ")}))
+		bundle.SetLink("next", pageURL(base+"/ServiceRequest", q.Used(), s.cursors.Seal(binding, raw)))
 	}
 	s.noteSkipped(c, bundle, skipped, "appointments")
 	// Every resource is written once, straight into one arena the Bundle
@@ -518,12 +512,4 @@ func searchBinding(domain, resource string, q *fhir.Query) string {
 		b.WriteString("|" + k + "=" + strings.Join(vs, ","))
 	}
 	return b.String()
-}
-
-func selfURL(base string, values url.Values) string {
-	u := base + "/ServiceRequest"
-	if enc := values.Encode(); enc != "" {
-		u += "?" + enc
-	}
-	return u
 }
