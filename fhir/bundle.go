@@ -56,6 +56,9 @@ func NewSearchset(total *int) *Bundle {
 	return b
 }
 
+// SetTotal sets Bundle.total: the number of matches over all pages.
+func (b *Bundle) SetTotal(n int) { b.total = &n }
+
 // SetLink sets the link with the given relation ("self", "next",
 // "previous", "first", "last"), replacing an earlier one.
 func (b *Bundle) SetLink(relation, url string) {

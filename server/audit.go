@@ -276,6 +276,7 @@ var auditEventSearch = fhir.SearchSpec{
 		{Name: "agent", Type: "token", Documentation: "The client id."},
 		{Name: "action", Type: "token", Documentation: "C, R, U, D or E."},
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
+		paramSort, paramTotal, paramSummary,
 	},
 }
 
@@ -304,6 +305,12 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 	}
 	f.AgentID = fhir.ParseToken(first(q.Params["agent"])).Code
 	f.Action = fhir.ParseToken(first(q.Params["action"])).Code
+	res, err := parseResults(q, "date", "_lastUpdated")
+	if err != nil {
+		return err
+	}
+	// An AuditEvent is never updated: its _lastUpdated is its date.
+	f.OldestFirst = res.sort == "date" || res.sort == "_lastUpdated"
 	binding := searchBinding(domain, "AuditEvent", q)
 	if tok := first(q.Params[cursorParam]); tok != "" {
 		raw, err := s.cursors.Open(binding, tok)
@@ -315,11 +322,22 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 	if err := s.auditor.flush(c.Request.Context()); err != nil {
 		return err
 	}
+	bundle, base := s.searchBundle(c, "AuditEvent", q)
+	if res.total {
+		n, err := s.cfg.Store.CountAudit(c.Request.Context(), domain, f)
+		if err != nil {
+			return fmt.Errorf("counting audit events: %w", err)
+		}
+		bundle.SetTotal(n)
+		if res.countOnly {
+			s.write(c, http.StatusOK, bundle)
+			return nil
+		}
+	}
 	recs, next, err := s.cfg.Store.SearchAudit(c.Request.Context(), domain, f)
 	if err != nil {
 		return fmt.Errorf("searching audit events: %w", err)
 	}
-	bundle, base := s.searchBundle(c, "AuditEvent", q)
 	if next != "" {
 		bundle.SetLink("next", pageURL(base+"/AuditEvent", q.Used(), s.cursors.Seal(binding, []byte(next))))
 	}

@@ -32,6 +32,7 @@ var diagnosticReportSearch = fhir.SearchSpec{
 		{Name: "subject", Type: "reference", Documentation: "Patient/{id}."},
 		{Name: "status", Type: "token", Documentation: "Status as the client sent it (preliminary, final, amended, ...)."},
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
+		paramSort, paramTotal, paramSummary,
 	},
 }
 
@@ -584,6 +585,16 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 		return err
 	}
 	f.Limit = q.Count
+	res, err := parseResults(q, "_lastUpdated")
+	if err != nil {
+		return err
+	}
+	switch res.sort {
+	case "_lastUpdated":
+		f.Order = store.ReportsByUpdate
+	case "-_lastUpdated":
+		f.Order = store.ReportsByUpdateDesc
+	}
 	binding := searchBinding(domain, "DiagnosticReport", q)
 	if tok := first(q.Params[cursorParam]); tok != "" {
 		raw, err := s.cursors.Open(binding, tok)
@@ -592,11 +603,22 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 		}
 		f.After = string(raw)
 	}
+	bundle, base := s.searchBundle(c, "DiagnosticReport", q)
+	if res.total {
+		n, err := s.cfg.Store.CountReports(ctx, domain, f)
+		if err != nil {
+			return fmt.Errorf("counting reports: %w", err)
+		}
+		bundle.SetTotal(n)
+		if res.countOnly {
+			s.write(c, http.StatusOK, bundle)
+			return nil
+		}
+	}
 	reports, next, err := s.cfg.Store.SearchReports(ctx, domain, f)
 	if err != nil {
 		return fmt.Errorf("searching reports: %w", err)
 	}
-	bundle, base := s.searchBundle(c, "DiagnosticReport", q)
 	if next != "" {
 		bundle.SetLink("next", pageURL(base+"/DiagnosticReport", q.Used(), s.cursors.Seal(binding, []byte(next))))
 	}

@@ -26,7 +26,7 @@ func TestSelfLinkAndIgnoredParameters(t *testing.T) {
 		"AuditEvent":        "_count=2",
 	} {
 		t.Run(typ, func(t *testing.T) {
-			r := get(t, e.base+"/"+typ+"?"+used+"&made-up=1&_sort=nothing&_include=Nope:nothing")
+			r := get(t, e.base+"/"+typ+"?"+used+"&made-up=1&_has=nothing&_include=Nope:nothing")
 			require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 			b := r.json(t)
 			self, err := url.Parse(link(b, "self"))
@@ -42,7 +42,7 @@ func TestSelfLinkAndIgnoredParameters(t *testing.T) {
 					said += is.(map[string]any)["diagnostics"].(string)
 				}
 			}
-			for _, p := range []string{"made-up", "_sort", "_include=Nope:nothing"} {
+			for _, p := range []string{"made-up", "_has", "_include=Nope:nothing"} {
 				assert.Contains(t, said, p)
 			}
 		})
@@ -93,4 +93,65 @@ func TestElements(t *testing.T) {
 func fmtJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestSortTotalSummary: where the bridge can know a total and an order
+// (its own DiagnosticReports, the audit trail), _total, _summary=count and
+// _sort are honoured; what cannot be honoured is refused.
+func TestSortTotalSummary(t *testing.T) {
+	e := newEnv(t, withStore(t), noKick())
+	h := http.Header{"Content-Type": {"application/fhir+json"}}
+	var ids []string
+	for i := range 3 {
+		_, srID := firstPending(t, e.sim, 40+i)
+		r := do(t, http.MethodPost, e.base+"/DiagnosticReport", h, strings.NewReader(string(report{srID: srID, status: "preliminary", text: "Prelim " + phiMarker}.json())))
+		require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+		ids = append(ids, r.json(t)["id"].(string))
+	}
+	// The first report is updated last.
+	_, srID := firstPending(t, e.sim, 40)
+	r := do(t, http.MethodPut, e.base+"/DiagnosticReport/"+ids[0], h, strings.NewReader(string(report{srID: srID, status: "final", text: "Final " + phiMarker, id: ids[0]}.json())))
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+
+	r = get(t, e.base+"/DiagnosticReport?_summary=count")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.EqualValues(t, 3, r.json(t)["total"])
+	assert.Empty(t, entries(r.json(t), "match"))
+
+	r = get(t, e.base+"/DiagnosticReport?_total=accurate&_count=1")
+	assert.EqualValues(t, 3, r.json(t)["total"])
+	assert.Len(t, entries(r.json(t), "match"), 1)
+
+	order := func(q string) []string {
+		t.Helper()
+		var got []string
+		next := e.base + "/DiagnosticReport?_count=2&" + q
+		for next != "" {
+			r := get(t, next)
+			require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+			for _, m := range entries(r.json(t), "match") {
+				got = append(got, resourceOf(m)["id"].(string))
+			}
+			next = link(r.json(t), "next")
+		}
+		return got
+	}
+	assert.Equal(t, []string{ids[1], ids[2], ids[0]}, order("_sort=_lastUpdated"))
+	assert.Equal(t, []string{ids[0], ids[2], ids[1]}, order("_sort=-_lastUpdated"))
+	assert.Equal(t, ids, order(""), "by creation by default")
+
+	for _, bad := range []string{"_sort=status", "_sort=_lastUpdated,status", "_summary=text", "_total=exact"} {
+		r := get(t, e.base+"/DiagnosticReport?"+bad)
+		assert.Equal(t, http.StatusBadRequest, r.status, bad)
+	}
+
+	r = get(t, e.base+"/AuditEvent?_sort=date&_count=3&_total=accurate")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	var last string
+	for _, m := range entries(r.json(t), "match") {
+		rec := resourceOf(m)["recorded"].(string)
+		assert.LessOrEqual(t, last, rec, "oldest first")
+		last = rec
+	}
+	assert.Greater(t, r.json(t)["total"], float64(3))
 }

@@ -134,13 +134,19 @@ type AuditFilter struct {
 	// clamped to MaxSearchLimit.
 	Limit int
 	// After is the opaque cursor SearchAudit returned as next; "" starts at
-	// the newest record.
+	// the newest record (the oldest with OldestFirst).
 	After string
+	// OldestFirst orders by Recorded ascending (then id); the default is
+	// newest first.
+	OldestFirst bool
 }
 
 // Audit is the audit trail. Records are written once and never changed;
 // PurgeAuditBefore deletes them when their retention ends.
 type Audit interface {
+	// CountAudit counts the domain's records matching f (its Limit, After
+	// and OldestFirst do not matter), for FHIR _total and _summary=count.
+	CountAudit(ctx context.Context, domain string, f AuditFilter) (int, error)
 	// RecordAudit stores a, setting a.ID (when empty) and a.Recorded (when
 	// zero), and normalising PatientRefs and EntityRefs (duplicates
 	// dropped, nil when empty).

@@ -157,7 +157,24 @@ type ReportFilter struct {
 	// After is the opaque cursor SearchReports returned as next; "" starts
 	// at the beginning.
 	After string
+	// Order is the order of the results; the zero value is by first
+	// creation.
+	Order ReportOrder
 }
+
+// ReportOrder orders SearchReports.
+type ReportOrder int
+
+// Orders of SearchReports.
+const (
+	// ReportsByCreation: by the time each report was first created, then
+	// id (the default).
+	ReportsByCreation ReportOrder = iota
+	// ReportsByUpdate and ReportsByUpdateDesc: by the time the latest
+	// version was accepted (FHIR _lastUpdated), then id.
+	ReportsByUpdate
+	ReportsByUpdateDesc
+)
 
 // Page sizes of SearchReports.
 const (
@@ -208,6 +225,9 @@ type Reports interface {
 	// added or updated). next is the cursor of the following page, "" on
 	// the last page. Errors: ErrInvalid for a malformed f.After.
 	SearchReports(ctx context.Context, domain string, f ReportFilter) (reports []*Report, next string, err error)
+	// CountReports counts the domain's reports matching f (its Limit,
+	// After and Order do not matter), for FHIR _total and _summary=count.
+	CountReports(ctx context.Context, domain string, f ReportFilter) (int, error)
 }
 
 // ReportBinary is a report artifact served as a Binary, with what the

@@ -159,45 +159,27 @@ func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.Aud
 // store.Audit.
 func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFilter) (records []*store.AuditRecord, next string, err error) {
 	defer store.Wrap(&err, "postgres.SearchAudit(%q)", domain)
-	args := []any{domain}
+	from, at, id, where, args := auditWhere(domain, f)
 	arg := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	// Filtered by patient, the search walks audit_patients' index, whose
-	// (recorded, audit_id) equal the record's (recorded, id).
-	from, at, id := "audit_events a", "a.recorded", "a.id"
-	where := []string{"a.domain = $1"}
-	if f.PatientRef != "" {
-		from += " JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id"
-		at, id = "p.recorded", "p.audit_id"
-		// p.domain spelled out, so the index's leading column is bound.
-		where = append(where, "p.domain = $1", "p.patient_ref = "+arg(f.PatientRef))
-	}
-	if f.AgentID != "" {
-		where = append(where, "a.agent_id = "+arg(f.AgentID))
-	}
-	if f.Action != "" {
-		where = append(where, "a.action = "+arg(f.Action))
-	}
-	if !f.Since.IsZero() {
-		where = append(where, at+" >= "+arg(sqlutil.Time(f.Since)))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, at+" < "+arg(sqlutil.Time(f.Until)))
+	dir, cmp := "DESC", "<"
+	if f.OldestFirst {
+		dir, cmp = "ASC", ">"
 	}
 	if f.After != "" {
 		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
 		if err != nil {
 			return nil, "", err
 		}
-		where = append(where, "("+at+", "+id+") < ("+arg(recorded)+", "+arg(after)+")")
+		where = append(where, "("+at+", "+id+") "+cmp+" ("+arg(recorded)+", "+arg(after)+")")
 	}
 	limit := sqlutil.Limit(f.Limit)
 	// One more than the page tells whether there is a next page.
 	rows, err := s.pool.Query(ctx, `SELECT `+auditCols+` FROM `+from+`
 		WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY `+at+` DESC, `+id+` DESC LIMIT `+arg(limit+1), args...)
+		ORDER BY `+at+` `+dir+`, `+id+` `+dir+` LIMIT `+arg(limit+1), args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -218,6 +200,47 @@ func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFil
 		next = sqlutil.EncodeAuditCursor(last.Recorded, last.ID)
 	}
 	return records, next, nil
+}
+
+// CountAudit counts the records matching f. See store.Audit.
+func (s *Store) CountAudit(ctx context.Context, domain string, f store.AuditFilter) (n int, err error) {
+	defer store.Wrap(&err, "postgres.CountAudit(%q)", domain)
+	from, _, _, where, args := auditWhere(domain, f)
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM `+from+` WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	return n, err
+}
+
+// auditWhere is what SearchAudit and CountAudit share: the tables, the
+// columns the order and cursor use, and the filter. Filtered by patient,
+// the search walks audit_patients' index, whose (recorded, audit_id) equal
+// the record's (recorded, id).
+func auditWhere(domain string, f store.AuditFilter) (from, at, id string, where []string, args []any) {
+	args = []any{domain}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	from, at, id = "audit_events a", "a.recorded", "a.id"
+	where = []string{"a.domain = $1"}
+	if f.PatientRef != "" {
+		from += " JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id"
+		at, id = "p.recorded", "p.audit_id"
+		// p.domain spelled out, so the index's leading column is bound.
+		where = append(where, "p.domain = $1", "p.patient_ref = "+arg(f.PatientRef))
+	}
+	if f.AgentID != "" {
+		where = append(where, "a.agent_id = "+arg(f.AgentID))
+	}
+	if f.Action != "" {
+		where = append(where, "a.action = "+arg(f.Action))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, at+" >= "+arg(sqlutil.Time(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, at+" < "+arg(sqlutil.Time(f.Until)))
+	}
+	return from, at, id, where, args
 }
 
 // PurgeAuditBefore deletes the audit records recorded before cutoff; their

@@ -304,9 +304,22 @@ func (s *Store) SearchReports(ctx context.Context, domain string, f store.Report
 	return reports, next, err
 }
 
-func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
-	where := []string{"r.domain = $1"}
-	args := []any{domain}
+// CountReports counts the reports matching f. See store.Reports.
+func (s *Store) CountReports(ctx context.Context, domain string, f store.ReportFilter) (n int, err error) {
+	defer store.Wrap(&err, "postgres.CountReports(%q)", domain)
+	where, args := reportWhere(domain, f)
+	err = s.read(ctx, func(q querier) error {
+		return q.QueryRow(ctx, `SELECT count(*) FROM reports r
+			JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
+			WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	})
+	return n, err
+}
+
+// reportWhere is the filter SearchReports and CountReports share.
+func reportWhere(domain string, f store.ReportFilter) (where []string, args []any) {
+	where = []string{"r.domain = $1"}
+	args = []any{domain}
 	arg := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
@@ -320,19 +333,41 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 	in("r.appointment_id", f.AppointmentIDs)
 	in("r.patient_ref", f.PatientRefs)
 	in("r.status", f.Statuses)
+	return where, args
+}
+
+// reportOrder is the column a search sorts and pages on (its value is
+// what the cursor holds), the direction, and the cursor comparison.
+func reportOrder(o store.ReportOrder) (key, dir, cmp string) {
+	switch o {
+	case store.ReportsByUpdate:
+		return "v.created_at", "ASC", ">"
+	case store.ReportsByUpdateDesc:
+		return "v.created_at", "DESC", "<"
+	}
+	return "r.created_at", "ASC", ">"
+}
+
+func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
+	where, args := reportWhere(domain, f)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	key, dir, cmp := reportOrder(f.Order)
 	if f.After != "" {
-		created, id, err := sqlutil.DecodeCursor(f.After)
+		at, id, err := sqlutil.DecodeCursor(f.After)
 		if err != nil {
 			return nil, "", err
 		}
-		where = append(where, "(r.created_at, r.id) > ("+arg(created)+", "+arg(id)+")")
+		where = append(where, "("+key+", r.id) "+cmp+" ("+arg(at)+", "+arg(id)+")")
 	}
 	limit := sqlutil.Limit(f.Limit)
 	// One more than the page tells whether there is a next page.
-	rows, err := q.Query(ctx, `SELECT `+versionCols+`, r.created_at
+	rows, err := q.Query(ctx, `SELECT `+versionCols+`, `+key+`
 		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version`+queueJoin+`
 		WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY r.created_at, r.id LIMIT `+arg(limit+1), args...)
+		ORDER BY `+key+` `+dir+`, r.id `+dir+` LIMIT `+arg(limit+1), args...)
 	if err != nil {
 		return nil, "", err
 	}

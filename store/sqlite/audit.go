@@ -182,11 +182,63 @@ func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.Aud
 // store.Audit.
 func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFilter) (records []*store.AuditRecord, next string, err error) {
 	defer store.Wrap(&err, "sqlite.SearchAudit(%q)", domain)
-	// Filtered by patient, the search walks audit_patients' index, whose
-	// (recorded, audit_id) equal the record's (recorded, id).
-	from, at, id := "audit_events a", "a.recorded", "a.id"
-	where := []string{"a.domain = ?"}
-	args := []any{domain}
+	from, at, id, where, args := auditWhere(domain, f)
+	dir, cmp := "DESC", "<"
+	if f.OldestFirst {
+		dir, cmp = "ASC", ">"
+	}
+	if f.After != "" {
+		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "("+at+", "+id+") "+cmp+" (?, ?)")
+		args = append(args, us(recorded), after)
+	}
+	limit := sqlutil.Limit(f.Limit)
+	// One more than the page tells whether there is a next page.
+	args = append(args, limit+1)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCols+` FROM `+from+`
+		WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY `+at+` `+dir+`, `+id+` `+dir+` LIMIT ?`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		a, err := scanAudit(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		records = append(records, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(records) > limit {
+		records = records[:limit]
+		last := records[limit-1]
+		next = sqlutil.EncodeAuditCursor(last.Recorded, last.ID)
+	}
+	return records, next, nil
+}
+
+// CountAudit counts the records matching f. See store.Audit.
+func (s *Store) CountAudit(ctx context.Context, domain string, f store.AuditFilter) (n int, err error) {
+	defer store.Wrap(&err, "sqlite.CountAudit(%q)", domain)
+	from, _, _, where, args := auditWhere(domain, f)
+	err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM `+from+` WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	return n, err
+}
+
+// auditWhere is what SearchAudit and CountAudit share: the tables, the
+// columns the order and cursor use, and the filter. Filtered by patient,
+// the search walks audit_patients' index, whose (recorded, audit_id) equal
+// the record's (recorded, id).
+func auditWhere(domain string, f store.AuditFilter) (from, at, id string, where []string, args []any) {
+	from, at, id = "audit_events a", "a.recorded", "a.id"
+	where = []string{"a.domain = ?"}
+	args = []any{domain}
 	if f.PatientRef != "" {
 		from += " JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id"
 		at, id = "p.recorded", "p.audit_id"
@@ -210,40 +262,7 @@ func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFil
 		where = append(where, at+" < ?")
 		args = append(args, us(sqlutil.Time(f.Until)))
 	}
-	if f.After != "" {
-		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
-		if err != nil {
-			return nil, "", err
-		}
-		where = append(where, "("+at+", "+id+") < (?, ?)")
-		args = append(args, us(recorded), after)
-	}
-	limit := sqlutil.Limit(f.Limit)
-	// One more than the page tells whether there is a next page.
-	args = append(args, limit+1)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+auditCols+` FROM `+from+`
-		WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY `+at+` DESC, `+id+` DESC LIMIT ?`, args...)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		a, err := scanAudit(rows)
-		if err != nil {
-			return nil, "", err
-		}
-		records = append(records, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", err
-	}
-	if len(records) > limit {
-		records = records[:limit]
-		last := records[limit-1]
-		next = sqlutil.EncodeAuditCursor(last.Recorded, last.ID)
-	}
-	return records, next, nil
+	return from, at, id, where, args
 }
 
 // PurgeAuditBefore deletes the audit records recorded before cutoff; their

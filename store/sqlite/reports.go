@@ -247,9 +247,22 @@ func (s *Store) SearchReports(ctx context.Context, domain string, f store.Report
 	return reports, next, err
 }
 
-func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
-	where := []string{"r.domain = ?"}
-	args := []any{domain}
+// CountReports counts the reports matching f. See store.Reports.
+func (s *Store) CountReports(ctx context.Context, domain string, f store.ReportFilter) (n int, err error) {
+	defer store.Wrap(&err, "sqlite.CountReports(%q)", domain)
+	where, args := reportWhere(domain, f)
+	err = s.read(ctx, func(q querier) error {
+		return q.QueryRowContext(ctx, `SELECT count(*) FROM reports r
+			JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
+			WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	})
+	return n, err
+}
+
+// reportWhere is the filter SearchReports and CountReports share.
+func reportWhere(domain string, f store.ReportFilter) (where []string, args []any) {
+	where = []string{"r.domain = ?"}
+	args = []any{domain}
 	in := func(col string, vals []string) {
 		if len(vals) == 0 {
 			return
@@ -262,21 +275,39 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 	in("r.appointment_id", f.AppointmentIDs)
 	in("r.patient_ref", f.PatientRefs)
 	in("r.status", f.Statuses)
+	return where, args
+}
+
+// reportOrder is the column a search sorts and pages on (its value is
+// what the cursor holds), the direction, and the cursor comparison.
+func reportOrder(o store.ReportOrder) (key, dir, cmp string) {
+	switch o {
+	case store.ReportsByUpdate:
+		return "v.created_at", "ASC", ">"
+	case store.ReportsByUpdateDesc:
+		return "v.created_at", "DESC", "<"
+	}
+	return "r.created_at", "ASC", ">"
+}
+
+func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
+	where, args := reportWhere(domain, f)
+	key, dir, cmp := reportOrder(f.Order)
 	if f.After != "" {
-		created, id, err := sqlutil.DecodeCursor(f.After)
+		at, id, err := sqlutil.DecodeCursor(f.After)
 		if err != nil {
 			return nil, "", err
 		}
-		where = append(where, "(r.created_at, r.id) > (?, ?)")
-		args = append(args, us(created), id)
+		where = append(where, "("+key+", r.id) "+cmp+" (?, ?)")
+		args = append(args, us(at), id)
 	}
 	limit := sqlutil.Limit(f.Limit)
 	// One more than the page tells whether there is a next page.
 	args = append(args, limit+1)
-	rows, err := q.QueryContext(ctx, `SELECT `+versionCols+`, r.created_at
+	rows, err := q.QueryContext(ctx, `SELECT `+versionCols+`, `+key+`
 		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version`+queueJoin+`
 		WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY r.created_at, r.id LIMIT ?`, args...)
+		ORDER BY `+key+` `+dir+`, r.id `+dir+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, "", err
 	}
