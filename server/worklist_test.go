@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth/authtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
@@ -454,6 +456,32 @@ func TestUpstreamFailures(t *testing.T) {
 		}
 		r := get(t, e.base+"/metadata")
 		assert.Equal(t, http.StatusOK, r.status, "the bridge's own domain stays")
+	})
+	t.Run("the same under static tokens and JWTs", func(t *testing.T) {
+		iss := authtest.NewIssuer(t)
+		jwtAuth, err := auth.NewJWT(auth.JWTConfig{JWKSURL: iss.JWKSURL(), Issuer: iss.URL(), Audience: []string{"qubs-fhir-bridge"}})
+		require.NoError(t, err)
+		jwt := iss.Sign(map[string]any{"iss": iss.URL(), "aud": "qubs-fhir-bridge", "sub": "ris-7", "jti": "d1",
+			"exp": time.Now().Add(5 * time.Minute).Unix(), "iat": time.Now().Unix(),
+			"scope": "system/*.rs", "qubs_domains": []string{"acme", "nope"}}, "RS256")
+		modes := map[string]struct {
+			opt envOption
+			tok string
+		}{
+			"static": {withStaticTokens(t, []auth.StaticEntry{{Name: "ris", SHA256: auth.HashToken("domain-token-0123456789abcdef012345"),
+				Domains: []string{"acme", "nope"}, Scopes: "system/*.rs"}}), "domain-token-0123456789abcdef012345"},
+			"jwt": {func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.Auth, sc.AuthMode = jwtAuth, "jwt" }, jwt},
+		}
+		for name, m := range modes {
+			e := newEnv(t, withStore(t), m.opt)
+			nope := strings.Replace(e.base, "/acme", "/nope", 1)
+			for _, path := range []string{"/ServiceRequest", "/metadata", "/DiagnosticReport"} {
+				r := do(t, http.MethodGet, nope+path, bearer(m.tok), nil)
+				assert.Equal(t, http.StatusNotFound, r.status, "%s %s: %s", name, path, r.body)
+			}
+			r := do(t, http.MethodGet, strings.Replace(e.base, "/acme", "/northside", 1)+"/ServiceRequest", bearer(m.tok), nil)
+			assert.Equal(t, http.StatusForbidden, r.status, "%s: a domain the token does not name is refused before anything is looked up", name)
+		}
 	})
 	t.Run("slow QUBS becomes 504", func(t *testing.T) {
 		e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
