@@ -27,6 +27,7 @@ func loadCase(t testing.TB, name string) qubs.Appointment {
 }
 
 func TestFromAppointmentErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		a    *qubs.Appointment
@@ -49,6 +50,7 @@ func TestFromAppointmentErrors(t *testing.T) {
 }
 
 func TestFromAppointmentLeavesInputAlone(t *testing.T) {
+	t.Parallel()
 	a := loadCase(t, "typical_ct")
 	a.ClinicalInfo = "bell\a"
 	a.RadiologistUser.FirstName = "Ro\x00ry"
@@ -79,6 +81,7 @@ func TestFromAppointmentLeavesInputAlone(t *testing.T) {
 // the same meaning for dates and times, and FHIR has no empty strings, so
 // "" comes back as absent.
 func TestEmptyStringsAreNull(t *testing.T) {
+	t.Parallel()
 	empty := ""
 	a := qubs.Appointment{AppointmentID: "A1", AppointmentDate: &empty, StartTime: &empty, EndTime: &empty, DateOfBirth: &empty, PatientID: "1"}
 	w, err := FromAppointment(&a, nil)
@@ -93,6 +96,7 @@ func TestEmptyStringsAreNull(t *testing.T) {
 }
 
 func TestNilZonesIsSydney(t *testing.T) {
+	t.Parallel()
 	a := loadCase(t, "perth_no_dst")
 	w, err := FromAppointment(&a, nil)
 	require.NoError(t, err)
@@ -100,6 +104,7 @@ func TestNilZonesIsSydney(t *testing.T) {
 }
 
 func TestStatusPriorityGenderModality(t *testing.T) {
+	t.Parallel()
 	statuses := map[qubs.Status]fhir.RequestStatus{
 		qubs.StatusPendingReporting: fhir.RequestStatusActive, "pending reporting": fhir.RequestStatusActive,
 		qubs.StatusNotArrived: fhir.RequestStatusActive, qubs.StatusArrived: fhir.RequestStatusActive,
@@ -156,6 +161,7 @@ func TestStatusPriorityGenderModality(t *testing.T) {
 }
 
 func TestReferrerPrefix(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string][]string{
 		"Dr Smith": {"Dr"}, "Dr. Smith": {"Dr."}, "DR SMITH": {"DR"}, "Prof Tomás García": {"Prof"},
 		"A/Prof Lee": {"A/Prof"}, "Smith": nil, "Dr": nil, "Drew Barry": nil,
@@ -172,6 +178,7 @@ func TestReferrerPrefix(t *testing.T) {
 // that mixes realistic values with the odd ones QUBS might send: every
 // resource must be valid R4 and every appointment recoverable.
 func TestRandomAppointments(t *testing.T) {
+	t.Parallel()
 	z := testZones(t)
 	rng := rand.New(rand.NewPCG(2025, 1))
 	n := 400

@@ -19,6 +19,7 @@ import (
 // store.AuditRecord) and compares the AuditEvent with <case>.fhir.json,
 // which must be valid R4 and give the record back.
 func TestGoldenAudit(t *testing.T) {
+	t.Parallel()
 	runGolden(t, "audit", ".record.json", 7, func(t *testing.T, in []byte) any {
 		var r store.AuditRecord
 		require.NoError(t, json.Unmarshal(in, &r))
@@ -138,6 +139,7 @@ func requireBALPShape(t *testing.T, ev fhir.AuditEvent) {
 // TestAuditEventEveryCode maps a record for every interaction, action and
 // outcome, each of which must give valid R4.
 func TestAuditEventEveryCode(t *testing.T) {
+	t.Parallel()
 	r := store.AuditRecord{ID: "x", Domain: "acme", Recorded: time.Date(2025, 1, 10, 3, 4, 5, 0, time.UTC),
 		AgentID: "c", NetworkAddr: "192.0.2.1", PatientRefs: []string{"Patient/1"}}
 	actions := []string{store.AuditActionCreate, store.AuditActionRead, store.AuditActionUpdate, store.AuditActionDelete, store.AuditActionExecute}
@@ -158,6 +160,7 @@ func TestAuditEventEveryCode(t *testing.T) {
 }
 
 func TestAuditEventFromRecordErrors(t *testing.T) {
+	t.Parallel()
 	valid := func() *store.AuditRecord {
 		return &store.AuditRecord{ID: "a1", Recorded: time.Date(2025, 1, 10, 0, 0, 0, 0, time.UTC),
 			Action: "R", Interaction: "read", Outcome: "0"}
@@ -196,6 +199,7 @@ func TestAuditEventFromRecordErrors(t *testing.T) {
 // TestAuditEventQueryHasNoValues checks the whole way from a search's
 // parameters to the AuditEvent: what a client searched for stays out.
 func TestAuditEventQueryHasNoValues(t *testing.T) {
+	t.Parallel()
 	const phi = "Citizen"
 	r := &store.AuditRecord{ID: "q", Recorded: time.Date(2025, 1, 10, 0, 0, 0, 0, time.UTC),
 		Action: "E", Interaction: "search-type", Outcome: "0",

@@ -32,6 +32,7 @@ type commentResources struct {
 // compares the resources with <case>.fhir.json; they must be valid R4 and
 // the comment must come back from the Communication alone.
 func TestGoldenComments(t *testing.T) {
+	t.Parallel()
 	runGolden(t, "comments", ".qubs.json", 6, func(t *testing.T, in []byte) any {
 		var c commentCase
 		require.NoError(t, json.Unmarshal(in, &c))
@@ -185,6 +186,7 @@ func checkFlag(t testing.TB, fl fhir.Flag, m fhir.Communication) {
 }
 
 func TestCommunicationMarshal(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		p    fhir.CommunicationPayload
 		want string
@@ -217,6 +219,7 @@ func TestCommunicationMarshal(t *testing.T) {
 }
 
 func TestCommentMappingErrors(t *testing.T) {
+	t.Parallel()
 	c := qubs.Comment{GUID: exampleGUID, CommentType: qubs.CommentAppointmentAlert, IsAlert: true}
 	_, err := CommunicationFromComment(strings.Repeat("A", 40), "", c)
 	require.ErrorIs(t, err, ErrUnrepresentable)
@@ -240,6 +243,7 @@ func decodeCommunication(t testing.TB, s string) *fhir.Communication {
 }
 
 func TestCommentFromFHIR(t *testing.T) {
+	t.Parallel()
 	comm := func(extra ...string) string {
 		s := `{"resourceType":"Communication","status":"completed",
 			"basedOn":[{"reference":"ServiceRequest/A123456"}],
@@ -350,6 +354,7 @@ func TestCommentFromFHIR(t *testing.T) {
 // TestCommentRoundTrip posts back what the bridge serves: a Communication
 // made from a comment reads as the same comment request.
 func TestCommentRoundTrip(t *testing.T) {
+	t.Parallel()
 	when := time.Date(2025, 1, 10, 2, 3, 4, 0, time.UTC)
 	for _, typ := range []qubs.CommentType{"AC", "AA", "PC", "PA"} {
 		c := qubs.Comment{GUID: exampleGUID, CommentType: typ, AppointmentID: "A1", PatientID: "P1", CommentText: "text",

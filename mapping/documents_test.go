@@ -36,6 +36,7 @@ func (c documentCase) binaryURL(t testing.TB) string {
 // must be valid R4 and give the attachment back, the presigned url (left
 // out on purpose) aside.
 func TestGoldenDocuments(t *testing.T) {
+	t.Parallel()
 	runGolden(t, "documents", ".qubs.json", 5, func(t *testing.T, in []byte) any {
 		var c documentCase
 		require.NoError(t, json.Unmarshal(in, &c))
@@ -113,6 +114,7 @@ func recoverAttachment(t testing.TB, d fhir.DocumentReference) (appt, patientID,
 }
 
 func TestDocumentTypes(t *testing.T) {
+	t.Parallel()
 	codes := func(cc *fhir.CodeableConcept) []string {
 		var out []string
 		for _, c := range cc.Coding {
@@ -129,6 +131,7 @@ func TestDocumentTypes(t *testing.T) {
 }
 
 func TestDocumentReferenceFromAttachmentErrors(t *testing.T) {
+	t.Parallel()
 	a := qubs.Attachment{GUID: exampleGUID}
 	_, err := DocumentReferenceFromAttachment(strings.Repeat("A", 40), "", a, "")
 	require.ErrorIs(t, err, ErrUnrepresentable)
@@ -141,6 +144,7 @@ func TestDocumentReferenceFromAttachmentErrors(t *testing.T) {
 }
 
 func TestContentTypeForFileName(t *testing.T) {
+	t.Parallel()
 	for name, want := range map[string]string{
 		"referral.pdf": "application/pdf", "REFERRAL.PDF": "application/pdf", "a.b.pdf": "application/pdf",
 		"sr.dcm": "application/dicom", "sr.DICOM": "application/dicom",
@@ -179,6 +183,7 @@ func decodeDocument(t testing.TB, s string) *fhir.DocumentReference {
 }
 
 func TestDocumentFromFHIR(t *testing.T) {
+	t.Parallel()
 	binID, err := BinaryID("A123456", exampleGUID)
 	require.NoError(t, err)
 	otherBin, err := BinaryID("A999", exampleGUID)

@@ -97,6 +97,7 @@ func requireSameAsModels(t testing.TB, a *qubs.Appointment, z *Zones) {
 }
 
 func TestEncoderGoldenCorpus(t *testing.T) {
+	t.Parallel()
 	inputs, err := filepath.Glob(filepath.Join("testdata", "*.qubs.json"))
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(inputs), 10, "golden cases went missing")
@@ -116,6 +117,7 @@ func TestEncoderGoldenCorpus(t *testing.T) {
 // TestEncoderSimulatorSeed compares the encoders on every appointment the
 // simulator seeds, any status, with the sites' own zones.
 func TestEncoderSimulatorSeed(t *testing.T) {
+	t.Parallel()
 	sim := qubssim.New(qubssim.Options{Seed: 1})
 	var spec []string
 	for site, zone := range sim.SiteTimeZones() {
@@ -180,6 +182,7 @@ func oddAppointment(r *rand.Rand, i int) qubs.Appointment {
 // mapping's seeded generator, plain and with odd strings mixed in, both
 // as built and after a trip through JSON as QUBS data arrives.
 func TestEncoderRandom(t *testing.T) {
+	t.Parallel()
 	z := testZones(t)
 	rng := rand.New(rand.NewPCG(2026, 10))
 	n := 3000
@@ -256,6 +259,7 @@ func BenchmarkMapAppointment(b *testing.B) {
 }
 
 func TestMappedFirstCase(t *testing.T) {
+	t.Parallel()
 	a := loadCase(t, "typical_ct")
 	m, err := Map(&a, testZones(t))
 	require.NoError(t, err)

@@ -44,6 +44,7 @@ func marshalGolden(t testing.TB, r resources) []byte {
 // validation and the appointment must be recoverable from the golden
 // output alone.
 func TestGolden(t *testing.T) {
+	t.Parallel()
 	inputs, err := filepath.Glob(filepath.Join("testdata", "*.qubs.json"))
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(inputs), 10, "golden cases went missing")

@@ -16,6 +16,7 @@ import (
 var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
 func TestEncodeID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in, want string
 		err            error
@@ -59,6 +60,7 @@ func TestEncodeID(t *testing.T) {
 }
 
 func TestDecodeID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in, want string
 		err            bool
@@ -133,6 +135,7 @@ func FuzzDecodeID(f *testing.F) {
 }
 
 func TestResourceIDs(t *testing.T) {
+	t.Parallel()
 	base := qubs.Appointment{
 		AppointmentID: "A1", PatientID: "220000", DoctorName: "Dr Smith", ClinicName: "Example Clinic",
 		RadiologistUser: &qubs.UserSummary{Username: "rsmith", FirstName: "Rory"},

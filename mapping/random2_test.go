@@ -55,6 +55,7 @@ func randomRecordIDs(r *rand.Rand) (appt, guid string) {
 // a seeded generator: every resource must be valid R4 and give back what
 // QUBS sent.
 func TestRandomDocumentsAndComments(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(2025, 2))
 	n := 150
 	if testing.Short() {

@@ -12,6 +12,7 @@ import (
 const exampleGUID = "989dd0c7-13bb-4bba-b7a0-53a28bdf5155"
 
 func TestRecordID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, appt, guid, want string
 		err                    error
@@ -64,6 +65,7 @@ func TestRecordID(t *testing.T) {
 }
 
 func TestParseRecordID(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ name, id string }{
 		{"no dot", "A123456"},
 		{"empty appointment part", ".989dd0c713bb4bbab7a053a28bdf5155"},

@@ -14,6 +14,7 @@ import (
 // The server decodes presentedForm data while reading the request; the
 // mapping must then answer exactly as it does on the inline base64.
 func TestReportFromJSONInline(t *testing.T) {
+	t.Parallel()
 	file := []byte("%PDF-1.4 inline artifact")
 	text := []byte("No acute abnormality.")
 	cases := []struct {
@@ -54,6 +55,7 @@ func TestReportFromJSONInline(t *testing.T) {
 }
 
 func TestExternalizeArtifacts(t *testing.T) {
+	t.Parallel()
 	file := []byte("%PDF-1.4 artifact")
 	sum := sha1.Sum(file)
 	body := reportJSON(t, map[string]any{"presentedForm": []any{

@@ -66,6 +66,7 @@ func issuedAt() *time.Time {
 }
 
 func TestReportFromFHIR(t *testing.T) {
+	t.Parallel()
 	binID, err := BinaryID("A123456", exampleGUID)
 	require.NoError(t, err)
 	pdfSum := sha1.Sum(testPDF)
@@ -150,6 +151,7 @@ func TestReportFromFHIR(t *testing.T) {
 }
 
 func TestReportFromFHIRIssues(t *testing.T) {
+	t.Parallel()
 	binID, err := BinaryID("A123456", exampleGUID)
 	require.NoError(t, err)
 	otherBin, err := BinaryID("A999", exampleGUID)
@@ -250,6 +252,7 @@ func TestReportFromFHIRIssues(t *testing.T) {
 }
 
 func TestReportInterpreter(t *testing.T) {
+	t.Parallel()
 	medicare := func(v string) map[string]any { return map[string]any{"system": SystemMedicareProvider, "value": v} }
 	email := func(v string) map[string]any { return map[string]any{"system": "email", "value": v} }
 	type want struct{ name, provider, email string }
@@ -332,6 +335,7 @@ func TestReportInterpreter(t *testing.T) {
 }
 
 func TestArtifactFileName(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("ü", 300)
 	tests := []struct{ title, ct, want string }{
 		{"final.pdf", qubs.ContentTypePDF, "final.pdf"},
@@ -371,6 +375,7 @@ type decorateCase struct {
 // TestGoldenReports decorates each testdata/reports/<case>.stored.json
 // and compares the result with <case>.fhir.json.
 func TestGoldenReports(t *testing.T) {
+	t.Parallel()
 	runGolden(t, "reports", ".stored.json", 3, func(t *testing.T, in []byte) any {
 		var c decorateCase
 		require.NoError(t, json.Unmarshal(in, &c))
@@ -447,6 +452,7 @@ func mustAtoi(t testing.TB, s string) int {
 }
 
 func TestDecorateReportErrors(t *testing.T) {
+	t.Parallel()
 	ok := []byte(`{"resourceType":"DiagnosticReport","status":"final","code":{"text":"x"}}`)
 	now := time.Date(2025, 1, 10, 3, 4, 5, 0, time.UTC)
 	pending := ReportDelivery{State: DeliveryPending}

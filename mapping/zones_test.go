@@ -9,6 +9,7 @@ import (
 )
 
 func TestNewZones(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, def, sites string
 		want             map[string]string // site -> zone name For must give
@@ -55,6 +56,7 @@ func TestNewZones(t *testing.T) {
 }
 
 func TestLocalDateTime(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, zone, date, clock, want string
 	}{
@@ -96,6 +98,7 @@ func TestLocalDateTime(t *testing.T) {
 // the wall clock, and its offset is the zone's at that instant (or, in a
 // gap, the one before the gap).
 func TestLocalDateTimeSweep(t *testing.T) {
+	t.Parallel()
 	for _, zone := range []string{"Australia/Sydney", "Australia/Lord_Howe", "Australia/Perth", "America/Santiago", "Europe/London"} {
 		t.Run(zone, func(t *testing.T) {
 			loc, err := time.LoadLocation(zone)
@@ -116,6 +119,7 @@ func TestLocalDateTimeSweep(t *testing.T) {
 }
 
 func TestParseClockAndDate(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{"00:00:00", "23:59:59", "13:45:00"} {
 		_, ok := parseClock(&s)
 		assert.True(t, ok, s)

@@ -98,6 +98,7 @@ func uniqueSorted(refs []string) []string {
 // Location) and what a read was for (its id). Handlers report both with
 // disclose; a route whose handler does not yet fails here by name.
 func TestAuditNamesWhatTheAnswerCarried(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), withStoreHandle(&st))
 	// A study with a known patient, so that its answers name one.

@@ -13,6 +13,7 @@ import (
 // TestAuditEventDates: a date is a whole local day, repeats are ANDed
 // into a range, and what cannot be honoured is refused, not ignored.
 func TestAuditEventDates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	_, srID := firstPending(t, e.sim, 0)
 	for range 3 {

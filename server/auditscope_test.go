@@ -24,6 +24,7 @@ import (
 // open the audit trail, whether the wildcard is in a registration (smart),
 // a token (jwt) or a token file (static; see TestStaticAuthorization).
 func TestAuditTrailNeedsANamedScope(t *testing.T) {
+	t.Parallel()
 	t.Run("smart", func(t *testing.T) {
 		wild, wildJWKS := authtest.NewClient("wild")
 		auditor, auditorJWKS := authtest.NewClient("auditor")
@@ -99,6 +100,7 @@ func withSMART(t *testing.T, clients []auth.SMARTClient) envOption {
 // TestTokenEndpointSpeaksOAuth: every answer of the token endpoint is
 // OAuth's JSON, never a FHIR OperationOutcome, whatever the method.
 func TestTokenEndpointSpeaksOAuth(t *testing.T) {
+	t.Parallel()
 	client, jwks := authtest.NewClient("ris")
 	e := newEnv(t, withStore(t), withSMART(t, []auth.SMARTClient{
 		{ClientID: "ris", JWKS: jwks, Domains: []string{"acme"}, Scope: "system/*.rs"},
@@ -123,6 +125,7 @@ func TestTokenEndpointSpeaksOAuth(t *testing.T) {
 // TestResourceTypesMatchCapabilities keeps server.ResourceTypes, which the
 // token endpoint checks scopes against, equal to what the server serves.
 func TestResourceTypesMatchCapabilities(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	var got []string
 	for typ := range interactions(t, e.base) {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestThrottleAuditWindows(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var emitted []*store.AuditRecord
 	ta := newThrottleAudit(func(r *store.AuditRecord) { mu.Lock(); emitted = append(emitted, r); mu.Unlock() })

@@ -104,6 +104,7 @@ func wantIDs(n int) map[string]int {
 }
 
 func TestAuditWriterBackPressure(t *testing.T) {
+	t.Parallel()
 	st := newFaultyAudit(t)
 	st.gate = make(chan struct{})
 	w := newAuditWriter(st, 4, slog.New(slog.DiscardHandler))
@@ -135,6 +136,7 @@ func TestAuditWriterBackPressure(t *testing.T) {
 }
 
 func TestAuditWriterRetries(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name                  string
 		failBefore, failAfter int
@@ -163,6 +165,7 @@ func TestAuditWriterRetries(t *testing.T) {
 }
 
 func TestAuditWriterClose(t *testing.T) {
+	t.Parallel()
 	t.Run("flushes what is queued", func(t *testing.T) {
 		st := newFaultyAudit(t)
 		st.gate = make(chan struct{})
@@ -198,6 +201,7 @@ func TestAuditWriterClose(t *testing.T) {
 // and then gets a 503 instead of the data; once the store answers again,
 // every record of an answer sent is written.
 func TestFullAuditBufferWithholdsAnswers(t *testing.T) {
+	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1, Appointments: 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })

@@ -37,6 +37,7 @@ func withStaticTokens(t *testing.T, entries []auth.StaticEntry) envOption {
 }
 
 func TestStaticAuthorization(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t), withStaticTokens(t, []auth.StaticEntry{
 		{Name: "ris", SHA256: auth.HashToken("ris-token-0123456789abcdef0123456789"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs system/Patient.r system/DiagnosticReport.crus"},
 		{Name: "reader", SHA256: auth.HashToken("reader-token-0123456789abcdef012345"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs"},
@@ -118,6 +119,7 @@ func TestStaticAuthorization(t *testing.T) {
 // a token and completes the reporting workflow; a tampered assertion and
 // a replayed jti are refused.
 func TestSMARTBackendServices(t *testing.T) {
+	t.Parallel()
 	client, jwks := authtest.NewClient("reporting-group")
 	var tokenURL string
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
@@ -194,6 +196,7 @@ func TestSMARTBackendServices(t *testing.T) {
 }
 
 func TestJWTAuthorization(t *testing.T) {
+	t.Parallel()
 	iss := authtest.NewIssuer(t)
 	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		a, err := auth.NewJWT(auth.JWTConfig{JWKSURL: iss.JWKSURL(), Issuer: iss.URL(), Audience: []string{"qubs-fhir-bridge"}})
@@ -242,6 +245,7 @@ func TestJWTAuthorization(t *testing.T) {
 // TestIncludeNeedsReadScope: _include is a read of what it includes, so a
 // token that can only search ServiceRequests gets no Patient through it.
 func TestIncludeNeedsReadScope(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStaticTokens(t, []auth.StaticEntry{
 		{Name: "narrow", SHA256: auth.HashToken("narrow-token-0123456789abcdef012345"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs"},
 		{Name: "broad", SHA256: auth.HashToken("broad-token-0123456789abcdef0123456"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs system/Patient.r"},
@@ -266,6 +270,7 @@ func TestIncludeNeedsReadScope(t *testing.T) {
 // TestRefusalsAreThrottled: bad tokens are charged to the address, and
 // throttled answers do not fill the audit trail.
 func TestRefusalsAreThrottled(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), withStaticTokens(t, []auth.StaticEntry{
 		{Name: "ris", SHA256: auth.HashToken("ris-token-0123456789abcdef0123456789"), Domains: []string{"acme"}, Scopes: "system/ServiceRequest.rs"},
@@ -301,6 +306,7 @@ func TestRefusalsAreThrottled(t *testing.T) {
 // TestTooLargeIsAudited: a body refused for its declared length is in the
 // audit trail like any other refusal.
 func TestTooLargeIsAudited(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.MaxBodyBytes = 1 << 10

@@ -23,6 +23,7 @@ import (
 // audit's re-reading of their answers finds: the audit is to rely on
 // disclose alone.
 func TestWorklistHandlersDiscloseWhatTheyAnswer(t *testing.T) {
+	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })

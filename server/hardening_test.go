@@ -15,6 +15,7 @@ import (
 )
 
 func TestRateLimitPerClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.RateLimit = server.RateLimit{Rate: 0.01, Burst: 3}
 	})
@@ -33,6 +34,7 @@ func TestRateLimitPerClient(t *testing.T) {
 }
 
 func TestBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.MaxBodyBytes = 1 << 10 })
 	big := bytes.Repeat([]byte(" "), 2<<10)
 	r := post(t, e.base+"/DiagnosticReport", big, nil)
@@ -50,6 +52,7 @@ func TestBodyLimit(t *testing.T) {
 }
 
 func TestDefaultBodyLimitFitsTwentyArtifacts(t *testing.T) {
+	t.Parallel()
 	base64Of2MiB := (qubs.MaxUploadBytes + 2) / 3 * 4
 	assert.GreaterOrEqual(t, server.DefaultMaxBodyBytes, 20*base64Of2MiB, "twenty 2 MiB artifacts in base64 must fit")
 	assert.Less(t, server.DefaultMaxBodyBytes, 21*base64Of2MiB, "and not much more")

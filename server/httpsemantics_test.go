@@ -52,6 +52,7 @@ func binaryURL(t *testing.T, e *env) string {
 }
 
 func TestHeadOnEveryGetRoute(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	_, srID := firstPending(t, e.sim, 0)
 	sr := get(t, e.base+"/ServiceRequest/"+srID).json(t)
@@ -81,6 +82,7 @@ func TestHeadOnEveryGetRoute(t *testing.T) {
 }
 
 func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t), withStaticTokens(t, []auth.StaticEntry{
 		{Name: "ris", SHA256: auth.HashToken("good-token"), Domains: []string{"acme"}, Scopes: "system/*.rs"},
 	}))
@@ -111,6 +113,7 @@ func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 }
 
 func TestSecurityHeadersOnBinary(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	res, body := raw(t, http.MethodGet, binaryURL(t, e), nil)
 	require.Equal(t, http.StatusOK, res.StatusCode)
@@ -128,6 +131,7 @@ func assertSecurityHeaders(t *testing.T, h http.Header) {
 }
 
 func TestForwardedHeadersOnlyFromTrustedProxies(t *testing.T) {
+	t.Parallel()
 	forged := http.Header{"X-Forwarded-Host": {"evil.example"}, "X-Forwarded-Proto": {"https"}}
 	t.Run("untrusted peer: links use the request's own host", func(t *testing.T) {
 		e := newEnv(t)
@@ -162,6 +166,7 @@ func TestForwardedHeadersOnlyFromTrustedProxies(t *testing.T) {
 // TestConditionalReads: every read carries an ETag, and If-None-Match with
 // it answers 304 without a body; a changed view gets a new ETag.
 func TestConditionalReads(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	appt, srID := firstPending(t, e.sim, 3)
 	r := get(t, e.base+"/ServiceRequest/"+srID)

@@ -13,6 +13,7 @@ import (
 // and what, never by what it held there: values a client sends can be PHI,
 // and answers end up in proxies' and clients' logs.
 func TestParseErrorsEchoNoRequestBytes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	_, srID := firstPending(t, e.sim, 0)
 	const secret = "Jane Citizen 1970-01-01 secret"

@@ -25,6 +25,7 @@ import (
 // and served as a Binary; the report keeps a url, size and hash to it,
 // so reads and the 201 echo are small, and the bytes reach QUBS intact.
 func TestReportArtifactsAsBinaries(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		store func(testing.TB) envOption
@@ -159,6 +160,7 @@ func reportArtifactsAsBinaries(t *testing.T, e *env, st store.Store) {
 // TestBinaryCreateStreamed: a Binary is decoded as it is read, escapes
 // and all; a refused one gets the same answers as before.
 func TestBinaryCreateStreamed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	file := pdf("binary " + phiMarker)
 	body := `{"resourceType":"Binary","contentType":"application/pdf","data":"` + strings.ReplaceAll(base64.StdEncoding.EncodeToString(file), "/", `\/`) + `"}`

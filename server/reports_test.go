@@ -41,6 +41,7 @@ func firstPending(t testing.TB, sim *qubssim.Server, n int) (qubs.Appointment, s
 // router against the simulator, and checks through the simulator's
 // inspection view exactly what QUBS received.
 func TestReportingWorkflow(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		store func(testing.TB) envOption
@@ -236,6 +237,7 @@ func reportingWorkflow(t *testing.T, e *env) {
 // answers; each submission still produces exactly one report, one comment
 // and one upload per artifact in QUBS.
 func TestExactlyOnceUnderFaults(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, qc *qubs.Config, _ *server.Config) {
 		// No retries inside the QUBS client: every fault reaches the
 		// delivery worker (or the FHIR client), whose own retries must
@@ -296,6 +298,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 // TestReportAcceptedWhileQUBSDown: the report is stored and answered 201
 // while QUBS fails, and delivered once QUBS is back.
 func TestReportAcceptedWhileQUBSDown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	appt, srID := firstPending(t, e.sim, 7)
 	e.sim.AddFault(qubssim.Fault{Route: "/integrations/", Status: http.StatusServiceUnavailable})
@@ -310,6 +313,7 @@ func TestReportAcceptedWhileQUBSDown(t *testing.T) {
 }
 
 func TestReportIdempotency(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	appt, srID := firstPending(t, e.sim, 9)
 	body := report{srID: srID, status: "final", text: "Final " + phiMarker}.json()
@@ -377,6 +381,7 @@ func TestReportIdempotency(t *testing.T) {
 // TestBadReports: each bad input gets a precise 4xx OperationOutcome and
 // QUBS receives nothing.
 func TestBadReports(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	appt, srID := firstPending(t, e.sim, 11)
 	gone, goneSR := firstPending(t, e.sim, 12)
@@ -468,6 +473,7 @@ func TestBadReports(t *testing.T) {
 }
 
 func TestBinaryAndDocumentReferenceCreate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	appt, srID := firstPending(t, e.sim, 13)
 	file := pdf("artifact " + phiMarker)
@@ -525,6 +531,7 @@ func TestBinaryAndDocumentReferenceCreate(t *testing.T) {
 }
 
 func TestFlagsAndComments(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appt, srID := firstPending(t, e.sim, 15)
 	require.NotEmpty(t, appt.PatientID)

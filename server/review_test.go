@@ -23,6 +23,7 @@ import (
 // TestSupersededVersionIsServed: a preliminary and a final stored before
 // any delivery; the preliminary is never sent, and reading it says so.
 func TestSupersededVersionIsServed(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.Kick = func() {} // no worker: deliver by hand below
@@ -54,6 +55,7 @@ func TestSupersededVersionIsServed(t *testing.T) {
 }
 
 func TestPurgedBinary(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { st = sc.Store })
 	_, srID := firstPending(t, e.sim, 31)
@@ -76,6 +78,7 @@ func TestPurgedBinary(t *testing.T) {
 // in a FHIR id is still listed; its comments are left out with a warning,
 // and a comment on it is refused before QUBS is called.
 func TestLongAppointmentIDs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	base, _ := e.sim.Appointment("acme", e.sim.PendingIDs("acme")[0])
 	long := base
@@ -107,6 +110,7 @@ func TestLongAppointmentIDs(t *testing.T) {
 }
 
 func TestRateLimitIgnoresForgedForwardedFor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.RateLimit = server.RateLimit{Rate: 0.01, Burst: 1}
 	})
@@ -120,6 +124,7 @@ func TestRateLimitIgnoresForgedForwardedFor(t *testing.T) {
 }
 
 func TestBinaryReadIsSafe(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appt, _ := firstPending(t, e.sim, 32)
 	guid := e.sim.PutAttachment("acme", appt.AppointmentID, qubs.Attachment{Category: "Worksheet", FileName: "page.html"}, []byte("<script>alert(1)</script>"))
@@ -142,6 +147,7 @@ func TestBinaryReadIsSafe(t *testing.T) {
 }
 
 func TestMethodNotAllowedNamesAllowed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	r := do(t, http.MethodDelete, e.base+"/DiagnosticReport/x", nil, nil)
 	assert.Equal(t, http.StatusMethodNotAllowed, r.status)
@@ -154,6 +160,7 @@ func TestMethodNotAllowedNamesAllowed(t *testing.T) {
 // different DiagnosticReports for one study; QUBS keeps one report per
 // appointment, so it must end with the final, whatever the retries.
 func TestTwoReportsForOneStudy(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.Kick = func() {}
@@ -184,6 +191,7 @@ func TestTwoReportsForOneStudy(t *testing.T) {
 
 // TestAuditSurvivesTimeouts: a request that timed out is still audited.
 func TestAuditSurvivesTimeouts(t *testing.T) {
+	t.Parallel()
 	var st store.Store
 	e := newEnv(t, withStore(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.RequestTimeout = 200 * time.Millisecond

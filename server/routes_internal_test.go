@@ -17,6 +17,7 @@ import (
 // the CapabilityStatement; and every declared interaction needs a
 // permission and is audited unless it is public.
 func TestEveryFHIRRouteIsDeclared(t *testing.T) {
+	t.Parallel()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
 	require.NoError(t, err)
 	defer st.Close()

@@ -15,6 +15,7 @@ import (
 // link names only what the search used, and an outcome entry names what it
 // ignored.
 func TestSelfLinkAndIgnoredParameters(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	_, srID := firstPending(t, e.sim, 0)
 	for typ, used := range map[string]string{
@@ -53,6 +54,7 @@ func TestSelfLinkAndIgnoredParameters(t *testing.T) {
 // search, keeps what R4 makes mandatory (so the result is still valid, as
 // do checks), and tags it SUBSETTED.
 func TestElements(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t))
 	_, srID := firstPending(t, e.sim, 0)
 	subsetted := func(t *testing.T, res map[string]any, want ...string) {
@@ -99,6 +101,7 @@ func fmtJSON(v any) string {
 // (its own DiagnosticReports, the audit trail), _total, _summary=count and
 // _sort are honoured; what cannot be honoured is refused.
 func TestSortTotalSummary(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withStore(t), noKick())
 	h := http.Header{"Content-Type": {"application/fhir+json"}}
 	var ids []string

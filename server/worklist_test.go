@@ -70,6 +70,7 @@ func pendingListCalls(sim *qubssim.Server) int {
 // requires every pending appointment exactly once, no page over _count,
 // and exactly one QUBS call per bridge page, short QUBS pages included.
 func TestWorklistWalkSeesEveryAppointmentOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	want := pendingServiceRequestIDs(t, e.sim, "acme")
 	require.GreaterOrEqual(t, len(want), 1000, "the seeded worklist must be large enough to mean something")
@@ -111,6 +112,7 @@ func TestWorklistWalkSeesEveryAppointmentOnce(t *testing.T) {
 }
 
 func TestWorklistCountClampedAndDefault(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := get(t, e.base+"/ServiceRequest")
 	require.Equal(t, http.StatusOK, r.status)
@@ -126,6 +128,7 @@ func TestWorklistCountClampedAndDefault(t *testing.T) {
 }
 
 func TestWorklistInclude(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := get(t, e.base+"/ServiceRequest?"+query("_count", "200",
 		"_include", "ServiceRequest:subject", "_include", "ServiceRequest:requester", "_include", "ServiceRequest:performer"))
@@ -167,6 +170,7 @@ func TestWorklistInclude(t *testing.T) {
 }
 
 func TestServiceRequestRead(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	apptID := e.sim.PendingIDs("acme")[0]
 	id, err := mapping.ServiceRequestID(apptID)
@@ -220,6 +224,7 @@ func patientWithSeveral(t *testing.T, sim *qubssim.Server) (patientID string, sr
 }
 
 func TestSearchByPatient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pid, want := patientWithSeveral(t, e.sim)
 	for _, q := range []string{
@@ -239,6 +244,7 @@ func TestSearchByPatient(t *testing.T) {
 }
 
 func TestSearchByIdentifierAndID(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var withUID qubs.Appointment
 	for _, id := range e.sim.PendingIDs("acme") {
@@ -275,6 +281,7 @@ func TestSearchByIdentifierAndID(t *testing.T) {
 }
 
 func TestSearchByStatus(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 300 })
 	all := pendingServiceRequestIDs(t, e.sim, "acme")
 	ids, _ := walk(t, e.base+"/ServiceRequest?_count=500&status=active")
@@ -286,6 +293,7 @@ func TestSearchByStatus(t *testing.T) {
 }
 
 func TestPostSearch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pid, want := patientWithSeveral(t, e.sim)
 	r := do(t, http.MethodPost, e.base+"/ServiceRequest/_search",
@@ -300,6 +308,7 @@ func TestPostSearch(t *testing.T) {
 }
 
 func TestDerivedReads(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := get(t, e.base+"/ServiceRequest?"+query("_count", "50", "_include", "ServiceRequest:subject",
 		"_include", "ServiceRequest:requester", "_include", "ServiceRequest:performer"))
@@ -338,6 +347,7 @@ func TestDerivedReads(t *testing.T) {
 }
 
 func TestBadSearchParameters(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cases := []struct {
 		name   string
@@ -393,6 +403,7 @@ func TestBadSearchParameters(t *testing.T) {
 }
 
 func TestUpstreamFailures(t *testing.T) {
+	t.Parallel()
 	t.Run("QUBS 503 becomes 502 with the requestId", func(t *testing.T) {
 		e := newEnv(t)
 		e.sim.AddFault(qubssim.Fault{Route: "/pending", Status: http.StatusServiceUnavailable})
@@ -495,6 +506,7 @@ func TestUpstreamFailures(t *testing.T) {
 }
 
 func TestCorrelationIDRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const cid = "test-correlation-0001"
 	r := do(t, http.MethodGet, e.base+"/ServiceRequest?_count=2", http.Header{"X-Correlation-Id": {cid}}, nil)
@@ -514,6 +526,7 @@ func TestCorrelationIDRoundTrip(t *testing.T) {
 }
 
 func TestHTTPConventions(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cases := []struct {
 		name, method, path string
@@ -583,6 +596,7 @@ func TestHTTPConventions(t *testing.T) {
 }
 
 func TestLinksHonourPublicURLAndProxies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		sc.TrustedProxies = []string{"127.0.0.1"} // the test client is the proxy
 	})
@@ -625,6 +639,7 @@ func interactions(t *testing.T, base string) map[string][]string {
 // exactly what the routes implement: every advertised interaction is
 // routed, and the list is what we mean to offer.
 func TestCapabilityStatement(t *testing.T) {
+	t.Parallel()
 	readOnly := newEnv(t)
 	assert.Equal(t, map[string][]string{
 		"ServiceRequest":    {"read", "search-type"},

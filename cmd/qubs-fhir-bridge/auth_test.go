@@ -18,6 +18,7 @@ import (
 )
 
 func TestHashToken(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	m := &Main{Stdout: &out, Stderr: &bytes.Buffer{}, Stdin: strings.NewReader("s3cret-token\n"), Getenv: envFrom(nil), Ready: make(chan struct{})}
 	require.NoError(t, m.Run(context.Background(), []string{"hash-token"}))
@@ -25,6 +26,7 @@ func TestHashToken(t *testing.T) {
 }
 
 func TestServeStaticTokens(t *testing.T) {
+	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })

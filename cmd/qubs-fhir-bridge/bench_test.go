@@ -57,6 +57,7 @@ func tinyBench() perf.Config {
 // figure is there and consistent with what the simulator saw. It asserts
 // nothing about speed.
 func TestBenchProducesSaneFigures(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts five processes")
 	}
@@ -104,6 +105,7 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 }
 
 func TestBenchCommandLine(t *testing.T) {
+	t.Parallel()
 	t.Run("help lists every flag with its environment twin", func(t *testing.T) {
 		_, _, errOut := run(t, nil, "bench", "--help")
 		for _, want := range []string{"--rounds", "BRIDGE_BENCH_ROUNDS", "--clients", "BRIDGE_BENCH_CLIENTS", "--duration", "--bridge-log-level"} {

@@ -34,6 +34,7 @@ const crashChildEnv = "QFB_CRASH_CHILD"
 // test binary re-executed, running `serve` with the environment it was
 // given, until it is killed.
 func TestAuditCrashChild(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(crashChildEnv) != "1" {
 		t.Skip("the bridge process of TestAuditLossOnCrash")
 	}
@@ -54,6 +55,7 @@ func TestAuditCrashChild(t *testing.T) {
 // SQLite, where they wait for room in the buffer only (none again when
 // they wait for the commit there too).
 func TestAuditLossOnCrash(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs the bridge as a process and kills it")
 	}
@@ -222,6 +224,7 @@ func crashUnderLoad(t *testing.T, dsn string, buffer int, wait string) (received
 }
 
 func TestAuditOptions(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, buffer, wait, store string
 		wantBuffer                int
@@ -256,6 +259,7 @@ func TestAuditOptions(t *testing.T) {
 // record before the store closes, with reads answered as soon as their
 // record is queued (SQLite's default).
 func TestShutdownFlushesAudit(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "bridge.db")
 	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Ready: make(chan struct{}),
 		Getenv: envFrom(map[string]string{"BRIDGE_STORE": "sqlite:" + path, "BRIDGE_AUDIT_WAIT": "queue", "QUBS_SIM_APPOINTMENTS": "50"})}

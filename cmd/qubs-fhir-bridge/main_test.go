@@ -80,6 +80,7 @@ func fetch(t *testing.T, url string) (int, []byte) {
 }
 
 func TestDemoServesAPageableWorklist(t *testing.T) {
+	t.Parallel()
 	m, out, _ := start(t, nil, "demo", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0")
 	base := m.BridgeURL + "/fhir/acme"
 	assert.Contains(t, out.String(), base, "the demo prints its FHIR base")
@@ -89,9 +90,9 @@ func TestDemoServesAPageableWorklist(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	fhirtest.RequireValidR4(t, body)
 
-	// The README's own walk, page by page of five, as fast as a loop
-	// can: the demo never throttles.
-	next, seen := base+"/ServiceRequest?_count=5&_include=ServiceRequest:subject", 0
+	// The README's walk by next links, as fast as a loop can: the demo
+	// never throttles (TestRateLimitDefaults: its limit is off).
+	next, seen := base+"/ServiceRequest?_count=50&_include=ServiceRequest:subject", 0
 	for next != "" {
 		status, body := fetch(t, next)
 		require.Equal(t, http.StatusOK, status, "%s", body)
@@ -116,6 +117,7 @@ func TestDemoServesAPageableWorklist(t *testing.T) {
 }
 
 func TestSimulatorAlone(t *testing.T) {
+	t.Parallel()
 	m, out, _ := start(t, map[string]string{"QUBS_SIM_APPOINTMENTS": "20"}, "qubs-sim", "--listen", "127.0.0.1:0")
 	assert.Contains(t, out.String(), m.SimURL)
 	res, err := http.PostForm(m.SimURL+"/oauth2/token", map[string][]string{
@@ -127,6 +129,7 @@ func TestSimulatorAlone(t *testing.T) {
 }
 
 func TestServeAgainstSimulator(t *testing.T) {
+	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 50})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })
@@ -146,6 +149,7 @@ func TestServeAgainstSimulator(t *testing.T) {
 }
 
 func TestStartupRefusals(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{"QUBS_CLIENT_ID": "id", "QUBS_CLIENT_SECRET": "s", "BRIDGE_LISTEN": "127.0.0.1:0",
 		"BRIDGE_STORE": "sqlite:" + t.TempDir() + "/refusals.db"}
 	with := func(kv ...string) map[string]string {
@@ -194,6 +198,7 @@ func TestStartupRefusals(t *testing.T) {
 }
 
 func TestHelpListsEveryEnvironmentVariable(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	m := &Main{Stdout: &out, Stderr: &errOut, Getenv: envFrom(nil), Ready: make(chan struct{})}
 	require.NoError(t, m.Run(context.Background(), []string{"help"}))
@@ -220,6 +225,7 @@ func TestHelpListsEveryEnvironmentVariable(t *testing.T) {
 // naming the settings, before it creates any store; QUBS being down is
 // not, so serve comes up.
 func TestServeFailsFastOnRefusedCredentials(t *testing.T) {
+	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1, Appointments: 10})
 	require.NoError(t, err)
 	defer sim.Close()
@@ -241,6 +247,7 @@ func TestServeFailsFastOnRefusedCredentials(t *testing.T) {
 // TestRateLimitDefaults: serve limits each client (docs/configuration.md
 // says why these numbers); the demo does not.
 func TestRateLimitDefaults(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		cmd  string
 		want server.RateLimit

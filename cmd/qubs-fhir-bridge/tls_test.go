@@ -53,6 +53,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 }
 
 func TestServeHTTPS(t *testing.T) {
+	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })
