@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -769,4 +770,18 @@ func cursorKey(explicit, qubsSecret string) []byte {
 	mac := hmac.New(sha256.New, []byte(qubsSecret))
 	mac.Write([]byte("qubs-fhir-bridge paging cursors v1"))
 	return mac.Sum(nil)
+}
+
+// goNames matches what packages of this code base put in front of an
+// error for its developers (store.Wrap's "sqlite.Open: internal: ",
+// "auth.NewStatic(\"/x.json\"): "): an operator needs the setting and the
+// cause, not the function.
+var goNames = regexp.MustCompile(`\b[a-z][a-z0-9]*\.[A-Z][A-Za-z0-9]*(\([^()]*\))?: (internal: |invalid: )?`)
+
+// userMessage is the one line that tells an operator why the program
+// stopped: the settings named by the error, the cause, no Go names, no
+// line breaks.
+func userMessage(err error) string {
+	msg := goNames.ReplaceAllString(err.Error(), "")
+	return strings.Join(strings.Fields(msg), " ")
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 )
 
@@ -30,8 +29,7 @@ func main() {
 		// One line, in the format of every other log line (JSON, as
 		// slog writes them), so that a log pipeline sees why the process
 		// stopped.
-		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Error("qubs-fhir-bridge stopped",
-			"error", strings.Join(strings.Fields(err.Error()), " "))
+		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Error("qubs-fhir-bridge stopped", "error", userMessage(err))
 		os.Exit(1)
 	}
 }

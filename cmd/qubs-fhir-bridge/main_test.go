@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -260,5 +261,18 @@ func TestRateLimitDefaults(t *testing.T) {
 		got, err := rateLimit(opts)
 		require.NoError(t, err)
 		assert.Equal(t, tc.want, got, tc.cmd)
+	}
+}
+
+// TestUserMessage: the line an operator reads names settings and causes,
+// never the Go functions the error passed through.
+func TestUserMessage(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"opening the SQLite store: sqlite.Open: internal: open /x/y.db: no such file or directory":            "opening the SQLite store: open /x/y.db: no such file or directory",
+		`BRIDGE_STATIC_TOKENS_FILE: auth.NewStatic("/nope.json"): open /nope.json: no such file or directory`: "BRIDGE_STATIC_TOKENS_FILE: open /nope.json: no such file or directory",
+		"BRIDGE_LISTEN 127.0.0.1:80: listen tcp 127.0.0.1:80:\n bind: permission denied":                      "BRIDGE_LISTEN 127.0.0.1:80: listen tcp 127.0.0.1:80: bind: permission denied",
+	} {
+		assert.Equal(t, want, userMessage(errors.New(strings.ReplaceAll(in, "\\n", "\n"))))
 	}
 }
