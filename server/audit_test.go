@@ -35,42 +35,7 @@ func withStoreHandle(st *store.Store) envOption {
 // is the check that they report exactly that.
 func answerDiscloses(t *testing.T, body []byte) (entities, patients []string) {
 	t.Helper()
-	type ref struct {
-		Reference string `json:"reference"`
-	}
-	type res struct {
-		ResourceType string `json:"resourceType"`
-		ID           string `json:"id"`
-		Subject      *ref   `json:"subject"`
-		Patient      *ref   `json:"patient"`
-		Entry        []struct {
-			Resource json.RawMessage `json:"resource"`
-		} `json:"entry"`
-	}
-	add := func(r *res) {
-		if r.ResourceType == "" || r.ResourceType == "OperationOutcome" || r.ResourceType == "Bundle" || r.ID == "" {
-			return
-		}
-		entities = append(entities, r.ResourceType+"/"+r.ID)
-		if r.ResourceType == "Patient" {
-			patients = append(patients, "Patient/"+r.ID)
-		}
-		for _, p := range []*ref{r.Subject, r.Patient} {
-			if p != nil && strings.HasPrefix(p.Reference, "Patient/") {
-				patients = append(patients, p.Reference)
-			}
-		}
-	}
-	var top res
-	if json.Unmarshal(body, &top) != nil {
-		return nil, nil // not JSON: a Binary's own bytes
-	}
-	add(&top)
-	for _, e := range top.Entry {
-		var r res
-		require.NoError(t, json.Unmarshal(e.Resource, &r))
-		add(&r)
-	}
+	patients, entities = server.DisclosedInAnswer(body)
 	return entities, patients
 }
 

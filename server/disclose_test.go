@@ -44,7 +44,7 @@ func TestWorklistHandlersDiscloseWhatTheyAnswer(t *testing.T) {
 		st.domain, st.principal = "acme", auth.Anonymous()
 		require.NoError(t, h(c))
 		require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
-		patients, entities := disclosed(rec.Body.Bytes())
+		patients, entities := DisclosedInAnswer(rec.Body.Bytes())
 		require.NotEmpty(t, entities, "the answer carries resources")
 		assert.ElementsMatch(t, dedupe(entities), dedupe(slices.Clone(st.disclosed.entities)), "entities")
 		assert.ElementsMatch(t, dedupe(patients), dedupe(slices.Clone(st.disclosed.patients)), "patients")
@@ -85,11 +85,12 @@ func TestWorklistHandlersDiscloseWhatTheyAnswer(t *testing.T) {
 	}
 }
 
-// disclosed is the audit's former re-read of an answer, kept here as the
-// oracle the handlers' own reports are held to: the patients and resources
-// in a FHIR answer (the resource itself, or a Bundle's entries, and the
-// patients they are about).
-func disclosed(body []byte) (patients, entities []string) {
+// DisclosedInAnswer is the audit's former re-read of an answer, kept for
+// the tests as the oracle the handlers' own reports are held to: the
+// patients and resources in a FHIR answer (the resource itself, or a
+// Bundle's entries, and the patients they are about). Exported from a test
+// file, so that the router-level tests (package server_test) use it too.
+func DisclosedInAnswer(body []byte) (patients, entities []string) {
 	type ref struct {
 		Reference string `json:"reference"`
 	}
