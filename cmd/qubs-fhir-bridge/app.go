@@ -72,7 +72,7 @@ var commands = map[string][]string{
 		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "log-level"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
 		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "log-level"},
-	"qubs-sim":   {"listen", "seed", "appointments", "log-level"},
+	"qubs-sim":   {"listen", "seed", "appointments", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
 }
 
@@ -530,7 +530,11 @@ func simOptions(opts *options, log *slog.Logger) (qubssim.Options, error) {
 	if err != nil || n < 1 || n > 100_000 {
 		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_APPOINTMENTS %q: want 1..100000", opts.get("appointments"))
 	}
-	return qubssim.Options{Seed: seed, Appointments: n, Logger: log.With("component", "qubs-sim")}, nil
+	used, err := qubssim.ParseUsedUploadURL(opts.get("used-upload-url"))
+	if err != nil {
+		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_USED_UPLOAD_URL: %w", err)
+	}
+	return qubssim.Options{Seed: seed, Appointments: n, UsedUploadURL: used, Logger: log.With("component", "qubs-sim")}, nil
 }
 
 func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []byte) (server.Config, error) {
