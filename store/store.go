@@ -19,6 +19,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -136,6 +137,19 @@ type Delivery struct {
 	// RecordUpload, Complete, Retry and Fail (see Deliveries).
 	LeasedBy   string
 	LeaseUntil *time.Time
+}
+
+// LastErrorKind is the kind of the last failure, as the delivery worker
+// writes LastError ("<kind>: <message>", kind being a QUBS error kind such
+// as "transient" or "not found", or "timeout", "superseded", "internal"),
+// for the DiagnosticReport's delivery extension; "" when there was none or
+// it has no kind.
+func (d Delivery) LastErrorKind() string {
+	kind, _, ok := strings.Cut(d.LastError, ": ")
+	if !ok || strings.ContainsAny(kind, ".(\"") {
+		return ""
+	}
+	return kind
 }
 
 // ReportFilter selects reports in SearchReports. Within one field the values
