@@ -30,8 +30,14 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureUsed(t, qubssim.UsedUploadConflict)
+}
+
+// newFixtureUsed runs the simulator with the given second-PUT behaviour.
+func newFixtureUsed(t *testing.T, used qubssim.UsedUploadURL) *fixture {
+	t.Helper()
 	clock := qubssim.NewFakeClock(time.Now())
-	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 200, Clock: clock})
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 200, Clock: clock, UsedUploadURL: used})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })
 	client, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
@@ -45,7 +51,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func (f *fixture) worker(name string) *delivery.Worker {
-	return &delivery.Worker{Store: f.store, QUBS: f.client, Name: name, MaxBackoff: time.Millisecond, Lease: 30 * time.Second}
+	return &delivery.Worker{Store: f.store, QUBS: f.client, Name: name, MaxBackoff: time.Millisecond, Lease: 30 * time.Second, UploadPause: time.Millisecond}
 }
 
 func (f *fixture) accept(t *testing.T, id, appt, status, text string, artifacts ...[]byte) {

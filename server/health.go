@@ -49,6 +49,20 @@ func (s *Server) readyz(c *gin.Context) {
 			if n, err := s.cfg.Store.PendingDeliveries(ctx); err == nil {
 				checks["deliveries_pending"] = n
 			}
+			// Per domain: what waits, how long the oldest has waited (a
+			// queue that drains slowly shows here before the count
+			// grows), and what failed for good. No PHI: counts and ages.
+			if stats, err := s.cfg.Store.DeliveryStats(ctx); err == nil {
+				doms := gin.H{}
+				for _, d := range stats {
+					e := gin.H{"pending": d.Pending, "failed": d.Failed, "oldest_pending_age_seconds": 0}
+					if d.OldestPending != nil {
+						e["oldest_pending_age_seconds"] = max(0, int64(time.Since(*d.OldestPending).Seconds()))
+					}
+					doms[d.Domain] = e
+				}
+				checks["deliveries"] = doms
+			}
 			// Informational too: records waiting for the audit writer; a
 			// full buffer makes requests wait (docs/store.md).
 			checks["audit_pending"] = s.auditor.backlog()

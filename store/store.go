@@ -19,6 +19,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -142,6 +143,19 @@ type Delivery struct {
 	// RecordUpload, Complete, Retry and Fail (see Deliveries).
 	LeasedBy   string
 	LeaseUntil *time.Time
+}
+
+// LastErrorKind is the kind of the last failure, as the delivery worker
+// writes LastError ("<kind>: <message>", kind being a QUBS error kind such
+// as "transient" or "not found", or "timeout", "superseded", "internal"),
+// for the DiagnosticReport's delivery extension; "" when there was none or
+// it has no kind.
+func (d Delivery) LastErrorKind() string {
+	kind, _, ok := strings.Cut(d.LastError, ": ")
+	if !ok || strings.ContainsAny(kind, ".(\"") {
+		return ""
+	}
+	return kind
 }
 
 // ReportFilter selects reports in SearchReports. Within one field the values
@@ -332,9 +346,42 @@ type Deliveries interface {
 	// the version was delivered or superseded, or worker does not hold its
 	// lease.
 	FailDelivery(ctx context.Context, worker, domain, id string, version int, lastError string) error
+	// RecordUploadSlot records that artifact index of a version has the
+	// QUBS attachment slot qubsGUID, before its PUT is sent: QUBSGUID is
+	// set and UploadedAt stays nil, so a worker that takes the job over
+	// after a crash between the PUT and RecordUpload knows which slot to
+	// ask QUBS about instead of creating a second one. It does not touch
+	// an artifact already recorded as uploaded.
+	// Errors: as RecordUpload.
+	RecordUploadSlot(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string) error
+	// RenewLease extends the lease worker holds on a version's appointment
+	// to now+lease (a heartbeat: a slow but live worker keeps its job,
+	// while a crashed one's lease runs out soon). newer reports whether a
+	// version of the appointment was accepted after this one: it will
+	// supersede this one at the next claim, so the worker should stop
+	// before creating more upload slots and give the job back.
+	// Errors: ErrInvalid for an empty worker or lease <= 0; ErrNotFound;
+	// ErrConflict if the version is not pending or worker does not hold
+	// its lease.
+	RenewLease(ctx context.Context, worker, domain, id string, version int, lease time.Duration, now time.Time) (newer bool, err error)
 	// PendingDeliveries counts the pending versions, leased or not, for
 	// metrics and /readyz.
 	PendingDeliveries(ctx context.Context) (int, error)
+	// DeliveryStats returns, per domain that has any, the pending and
+	// failed versions and the acceptance time of the oldest pending one,
+	// ordered by domain (for /readyz).
+	DeliveryStats(ctx context.Context) ([]DeliveryStats, error)
+}
+
+// DeliveryStats are one domain's delivery figures.
+type DeliveryStats struct {
+	Domain  string
+	Pending int
+	// OldestPending is the CreatedAt of the oldest pending version; nil
+	// when none is pending.
+	OldestPending *time.Time
+	// Failed counts the versions whose delivery failed permanently.
+	Failed int
 }
 
 // Binary is a Binary resource sent to the bridge (POST Binary), referenced by

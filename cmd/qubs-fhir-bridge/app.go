@@ -70,10 +70,10 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "log-level"},
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "log-level"},
-	"qubs-sim":   {"listen", "seed", "appointments", "log-level"},
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level"},
+	"qubs-sim":   {"listen", "seed", "appointments", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
 }
 
@@ -296,13 +296,12 @@ func checkQUBSCredentials(ctx context.Context, client *qubs.Client, log *slog.Lo
 // interrupted delivery is retried from the store on the next start).
 func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, bg background, log *slog.Logger) error {
 	host, _ := os.Hostname()
-	w := &delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid())}
-	w.Init()
-	cfg.Store, cfg.Kick = st, w.Kick
+	pool := delivery.NewPool(bg.workers, delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid())})
+	cfg.Store, cfg.Kick = st, pool.Kick
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); w.Run(wctx) }()
+	go func() { defer wg.Done(); pool.Run(wctx) }()
 	go func() {
 		defer wg.Done()
 		retention.Run(wctx, st, bg.retention, bg.auditRetention, time.Hour, log.With("component", "retention"))
@@ -325,6 +324,7 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 type background struct {
 	retention      time.Duration
 	auditRetention time.Duration
+	workers        int         // delivery workers
 	tls            *tls.Config // nil serves plain HTTP
 }
 
@@ -341,6 +341,10 @@ func backgroundOptions(opts *options) (background, error) {
 		return background{}, errors.New("BRIDGE_AUDIT_RETENTION must not be shorter than BRIDGE_RETENTION: the audit trail outlives the PHI it is about")
 	}
 	bg := background{retention: keep, auditRetention: keepAudit}
+	bg.workers, err = strconv.Atoi(opts.get("delivery-workers"))
+	if err != nil || bg.workers < 1 || bg.workers > 64 {
+		return background{}, fmt.Errorf("BRIDGE_DELIVERY_WORKERS %q: want 1..64", opts.get("delivery-workers"))
+	}
 	cert, key := opts.get("tls-cert"), opts.get("tls-key")
 	if (cert == "") != (key == "") {
 		return background{}, errors.New("BRIDGE_TLS_CERT and BRIDGE_TLS_KEY go together")
@@ -531,7 +535,11 @@ func simOptions(opts *options, log *slog.Logger) (qubssim.Options, error) {
 	if err != nil || n < 1 || n > 100_000 {
 		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_APPOINTMENTS %q: want 1..100000", opts.get("appointments"))
 	}
-	return qubssim.Options{Seed: seed, Appointments: n, Logger: log.With("component", "qubs-sim")}, nil
+	used, err := qubssim.ParseUsedUploadURL(opts.get("used-upload-url"))
+	if err != nil {
+		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_USED_UPLOAD_URL: %w", err)
+	}
+	return qubssim.Options{Seed: seed, Appointments: n, UsedUploadURL: used, Logger: log.With("component", "qubs-sim")}, nil
 }
 
 func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []byte) (server.Config, error) {

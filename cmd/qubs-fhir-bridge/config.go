@@ -71,10 +71,16 @@ func newOptions() *options {
 	// is still told to slow down. The demo turns it off.
 	add("rate-limit", "BRIDGE_RATE_LIMIT", "50", "requests per second allowed to each client on average; 0 disables (the demo's default)", false)
 	add("rate-burst", "BRIDGE_RATE_BURST", "200", "requests a client may burst above the rate", false)
+	// Four: each delivery is a handful of QUBS calls, so four at a time
+	// stay well below a partner API's rate limits (QUBS documents none
+	// but answers 429 with Retry-After, which the client honours) while a
+	// slow call no longer holds up every other appointment.
+	add("delivery-workers", "BRIDGE_DELIVERY_WORKERS", "4", "delivery workers per replica (1..64); each works one appointment at a time", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
 	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)
 	add("seed", "QUBS_SIM_SEED", "1", "seed of the simulator's data", false)
 	add("appointments", "QUBS_SIM_APPOINTMENTS", "1200", "pending appointments the simulator seeds", false)
+	add("used-upload-url", "QUBS_SIM_USED_UPLOAD_URL", "conflict", "what the simulator answers a second PUT to a used upload URL: conflict (409), overwrite (200) or forbidden (403)", false)
 	return o
 }
 

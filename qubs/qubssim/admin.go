@@ -13,14 +13,15 @@ import (
 
 // faultJSON is a Fault on the wire; Latency is a Go duration string ("250ms").
 type faultJSON struct {
-	Method        string `json:"method,omitempty"`
-	Route         string `json:"route,omitempty"`
-	Count         int    `json:"count,omitempty"`
-	Status        int    `json:"status,omitempty"`
-	RetryAfter    string `json:"retryAfter,omitempty"`
-	Latency       string `json:"latency,omitempty"`
-	Drop          bool   `json:"drop,omitempty"`
-	AfterHandling bool   `json:"afterHandling,omitempty"`
+	Method        string  `json:"method,omitempty"`
+	Route         string  `json:"route,omitempty"`
+	Count         int     `json:"count,omitempty"`
+	Status        int     `json:"status,omitempty"`
+	RetryAfter    string  `json:"retryAfter,omitempty"`
+	Latency       string  `json:"latency,omitempty"`
+	Drop          bool    `json:"drop,omitempty"`
+	AfterHandling bool    `json:"afterHandling,omitempty"`
+	Rate          float64 `json:"rate,omitempty"`
 }
 
 // uploadView is an UploadRecord without its bytes.
@@ -70,7 +71,7 @@ func (s *Sim) adminRoutes() *http.ServeMux {
 func faultsJSON(fs []Fault) []faultJSON {
 	out := make([]faultJSON, 0, len(fs))
 	for _, f := range fs {
-		fj := faultJSON{Method: f.Method, Route: f.Route, Count: f.Count, Status: f.Status, RetryAfter: f.RetryAfter, Drop: f.Drop, AfterHandling: f.AfterHandling}
+		fj := faultJSON{Method: f.Method, Route: f.Route, Count: f.Count, Status: f.Status, RetryAfter: f.RetryAfter, Drop: f.Drop, AfterHandling: f.AfterHandling, Rate: f.Rate}
 		if f.Latency > 0 {
 			fj.Latency = f.Latency.String()
 		}
@@ -87,7 +88,11 @@ func (s *Sim) handleAddFault(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusBadRequest, "body must be a JSON fault: "+err.Error())
 		return
 	}
-	f := Fault{Method: fj.Method, Route: fj.Route, Count: fj.Count, Status: fj.Status, RetryAfter: fj.RetryAfter, Drop: fj.Drop, AfterHandling: fj.AfterHandling}
+	f := Fault{Method: fj.Method, Route: fj.Route, Count: fj.Count, Status: fj.Status, RetryAfter: fj.RetryAfter, Drop: fj.Drop, AfterHandling: fj.AfterHandling, Rate: fj.Rate}
+	if f.Rate < 0 || f.Rate > 1 {
+		s.problem(w, r, http.StatusBadRequest, "rate must be between 0 and 1")
+		return
+	}
 	if fj.Latency != "" {
 		lat, err := time.ParseDuration(fj.Latency)
 		if err != nil || lat < 0 {

@@ -1,6 +1,7 @@
 package qubssim
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"time"
@@ -30,6 +31,10 @@ type Fault struct {
 	// AfterHandling applies Drop or Status after the real handler ran and
 	// its effects were committed: a lost response.
 	AfterHandling bool
+	// Rate is the share of matching requests the fault applies to, drawn
+	// at random per request (a request it spares looks at the next fault);
+	// 0 and 1 mean every one. Chaos tests use it for "20 % of writes".
+	Rate float64
 }
 
 type faultState struct {
@@ -76,6 +81,9 @@ func (s *Sim) takeFault(r *http.Request) *Fault {
 			continue
 		}
 		if f.Route != "" && !strings.Contains(r.URL.Path, f.Route) {
+			continue
+		}
+		if f.Rate > 0 && f.Rate < 1 && rand.Float64() >= f.Rate {
 			continue
 		}
 		if f.Count > 0 {

@@ -241,3 +241,23 @@ func TestAdminEndpoints(t *testing.T) {
 	resp, body = get(t, srv, "", "/_sim/nothing")
 	requireProblem(t, resp, body, 404)
 }
+
+// TestFaultRate: a fault with a rate applies to about that share of the
+// matching requests and spares the others.
+func TestFaultRate(t *testing.T) {
+	srv := start(t, qubssim.Options{Appointments: 20})
+	tok := token(t, srv)
+	srv.AddFault(qubssim.Fault{Route: "/pending", Status: 503, Rate: 0.2})
+	faulted := 0
+	const n = 400
+	for range n {
+		resp, _ := get(t, srv, tok, apiPath("acme", "/pending?pageSize=1"))
+		if resp.StatusCode == 503 {
+			faulted++
+		}
+	}
+	// 400 draws at p = 0.2: mean 80, standard deviation 8; 40..120 is
+	// five deviations either side.
+	assert.InDelta(t, 80, faulted, 40)
+	assert.Equal(t, 0.2, srv.Faults()[0].Rate)
+}

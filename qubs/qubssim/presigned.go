@@ -97,7 +97,8 @@ func contentDisposition(disp, name string) string {
 
 // handleUpload receives a report artifact through a presigned upload URL.
 // Checks, in order: token (403 SignatureDoesNotMatch), expiry (403
-// AccessDenied), already uploaded (409: a URL takes one successful PUT),
+// AccessDenied), already uploaded (by Options.UsedUploadURL: 409
+// UploadAlreadyCompleted, 403 AccessDenied, or accepted and overwritten),
 // Content-Length present and not chunked (411), at most 2 MiB (413, body
 // not read), Content-Type equal to the declared contentType, parameters
 // ignored (415), body as long as Content-Length (400 IncompleteBody), and
@@ -127,8 +128,8 @@ func (s *Sim) handleUpload(w http.ResponseWriter, r *http.Request) {
 	case u == nil:
 		s3Fail(w, r, http.StatusNotFound, "NoSuchUpload", "The specified upload does not exist.")
 		return
-	case uploaded:
-		s3Fail(w, r, http.StatusConflict, "UploadAlreadyCompleted", "This upload URL has already received a successful PUT; request a new URL.")
+	case uploaded && s.usedPut != UsedUploadOverwrite:
+		s.refuseUsed(w, r)
 		return
 	case r.ContentLength < 0 || r.Header.Get("Content-Length") == "":
 		s3Fail(w, r, http.StatusLengthRequired, "MissingContentLength", "You must provide the Content-Length HTTP header.")
@@ -161,11 +162,12 @@ func (s *Sim) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		s3Fail(w, r, http.StatusForbidden, "AccessDenied", "Request has expired")
 		return
-	case u.rec.Uploaded: // a concurrent PUT won
+	case u.rec.Uploaded && s.usedPut != UsedUploadOverwrite: // a concurrent PUT won
 		s.mu.Unlock()
-		s3Fail(w, r, http.StatusConflict, "UploadAlreadyCompleted", "This upload URL has already received a successful PUT; request a new URL.")
+		s.refuseUsed(w, r)
 		return
 	}
+	u.rec.Puts++
 	sha := sha256.Sum256(buf)
 	u.rec.Uploaded = true
 	u.rec.UploadedAt = now
@@ -185,6 +187,16 @@ func (s *Sim) handleUpload(w http.ResponseWriter, r *http.Request) {
 	sum := md5.Sum(buf)
 	w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:])+`"`)
 	w.WriteHeader(http.StatusOK)
+}
+
+// refuseUsed answers a PUT to a URL that already took one, as the
+// configured store would.
+func (s *Sim) refuseUsed(w http.ResponseWriter, r *http.Request) {
+	if s.usedPut == UsedUploadForbidden {
+		s3Fail(w, r, http.StatusForbidden, "AccessDenied", "Request has expired")
+		return
+	}
+	s3Fail(w, r, http.StatusConflict, "UploadAlreadyCompleted", "This upload URL has already received a successful PUT; request a new URL.")
 }
 
 // findUpload returns the upload slot a token names. Callers hold s.mu.

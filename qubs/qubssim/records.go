@@ -55,6 +55,9 @@ type UploadRecord struct {
 	Size           int64
 	SHA256         string // hex
 	Bytes          []byte
+	// Puts counts the successful PUTs: more than one only with
+	// UsedUploadOverwrite, each replacing the content.
+	Puts int
 }
 
 // TokenRequest is one request to the token endpoint.

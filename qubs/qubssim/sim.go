@@ -63,6 +63,60 @@ type Options struct {
 	// Logger receives one line per request (method, route, status, ids);
 	// nil means discard. Nothing logged holds PHI or tokens.
 	Logger *slog.Logger
+	// UsedUploadURL is what a second PUT to a presigned upload URL that
+	// already took one answers. QUBS does not document it; the zero value
+	// is UsedUploadConflict (409), the simulator's historical behaviour.
+	UsedUploadURL UsedUploadURL
+}
+
+// UsedUploadURL is how the store behind presigned upload URLs answers a PUT
+// to a URL that already received a successful one. QUBS's documentation
+// says only that URLs "are intended for a single successful PUT", so each
+// plausible store behaviour is available, and the bridge is tested against
+// all three.
+type UsedUploadURL int
+
+// Second-PUT behaviours.
+const (
+	// UsedUploadConflict answers 409 UploadAlreadyCompleted; the content
+	// is unchanged.
+	UsedUploadConflict UsedUploadURL = iota
+	// UsedUploadOverwrite accepts the PUT (200) and replaces the content,
+	// as a plain S3 presigned PUT does until the URL expires.
+	UsedUploadOverwrite
+	// UsedUploadForbidden answers 403 AccessDenied, as a store that makes
+	// presigned URLs single-use does; the content is unchanged.
+	UsedUploadForbidden
+)
+
+// String returns the setting's name as ParseUsedUploadURL reads it.
+func (u UsedUploadURL) String() string {
+	switch u {
+	case UsedUploadConflict:
+		return "conflict"
+	case UsedUploadOverwrite:
+		return "overwrite"
+	case UsedUploadForbidden:
+		return "forbidden"
+	}
+	return fmt.Sprintf("UsedUploadURL(%d)", int(u))
+}
+
+// UsedUploadURLs are the settings, in order, for tests that run each.
+var UsedUploadURLs = []UsedUploadURL{UsedUploadConflict, UsedUploadOverwrite, UsedUploadForbidden}
+
+// ParseUsedUploadURL reads "conflict", "overwrite" or "forbidden" (also
+// "409", "200" and "403"); "" is conflict.
+func ParseUsedUploadURL(s string) (UsedUploadURL, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "conflict", "409":
+		return UsedUploadConflict, nil
+	case "overwrite", "200":
+		return UsedUploadOverwrite, nil
+	case "forbidden", "403":
+		return UsedUploadForbidden, nil
+	}
+	return 0, fmt.Errorf("second-PUT behaviour %q: want conflict, overwrite or forbidden", s)
 }
 
 // Client is a registered OAuth client and the domains its tokens may use.
@@ -114,6 +168,7 @@ type Sim struct {
 	log       *slog.Logger
 	publicURL string
 	tokenTTL  time.Duration
+	usedPut   UsedUploadURL
 
 	mux   *http.ServeMux
 	admin *http.ServeMux
@@ -168,6 +223,7 @@ func New(opts Options) *Sim {
 		log:       opts.Logger,
 		publicURL: strings.TrimRight(opts.PublicURL, "/"),
 		tokenTTL:  opts.TokenTTL,
+		usedPut:   opts.UsedUploadURL,
 		jwtKey:    randomBytes(32),
 		reqPrefix: hex.EncodeToString(randomBytes(4)),
 		rng:       mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x5eed5eed)),

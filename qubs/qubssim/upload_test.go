@@ -191,3 +191,46 @@ func TestUploadPut(t *testing.T) {
 		requireProblem(t, resp, body, 405)
 	})
 }
+
+// TestUploadSecondPut: what a second PUT to a used URL answers is a
+// setting, since QUBS does not document it; each keeps the first content
+// unless the store overwrites.
+func TestUploadSecondPut(t *testing.T) {
+	first, second := []byte("%PDF-1.4 first"), []byte("%PDF-1.4 second, longer")
+	for _, tc := range []struct {
+		used   qubssim.UsedUploadURL
+		status int
+		code   string
+		want   []byte
+		puts   int
+	}{
+		{qubssim.UsedUploadConflict, 409, "UploadAlreadyCompleted", first, 1},
+		{qubssim.UsedUploadOverwrite, 200, "", second, 2},
+		{qubssim.UsedUploadForbidden, 403, "AccessDenied", first, 1},
+	} {
+		t.Run(tc.used.String(), func(t *testing.T) {
+			srv := start(t, qubssim.Options{Clock: qubssim.NewFakeClock(t0), UsedUploadURL: tc.used})
+			tok := token(t, srv)
+			u := newUpload(t, srv, tok, `{"fileName":"r.pdf","contentType":"application/pdf"}`)
+			resp, body := put(t, u.UploadURL, "application/pdf", bytes.NewReader(first), int64(len(first)))
+			require.Equal(t, 200, resp.StatusCode, string(body))
+			resp, body = put(t, u.UploadURL, "application/pdf", bytes.NewReader(second), int64(len(second)))
+			if tc.code == "" {
+				require.Equal(t, tc.status, resp.StatusCode, string(body))
+			} else {
+				requireS3Error(t, resp, body, tc.status, tc.code)
+			}
+			recs := srv.Uploads("acme", "A123460")
+			rec := recs[len(recs)-1]
+			assert.Equal(t, tc.want, rec.Bytes)
+			assert.Equal(t, tc.puts, rec.Puts)
+			assert.Equal(t, int64(len(tc.want)), rec.Size)
+		})
+	}
+	for _, s := range []string{"conflict", "409", "overwrite", "200", "forbidden", "403", ""} {
+		_, err := qubssim.ParseUsedUploadURL(s)
+		assert.NoError(t, err, s)
+	}
+	_, err := qubssim.ParseUsedUploadURL("maybe")
+	assert.Error(t, err)
+}

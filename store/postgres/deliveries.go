@@ -146,6 +146,24 @@ func release(ctx context.Context, tx pgx.Tx, domain, appt string) error {
 // version's lease. See store.Deliveries.
 func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string, at time.Time) (err error) {
 	defer store.Wrap(&err, "postgres.RecordUpload(%q, %q, %d, %d)", domain, id, version, index)
+	return s.recordArtifact(ctx, worker, domain, id, version, index, `UPDATE report_artifacts SET qubs_guid = $5, uploaded_at = $6
+		WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4`, qubsGUID, sqlutil.Time(at))
+}
+
+// RecordUploadSlot records an artifact's slot before its PUT. See
+// store.Deliveries.
+func (s *Store) RecordUploadSlot(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string) (err error) {
+	defer store.Wrap(&err, "postgres.RecordUploadSlot(%q, %q, %d, %d)", domain, id, version, index)
+	// An uploaded artifact keeps its record: the row still counts as
+	// found, the update just changes nothing.
+	return s.recordArtifact(ctx, worker, domain, id, version, index, `UPDATE report_artifacts
+		SET qubs_guid = CASE WHEN uploaded_at IS NULL THEN $5 ELSE qubs_guid END
+		WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4`, qubsGUID)
+}
+
+// recordArtifact runs update ($1..$4 the artifact's key, then args) if
+// worker holds the version's lease.
+func (s *Store) recordArtifact(ctx context.Context, worker, domain, id string, version, index int, update string, args ...any) error {
 	if err := sqlutil.CheckWorker(worker); err != nil {
 		return err
 	}
@@ -160,9 +178,7 @@ func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, ver
 		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE report_artifacts SET qubs_guid = $1, uploaded_at = $2
-			WHERE domain = $3 AND report_id = $4 AND version = $5 AND idx = $6`,
-			qubsGUID, sqlutil.Time(at), domain, id, version, index)
+		tag, err := tx.Exec(ctx, update, append([]any{domain, id, version, index}, args...)...)
 		if err != nil {
 			return err
 		}
@@ -171,6 +187,36 @@ func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, ver
 		}
 		return nil
 	})
+}
+
+// RenewLease extends worker's lease and says whether a newer version of the
+// appointment waits. See store.Deliveries.
+func (s *Store) RenewLease(ctx context.Context, worker, domain, id string, version int, lease time.Duration, now time.Time) (newer bool, err error) {
+	defer store.Wrap(&err, "postgres.RenewLease(%q, %q, %d)", domain, id, version)
+	if err := sqlutil.CheckClaim(worker, lease); err != nil {
+		return false, err
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		j, err := lockJob(ctx, tx, domain, id, version)
+		if err != nil {
+			return err
+		}
+		if j.state != store.DeliveryPending {
+			return store.E(store.KindConflict, "version is %s", j.state)
+		}
+		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE delivery_queues SET lease_until = $3
+			WHERE domain = $1 AND appointment_id = $2`, domain, j.appointment, sqlutil.Time(now.Add(lease))); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM report_versions n, report_versions v
+			WHERE v.domain = $1 AND v.report_id = $2 AND v.version = $3
+			AND n.domain = v.domain AND n.appointment_id = v.appointment_id AND n.state = 'pending' AND n.queue_seq > v.queue_seq)`,
+			domain, id, version).Scan(&newer)
+	})
+	return newer, err
 }
 
 // finish runs the common part of Complete, Retry and Fail: lock and read
@@ -239,6 +285,36 @@ func (s *Store) FailDelivery(ctx context.Context, worker, domain, id string, ver
 		}
 		return false, store.E(store.KindConflict, "version is %s", state)
 	}, `UPDATE report_versions SET state = 'failed', last_error = $1`, lastError)
+}
+
+// DeliveryStats returns per-domain delivery figures. See store.Deliveries.
+func (s *Store) DeliveryStats(ctx context.Context) (_ []store.DeliveryStats, err error) {
+	defer store.Wrap(&err, "postgres.DeliveryStats")
+	rows, err := s.pool.Query(ctx, `SELECT domain,
+		count(*) FILTER (WHERE state = 'pending'),
+		min(created_at) FILTER (WHERE state = 'pending'),
+		count(*) FILTER (WHERE state = 'failed')
+		FROM report_versions WHERE state IN ('pending', 'failed') GROUP BY domain ORDER BY domain`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.DeliveryStats
+	for rows.Next() {
+		var (
+			d      store.DeliveryStats
+			oldest *time.Time
+		)
+		if err := rows.Scan(&d.Domain, &d.Pending, &oldest, &d.Failed); err != nil {
+			return nil, err
+		}
+		if oldest != nil {
+			t := oldest.UTC()
+			d.OldestPending = &t
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // PendingDeliveries counts pending versions. See store.Deliveries.

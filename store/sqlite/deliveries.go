@@ -121,6 +121,23 @@ func release(ctx context.Context, tx *sql.Tx, domain, appt string) error {
 // version's lease. See store.Deliveries.
 func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string, at time.Time) (err error) {
 	defer store.Wrap(&err, "sqlite.RecordUpload(%q, %q, %d, %d)", domain, id, version, index)
+	return s.recordArtifact(ctx, worker, domain, id, version, index, `UPDATE report_artifacts SET qubs_guid = ?, uploaded_at = ?
+		WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`, qubsGUID, us(sqlutil.Time(at)))
+}
+
+// RecordUploadSlot records an artifact's slot before its PUT. See
+// store.Deliveries.
+func (s *Store) RecordUploadSlot(ctx context.Context, worker, domain, id string, version, index int, qubsGUID string) (err error) {
+	defer store.Wrap(&err, "sqlite.RecordUploadSlot(%q, %q, %d, %d)", domain, id, version, index)
+	// An uploaded artifact keeps its record: the row still counts as
+	// found, the update just changes nothing.
+	return s.recordArtifact(ctx, worker, domain, id, version, index, `UPDATE report_artifacts SET qubs_guid = CASE WHEN uploaded_at IS NULL THEN ? ELSE qubs_guid END
+		WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`, qubsGUID)
+}
+
+// recordArtifact runs update (ending in its WHERE on the artifact's key,
+// whose values follow args) if worker holds the version's lease.
+func (s *Store) recordArtifact(ctx context.Context, worker, domain, id string, version, index int, update string, args ...any) error {
 	if err := sqlutil.CheckWorker(worker); err != nil {
 		return err
 	}
@@ -135,9 +152,7 @@ func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, ver
 		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE report_artifacts SET qubs_guid = ?, uploaded_at = ?
-			WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`,
-			qubsGUID, us(sqlutil.Time(at)), domain, id, version, index)
+		res, err := tx.ExecContext(ctx, update, append(args, domain, id, version, index)...)
 		if err != nil {
 			return err
 		}
@@ -148,6 +163,36 @@ func (s *Store) RecordUpload(ctx context.Context, worker, domain, id string, ver
 		}
 		return nil
 	})
+}
+
+// RenewLease extends worker's lease and says whether a newer version of the
+// appointment waits. See store.Deliveries.
+func (s *Store) RenewLease(ctx context.Context, worker, domain, id string, version int, lease time.Duration, now time.Time) (newer bool, err error) {
+	defer store.Wrap(&err, "sqlite.RenewLease(%q, %q, %d)", domain, id, version)
+	if err := sqlutil.CheckClaim(worker, lease); err != nil {
+		return false, err
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		j, err := loadJob(ctx, tx, domain, id, version)
+		if err != nil {
+			return err
+		}
+		if j.state != store.DeliveryPending {
+			return store.E(store.KindConflict, "version is %s", j.state)
+		}
+		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE delivery_queues SET lease_until = ?
+			WHERE domain = ? AND appointment_id = ?`, us(sqlutil.Time(now.Add(lease))), domain, j.appointment); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM report_versions n, report_versions v
+			WHERE v.domain = ? AND v.report_id = ? AND v.version = ?
+			AND n.domain = v.domain AND n.appointment_id = v.appointment_id AND n.state = 'pending' AND n.queue_seq > v.queue_seq)`,
+			domain, id, version).Scan(&newer)
+	})
+	return newer, err
 }
 
 // finish runs the common part of Complete, Retry and Fail: read the job,
@@ -215,6 +260,36 @@ func (s *Store) FailDelivery(ctx context.Context, worker, domain, id string, ver
 		}
 		return false, store.E(store.KindConflict, "version is %s", state)
 	}, `UPDATE report_versions SET state = 'failed', last_error = ?`, lastError)
+}
+
+// DeliveryStats returns per-domain delivery figures. See store.Deliveries.
+func (s *Store) DeliveryStats(ctx context.Context) (_ []store.DeliveryStats, err error) {
+	defer store.Wrap(&err, "sqlite.DeliveryStats")
+	rows, err := s.r.QueryContext(ctx, `SELECT domain,
+		sum(CASE WHEN state = 'pending' THEN 1 ELSE 0 END),
+		min(CASE WHEN state = 'pending' THEN created_at END),
+		sum(CASE WHEN state = 'failed' THEN 1 ELSE 0 END)
+		FROM report_versions WHERE state IN ('pending', 'failed') GROUP BY domain ORDER BY domain`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.DeliveryStats
+	for rows.Next() {
+		var (
+			d      store.DeliveryStats
+			oldest sql.NullInt64
+		)
+		if err := rows.Scan(&d.Domain, &d.Pending, &oldest, &d.Failed); err != nil {
+			return nil, err
+		}
+		if oldest.Valid {
+			t := fromUS(oldest.Int64)
+			d.OldestPending = &t
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // PendingDeliveries counts pending versions. See store.Deliveries.
