@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -441,6 +442,10 @@ func personName(names []fhir.HumanName) string {
 	return ""
 }
 
+// codeRE is a FHIR code (no leading, trailing or double white space),
+// bounded: what may go in a valueCode.
+var codeRE = regexp.MustCompile(`^[^\s]{1,32}( [^\s]{1,32}){0,3}$`)
+
 // Delivery states of a report (ExtDeliveryState).
 const (
 	DeliveryPending   = "pending"
@@ -460,6 +465,14 @@ type ReportDelivery struct {
 	ReportGUID string
 	// DeliveredAt is when QUBS accepted the report, nil until it did.
 	DeliveredAt *time.Time
+	// Attempts, LastErrorKind and NextAttemptAt say why a pending or
+	// failed report is not in QUBS: how often it was tried, the kind of
+	// the last failure (a QUBS error kind such as "transient", never a
+	// message: those can quote QUBS's answer), and, while pending, when
+	// it is tried next.
+	Attempts      int
+	LastErrorKind string
+	NextAttemptAt *time.Time
 }
 
 // DecorateReport returns the stored DiagnosticReport (the client's JSON,
@@ -530,13 +543,24 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 	}
 	var exts []json.RawMessage
 	if raw, ok := members.get("extension"); ok {
-		if exts, err = withoutURL(raw, "url", ExtDeliveryState, ExtDeliveredAt); err != nil {
+		if exts, err = withoutURL(raw, "url", ExtDeliveryState, ExtDeliveredAt, ExtDeliveryAttempts, ExtDeliveryLastError, ExtDeliveryNextAttempt); err != nil {
 			return nil, errors.New("stored extension is not an array")
 		}
 	}
 	exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveryState, ValueCode: ptr(d.State)}))
 	if d.DeliveredAt != nil && d.DeliveredAt.Year() >= 1 && d.DeliveredAt.Year() <= 9999 {
 		exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveredAt, ValueInstant: ptr(d.DeliveredAt.UTC().Format(time.RFC3339Nano))}))
+	}
+	if d.State == DeliveryPending || d.State == DeliveryFailed {
+		if d.Attempts > 0 {
+			exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveryAttempts, ValueUnsignedInt: ptr(d.Attempts)}))
+		}
+		if d.LastErrorKind != "" && codeRE.MatchString(d.LastErrorKind) {
+			exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveryLastError, ValueCode: ptr(d.LastErrorKind)}))
+		}
+	}
+	if d.State == DeliveryPending && d.NextAttemptAt != nil && d.NextAttemptAt.Year() >= 1 && d.NextAttemptAt.Year() <= 9999 {
+		exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveryNextAttempt, ValueInstant: ptr(d.NextAttemptAt.UTC().Format(time.RFC3339Nano))}))
 	}
 
 	out := make(object, 0, len(members)+3)

@@ -126,6 +126,13 @@ const (
 	// ExtDeliveredAt (DiagnosticReport, valueInstant) is when QUBS accepted
 	// the report.
 	ExtDeliveredAt = Base + "StructureDefinition/delivered-at"
+	// ExtDeliveryAttempts (DiagnosticReport, valueUnsignedInt),
+	// ExtDeliveryLastError (valueCode: the kind of the last failure, e.g.
+	// transient, invalid, not-found) and ExtDeliveryNextAttempt
+	// (valueInstant) say why a report pending or failed is not in QUBS yet.
+	ExtDeliveryAttempts    = Base + "StructureDefinition/delivery-attempts"
+	ExtDeliveryLastError   = Base + "StructureDefinition/delivery-last-error"
+	ExtDeliveryNextAttempt = Base + "StructureDefinition/delivery-next-attempt"
 	// ExtUser (on a Reference to a QUBS user: DocumentReference.author,
 	// Communication.sender, Flag.author; complex) is the QUBS
 	// UserSummaryResponse exactly: sub-extensions "username", "firstName",

@@ -410,9 +410,15 @@ func reportBody(r *store.Report, base string) ([]byte, error) {
 	if r.Purged {
 		return nil, fhir.Errorf(http.StatusGone, "deleted", "this report's content was removed under the retention policy")
 	}
-	b, err := mapping.DecorateReport(r.Resource, r.ID, r.Version, r.CreatedAt, mapping.ReportDelivery{
+	d := mapping.ReportDelivery{
 		State: r.Delivery.State, ReportGUID: r.Delivery.ReportGUID, DeliveredAt: r.Delivery.DeliveredAt,
-	})
+		Attempts: r.Delivery.Attempts, LastErrorKind: r.Delivery.LastErrorKind(),
+	}
+	if !r.Delivery.NextAttemptAt.IsZero() {
+		next := r.Delivery.NextAttemptAt
+		d.NextAttemptAt = &next
+	}
+	b, err := mapping.DecorateReport(r.Resource, r.ID, r.Version, r.CreatedAt, d)
 	if err != nil {
 		return nil, fmt.Errorf("decorating report: %w", err)
 	}

@@ -34,7 +34,7 @@ import (
 // with the answer lost), one bridge killed with SIGKILL and restarted, for
 // each of the three things a second PUT to a used upload URL may answer.
 // Short (the default; skipped with -short): 100 studies, one kill, SQLite
-// and PostgreSQL. Long (QFB_CHAOS_LONG=1): 1,000 studies, two kills, two
+// and PostgreSQL. Long (BRIDGE_LONG_TESTS=1): 1,000 studies, two kills, two
 // replicas on PostgreSQL.
 
 const chaosChildEnv = "QFB_CHAOS_CHILD"
@@ -74,7 +74,7 @@ func TestChaosDelivery(t *testing.T) {
 		"sqlite":   {studies: 100, kills: 1, replicas: 1, dsn: sqlite, drain: 2 * time.Minute},
 		"postgres": {studies: 100, kills: 1, replicas: 1, dsn: pg, drain: 2 * time.Minute},
 	}
-	if os.Getenv("QFB_CHAOS_LONG") == "1" {
+	if os.Getenv("BRIDGE_LONG_TESTS") != "" {
 		configs = map[string]chaosConfig{
 			"sqlite, long":                 {studies: 1000, kills: 2, replicas: 1, dsn: sqlite, drain: 5 * time.Minute},
 			"postgres, two replicas, long": {studies: 1000, kills: 2, replicas: 2, dsn: pg, drain: 5 * time.Minute},
