@@ -246,12 +246,22 @@ func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFil
 	return records, next, nil
 }
 
-// PurgeAuditBefore deletes the audit records recorded before cutoff; their
-// patient rows go with them (ON DELETE CASCADE). See store.Audit.
+// PurgeAuditBefore deletes the audit records recorded before cutoff and
+// their patient rows, found by key through each record's patient_refs
+// (audit_patients has no foreign key since migration 0008). See
+// store.Audit.
 func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
 	defer store.Wrap(&err, "sqlite.PurgeAuditBefore")
+	at := us(sqlutil.Time(cutoff))
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE recorded < ?`, us(sqlutil.Time(cutoff)))
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_patients
+			WHERE (domain, patient_ref, recorded, audit_id) IN (
+				SELECT a.domain, j.value, a.recorded, a.id
+				FROM audit_events a, json_each(a.patient_refs) j
+				WHERE a.recorded < ?)`, at); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE recorded < ?`, at)
 		if err != nil {
 			return err
 		}
