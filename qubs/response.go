@@ -135,6 +135,9 @@ func decodeJSON(resp *http.Response, corr string, out any) error {
 	if len(b) > maxResponseBody {
 		return &Error{Kind: KindInternal, Status: resp.StatusCode, CorrelationID: corr, Err: fmt.Errorf("response body exceeds %d bytes", maxResponseBody)}
 	}
+	if f, ok := out.(fastDecoder); ok && f.decodeFast(b) {
+		return nil // appointmentdecode.go: encoding/json's result, faster
+	}
 	if err := json.Unmarshal(b, out); err != nil {
 		// json's messages name types and offsets, never values.
 		return &Error{Kind: KindInternal, Status: resp.StatusCode, CorrelationID: corr, Err: fmt.Errorf("decoding the response: %w", err)}

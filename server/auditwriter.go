@@ -24,6 +24,12 @@ const (
 	auditAttemptTimeout = 10 * time.Second
 	auditMinBackoff     = 50 * time.Millisecond
 	auditMaxBackoff     = 5 * time.Second
+	// auditLinger is how long a small batch (under auditLingerBatch
+	// records) may wait for more while no request waits for a commit: a
+	// commit costs about as much as writing a read's record, so on
+	// SQLite reads arriving a few at a time paid mostly commits.
+	auditLinger      = 2 * time.Millisecond
+	auditLingerBatch = 32
 )
 
 var (
@@ -61,11 +67,15 @@ type auditWriter struct {
 	// wake whoever waits for room or for a commit.
 	changed chan struct{}
 	closing bool
+	// waiters counts requests waiting for a commit; while there are any,
+	// batches do not linger.
+	waiters int
 
-	wake chan struct{} // a record was enqueued, or Close began
-	stop context.CancelFunc
-	ctx  context.Context // ends the retries when Close gives up
-	done chan struct{}
+	wake  chan struct{} // a record was enqueued, or Close began
+	hurry chan struct{} // someone waits for a commit, or Close began
+	stop  context.CancelFunc
+	ctx   context.Context // ends the retries when Close gives up
+	done  chan struct{}
 }
 
 func newAuditWriter(st store.Audit, capacity int, log *slog.Logger) *auditWriter {
@@ -77,6 +87,7 @@ func newAuditWriter(st store.Audit, capacity int, log *slog.Logger) *auditWriter
 		st: st, log: log, capacity: capacity,
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
+		hurry:   make(chan struct{}, 1),
 		ctx:     ctx, stop: stop,
 		done: make(chan struct{}),
 	}
@@ -120,6 +131,22 @@ func (w *auditWriter) enqueue(ctx context.Context, rec *store.AuditRecord) (uint
 // wait returns once the record numbered seq (and every one before it) is
 // committed, or when ctx is done. The record stays queued either way.
 func (w *auditWriter) wait(ctx context.Context, seq uint64) error {
+	w.mu.Lock()
+	if w.committed >= seq {
+		w.mu.Unlock()
+		return nil
+	}
+	w.waiters++
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.waiters--
+		w.mu.Unlock()
+	}()
+	select {
+	case w.hurry <- struct{}{}:
+	default: // the writer has been hurried already
+	}
 	for {
 		w.mu.Lock()
 		if w.committed >= seq {
@@ -163,6 +190,10 @@ func (w *auditWriter) close(ctx context.Context) error {
 	default:
 	}
 	select {
+	case w.hurry <- struct{}{}:
+	default:
+	}
+	select {
 	case <-w.done:
 		return nil
 	case <-ctx.Done():
@@ -179,6 +210,7 @@ func (w *auditWriter) close(ctx context.Context) error {
 func (w *auditWriter) run() {
 	defer close(w.done)
 	for {
+		w.linger()
 		w.mu.Lock()
 		n := min(len(w.queue), auditMaxBatch)
 		batch := make([]*store.AuditRecord, n)
@@ -210,6 +242,26 @@ func (w *auditWriter) run() {
 		close(w.changed)
 		w.changed = make(chan struct{})
 		w.mu.Unlock()
+	}
+}
+
+// linger lets a small batch grow for up to auditLinger, unless a request
+// waits for a commit or Close begins (both hurry it). Nobody's answer waits
+// for it then (reads in BRIDGE_AUDIT_WAIT=queue mode wait only for room),
+// and the records a crash can lose stay bounded by the buffer.
+func (w *auditWriter) linger() {
+	w.mu.Lock()
+	small := len(w.queue) > 0 && len(w.queue) < min(auditLingerBatch, w.capacity/2) && w.waiters == 0 && !w.closing
+	w.mu.Unlock()
+	if !small {
+		return
+	}
+	t := time.NewTimer(auditLinger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-w.hurry:
+	case <-w.ctx.Done():
 	}
 }
 

@@ -120,6 +120,7 @@ type Server struct {
 	engine   *gin.Engine
 	limiters *clientLimiters // nil when rate limiting is off
 	cursors  *fhir.Cursors
+	rests    *pageRests // worklist.go
 	cache    *resourceCache
 	domains  *domains
 	upstream *upstreamCheck
@@ -156,6 +157,7 @@ func New(cfg Config) *Server {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		cursors:  fhir.NewCursors(cfg.CursorKey),
+		rests:    newPageRests(),
 		cache:    newResourceCache(cfg.CacheTTL, 50_000),
 		domains:  newDomains(),
 		upstream: &upstreamCheck{interval: cfg.ReadinessInterval},

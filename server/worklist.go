@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -53,6 +55,9 @@ var serviceRequestSearch = fhir.SearchSpec{
 type srCursor struct {
 	Token string `json:"t,omitempty"`
 	Skip  int    `json:"s,omitempty"`
+	// Rest is the ticket of the remainder of the QUBS page this replica
+	// kept for the next bridge page (0: none kept); see pageRests.
+	Rest uint64 `json:"r,omitempty"`
 }
 
 // srFilter holds the parsed search criteria; a nil field matches anything.
@@ -131,9 +136,13 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 			}
 		}
 	} else {
-		matches, next, skipped, err = s.collect(c, domain, q.Count, cur, filter)
+		var rest *pageRest
+		matches, next, rest, skipped, err = s.collect(c, domain, q.Count, cur, filter)
 		if err != nil {
 			return err
+		}
+		if rest != nil {
+			next.Rest = s.rests.put(rest)
 		}
 	}
 
@@ -260,71 +269,168 @@ func canRead(c *gin.Context, typ string) bool {
 }
 
 // collect reads the QUBS pages of one bridge page, from cur, and returns
-// the matches and where the next bridge page starts (nil at the end).
+// the matches, where the next bridge page starts (nil at the end) and,
+// when that is inside the last QUBS page read, the rest of that page for
+// the next bridge page (see pageRests).
 //
-// An unfiltered search makes exactly one QUBS call per bridge page, of
-// _count appointments: QUBS pages may be short, even empty, while more
-// follow (a page examines pageSize appointments of any status and returns
-// the pending ones), and the bridge page is then short or empty too, with
-// a next link. FHIR allows that (a page holds at most _count entries),
-// and the alternative, a second call to fill the page, is what made a page
-// cost two QUBS calls and the next page re-read the first one.
+// A page holds exactly _count matches unless it is the last one: QUBS pages
+// may be short, even empty, while more follow (a page examines pageSize
+// appointments of any status and returns the pending ones), so the bridge
+// reads as many as it takes to fill the page and keeps what is left of the
+// last one. To make a walk cost at most one QUBS call per bridge page on
+// average, an unfiltered search asks QUBS for pages of twice _count (up to
+// QUBS's 500): one QUBS page then fills a bridge page as long as at least
+// half of what QUBS examines is pending. Each QUBS page of a walk is read
+// once, unless the next link reaches a replica that does not hold the rest
+// (or holds it no longer), which re-reads that page and skips what was
+// served.
 //
-// A filtered search reads QUBS pages of the largest size until it has
-// _count matches, QUBS runs out, or the per-request page budget is spent;
-// it can stop inside a QUBS page, and its cursor says where.
-func (s *Server) collect(c *gin.Context, domain string, count int, cur srCursor, f *srFilter) (out []mapping.Mapped, next *srCursor, skipped int, err error) {
+// A filtered search reads QUBS pages of the largest size. Both stop after
+// maxPagesPerSearch QUBS calls with what they have and a next link, so
+// that a client never waits for a walk of the whole worklist.
+func (s *Server) collect(c *gin.Context, domain string, count int, cur srCursor, f *srFilter) (out []mapping.Mapped, next *srCursor, rest *pageRest, skipped int, err error) {
 	ctx := c.Request.Context()
-	filtered := f.filtered()
-	pageSize := count
-	if filtered {
+	pageSize := min(2*count, maxQUBSPageSize)
+	if f.filtered() {
 		pageSize = maxQUBSPageSize
 	}
+	calls := 0
+	read := func(token string) (*qubs.AppointmentPage, error) {
+		calls++
+		return s.cfg.QUBS.ListPending(ctx, domain, pageSize, token)
+	}
+	// items are the unread appointments of the QUBS page read with token,
+	// of which skip were read before; more is that page's next token.
 	token, skip := cur.Token, cur.Skip
-	for pages := 0; ; pages++ {
-		page, err := s.cfg.QUBS.ListPending(ctx, domain, pageSize, token)
+	var items []qubs.Appointment
+	var more *string
+	if r := s.rests.take(cur.Rest); r != nil && r.token == token && r.skip == skip {
+		items, more = r.items, r.more
+	} else {
+		page, err := read(token)
 		if err != nil {
-			return nil, nil, 0, err
+			return nil, nil, nil, 0, err
 		}
 		if skip > len(page.Items) {
-			return nil, nil, 0, fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor no longer fits the worklist; start the search again")
+			return nil, nil, nil, 0, fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor no longer fits the worklist; start the search again")
 		}
-		if out == nil {
-			out = make([]mapping.Mapped, 0, min(count, len(page.Items)-skip))
-		}
-		for i := skip; i < len(page.Items); i++ {
-			m, err := s.mapAppointment(domain, &page.Items[i])
+		items, more = page.Items[skip:], page.NextToken
+	}
+	out = make([]mapping.Mapped, 0, count)
+	for {
+		for i := range items {
+			m, err := s.mapAppointment(domain, &items[i])
 			if unrepresentable(err) {
 				skipped++
 				continue
 			}
 			if err != nil {
-				return nil, nil, 0, err
+				return nil, nil, nil, 0, err
 			}
 			if !f.match(&m) {
 				continue
 			}
 			out = append(out, m)
-			if len(out) == count {
-				switch {
-				case i+1 < len(page.Items):
-					return out, &srCursor{Token: token, Skip: i + 1}, skipped, nil
-				case page.More():
-					return out, &srCursor{Token: *page.NextToken}, skipped, nil
-				default:
-					return out, nil, skipped, nil
-				}
+			if len(out) < count {
+				continue
+			}
+			switch {
+			case i+1 < len(items):
+				next = &srCursor{Token: token, Skip: skip + i + 1}
+				return out, next, &pageRest{token: token, skip: next.Skip, items: items[i+1:], more: more}, skipped, nil
+			case more != nil && *more != "":
+				return out, &srCursor{Token: *more}, nil, skipped, nil
+			default:
+				return out, nil, nil, skipped, nil
 			}
 		}
-		skip = 0
-		if !page.More() {
-			return out, nil, skipped, nil
+		if more == nil || *more == "" {
+			return out, nil, nil, skipped, nil
 		}
-		token = *page.NextToken
-		if !filtered || pages+1 >= maxPagesPerSearch {
-			return out, &srCursor{Token: token}, skipped, nil
+		token, skip = *more, 0
+		if calls >= maxPagesPerSearch {
+			return out, &srCursor{Token: token}, nil, skipped, nil
 		}
+		page, err := read(token)
+		if err != nil {
+			return nil, nil, nil, 0, err
+		}
+		items, more = page.Items, page.NextToken
 	}
+}
+
+// pageRest is what a bridge page left unread of the last QUBS page it
+// read: the appointments after the first skip of the page read with
+// token, and that page's next token.
+type pageRest struct {
+	token string
+	skip  int
+	items []qubs.Appointment
+	more  *string
+	at    time.Time
+}
+
+// Bounds of pageRests: a rest holds at most one QUBS page (500
+// appointments, a few hundred kB of decoded body), so at most
+// maxPageRests pages are held, and none for longer than pageRestTTL.
+const (
+	maxPageRests = 128
+	pageRestTTL  = time.Minute
+)
+
+// pageRests keeps the rests of QUBS pages for the bridge page that follows,
+// under a random ticket carried in the (sealed) next link. A ticket is
+// taken once; a rest that is missing, taken, expired or evicted (the
+// oldest goes when full) costs the next page a re-read of its QUBS page,
+// never a wrong answer: the cursor itself says which page and where in it.
+type pageRests struct {
+	mu    sync.Mutex
+	m     map[uint64]*pageRest
+	order []uint64 // tickets, oldest first; may name taken ones
+}
+
+func newPageRests() *pageRests { return &pageRests{m: map[uint64]*pageRest{}} }
+
+// put keeps r and returns its ticket.
+func (p *pageRests) put(r *pageRest) uint64 {
+	r.at = time.Now()
+	ticket := rand.Uint64() | 1 // never 0, which means none
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.order) > 0 {
+		oldest, ok := p.m[p.order[0]]
+		if ok && len(p.m) < maxPageRests && r.at.Sub(oldest.at) < pageRestTTL {
+			break
+		}
+		delete(p.m, p.order[0])
+		p.order = p.order[1:]
+	}
+	if len(p.order) > 4*maxPageRests {
+		// Taken tickets behind a live oldest one: keep the live ones.
+		p.order = slices.DeleteFunc(p.order, func(t uint64) bool { _, ok := p.m[t]; return !ok })
+	}
+	p.m[ticket] = r
+	p.order = append(p.order, ticket)
+	return ticket
+}
+
+// take returns the rest of ticket and forgets it; nil when there is none
+// or it has expired.
+func (p *pageRests) take(ticket uint64) *pageRest {
+	if ticket == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.m[ticket]
+	if !ok {
+		return nil
+	}
+	delete(p.m, ticket)
+	if time.Since(r.at) >= pageRestTTL {
+		return nil
+	}
+	return r
 }
 
 // unrepresentable reports whether mapping failed because a QUBS record

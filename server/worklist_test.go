@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth/authtest"
@@ -67,8 +70,10 @@ func pendingListCalls(sim *qubssim.Server) int {
 }
 
 // TestWorklistWalkSeesEveryAppointmentOnce walks the whole worklist and
-// requires every pending appointment exactly once, no page over _count,
-// and exactly one QUBS call per bridge page, short QUBS pages included.
+// requires every pending appointment exactly once, exactly _count matches
+// on every page but the last, and at most one QUBS call per bridge page,
+// although the simulator's QUBS pages are short (it examines pageSize
+// appointments of any status and returns the pending ones).
 func TestWorklistWalkSeesEveryAppointmentOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -81,17 +86,14 @@ func TestWorklistWalkSeesEveryAppointmentOnce(t *testing.T) {
 		t.Run("count "+strconv.Itoa(count), func(t *testing.T) {
 			before := pendingListCalls(e.sim)
 			var ids []string
-			pages, short := 0, 0
-			for next := e.base + "/ServiceRequest?_count=" + strconv.Itoa(count); next != ""; pages++ {
-				require.Less(t, pages, 5000, "runaway paging")
+			var sizes []int
+			for next := e.base + "/ServiceRequest?_count=" + strconv.Itoa(count); next != ""; {
+				require.Less(t, len(sizes), 5000, "runaway paging")
 				r := get(t, next)
 				require.Equal(t, http.StatusOK, r.status, "%s: %s", next, r.body)
 				b := r.json(t)
 				matches := entries(b, "match")
-				require.LessOrEqual(t, len(matches), count, "_count is a maximum")
-				if len(matches) < count {
-					short++
-				}
+				sizes = append(sizes, len(matches))
 				for _, m := range matches {
 					ids = append(ids, resourceOf(m)["id"].(string))
 				}
@@ -100,15 +102,74 @@ func TestWorklistWalkSeesEveryAppointmentOnce(t *testing.T) {
 			got := slices.Clone(ids)
 			slices.Sort(got)
 			assert.Equal(t, want, got, "each pending appointment exactly once")
-			assert.Equal(t, pages, pendingListCalls(e.sim)-before, "one QUBS call per bridge page")
-			// QUBS pages examine count appointments of any status: the
-			// walk takes as many pages as the whole domain needs.
-			assert.Equal(t, total/count+1, pages)
-			if count > 1 {
-				assert.Greater(t, short, 1, "the simulator's short pages were exercised")
+			pages := len(sizes)
+			for i, n := range sizes[:pages-1] {
+				require.Equal(t, count, n, "page %d of %d: _count is honoured exactly before the last page", i+1, pages)
 			}
+			assert.LessOrEqual(t, sizes[pages-1], count)
+			// The last page may be empty: the rest of the last QUBS page
+			// held nothing pending.
+			full := (len(want) + count - 1) / count
+			assert.Contains(t, []int{full, full + 1}, pages)
+			calls := pendingListCalls(e.sim) - before
+			assert.LessOrEqual(t, calls, pages, "at most one QUBS call per bridge page")
+			// QUBS pages of 2 × _count (at most 500) each read once (the
+			// simulator, like QUBS, may end with an empty page).
+			pageSize := min(2*count, 500)
+			assert.LessOrEqual(t, calls, (total+pageSize-1)/pageSize+1, "each QUBS page read once")
 		})
 	}
+}
+
+// TestWorklistNextLinkOnAnotherReplica: a next link that reaches a bridge
+// that does not hold the rest of the QUBS page (another replica, or a
+// restart) re-reads that page and continues exactly where the first
+// stopped.
+func TestWorklistNextLinkOnAnotherReplica(t *testing.T) {
+	e := newEnv(t)
+	want := pendingServiceRequestIDs(t, e.sim, "acme")
+	// A second bridge over the same QUBS, with the same cursor key.
+	client, err := qubs.New(qubs.Config{BaseURL: e.sim.URL, TokenURL: e.sim.TokenURL(), ClientID: qubssim.DefaultClientID,
+		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
+	require.NoError(t, err)
+	var sites []string
+	for site, zone := range e.sim.SiteTimeZones() {
+		sites = append(sites, site+"="+zone)
+	}
+	zones, err := mapping.NewZones("Australia/Sydney", strings.Join(sites, ";"))
+	require.NoError(t, err)
+	replica := server.New(server.Config{CursorKey: []byte("test cursor key"), Version: "test", QUBS: client, Zones: zones})
+	t.Cleanup(func() { require.NoError(t, replica.Close(context.Background())) })
+	srv := httptest.NewServer(replica)
+	t.Cleanup(srv.Close)
+	other := &env{base: srv.URL + "/fhir/acme"}
+	before := pendingListCalls(e.sim)
+
+	var ids []string
+	n := 0
+	for next := e.base + "/ServiceRequest?_count=30"; next != ""; n++ {
+		require.Less(t, n, 500, "runaway paging")
+		// Every other page through the other replica, same QUBS.
+		next = strings.Replace(next, other.base, e.base, 1)
+		if n%2 == 1 {
+			next = strings.Replace(next, e.base, other.base, 1)
+		}
+		r := get(t, next)
+		require.Equal(t, http.StatusOK, r.status, "%s: %s", next, r.body)
+		b := r.json(t)
+		for _, m := range entries(b, "match") {
+			ids = append(ids, resourceOf(m)["id"].(string))
+		}
+		next = link(b, "next")
+		if next != "" {
+			require.Len(t, entries(b, "match"), 30, "page %d", n+1)
+		}
+	}
+	slices.Sort(ids)
+	assert.Equal(t, want, ids, "each pending appointment exactly once")
+	// Every page after the first starts inside a QUBS page the other
+	// replica read: each re-reads it.
+	assert.Greater(t, pendingListCalls(e.sim)-before, n, "the rests were not shared")
 }
 
 func TestWorklistCountClampedAndDefault(t *testing.T) {

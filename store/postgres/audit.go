@@ -125,8 +125,6 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
-		// The foreign key of audit_patients is checked at the end of the
-		// statement, when the CTE's rows exist.
 		_, err := tx.Exec(ctx, `WITH ins AS (
 			INSERT INTO audit_events
 				(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
@@ -243,15 +241,26 @@ func auditWhere(domain string, f store.AuditFilter) (from, at, id string, where 
 	return from, at, id, where, args
 }
 
-// PurgeAuditBefore deletes the audit records recorded before cutoff; their
-// patient rows go with them (ON DELETE CASCADE). See store.Audit.
+// PurgeAuditBefore deletes the audit records recorded before cutoff and
+// their patient rows, in one statement: the rows are found by key through
+// each deleted record's patient_refs (audit_patients has no foreign key
+// since migration 0006). See store.Audit.
 func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
 	defer store.Wrap(&err, "postgres.PurgeAuditBefore")
-	tag, err := s.pool.Exec(ctx, `DELETE FROM audit_events WHERE recorded < $1`, sqlutil.Time(cutoff))
+	// A data-modifying CTE runs to completion whether or not it is read.
+	err = s.pool.QueryRow(ctx, `WITH gone AS (
+			DELETE FROM audit_events WHERE recorded < $1
+			RETURNING domain, id, recorded, patient_refs),
+		rows AS (
+			DELETE FROM audit_patients p
+			USING gone CROSS JOIN LATERAL jsonb_array_elements_text(gone.patient_refs::jsonb) AS r (ref)
+			WHERE p.domain = gone.domain AND p.patient_ref = r.ref AND p.recorded = gone.recorded
+				AND p.audit_id = gone.id)
+		SELECT count(*) FROM gone`, sqlutil.Time(cutoff)).Scan(&n)
 	if err != nil {
 		return 0, err
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
 }
 
 // ClaimJTI claims (issuer, jti) until expires, unless an unexpired claim

@@ -3,8 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -74,16 +74,17 @@ func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err erro
 	})
 }
 
-// Batches are written as multi-row INSERTs of at most this many rows, well
-// inside SQLite's 32766 bound variables per statement.
-const (
-	auditRowsPerInsert   = 256 // 16 columns each
-	patientRowsPerInsert = 1024
-)
-
 // RecordAudits stores a batch of audit records and their patient rows in
-// one transaction, a few multi-row statements whatever the batch size. See
-// store.Audit.
+// one transaction, two prepared statements per record. See store.Audit.
+//
+// Most batches are small (a read's record names one patient), so what a
+// statement costs to parse showed more than what it does: both statements
+// are prepared once per store, not once per batch. Both are INSERT OR
+// IGNORE, which cannot abort half-way, so SQLite keeps no statement
+// journal for them: a record that exists (a retried batch) is skipped with
+// its patient rows; the other constraints (NOT NULL, the CHECKs) are
+// checked by sqlutil.PrepareAudit first, so IGNORE never hides an invalid
+// record.
 func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (err error) {
 	defer store.Wrap(&err, "sqlite.RecordAudits(%d)", len(batch))
 	for _, a := range batch {
@@ -91,9 +92,28 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 			return err
 		}
 	}
+	events, patients, err := s.audit.prepare(ctx, s.w)
+	if err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		for chunk := range slices.Chunk(batch, auditRowsPerInsert) {
-			if err := insertAudits(ctx, tx, chunk); err != nil {
+		events, patients := tx.StmtContext(ctx, events), tx.StmtContext(ctx, patients)
+		for _, a := range batch {
+			refs := sqlutil.EncodeRefs(a.PatientRefs)
+			res, err := events.ExecContext(ctx, a.Domain, a.ID, us(a.Recorded), a.Action, a.Interaction, a.Outcome,
+				a.OutcomeDesc, a.AgentID, a.AgentMethod, a.TokenID, a.NetworkAddr, refs, sqlutil.EncodeRefs(a.EntityRefs),
+				a.Query, a.CorrelationID, a.RequestPath)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 || len(a.PatientRefs) == 0 {
+				continue // exists (a retried batch), or names no patient
+			}
+			// The patient rows come from the JSON array just stored:
+			// four arguments whatever the number of patients.
+			if _, err := patients.ExecContext(ctx, a.Domain, us(a.Recorded), a.ID, refs); err != nil {
 				return err
 			}
 		}
@@ -101,70 +121,31 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 	})
 }
 
-// insertAudits inserts records, skipping those that exist (a retried
-// batch), and the patient rows of those it inserted.
-func insertAudits(ctx context.Context, tx *sql.Tx, recs []*store.AuditRecord) error {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_events
-		(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-		 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path) VALUES `)
-	args := make([]any, 0, 16*len(recs))
-	for i, a := range recs {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, a.Domain, a.ID, us(a.Recorded), a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID, a.AgentMethod,
-			a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs), a.Query,
-			a.CorrelationID, a.RequestPath)
-	}
-	q.WriteString(" ON CONFLICT (domain, id) DO NOTHING RETURNING domain, id")
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return err
-	}
-	type key struct{ domain, id string }
-	inserted := make(map[key]bool, len(recs))
-	for rows.Next() {
-		var k key
-		if err := rows.Scan(&k.domain, &k.id); err != nil {
-			rows.Close()
-			return err
-		}
-		inserted[k] = true
-	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	var pargs []any
-	flush := func() error {
-		if len(pargs) == 0 {
-			return nil
-		}
-		n := len(pargs) / 4
-		stmt := `INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded) VALUES ` +
-			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", n), ", ")
-		_, err := tx.ExecContext(ctx, stmt, pargs...)
-		pargs = pargs[:0]
-		return err
-	}
-	for _, a := range recs {
-		if !inserted[key{a.Domain, a.ID}] {
-			continue
-		}
-		for _, p := range a.PatientRefs {
-			pargs = append(pargs, a.Domain, a.ID, p, us(a.Recorded))
-			if len(pargs) == 4*patientRowsPerInsert {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
+// auditStatements are RecordAudits' statements, prepared on the write pool
+// at first use.
+type auditStatements struct {
+	mu               sync.Mutex
+	events, patients *sql.Stmt
+}
+
+func (p *auditStatements) prepare(ctx context.Context, db *sql.DB) (events, patients *sql.Stmt, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.events == nil {
+		if p.events, err = db.PrepareContext(ctx, `INSERT OR IGNORE INTO audit_events
+			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+			return nil, nil, err
 		}
 	}
-	return flush()
+	if p.patients == nil {
+		if p.patients, err = db.PrepareContext(ctx, `INSERT OR IGNORE INTO audit_patients (domain, patient_ref, recorded, audit_id)
+			SELECT ?, value, ?, ? FROM json_each(?)`); err != nil {
+			return nil, nil, err
+		}
+	}
+	return p.events, p.patients, nil
 }
 
 // AuditEvent returns one audit record. See store.Audit.
@@ -265,12 +246,22 @@ func auditWhere(domain string, f store.AuditFilter) (from, at, id string, where 
 	return from, at, id, where, args
 }
 
-// PurgeAuditBefore deletes the audit records recorded before cutoff; their
-// patient rows go with them (ON DELETE CASCADE). See store.Audit.
+// PurgeAuditBefore deletes the audit records recorded before cutoff and
+// their patient rows, found by key through each record's patient_refs
+// (audit_patients has no foreign key since migration 0006). See
+// store.Audit.
 func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
 	defer store.Wrap(&err, "sqlite.PurgeAuditBefore")
+	at := us(sqlutil.Time(cutoff))
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE recorded < ?`, us(sqlutil.Time(cutoff)))
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_patients
+			WHERE (domain, patient_ref, recorded, audit_id) IN (
+				SELECT a.domain, j.value, a.recorded, a.id
+				FROM audit_events a, json_each(a.patient_refs) j
+				WHERE a.recorded < ?)`, at); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE recorded < ?`, at)
 		if err != nil {
 			return err
 		}

@@ -49,6 +49,8 @@ type Store struct {
 	r *sql.DB // query-only connections: reads outside write transactions
 	// ckpt checkpoints the WAL off the write path (checkpoint.go).
 	ckpt *checkpointer
+	// audit holds RecordAudits' prepared statements (audit.go).
+	audit auditStatements
 }
 
 // Open opens (creating it if needed) the SQLite database at path and applies

@@ -251,10 +251,12 @@ func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
 		ms = append(ms, Migration{Version: v, Name: strings.TrimSuffix(name, ".sql"), SQL: string(b)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
-	for i, m := range ms {
-		if m.Version != i+1 {
-			return nil, fmt.Errorf("migration %q: expected number %d", m.Name, i+1)
+	want := 1
+	for _, m := range ms {
+		if m.Version != want {
+			return nil, fmt.Errorf("migration %q: expected number %d", m.Name, want)
 		}
+		want++
 	}
 	return ms, nil
 }
