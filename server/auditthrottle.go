@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -27,6 +28,9 @@ type throttleAudit struct {
 	windows map[string]*throttled
 	emit    func(*store.AuditRecord)
 	now     func() time.Time
+	// emitting counts summaries on their way to the audit writer, so
+	// that flush, at shutdown, waits for them before the writer closes.
+	emitting sync.WaitGroup
 }
 
 type throttled struct {
@@ -51,7 +55,11 @@ func (t *throttleAudit) admit(client string, rec *store.AuditRecord) bool {
 		if len(t.windows) >= maxThrottleWindows {
 			t.sweep(now)
 		}
-		t.windows[client] = &throttled{start: now, template: rec}
+		// A copy: rec itself goes to the audit writer, which fills in
+		// its id and time while the summary's timer may read this one.
+		tpl := *rec
+		tpl.EntityRefs, tpl.PatientRefs = slices.Clone(rec.EntityRefs), slices.Clone(rec.PatientRefs)
+		t.windows[client] = &throttled{start: now, template: &tpl}
 		return true
 	}
 	w.count++
@@ -80,7 +88,9 @@ func (t *throttleAudit) summarise(client string) {
 		return
 	}
 	delete(t.windows, client)
+	t.emitting.Add(1)
 	t.mu.Unlock()
+	defer t.emitting.Done()
 	t.emit(summaryRecord(w))
 }
 
@@ -101,6 +111,9 @@ func (t *throttleAudit) flush() {
 	for _, r := range out {
 		t.emit(r)
 	}
+	// A summary whose timer fired just before is still on its way: the
+	// writer must not close under it.
+	t.emitting.Wait()
 }
 
 func summaryRecord(w *throttled) *store.AuditRecord {

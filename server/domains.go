@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
@@ -38,6 +40,10 @@ type domains struct {
 	mu      sync.Mutex
 	entries map[string]domainEntry
 	now     func() time.Time
+	// probes makes concurrent probes of one domain one QUBS call; anon
+	// is the budget of probes for unauthenticated requests.
+	probes singleflight.Group
+	anon   *rate.Limiter
 }
 
 type domainEntry struct {
@@ -46,7 +52,7 @@ type domainEntry struct {
 }
 
 func newDomains() *domains {
-	return &domains{entries: map[string]domainEntry{}, now: time.Now}
+	return &domains{entries: map[string]domainEntry{}, now: time.Now, anon: rate.NewLimiter(anonProbeRate, anonProbeBurst)}
 }
 
 // lookup reports whether the domain is reachable, if that is known.
@@ -64,9 +70,20 @@ func (d *domains) record(domain string, reachable bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.entries) >= maxDomainEntries {
+		// Expired entries first; only if that is not enough, the
+		// unreachable ones (a flood of made-up names), never the
+		// reachable ones the bridge serves.
+		now := d.now()
 		for k, e := range d.entries {
-			if !e.reachable {
+			if now.After(e.until) {
 				delete(d.entries, k)
+			}
+		}
+		if len(d.entries) >= maxDomainEntries {
+			for k, e := range d.entries {
+				if !e.reachable {
+					delete(d.entries, k)
+				}
 			}
 		}
 	}
@@ -90,6 +107,21 @@ func (d *domains) anyReachable() string {
 	return ""
 }
 
+type probeResult int
+
+const (
+	probeUnknown probeResult = iota // QUBS could not be asked
+	probeReachable
+	probeUnreachable
+)
+
+// anonProbeRate bounds the domain probes of unauthenticated requests,
+// across all callers: a burst of a few, then one a second.
+const (
+	anonProbeRate  = 1
+	anonProbeBurst = 5
+)
+
 // errNoDomain is the answer for a domain the bridge's credentials do not
 // reach; the same whether the domain exists in QUBS for someone else or not
 // at all.
@@ -98,26 +130,50 @@ func errNoDomain() error {
 }
 
 // knownDomain answers 404 for a domain QUBS does not let the bridge reach.
-// It runs after authentication and the rate limit: a caller may make the
-// bridge probe only domains its token names, at the rate it is allowed.
-// When QUBS cannot be asked (down, slow), the request goes on: the
-// handlers' own QUBS calls report that, and answers from the store stay
-// available.
+// It runs after authentication and the rate limit: an authenticated caller
+// may make the bridge probe only domains its token names, at the rate it
+// is allowed. The public routes (metadata, the SMART discovery document)
+// have no caller to charge, so their probes share one small budget
+// (anonProbeRate) and concurrent probes of one domain are one: made-up
+// domain names cannot spend the bridge's QUBS quota (past the budget, the
+// public document is served without the check). When QUBS cannot be
+// asked (down, slow), the request goes on: the handlers' own QUBS calls
+// report that, and answers from the store stay available.
 func (s *Server) knownDomain() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		d := domainOf(c)
 		reachable, known := s.domains.lookup(d)
 		if !known {
-			ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
-			_, err := s.cfg.QUBS.GetPending(ctx, d, domainProbeID)
-			cancel()
-			switch {
-			case err == nil, qubs.KindOf(err) == qubs.KindNotFound:
+			if principalOf(c) == nil && !s.domains.anon.Allow() {
+				// Over the budget the public document is served
+				// unchecked: it discloses nothing, and a flood of
+				// made-up names must not turn the real bases' metadata
+				// away. Only under such a flood does a made-up base
+				// answer 200 rather than 404.
+				c.Next()
+				return
+			}
+			v, _, _ := s.domains.probes.Do(d, func() (any, error) {
+				// On its own clock: the answer is shared and remembered,
+				// so one caller hanging up must not decide it.
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
+				defer cancel()
+				_, err := s.cfg.QUBS.GetPending(ctx, d, domainProbeID)
+				switch {
+				case err == nil, qubs.KindOf(err) == qubs.KindNotFound:
+					s.domains.record(d, true)
+					return probeReachable, nil
+				case qubs.KindOf(err) == qubs.KindForbidden:
+					s.domains.record(d, false)
+					return probeUnreachable, nil
+				}
+				return probeUnknown, nil
+			})
+			switch v.(probeResult) {
+			case probeReachable:
 				reachable, known = true, true
-				s.domains.record(d, true)
-			case qubs.KindOf(err) == qubs.KindForbidden:
+			case probeUnreachable:
 				reachable, known = false, true
-				s.domains.record(d, false)
 			}
 		}
 		if known && !reachable {

@@ -46,21 +46,10 @@ func (s *Server) readyz(c *gin.Context) {
 			checks["store"] = "ok"
 			// Informational: a queue that only grows means QUBS refuses
 			// or is unreachable; it does not make the replica unready.
-			if n, err := s.cfg.Store.PendingDeliveries(ctx); err == nil {
-				checks["deliveries_pending"] = n
-			}
-			// Per domain: what waits, how long the oldest has waited (a
-			// queue that drains slowly shows here before the count
-			// grows), and what failed for good. No PHI: counts and ages.
-			if stats, err := s.cfg.Store.DeliveryStats(ctx); err == nil {
-				doms := gin.H{}
-				for _, d := range stats {
-					e := gin.H{"pending": d.Pending, "failed": d.Failed, "oldest_pending_age_seconds": 0}
-					if d.OldestPending != nil {
-						e["oldest_pending_age_seconds"] = max(0, int64(time.Since(*d.OldestPending).Seconds()))
-					}
-					doms[d.Domain] = e
-				}
+			// Counted at most once per readiness interval, like the QUBS
+			// check: anyone can probe /readyz, and these are aggregates.
+			if pending, doms, ok := s.deliveryFigures.get(ctx, s); ok {
+				checks["deliveries_pending"] = pending
 				checks["deliveries"] = doms
 			}
 			// Informational too: records waiting for the audit writer; a
@@ -100,6 +89,10 @@ func (u *upstreamCheck) check(ctx context.Context, s *Server) error {
 	if domain == "" {
 		domain = "qubs-fhir-bridge-readiness"
 	}
+	// On its own clock: the answer is shared by every probe for an
+	// interval, so a caller that hangs up must not make it "unavailable".
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	_, err := s.cfg.QUBS.GetPending(ctx, domain, domainProbeID)
 	switch qubs.KindOf(err) {
 	case qubs.KindNotFound, qubs.KindForbidden:
@@ -107,4 +100,42 @@ func (u *upstreamCheck) check(ctx context.Context, s *Server) error {
 	}
 	u.at, u.err = time.Now(), err
 	return err
+}
+
+// deliveryFigures caches what /readyz says of the delivery queue, per
+// domain: what waits, how long the oldest has waited (a queue that drains
+// slowly shows there before the count grows), and what failed for good.
+// No PHI: counts and ages.
+type deliveryFigures struct {
+	mu      sync.Mutex
+	at      time.Time
+	pending int
+	doms    gin.H
+	ok      bool
+}
+
+func (f *deliveryFigures) get(ctx context.Context, s *Server) (int, gin.H, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.at.IsZero() && time.Since(f.at) < s.cfg.ReadinessInterval {
+		return f.pending, f.doms, f.ok
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	n, err := s.cfg.Store.PendingDeliveries(ctx)
+	stats, err2 := s.cfg.Store.DeliveryStats(ctx)
+	f.at, f.ok = time.Now(), err == nil && err2 == nil
+	if !f.ok {
+		return 0, nil, false
+	}
+	doms := gin.H{}
+	for _, d := range stats {
+		e := gin.H{"pending": d.Pending, "failed": d.Failed, "oldest_pending_age_seconds": 0}
+		if d.OldestPending != nil {
+			e["oldest_pending_age_seconds"] = max(0, int64(time.Since(*d.OldestPending).Seconds()))
+		}
+		doms[d.Domain] = e
+	}
+	f.pending, f.doms = n, doms
+	return n, doms, true
 }

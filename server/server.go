@@ -124,6 +124,8 @@ type Server struct {
 	cache    *resourceCache
 	domains  *domains
 	upstream *upstreamCheck
+	// deliveryFigures caches /readyz's delivery queue figures.
+	deliveryFigures deliveryFigures
 	// specs index the route table by "METHOD /fhir/:domain/path".
 	specs     map[string]*routeSpec
 	validator *fhir.Validator

@@ -80,14 +80,17 @@ func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err erro
 // one statement (column arrays through unnest, the patient rows joined to
 // the records the statement inserted) and one transaction. See store.Audit.
 //
-// The transaction commits with synchronous_commit off: the commit returns
-// once the records are in PostgreSQL's write-ahead log buffers, without
-// waiting for them to reach the disk, so that a request waiting for its
-// audit record waits for a round trip, not an fsync. A crash of the bridge
-// then loses nothing committed; a crash of the database server itself can
-// lose the last few hundred milliseconds of audit records (three times
-// wal_writer_delay at most), never corrupting anything. Everything else the
-// store writes keeps the server's setting.
+// A batch of successful reads and searches commits with synchronous_commit
+// off: the commit returns once the records are in PostgreSQL's write-ahead
+// log buffers, without waiting for them to reach the disk, so that a read
+// waiting for its audit record waits for a round trip, not an fsync. A
+// crash of the bridge then loses nothing committed; a crash of the
+// database server itself can lose the last few hundred milliseconds of
+// read records (three times wal_writer_delay at most), never corrupting
+// anything. A batch holding a change (create, update, delete) or a failed
+// or refused request keeps the server's setting: those records are
+// promised durable before their answer is sent, like the report they are
+// about.
 func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (err error) {
 	defer store.Wrap(&err, "postgres.RecordAudits(%d)", len(batch))
 	if len(batch) == 0 {
@@ -122,8 +125,10 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 	}
 	args = append(args, pDomain, pID, pRef, pAt)
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
+		if readsOnly(batch) {
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
 		}
 		_, err := tx.Exec(ctx, `WITH ins AS (
 			INSERT INTO audit_events
@@ -295,4 +300,16 @@ func (s *Store) ClaimJTI(ctx context.Context, issuer, jti string, expires time.T
 		return false, err
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// readsOnly reports whether every record of the batch is a successful read
+// or search, the records whose loss in a database crash is bounded rather
+// than ruled out (see RecordAudits).
+func readsOnly(batch []*store.AuditRecord) bool {
+	for _, a := range batch {
+		if a.Outcome != store.AuditOutcomeSuccess || (a.Action != store.AuditActionRead && a.Action != store.AuditActionExecute) {
+			return false
+		}
+	}
+	return true
 }
