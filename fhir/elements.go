@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
 )
 
 // mandatoryElements are the top-level elements of at least cardinality 1
@@ -64,14 +66,14 @@ func SubsetElements(resource []byte, elements []string) []byte {
 	if len(elements) == 0 {
 		return resource
 	}
-	members, ok := topLevel(resource)
-	if !ok {
+	members, err := jsonw.Members(resource)
+	if err != nil {
 		return resource
 	}
 	var typ string
 	for _, m := range members {
-		if m.key == "resourceType" {
-			_ = json.Unmarshal(m.value, &typ)
+		if m.Key == "resourceType" {
+			_ = json.Unmarshal(m.Value, &typ)
 		}
 	}
 	keep := func(k string) bool {
@@ -102,11 +104,11 @@ func SubsetElements(resource []byte, elements []string) []byte {
 	}
 	for _, m := range members {
 		switch {
-		case m.key == "meta":
+		case m.Key == "meta":
 			sawMeta = true
-			write("meta", tagSubsetted(m.value))
-		case keep(m.key):
-			write(m.key, m.value)
+			write("meta", tagSubsetted(m.Value))
+		case keep(m.Key):
+			write(m.Key, m.Value)
 		}
 	}
 	if !sawMeta {
@@ -132,33 +134,6 @@ func tagSubsetted(meta []byte) []byte {
 	return out
 }
 
-type member struct {
-	key   string
-	value json.RawMessage
-}
-
-// topLevel lists a JSON object's members in order.
-func topLevel(obj []byte) ([]member, bool) {
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, false
-	}
-	var out []member
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		k, _ := t.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, false
-		}
-		out = append(out, member{key: k, value: v})
-	}
-	return out, true
-}
-
 // SubsetBundle applies SubsetElements to the resources of a searchset's
 // match entries; includes and outcomes stay whole, as R4 has _elements
 // apply to the matches.
@@ -166,8 +141,8 @@ func SubsetBundle(bundle []byte, elements []string) []byte {
 	if len(elements) == 0 {
 		return bundle
 	}
-	members, ok := topLevel(bundle)
-	if !ok {
+	members, err := jsonw.Members(bundle)
+	if err != nil {
 		return bundle
 	}
 	var b bytes.Buffer
@@ -177,14 +152,14 @@ func SubsetBundle(bundle []byte, elements []string) []byte {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "%q:", m.key)
-		if m.key != "entry" {
-			b.Write(m.value)
+		fmt.Fprintf(&b, "%q:", m.Key)
+		if m.Key != "entry" {
+			b.Write(m.Value)
 			continue
 		}
 		var entries []map[string]json.RawMessage
-		if json.Unmarshal(m.value, &entries) != nil {
-			b.Write(m.value)
+		if json.Unmarshal(m.Value, &entries) != nil {
+			b.Write(m.Value)
 			continue
 		}
 		b.WriteByte('[')

@@ -329,23 +329,35 @@ func (p *spooler) object(role, depth int) error {
 		if err := p.value(child, depth+1); err != nil {
 			return err
 		}
-		p.ws()
-		if !p.more() {
-			return p.fail()
-		}
-		switch p.buf[p.pos] {
-		case ',':
-			p.out = append(p.out, ',')
-			p.pos++
-			p.ws()
-		case '}':
-			p.out = append(p.out, '}')
-			p.pos++
-			return nil
-		default:
-			return ErrSyntax
+		if closed, err := p.separator('}'); closed || err != nil {
+			return err
 		}
 	}
+}
+
+// separator copies what follows a member or element: a comma (and the
+// white space after it, up to the next value), or the closing bracket,
+// which ends the object or array (closed).
+func (p *spooler) separator(closing byte) (closed bool, err error) {
+	p.ws()
+	if !p.more() {
+		return false, p.fail()
+	}
+	switch p.buf[p.pos] {
+	case ',':
+		p.out = append(p.out, ',')
+		p.pos++
+		p.ws()
+		if !p.more() {
+			return false, p.fail()
+		}
+		return false, nil
+	case closing:
+		p.out = append(p.out, closing)
+		p.pos++
+		return true, nil
+	}
+	return false, ErrSyntax
 }
 
 func (p *spooler) array(role, depth int) error {
@@ -375,24 +387,8 @@ func (p *spooler) array(role, depth int) error {
 		if err := p.value(r, depth+1); err != nil {
 			return err
 		}
-		p.ws()
-		if !p.more() {
-			return p.fail()
-		}
-		switch p.buf[p.pos] {
-		case ',':
-			p.out = append(p.out, ',')
-			p.pos++
-			p.ws()
-			if !p.more() {
-				return p.fail()
-			}
-		case ']':
-			p.out = append(p.out, ']')
-			p.pos++
-			return nil
-		default:
-			return ErrSyntax
+		if closed, err := p.separator(']'); closed || err != nil {
+			return err
 		}
 	}
 }

@@ -152,11 +152,11 @@ func locateSyntaxError(body []byte) string {
 		}
 		return "the body is not a JSON object"
 	}
-	off := min(int(se.Offset), len(body))
-	before := body[:max(off-1, 0)]
-	line := bytes.Count(before, []byte{'\n'}) + 1
-	col := len(before) - bytes.LastIndexByte(before, '\n')
-	return fmt.Sprintf("the body is not valid JSON at line %d, column %d (byte offset %d)", line, col, off-1)
+	off := max(min(int(se.Offset), len(body))-1, 0)
+	before := body[:off]
+	// The same words as the streaming reader's (SyntaxError).
+	return (&SyntaxError{Offset: int64(off), Line: bytes.Count(before, []byte{'\n'}) + 1,
+		Column: len(before) - bytes.LastIndexByte(before, '\n')}).Error()
 }
 
 func unwrap(err error) error {

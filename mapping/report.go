@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
 
@@ -510,12 +510,12 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		return nil, err
 	}
 	var rt string
-	if raw, ok := members.get("resourceType"); !ok || json.Unmarshal(raw, &rt) != nil || rt != "DiagnosticReport" {
+	if raw, ok := members.Get("resourceType"); !ok || json.Unmarshal(raw, &rt) != nil || rt != "DiagnosticReport" {
 		return nil, errors.New("stored resource is not a DiagnosticReport")
 	}
 
 	meta := map[string]json.RawMessage{}
-	if raw, ok := members.get("meta"); ok {
+	if raw, ok := members.Get("meta"); ok {
 		if err := json.Unmarshal(raw, &meta); err != nil {
 			return nil, errors.New("stored meta is not an object")
 		}
@@ -527,7 +527,7 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 	meta["lastUpdated"] = mustJSON(lastUpdated.UTC().Format(time.RFC3339Nano))
 
 	var ids []json.RawMessage
-	if raw, ok := members.get("identifier"); ok {
+	if raw, ok := members.Get("identifier"); ok {
 		if ids, err = withoutURL(raw, "system", SystemReportGUID); err != nil {
 			return nil, errors.New("stored identifier is not an array")
 		}
@@ -542,7 +542,7 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		}))
 	}
 	var exts []json.RawMessage
-	if raw, ok := members.get("extension"); ok {
+	if raw, ok := members.Get("extension"); ok {
 		if exts, err = withoutURL(raw, "url", ExtDeliveryState, ExtDeliveredAt, ExtDeliveryAttempts, ExtDeliveryLastError, ExtDeliveryNextAttempt); err != nil {
 			return nil, errors.New("stored extension is not an array")
 		}
@@ -563,31 +563,31 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveryNextAttempt, ValueInstant: ptr(d.NextAttemptAt.UTC().Format(time.RFC3339Nano))}))
 	}
 
-	out := make(object, 0, len(members)+3)
+	out := make(jsonw.Object, 0, len(members)+3)
 	out = append(out,
-		member{"resourceType", mustJSON("DiagnosticReport")},
-		member{"id", mustJSON(id)},
-		member{"meta", mustJSON(meta)})
+		jsonw.Member{Key: "resourceType", Value: mustJSON("DiagnosticReport")},
+		jsonw.Member{Key: "id", Value: mustJSON(id)},
+		jsonw.Member{Key: "meta", Value: mustJSON(meta)})
 	replaced := map[string]json.RawMessage{"extension": arrayOrNil(exts), "identifier": arrayOrNil(ids)}
 	for _, m := range members {
-		switch m.key {
+		switch m.Key {
 		case "resourceType", "id", "meta":
 			continue
 		case "extension", "identifier":
-			if v := replaced[m.key]; v != nil {
-				out = append(out, member{m.key, v})
+			if v := replaced[m.Key]; v != nil {
+				out = append(out, jsonw.Member{Key: m.Key, Value: v})
 			}
-			delete(replaced, m.key)
+			delete(replaced, m.Key)
 			continue
 		}
 		out = append(out, m)
 	}
 	for _, k := range []string{"identifier", "extension"} {
 		if v := replaced[k]; v != nil {
-			out = append(out, member{k, v})
+			out = append(out, jsonw.Member{Key: k, Value: v})
 		}
 	}
-	return out.encode()
+	return encodeObject(out)
 }
 
 // AttachmentRef is where the bridge keeps an attachment's bytes: a Binary
@@ -614,11 +614,11 @@ func ExternalizeArtifacts(resource []byte, refs map[int]AttachmentRef) (_ []byte
 		return nil, err
 	}
 	for k := range members {
-		if members[k].key != "presentedForm" {
+		if members[k].Key != "presentedForm" {
 			continue
 		}
 		var forms []json.RawMessage
-		if err := json.Unmarshal(members[k].raw, &forms); err != nil {
+		if err := json.Unmarshal(members[k].Value, &forms); err != nil {
 			return nil, errors.New("presentedForm is not an array")
 		}
 		for i, ref := range refs {
@@ -629,24 +629,24 @@ func ExternalizeArtifacts(resource []byte, refs map[int]AttachmentRef) (_ []byte
 			if err != nil {
 				return nil, err
 			}
-			out := make(object, 0, len(att)+3)
+			out := make(jsonw.Object, 0, len(att)+3)
 			for _, m := range att {
-				switch m.key {
+				switch m.Key {
 				case "data", "url", "size", "hash":
 					continue
 				}
 				out = append(out, m)
 			}
 			out = append(out,
-				member{"url", mustJSON(ref.URL)},
-				member{"size", mustJSON(ref.Size)},
-				member{"hash", mustJSON(ref.SHA1)}) // []byte marshals as base64
-			if forms[i], err = out.encode(); err != nil {
+				jsonw.Member{Key: "url", Value: mustJSON(ref.URL)},
+				jsonw.Member{Key: "size", Value: mustJSON(ref.Size)},
+				jsonw.Member{Key: "hash", Value: mustJSON(ref.SHA1)}) // []byte marshals as base64
+			if forms[i], err = encodeObject(out); err != nil {
 				return nil, err
 			}
 		}
-		members[k].raw = mustJSON(forms)
-		return members.encode()
+		members[k].Value = mustJSON(forms)
+		return encodeObject(members)
 	}
 	if len(refs) > 0 {
 		return nil, errors.New("no presentedForm")
@@ -654,34 +654,17 @@ func ExternalizeArtifacts(resource []byte, refs map[int]AttachmentRef) (_ []byte
 	return resource, nil
 }
 
-// member is one top-level member of a JSON object.
-type member struct {
-	key string
-	raw json.RawMessage
-}
-
-// object is a JSON object's members in document order.
-type object []member
-
-func (ms object) get(key string) (json.RawMessage, bool) {
-	for _, m := range ms {
-		if m.key == key {
-			return m.raw, true
-		}
-	}
-	return nil, false
-}
-
-func (ms object) encode() ([]byte, error) {
+// encodeObject writes members as one compact JSON object.
+func encodeObject(ms jsonw.Object) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
 	for i, m := range ms {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.Write(mustJSON(m.key))
+		b.Write(mustJSON(m.Key))
 		b.WriteByte(':')
-		if err := json.Compact(&b, m.raw); err != nil {
+		if err := json.Compact(&b, m.Value); err != nil {
 			return nil, errors.New("stored resource is not valid JSON")
 		}
 	}
@@ -689,36 +672,11 @@ func (ms object) encode() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// topLevel splits a JSON object into its members, in order. Duplicate keys
-// are refused: which one counts is up to each reader.
-func topLevel(b []byte) (object, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("stored resource is not a JSON object")
-	}
-	var ms object
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("stored resource is not valid JSON")
-		}
-		key, _ := t.(string)
-		if seen[key] {
-			return nil, errors.New("stored resource repeats a member")
-		}
-		seen[key] = true
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, errors.New("stored resource is not valid JSON")
-		}
-		ms = append(ms, member{key, raw})
-	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, errors.New("stored resource is not valid JSON")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("stored resource has trailing data")
+// topLevel splits a stored resource into its members (jsonw.Members).
+func topLevel(b []byte) (jsonw.Object, error) {
+	ms, err := jsonw.Members(b)
+	if err != nil {
+		return nil, fmt.Errorf("stored resource: %w", err)
 	}
 	return ms, nil
 }

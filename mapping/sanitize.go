@@ -11,24 +11,24 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
 
-// fhirSafe reports whether s can be a FHIR string as it is.
-func fhirSafe(s string) bool {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
-				return false
-			}
-			i++
-			continue
+// fhirSafe reports whether s can be a FHIR string as it is: valid UTF-8
+// without control characters other than tab, line feed and carriage
+// return.
+func fhirSafe(s string) bool { return utf8.ValidString(s) && !hasControl(s) }
+
+// fhirSafeBytes is fhirSafe for a byte slice, without converting it.
+func fhirSafeBytes(b []byte) bool { return utf8.Valid(b) && !hasControl(b) }
+
+// hasControl reports a C0 control character FHIR strings may not hold.
+// They are ASCII, so no byte of a multi-byte UTF-8 sequence is mistaken
+// for one.
+func hasControl[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
+			return true
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			return false
-		}
-		i += size
 	}
-	return true
+	return false
 }
 
 // safeString returns s with invalid UTF-8 and control characters replaced
@@ -138,24 +138,4 @@ func appointmentSafe(a *qubs.Appointment) bool {
 		ok = ok && fhirSafeBytes(it)
 	}
 	return ok
-}
-
-// fhirSafeBytes is fhirSafe for a byte slice, without converting it.
-func fhirSafeBytes(s []byte) bool {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
-				return false
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			return false
-		}
-		i += size
-	}
-	return true
 }

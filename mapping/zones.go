@@ -141,6 +141,14 @@ func localInstant(loc *time.Location, y int, mo time.Month, d, h, mi, s int) (of
 		// would find. Nearly every appointment takes this way.
 		return o0
 	}
+	return offsetBySearch(loc, wall, guess)
+}
+
+// offsetBySearch is localInstant's answer the long way: every offset in
+// force around the guessed instant is tried against the wall clock.
+func offsetBySearch(loc *time.Location, wall int64, guess time.Time) int {
+	_, o0 := guess.Zone()
+	start, end := guess.ZoneBounds()
 	candidates := [3]int{o0, o0, o0}
 	if !start.IsZero() {
 		_, candidates[1] = start.Add(-time.Second).In(loc).Zone()

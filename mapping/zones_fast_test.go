@@ -12,31 +12,7 @@ import (
 // candidate offset tried. The shortcut must agree with it everywhere.
 func localInstantSearch(loc *time.Location, y int, mo time.Month, d, h, mi, s int) int {
 	wall := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Unix()
-	guess := time.Date(y, mo, d, h, mi, s, 0, loc)
-	_, o0 := guess.Zone()
-	candidates := [3]int{o0, o0, o0}
-	start, end := guess.ZoneBounds()
-	if !start.IsZero() {
-		_, candidates[1] = start.Add(-time.Second).In(loc).Zone()
-	}
-	if !end.IsZero() {
-		_, candidates[2] = end.In(loc).Zone()
-	}
-	best, found := 0, false
-	lowest := candidates[0]
-	for _, o := range candidates {
-		lowest = min(lowest, o)
-		if _, got := time.Unix(wall-int64(o), 0).In(loc).Zone(); got != o {
-			continue
-		}
-		if !found || o > best {
-			best, found = o, true
-		}
-	}
-	if !found {
-		best = lowest
-	}
-	return best
+	return offsetBySearch(loc, wall, time.Date(y, mo, d, h, mi, s, 0, loc))
 }
 
 func TestLocalInstantShortcut(t *testing.T) {

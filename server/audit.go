@@ -168,7 +168,7 @@ func (s *Server) recordAudit(c *gin.Context, status int) error {
 // are not audited.
 func (s *Server) auditRecordOf(c *gin.Context, status int) *store.AuditRecord {
 	route := c.FullPath()
-	spec := s.routeOf(c)
+	spec := routeOf(c)
 	if spec == nil || spec.interaction.auditAction() == "" {
 		return nil // no FHIR route (404), or one that discloses nothing
 	}

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"golang.org/x/oauth2"
-
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -109,16 +107,7 @@ func BenchmarkSubmitReport2MB(b *testing.B) {
 // of the 2 MiB PDF, the report submission). The bridge's POST divided by
 // this is the cost of the layer.
 func BenchmarkReportFloor(b *testing.B) {
-	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sim.Close()
-	c, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
-		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
-	if err != nil {
-		b.Fatal(err)
-	}
+	sim, c := simClient(b)
 	appt, _ := firstPending(b, sim, 20)
 	_, file := report2MB("x")
 	ctx := context.Background()

@@ -64,16 +64,7 @@ func BenchmarkReadServiceRequest(b *testing.B) {
 // BenchmarkQUBSGet is the QUBS call alone that BenchmarkReadServiceRequest
 // makes.
 func BenchmarkQUBSGet(b *testing.B) {
-	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sim.Close()
-	c, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
-		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
-	if err != nil {
-		b.Fatal(err)
-	}
+	sim, c := simClient(b)
 	id := sim.PendingIDs("acme")[20]
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -134,16 +125,7 @@ func BenchmarkBareProxy(b *testing.B) {
 // BenchmarkQUBSPage100 is the QUBS call alone that BenchmarkSearch100 makes,
 // so the bridge's own share of a search can be read off as a ratio.
 func BenchmarkQUBSPage100(b *testing.B) {
-	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sim.Close()
-	c, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
-		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, c := simClient(b)
 	ctx := context.Background()
 	b.ReportAllocs()
 	defer reportCPU(b)()
@@ -197,4 +179,21 @@ func samplePeak(fn func()) uint64 {
 	close(stop)
 	<-done
 	return peak.Load()
+}
+
+// simClient is a seeded simulator and a QUBS client of it, for the
+// benchmarks that measure QUBS calls alone; both end with b.
+func simClient(b *testing.B) (*qubssim.Server, *qubs.Client) {
+	b.Helper()
+	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sim.Close() })
+	c, err := qubs.New(qubs.Config{BaseURL: sim.URL, TokenURL: sim.TokenURL(), ClientID: qubssim.DefaultClientID,
+		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sim, c
 }

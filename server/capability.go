@@ -40,7 +40,7 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 		SecurityDescription: securityDescription(s.cfg.AuthMode),
 	}
 	byType := map[string]int{}
-	for _, r := range s.served() {
+	for _, r := range s.table {
 		if r.typ == "" {
 			continue
 		}

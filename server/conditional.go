@@ -21,7 +21,7 @@ import (
 // exactly when what the client would see changes. Last-Modified is not
 // invented where QUBS gives no time.
 func (s *Server) conditionalRead(c *gin.Context, status int, body []byte) bool {
-	spec := s.routeOf(c)
+	spec := routeOf(c)
 	if status != http.StatusOK || spec == nil || (spec.interaction != interactionRead && spec.interaction != interactionVRead) {
 		return false
 	}

@@ -24,9 +24,8 @@ func (s *Server) renderError(c *gin.Context, err error) {
 	if errors.As(err, &qe) && qe.Kind == qubs.KindForbidden {
 		// QUBS answers 403 for a domain outside the bridge's token, the
 		// only thing it scopes by: for the client, that FHIR base does
-		// not exist.
+		// not exist (qubsError answers 404), and the bridge remembers.
 		s.domains.record(domainOf(c), false)
-		err = errNoDomain()
 	}
 	fe := toFHIRError(err)
 	cid := correlationIDOf(c)
@@ -98,7 +97,9 @@ func qubsError(qe *qubs.Error) *fhir.Error {
 	case qubs.KindUnauthorized:
 		return upstream(http.StatusBadGateway, "security", "QUBS refused the bridge's own credentials (QUBS_CLIENT_ID/QUBS_CLIENT_SECRET); an operator must fix them")
 	case qubs.KindForbidden:
-		return &fhir.Error{Status: http.StatusNotFound, Issues: []fhir.Issue{{Severity: "error", Code: "not-found", Diagnostics: "no FHIR base for this domain"}}, Err: qe}
+		fe := errNoDomain().(*fhir.Error)
+		fe.Err = qe
+		return fe
 	case qubs.KindConflict:
 		return upstream(http.StatusConflict, "conflict", "QUBS reports a conflicting earlier request with the same idempotency key")
 	case qubs.KindTooLarge:

@@ -166,7 +166,8 @@ func (s *Server) domain() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
-		state(c).domain = d
+		st := state(c)
+		st.domain, st.route = d, s.lookupRoute(c)
 		ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
 		defer cancel()
 		c.Request = c.Request.WithContext(ctx)

@@ -20,6 +20,9 @@ type reqState struct {
 	// principal is the authenticated caller; nil before authentication
 	// or when it failed.
 	principal *auth.Principal
+	// route is the FHIR route's spec (nil outside the FHIR base or for
+	// an unknown route).
+	route *routeSpec
 	// disclosed is what the answer revealed, reported by the handler
 	// that built it, for the audit trail.
 	disclosed disclosure

@@ -33,7 +33,7 @@ func (s *Server) writeRaw(c *gin.Context, status int, body []byte) {
 			s.renderError(c, err)
 			return
 		}
-		if spec := s.routeOf(c); spec != nil {
+		if spec := routeOf(c); spec != nil {
 			switch spec.interaction {
 			case interactionRead, interactionVRead:
 				body = fhir.SubsetElements(body, elements)

@@ -138,23 +138,30 @@ func (s *Server) served() []routeSpec {
 	return out
 }
 
-// registerFHIR registers the served routes on the FHIR base groups and
-// indexes them for routeOf.
+// registerFHIR registers the served routes on the FHIR base groups, keeps
+// them for the CapabilityStatement, and indexes them for lookupRoute.
 func (s *Server) registerFHIR(fhirBase, negotiated *gin.RouterGroup) {
-	s.specs = map[string]*routeSpec{}
-	for _, r := range s.served() {
+	s.table = s.served()
+	s.specs = make(map[string]*routeSpec, len(s.table))
+	for i := range s.table {
+		r := &s.table[i]
 		g := negotiated
 		if r.raw {
 			g = fhirBase
 		}
 		g.Handle(r.method, r.path, s.handle(r.handler))
-		s.specs[r.method+" "+r.fullPath()] = &r
+		s.specs[r.method+" "+r.fullPath()] = r
 	}
 }
 
-// routeOf returns the spec of the request's route, nil when no FHIR route
-// matched (a 404 follows) or, by mistake, the route is not in the table
-// (authenticate denies it).
-func (s *Server) routeOf(c *gin.Context) *routeSpec {
+// lookupRoute finds the spec of the request's route, nil when no FHIR
+// route matched (a 404 follows) or, by mistake, the route is not in the
+// table (authenticate denies it). The domain middleware calls it once per
+// request; everything after reads it with routeOf.
+func (s *Server) lookupRoute(c *gin.Context) *routeSpec {
 	return s.specs[c.Request.Method+" "+c.FullPath()]
 }
+
+// routeOf returns the request's route spec, as the domain middleware
+// found it.
+func routeOf(c *gin.Context) *routeSpec { return state(c).route }

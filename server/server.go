@@ -126,7 +126,9 @@ type Server struct {
 	upstream *upstreamCheck
 	// deliveryFigures caches /readyz's delivery queue figures.
 	deliveryFigures deliveryFigures
-	// specs index the route table by "METHOD /fhir/:domain/path".
+	// table is the served part of the route table; specs index it by
+	// "METHOD /fhir/:domain/path".
+	table     []routeSpec
 	specs     map[string]*routeSpec
 	validator *fhir.Validator
 	started   time.Time

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -37,24 +36,8 @@ import (
 // and PostgreSQL. Long (BRIDGE_LONG_TESTS=1): 1,000 studies, two kills, two
 // replicas on PostgreSQL.
 
-const chaosChildEnv = "QFB_CHAOS_CHILD"
-
 // chaosPHI is in every report text and must never reach a log line.
 const chaosPHI = "CHAOS-PHI-Jane-Citizen"
-
-// TestChaosBridgeChild is a bridge process of TestChaosDelivery.
-func TestChaosBridgeChild(t *testing.T) {
-	if os.Getenv(chaosChildEnv) != "1" {
-		t.Skip("a bridge process of TestChaosDelivery")
-	}
-	m := NewMain()
-	go func() {
-		<-m.Ready
-		fmt.Printf("\nBRIDGE_URL=%s\n", m.BridgeURL)
-	}()
-	err := m.Run(context.Background(), []string{"serve"})
-	t.Fatalf("serve returned: %v", err)
-}
 
 type chaosConfig struct {
 	studies  int
@@ -96,44 +79,12 @@ type bridgeProc struct {
 
 func startBridge(t *testing.T, sim *qubssim.Server, dsn, logPath string) *bridgeProc {
 	t.Helper()
-	exe, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(exe, "-test.run=^TestChaosBridgeChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
-		chaosChildEnv+"=1",
-		"QUBS_API_URL="+sim.URL,
-		"QUBS_TOKEN_URL="+sim.TokenURL(),
-		"QUBS_CLIENT_ID="+qubssim.DefaultClientID,
-		"QUBS_CLIENT_SECRET="+qubssim.DefaultClientSecret,
-		"BRIDGE_LISTEN=127.0.0.1:0",
-		"BRIDGE_STORE="+dsn,
-		"BRIDGE_AUTH=none",
-		"BRIDGE_RATE_LIMIT=0",
-		"BRIDGE_LOG_LEVEL=info",
-	)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	require.NoError(t, err)
-	cmd.Stderr = logf
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	p := &bridgeProc{cmd: cmd, done: make(chan struct{})}
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "BRIDGE_URL="); ok {
-				urlc <- u
-			}
-		}
-	}()
+	cmd, base := startServe(t, sim, dsn, logf, "BRIDGE_LOG_LEVEL=info")
+	p := &bridgeProc{cmd: cmd, base: base, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })
-	select {
-	case p.base = <-urlc:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the bridge process did not start")
-	}
 	return p
 }
 

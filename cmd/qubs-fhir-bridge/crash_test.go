@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,26 +23,6 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 )
-
-// crashChildEnv marks the re-executed test binary that runs the bridge.
-const crashChildEnv = "QFB_CRASH_CHILD"
-
-// TestAuditCrashChild is the bridge process of TestAuditLossOnCrash: the
-// test binary re-executed, running `serve` with the environment it was
-// given, until it is killed.
-func TestAuditCrashChild(t *testing.T) {
-	t.Parallel()
-	if os.Getenv(crashChildEnv) != "1" {
-		t.Skip("the bridge process of TestAuditLossOnCrash")
-	}
-	m := NewMain()
-	go func() {
-		<-m.Ready
-		fmt.Printf("\nBRIDGE_URL=%s\n", m.BridgeURL)
-	}()
-	err := m.Run(context.Background(), []string{"serve"})
-	t.Fatalf("serve returned: %v", err)
-}
 
 // TestAuditLossOnCrash puts read load on a real bridge process, kills it
 // with SIGKILL in the middle, and counts the answers the clients received
@@ -99,27 +76,10 @@ func crashUnderLoad(t *testing.T, dsn string, buffer int, wait string) (received
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Seed: 1, Appointments: 200})
 	require.NoError(t, err)
 	t.Cleanup(func() { sim.Close() })
-	exe, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(exe, "-test.run=^TestAuditCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
-		crashChildEnv+"=1",
-		"QUBS_API_URL="+sim.URL,
-		"QUBS_TOKEN_URL="+sim.TokenURL(),
-		"QUBS_CLIENT_ID="+qubssim.DefaultClientID,
-		"QUBS_CLIENT_SECRET="+qubssim.DefaultClientSecret,
-		"BRIDGE_LISTEN=127.0.0.1:0",
-		"BRIDGE_STORE="+dsn,
-		"BRIDGE_AUTH=none",
-		"BRIDGE_RATE_LIMIT=0",
+	cmd, base := startServe(t, sim, dsn, io.Discard,
 		"BRIDGE_AUDIT_BUFFER="+strconv.Itoa(buffer),
 		"BRIDGE_AUDIT_WAIT="+wait,
-		"BRIDGE_LOG_LEVEL=warn",
-	)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = io.Discard
-	require.NoError(t, cmd.Start())
+		"BRIDGE_LOG_LEVEL=warn")
 	killed := false
 	t.Cleanup(func() {
 		if !killed {
@@ -127,21 +87,6 @@ func crashUnderLoad(t *testing.T, dsn string, buffer int, wait string) (received
 			_ = cmd.Wait()
 		}
 	})
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "BRIDGE_URL="); ok {
-				urlc <- u
-			}
-		}
-	}()
-	var base string
-	select {
-	case base = <-urlc:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the bridge process did not start")
-	}
 	base += "/fhir/acme"
 
 	var srIDs []string

@@ -167,10 +167,7 @@ func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFil
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	dir, cmp := "DESC", "<"
-	if f.OldestFirst {
-		dir, cmp = "ASC", ">"
-	}
+	dir, cmp := sqlutil.AuditOrder(f.OldestFirst)
 	if f.After != "" {
 		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
 		if err != nil {

@@ -172,10 +172,7 @@ func (s *Store) recordArtifact(ctx context.Context, worker, domain, id string, v
 		if err != nil {
 			return err
 		}
-		if j.state != store.DeliveryPending {
-			return store.E(store.KindConflict, "version is %s", j.state)
-		}
-		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+		if err := sqlutil.CheckPendingHolder(worker, id, version, j.state, j.holder); err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, update, append([]any{domain, id, version, index}, args...)...)
@@ -201,10 +198,7 @@ func (s *Store) RenewLease(ctx context.Context, worker, domain, id string, versi
 		if err != nil {
 			return err
 		}
-		if j.state != store.DeliveryPending {
-			return store.E(store.KindConflict, "version is %s", j.state)
-		}
-		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+		if err := sqlutil.CheckPendingHolder(worker, id, version, j.state, j.holder); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE delivery_queues SET lease_until = $3

@@ -164,10 +164,7 @@ func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.Aud
 func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFilter) (records []*store.AuditRecord, next string, err error) {
 	defer store.Wrap(&err, "sqlite.SearchAudit(%q)", domain)
 	from, at, id, where, args := auditWhere(domain, f)
-	dir, cmp := "DESC", "<"
-	if f.OldestFirst {
-		dir, cmp = "ASC", ">"
-	}
+	dir, cmp := sqlutil.AuditOrder(f.OldestFirst)
 	if f.After != "" {
 		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
 		if err != nil {

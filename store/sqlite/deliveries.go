@@ -146,10 +146,7 @@ func (s *Store) recordArtifact(ctx context.Context, worker, domain, id string, v
 		if err != nil {
 			return err
 		}
-		if j.state != store.DeliveryPending {
-			return store.E(store.KindConflict, "version is %s", j.state)
-		}
-		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+		if err := sqlutil.CheckPendingHolder(worker, id, version, j.state, j.holder); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, update, append(args, domain, id, version, index)...)
@@ -177,10 +174,7 @@ func (s *Store) RenewLease(ctx context.Context, worker, domain, id string, versi
 		if err != nil {
 			return err
 		}
-		if j.state != store.DeliveryPending {
-			return store.E(store.KindConflict, "version is %s", j.state)
-		}
-		if err := sqlutil.CheckHolder(worker, id, version, j.holder); err != nil {
+		if err := sqlutil.CheckPendingHolder(worker, id, version, j.state, j.holder); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE delivery_queues SET lease_until = ?

@@ -278,21 +278,9 @@ func reportWhere(domain string, f store.ReportFilter) (where []string, args []an
 	return where, args
 }
 
-// reportOrder is the column a search sorts and pages on (its value is
-// what the cursor holds), the direction, and the cursor comparison.
-func reportOrder(o store.ReportOrder) (key, dir, cmp string) {
-	switch o {
-	case store.ReportsByUpdate:
-		return "v.created_at", "ASC", ">"
-	case store.ReportsByUpdateDesc:
-		return "v.created_at", "DESC", "<"
-	}
-	return "r.created_at", "ASC", ">"
-}
-
 func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
 	where, args := reportWhere(domain, f)
-	key, dir, cmp := reportOrder(f.Order)
+	key, dir, cmp := sqlutil.ReportOrder(f.Order)
 	if f.After != "" {
 		at, id, err := sqlutil.DecodeCursor(f.After)
 		if err != nil {

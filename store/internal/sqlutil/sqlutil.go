@@ -150,6 +150,15 @@ func CheckHolder(worker, id string, version int, h Holder) error {
 	return nil
 }
 
+// CheckPendingHolder is what every write by a lease holder checks first:
+// the version is still pending, and worker holds its lease (CheckHolder).
+func CheckPendingHolder(worker, id string, version int, state string, h Holder) error {
+	if state != store.DeliveryPending {
+		return store.E(store.KindConflict, "version is %s", state)
+	}
+	return CheckHolder(worker, id, version, h)
+}
+
 // SupersededBy is the last_error of a version superseded by a newer one of
 // the same appointment (report id and version name it; neither is PHI).
 func SupersededBy(id string, version int) string {
@@ -259,4 +268,26 @@ func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
 		want++
 	}
 	return ms, nil
+}
+
+// ReportOrder is what both engines sort and page report searches on: the
+// column (its value is what the cursor holds), the direction, and the
+// comparison that continues after the cursor.
+func ReportOrder(o store.ReportOrder) (key, dir, cmp string) {
+	switch o {
+	case store.ReportsByUpdate:
+		return "v.created_at", "ASC", ">"
+	case store.ReportsByUpdateDesc:
+		return "v.created_at", "DESC", "<"
+	}
+	return "r.created_at", "ASC", ">"
+}
+
+// AuditOrder is the direction of an audit search and the comparison that
+// continues after its cursor: newest first unless oldestFirst.
+func AuditOrder(oldestFirst bool) (dir, cmp string) {
+	if oldestFirst {
+		return "ASC", ">"
+	}
+	return "DESC", "<"
 }
