@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,7 +116,19 @@ func TestTokenEndpointSpeaksOAuth(t *testing.T) {
 		require.NoError(t, json.Unmarshal(body, &oe), "%s", body)
 		assert.Equal(t, "invalid_request", oe["error"])
 	}
-	_, _, err := client.PostAssertion(context.Background(), tokenURL,
+	// HTTP Basic is not how a SMART client authenticates: 401 with a
+	// challenge in the scheme it tried (RFC 6749 §5.2).
+	req, err := http.NewRequest(http.MethodPost, tokenURL, strings.NewReader("grant_type=client_credentials"))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("ris", "a-secret")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, res.StatusCode)
+	assert.True(t, strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Basic "), res.Header.Get("WWW-Authenticate"))
+
+	_, _, err = client.PostAssertion(context.Background(), tokenURL,
 		client.Assertion("http://bridge.test/auth/token", "j-1", time.Now().Add(4*time.Minute)), "system/Observation.rs")
 	var te *authtest.TokenError
 	require.True(t, errors.As(err, &te), "%v", err)

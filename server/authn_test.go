@@ -230,6 +230,12 @@ func TestJWTAuthorization(t *testing.T) {
 		{"another domain", iss.Sign(claims(func(c map[string]any) { c["qubs_domains"] = []string{"northside"} }), "RS256"), http.StatusForbidden},
 		{"bad signature", authtest.Tamper(iss.Sign(claims(nil), "RS256"), "scope", "system/*.cruds"), http.StatusUnauthorized},
 	}
+	t.Run("a key rotated a moment ago works at once", func(t *testing.T) {
+		require.Equal(t, http.StatusOK, do(t, "GET", e.base+"/ServiceRequest?_count=1", bearer(iss.Sign(claims(nil), "ES384")), nil).status)
+		iss.Rotate()
+		r := do(t, "GET", e.base+"/ServiceRequest?_count=1", bearer(iss.Sign(claims(nil), "ES384")), nil)
+		assert.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := do(t, "GET", e.base+"/ServiceRequest?_count=1", bearer(tc.tok), nil)
