@@ -99,6 +99,17 @@ func (r *response) json(t testing.TB) map[string]any {
 // R4 check shared by all end-to-end tests.
 func do(t testing.TB, method, u string, header http.Header, body io.Reader) *response {
 	t.Helper()
+	res, b := send(t, method, u, header, body)
+	ct := res.Header.Get("Content-Type")
+	if strings.HasPrefix(ct, "application/fhir+json") || strings.HasPrefix(ct, "application/json") && strings.Contains(u, "/fhir/") && !strings.Contains(u, "/.well-known/") {
+		fhirtest.RequireValidR4(t, b)
+	}
+	return &response{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// send sends a request and returns the answer with its body read.
+func send(t testing.TB, method, u string, header http.Header, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, u, body)
 	require.NoError(t, err)
 	for k, vs := range header {
@@ -109,11 +120,7 @@ func do(t testing.TB, method, u string, header http.Header, body io.Reader) *res
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	require.NoError(t, err)
-	ct := res.Header.Get("Content-Type")
-	if strings.HasPrefix(ct, "application/fhir+json") || strings.HasPrefix(ct, "application/json") && strings.Contains(u, "/fhir/") && !strings.Contains(u, "/.well-known/") {
-		fhirtest.RequireValidR4(t, b)
-	}
-	return &response{status: res.StatusCode, header: res.Header, body: b}
+	return res, b
 }
 
 func get(t testing.TB, u string) *response {

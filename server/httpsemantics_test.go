@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -20,17 +19,7 @@ import (
 // no body).
 func raw(t *testing.T, method, u string, header http.Header) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, u, nil)
-	require.NoError(t, err)
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	return res, b
+	return send(t, method, u, header, nil)
 }
 
 // binaryURL returns the Binary URL of a seeded referral of the first
