@@ -37,6 +37,18 @@ type ResourceCapability struct {
 	SupportedProfiles []string
 	// Documentation explains how the type is served.
 	Documentation string
+	// Operations are the operations defined on the type or its instances.
+	Operations []OperationCapability
+}
+
+// OperationCapability is one operation a resource type serves
+// (CapabilityStatement.rest.resource.operation).
+type OperationCapability struct {
+	// Name is the operation's name without the "$".
+	Name string
+	// Definition is the canonical URL of its OperationDefinition.
+	Definition    string
+	Documentation string
 }
 
 // OAuthURIs are the SMART on FHIR authorization endpoints advertised through
@@ -205,6 +217,13 @@ func restResource(rc ResourceCapability) models.CapabilityStatementRestResource 
 			sp.Documentation = ptr(p.Documentation)
 		}
 		r.SearchParam = append(r.SearchParam, sp)
+	}
+	for _, op := range rc.Operations {
+		o := models.CapabilityStatementRestResourceOperation{Name: op.Name, Definition: op.Definition}
+		if op.Documentation != "" {
+			o.Documentation = ptr(op.Documentation)
+		}
+		r.Operation = append(r.Operation, o)
 	}
 	return r
 }

@@ -104,7 +104,9 @@ func TestAuditNamesWhatTheAnswerCarried(t *testing.T) {
 			if loc := r.header.Get("Location"); loc != "" {
 				wantEntities = append(wantEntities, relativeRef(t, loc))
 			}
-			if method == http.MethodGet && !strings.Contains(path, "?") && strings.Count(path, "/") >= 2 {
+			// A read names what it was for, and so does an operation on
+			// an instance.
+			if (method == http.MethodGet || strings.Contains(path, "/$")) && !strings.Contains(path, "?") && strings.Count(path, "/") >= 2 {
 				parts := strings.Split(path, "/")
 				wantEntities = append(wantEntities, parts[1]+"/"+parts[2])
 			}
@@ -209,6 +211,23 @@ func TestAuditNamesWhatTheAnswerCarried(t *testing.T) {
 		report{srID: srID, status: "final", text: "Final " + phiMarker, id: drID}.json(), patient)
 	check("DiagnosticReport vread", "GET", "/DiagnosticReport/"+drID+"/_history/1", nil, nil, patient)
 
+	// An operation: $redeliver of a report whose delivery QUBS refused.
+	var appt2 qubs.Appointment
+	var srID2 string
+	for i := 30; appt2.PatientID == "" || appt2.PatientID == appt.PatientID; i++ {
+		appt2, srID2 = firstPending(t, e.sim, i)
+	}
+	e.sim.AddFault(qubssim.Fault{Method: http.MethodPost, Route: "/report", Status: http.StatusNotFound, Count: 1})
+	r = do(t, http.MethodPost, e.base+"/DiagnosticReport", http.Header{"Content-Type": {"application/fhir+json"}},
+		bytes.NewReader(report{srID: srID2, status: "final", text: "Final " + phiMarker}.json()))
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	failedID := r.json(t)["id"].(string)
+	eventually(t, "the delivery failing", func() bool {
+		return strings.Contains(string(get(t, e.base+"/DiagnosticReport/"+failedID).body), `"failed"`)
+	})
+	check("DiagnosticReport $redeliver", "POST", "/DiagnosticReport/"+failedID+"/$redeliver", nil, nil,
+		"Patient/"+mapping.PatientID(&appt2))
+
 	// The audit trail itself.
 	r = check("AuditEvent search", "GET", "/AuditEvent?_count=3", nil, nil)
 	aeID := resourceOf(entries(r.json(t), "match")[0])["id"].(string)
@@ -223,7 +242,7 @@ func TestAuditNamesWhatTheAnswerCarried(t *testing.T) {
 		"GET DocumentReference", "GET DocumentReference/:id", "POST DocumentReference", "GET Binary/:id", "POST Binary",
 		"GET Communication", "GET Communication/:id", "POST Communication", "GET Flag", "GET Flag/:id",
 		"POST DiagnosticReport", "GET DiagnosticReport", "GET DiagnosticReport/:id", "PUT DiagnosticReport/:id",
-		"GET DiagnosticReport/:id/_history/:vid", "GET AuditEvent", "GET AuditEvent/:id",
+		"GET DiagnosticReport/:id/_history/:vid", "POST DiagnosticReport/:id/$redeliver", "GET AuditEvent", "GET AuditEvent/:id",
 	} {
 		method, path, _ := strings.Cut(rt, " ")
 		want = append(want, method+" /fhir/:domain/"+path)

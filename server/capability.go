@@ -53,6 +53,10 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 			cfg.Resources = append(cfg.Resources, rc)
 		}
 		rc := &cfg.Resources[i]
+		if r.operation != nil {
+			rc.Operations = append(rc.Operations, *r.operation)
+			continue
+		}
 		if !slices.Contains(rc.Interactions, string(r.interaction)) {
 			rc.Interactions = append(rc.Interactions, string(r.interaction))
 		}

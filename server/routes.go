@@ -22,6 +22,10 @@ const (
 	interactionSearch       interaction = "search-type"
 	interactionCreate       interaction = "create"
 	interactionUpdate       interaction = "update"
+	// interactionOperation is an operation that changes the resource's
+	// delivery ($redeliver): it needs the type's update permission and is
+	// audited as an update, so its record is committed before the answer.
+	interactionOperation interaction = "operation"
 )
 
 // public reports whether anyone may call it: SMART requires the
@@ -40,7 +44,7 @@ func (i interaction) perm() byte {
 		return 's'
 	case interactionCreate:
 		return 'c'
-	case interactionUpdate:
+	case interactionUpdate, interactionOperation:
 		return 'u'
 	}
 	return 0 // none: only public interactions have none
@@ -56,7 +60,7 @@ func (i interaction) auditAction() string {
 		return store.AuditActionExecute
 	case interactionCreate:
 		return store.AuditActionCreate
-	case interactionUpdate:
+	case interactionUpdate, interactionOperation:
 		return store.AuditActionUpdate
 	}
 	return ""
@@ -77,8 +81,11 @@ type routeSpec struct {
 	withStore bool
 	// raw routes answer in their own media type (Binary): no JSON
 	// negotiation before them.
-	raw     bool
-	handler func(*gin.Context) error
+	raw bool
+	// operation describes an interactionOperation route for the
+	// CapabilityStatement.
+	operation *fhir.OperationCapability
+	handler   func(*gin.Context) error
 }
 
 // fullPath is the gin pattern of the route, as c.FullPath reports it.
@@ -119,6 +126,7 @@ func (s *Server) routeTable() []routeSpec {
 		routeSpec{method: http.MethodGet, path: "/DiagnosticReport/:id", typ: "DiagnosticReport", interaction: interactionRead, withStore: true, handler: s.readDiagnosticReport},
 		routeSpec{method: http.MethodPut, path: "/DiagnosticReport/:id", typ: "DiagnosticReport", interaction: interactionUpdate, withStore: true, handler: s.updateDiagnosticReport},
 		routeSpec{method: http.MethodGet, path: "/DiagnosticReport/:id/_history/:vid", typ: "DiagnosticReport", interaction: interactionVRead, withStore: true, handler: s.vreadDiagnosticReport},
+		routeSpec{method: http.MethodPost, path: "/DiagnosticReport/:id/$redeliver", typ: "DiagnosticReport", interaction: interactionOperation, withStore: true, operation: &redeliverOperation, handler: s.redeliverDiagnosticReport},
 
 		routeSpec{method: http.MethodGet, path: "/AuditEvent", typ: "AuditEvent", interaction: interactionSearch, search: &auditEventSearch, withStore: true, handler: s.searchAuditEvents},
 		routeSpec{method: http.MethodGet, path: "/AuditEvent/:id", typ: "AuditEvent", interaction: interactionRead, withStore: true, handler: s.readAuditEvent},

@@ -30,6 +30,7 @@ type Store interface {
 	Binaries
 	Idempotency
 	Deliveries
+	DeliveryOps
 	Purger
 	Audit
 	Replay
@@ -462,4 +463,83 @@ type Purger interface {
 	// (PurgeAuditBefore), idempotency records and jti claims hold no PHI
 	// and are left alone.
 	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)
+}
+
+// DeliveryOps is what an operator does about deliveries that went wrong:
+// list them, send a failed version again, give one up (the `deliveries`
+// command and the $redeliver operation; docs/deliveries.md). Nothing here
+// returns PHI.
+type DeliveryOps interface {
+	// ListDeliveries returns the delivery state of the report versions f
+	// selects, the most recently accepted first.
+	// Errors: ErrInvalid for an unknown state in f.States.
+	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]DeliveryInfo, error)
+	// RequeueDelivery makes a failed version pending again, due at now,
+	// so that the delivery queue sends it once more; its attempts and last
+	// error are kept as history.
+	// Errors: ErrNotFound; ErrConflict if the version is not failed, was
+	// abandoned, was purged by retention (nothing left to send), or a
+	// newer version of its appointment (of any report) was accepted since
+	// (it would only be superseded: QUBS keeps one report per appointment).
+	RequeueDelivery(ctx context.Context, domain, id string, version int, now time.Time) error
+	// AbandonDelivery gives a pending or failed version up: it becomes
+	// failed with a last error of kind DeliveryAbandoned, is never sent
+	// afterwards and cannot be requeued. Abandoning an abandoned version
+	// again is a no-op.
+	// Errors: ErrNotFound; ErrConflict if the version was delivered or
+	// superseded, or a worker holds an unexpired lease on it at now (it
+	// may be sending it: try again once the attempt settled).
+	AbandonDelivery(ctx context.Context, domain, id string, version int, now time.Time) error
+}
+
+// DeliveryAbandoned is the kind of Delivery.LastError of a version an
+// operator gave up ("abandoned: ...").
+const DeliveryAbandoned = "abandoned"
+
+// DeliveryFilter selects versions in ListDeliveries; empty fields do not
+// filter.
+type DeliveryFilter struct {
+	Domain string
+	// States are alternatives among DeliveryPending, DeliveryDelivered,
+	// DeliveryFailed, DeliverySuperseded.
+	States []string
+	// Limit caps the result; 0 means DefaultSearchLimit, and it is clamped
+	// to MaxSearchLimit.
+	Limit int
+}
+
+// DeliveryInfo is one report version's delivery state, without PHI: ids,
+// states, counts, PHI-free errors and times.
+type DeliveryInfo struct {
+	Domain, ReportID string
+	Version          int
+	AppointmentID    string
+	CreatedAt        time.Time
+	Delivery         Delivery
+	Purged           bool
+}
+
+// SchemaLevel is where a database's migrations stand against the ones a
+// binary embeds (the check command; docs/store.md).
+type SchemaLevel struct {
+	// Applied is the highest migration applied to the database, 0 for a
+	// database without any.
+	Applied int
+	// Known is the highest migration the binary embeds.
+	Known int
+	// New is set when the database does not exist yet (a SQLite file
+	// serve would create).
+	New bool
+}
+
+// State is "up to date", "behind" (Open applies the rest) or "ahead" (a
+// newer release migrated the database).
+func (l SchemaLevel) State() string {
+	switch {
+	case l.Applied > l.Known:
+		return "ahead"
+	case l.Applied < l.Known:
+		return "behind"
+	}
+	return "up to date"
 }

@@ -70,11 +70,16 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level"},
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level", "domains"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
 		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level"},
 	"qubs-sim":   {"listen", "seed", "appointments", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
+}
+
+func init() {
+	// check validates exactly what serve reads.
+	commands["check"] = commands["serve"]
 }
 
 // Run runs the command named by args[0] until ctx is done.
@@ -92,6 +97,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	cmd := args[0]
 	if cmd == "bench" {
 		return m.bench(ctx, args[1:])
+	}
+	if cmd == "deliveries" {
+		return m.deliveries(ctx, args[1:])
 	}
 	names, ok := commands[cmd]
 	if !ok {
@@ -136,6 +144,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.hashToken()
 	case "serve":
 		return m.serve(ctx, opts, log)
+	case "check":
+		return m.check(ctx, opts, log)
 	case "demo":
 		return m.demo(ctx, opts, log)
 	default:
@@ -174,6 +184,8 @@ commands:
   demo       a seeded QUBS simulator and the bridge in one process, on loopback
   qubs-sim   the QUBS simulator alone
   hash-token the SHA-256 of a static bearer token (from stdin), for BRIDGE_STATIC_TOKENS_FILE
+  check      validate serve's whole configuration (QUBS, store, auth files, clock) without serving
+  deliveries list, retry or abandon report deliveries to QUBS (docs/deliveries.md)
   bench      the bridge and a bare reverse proxy side by side over the simulator (docs/performance.md)
   help       this text
 
@@ -254,6 +266,11 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err := checkQUBSCredentials(ctx, client, log); err != nil {
 		return err
 	}
+	if lvl := checkStoreLevel(ctx, opts.get("store")); lvl.ahead {
+		// Not fatal: during a rolling upgrade old replicas run on a schema
+		// a newer release migrated (additive migrations; docs/store.md).
+		log.Warn("start-up check", "check", lvl.name, "result", "fail", "reason", userMessage(lvl.err))
+	}
 	st, err := openStore(ctx, opts.get("store"))
 	if err != nil {
 		return err
@@ -266,6 +283,7 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	}
 	close(m.Ready)
 	log.Info("serving FHIR", "addr", ln.Addr().String(), "tls", bg.tls != nil)
+	go warnQUBSChecks(ctx, opts, log)
 	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
 }
 

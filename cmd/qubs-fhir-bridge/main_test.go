@@ -153,16 +153,7 @@ func TestStartupRefusals(t *testing.T) {
 	t.Parallel()
 	base := map[string]string{"QUBS_CLIENT_ID": "id", "QUBS_CLIENT_SECRET": "s", "BRIDGE_LISTEN": "127.0.0.1:0",
 		"BRIDGE_STORE": "sqlite:" + t.TempDir() + "/refusals.db"}
-	with := func(kv ...string) map[string]string {
-		m := map[string]string{}
-		for k, v := range base {
-			m[k] = v
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return m
-	}
+	with := func(kv ...string) map[string]string { return overlay(base, kv...) }
 	cases := []struct {
 		name string
 		env  map[string]string

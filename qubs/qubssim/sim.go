@@ -54,6 +54,10 @@ type Options struct {
 	// Clock judges every expiry (tokens, idempotency keys, presigned URLs);
 	// nil means real time.
 	Clock Clock
+	// DateSkew, when not 0, shifts the Date header of every answer from the
+	// wall clock by this much: a QUBS whose clock disagrees with the
+	// bridge's (the check command compares the two).
+	DateSkew time.Duration
 	// TokenTTL is the access (and ID) token lifetime; 0 means the
 	// documented 60 minutes.
 	TokenTTL time.Duration
@@ -169,6 +173,7 @@ type Sim struct {
 	publicURL string
 	tokenTTL  time.Duration
 	usedPut   UsedUploadURL
+	dateSkew  time.Duration
 
 	mux   *http.ServeMux
 	admin *http.ServeMux
@@ -224,6 +229,7 @@ func New(opts Options) *Sim {
 		publicURL: strings.TrimRight(opts.PublicURL, "/"),
 		tokenTTL:  opts.TokenTTL,
 		usedPut:   opts.UsedUploadURL,
+		dateSkew:  opts.DateSkew,
 		jwtKey:    randomBytes(32),
 		reqPrefix: hex.EncodeToString(randomBytes(4)),
 		rng:       mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x5eed5eed)),
@@ -312,6 +318,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ri.corr = hex.EncodeToString(randomBytes(8))
 	}
 	w.Header().Set("X-Correlation-Id", ri.corr)
+	if s.dateSkew != 0 {
+		// net/http keeps a Date the handler set.
+		w.Header().Set("Date", time.Now().Add(s.dateSkew).UTC().Format(http.TimeFormat))
+	}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
 
 	if strings.HasPrefix(r.URL.Path, "/_sim/") {

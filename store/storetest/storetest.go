@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RecordUploadSlot", testRecordUploadSlot},
 		{"RenewLease", testRenewLease},
 		{"DeliveryStats", testDeliveryStats},
+		{"DeliveryOps", testDeliveryOps},
 		{"FinishErrors", testFinishErrors},
 		{"ConcurrentClaims", testConcurrentClaims},
 		{"AppointmentSupersedesAcrossReports", testAppointmentSupersedesAcrossReports},
