@@ -21,6 +21,8 @@ type ResourceCapability struct {
 	Search []ParamSpec
 	// Includes are the _include values served.
 	Includes []string
+	// RevIncludes are the _revinclude values served.
+	RevIncludes []string
 	// Versioning is no-version, versioned or versioned-update; empty
 	// leaves it out.
 	Versioning string
@@ -178,6 +180,7 @@ func restResource(rc ResourceCapability) models.CapabilityStatementRestResource 
 		Type:             mustCode[models.ResourceType]("resource type", rc.Type),
 		SupportedProfile: rc.SupportedProfiles,
 		SearchInclude:    rc.Includes,
+		SearchRevInclude: rc.RevIncludes,
 	}
 	if rc.Profile != "" {
 		r.Profile = ptr(rc.Profile)

@@ -37,6 +37,8 @@ type SearchSpec struct {
 	Params []ParamSpec
 	// Includes are the _include values served, e.g. "ServiceRequest:subject".
 	Includes []string
+	// RevIncludes are the _revinclude values served, e.g. "Task:focus".
+	RevIncludes []string
 }
 
 // Query is a parsed search.
@@ -50,6 +52,8 @@ type Query struct {
 	// Includes are the _include values to serve, in request order, without
 	// duplicates.
 	Includes []string
+	// RevIncludes are the _revinclude values to serve, likewise.
+	RevIncludes []string
 	// Ignored lists what lenient handling skipped: unknown parameter names
 	// and "_include=value" for includes not served. Sorted.
 	Ignored []string
@@ -59,17 +63,18 @@ type Query struct {
 
 // Parameters handled here rather than by the spec: the server reads _format
 // (negotiation) and _pretty (indentation) itself.
-var resultParams = map[string]bool{"_count": true, "_include": true, "_format": true, "_pretty": true, "_elements": true}
+var resultParams = map[string]bool{"_count": true, "_include": true, "_revinclude": true, "_format": true, "_pretty": true, "_elements": true}
 
 // ParseSearch parses a search request's parameters against what the handler
 // implements, following R4 search.html:
 //
 //   - Unknown parameters (including result parameters not implemented, such
-//     as _sort, _summary, _elements, _total, _revinclude) are ignored and
+//     as _sort, _summary, _elements, _total) are ignored and
 //     listed in Query.Ignored, unless the client sent
 //     "Prefer: handling=strict", which turns them into a 400 (R4
 //     search.html#errors). Lenient is the default.
-//   - _include values not in spec.Includes are handled the same way.
+//   - _include and _revinclude values not in spec.Includes and
+//     spec.RevIncludes are handled the same way.
 //   - The [type] modifier of a reference parameter is applied:
 //     "subject:Patient=123" arrives in Params["subject"] as "Patient/123".
 //     Other modifiers (":exact", ":missing", ":not", ":iterate"...) on a
@@ -125,14 +130,10 @@ func ParseSearch(values url.Values, prefer string, spec SearchSpec, defaultCount
 			}
 			continue
 		case "_include":
-			for _, v := range vs {
-				switch {
-				case !slices.Contains(spec.Includes, v):
-					unknown = append(unknown, "_include="+v)
-				case !slices.Contains(q.Includes, v):
-					q.Includes = append(q.Includes, v)
-				}
-			}
+			unknown = addIncludes(&q.Includes, spec.Includes, name, vs, unknown)
+			continue
+		case "_revinclude":
+			unknown = addIncludes(&q.RevIncludes, spec.RevIncludes, name, vs, unknown)
 			continue
 		}
 		if ps.Repeatable {
@@ -164,6 +165,20 @@ func ParseSearch(values url.Values, prefer string, spec SearchSpec, defaultCount
 	}
 	q.Ignored = unknown
 	return q, nil
+}
+
+// addIncludes adds the served values of an _include or _revinclude to
+// dst, once each in request order, and returns unknown with the others.
+func addIncludes(dst *[]string, served []string, name string, vs, unknown []string) []string {
+	for _, v := range vs {
+		switch {
+		case !slices.Contains(served, v):
+			unknown = append(unknown, name+"="+v)
+		case !slices.Contains(*dst, v):
+			*dst = append(*dst, v)
+		}
+	}
+	return unknown
 }
 
 // typedReferences applies the [type] modifier of a reference parameter
@@ -309,8 +324,8 @@ func (q *Query) Used() url.Values {
 	ignored := map[string]bool{}
 	droppedIncludes := map[string]bool{}
 	for _, ig := range q.Ignored {
-		if v, ok := strings.CutPrefix(ig, "_include="); ok {
-			droppedIncludes[v] = true
+		if strings.HasPrefix(ig, "_include=") || strings.HasPrefix(ig, "_revinclude=") {
+			droppedIncludes[ig] = true
 			continue
 		}
 		ignored[ig] = true
@@ -321,7 +336,7 @@ func (q *Query) Used() url.Values {
 			continue
 		}
 		for _, v := range vs {
-			if v == "" || k == "_include" && droppedIncludes[v] {
+			if v == "" || droppedIncludes[k+"="+v] {
 				continue
 			}
 			out[k] = append(out[k], v)

@@ -36,6 +36,7 @@ type Mapped struct {
 	PatientID, ReferrerID, RadiologistID, ClinicID string
 
 	a         *qubs.Appointment // sanitized, see sanitize
+	apptID    string            // as QUBS sent it
 	originals []fhir.Extension
 	loc       *time.Location
 }
@@ -52,7 +53,7 @@ func Map(orig *qubs.Appointment, z *Zones) (Mapped, error) {
 		return Mapped{}, fmt.Errorf("mapping appointment: %w", err)
 	}
 	a, originals := sanitize(orig)
-	m := Mapped{ID: srID, Status: requestStatus(a.Status), a: a, originals: originals, loc: z.For(a.ScheduledSite)}
+	m := Mapped{ID: srID, Status: requestStatus(a.Status), a: a, apptID: orig.AppointmentID, originals: originals, loc: z.For(a.ScheduledSite)}
 	if hasPatient(a) {
 		m.PatientID = PatientID(orig)
 	}
@@ -285,18 +286,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 	}
 	dst = l.end(dst)
 
-	dst = jsonw.Field(dst, "identifier")
-	dst = append(dst, `[{"use":"usual","type":{"coding":[{`...)
-	dst = rawField(dst, "system", qSystemV2IdentifierType)
-	dst = append(dst, `,"code":"FILL","display":"Filler Identifier"}]}`...)
-	dst = rawField(dst, "system", qSystemAppointmentID)
-	dst = append(jsonw.StringField(dst, "value", a.AppointmentID), '}')
-	if a.StudyInstanceUID != "" {
-		dst = rawField(append(dst, ",{"...), "system", qSystemDICOMUID)
-		dst = append(jsonw.Field(dst, "value"), `"urn:oid:`...)
-		dst = append(jsonw.Escaped(dst, a.StudyInstanceUID), `"}`...)
-	}
-	dst = append(dst, ']')
+	dst = m.appendIdentifiers(dst)
 
 	dst = jsonw.StringField(dst, "status", m.Status.Code())
 	dst = append(dst, `,"intent":"order","category":[{"coding":[{`...)
@@ -350,20 +340,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 		dst = append(jsonw.StringField(dst, "text", a.Modality), "}]"...)
 	}
 
-	dst = append(jsonw.Field(dst, "subject"), '{')
-	if m.PatientID != "" {
-		dst = appendRef(dst, "Patient", m.PatientID)
-		if a.PatientName != "" {
-			dst = jsonw.StringField(dst, "display", a.PatientName)
-		}
-	} else {
-		// subject is 1..1: a data-absent-reason rather than a made-up
-		// Patient.
-		dst = jsonw.Field(dst, "extension")
-		dst = rawField(append(dst, "[{"...), "url", qExtDataAbsentReason)
-		dst = append(dst, `,"valueCode":"unknown"}]`...)
-	}
-	dst = append(dst, '}')
+	dst = m.appendSubject(dst, "subject")
 
 	switch {
 	case occ.dateTime:
@@ -389,12 +366,7 @@ func (m *Mapped) AppendServiceRequest(dst []byte) []byte {
 		dst = m.appendClinicRef(jsonw.Field(dst, "requester"))
 	}
 	if m.RadiologistID != "" {
-		dst = append(jsonw.Field(dst, "performer"), "[{"...)
-		dst = appendRef(dst, "Practitioner", m.RadiologistID)
-		if u := a.RadiologistUser; u.FirstName != "" || u.LastName != "" {
-			dst = appendRadiologistText(jsonw.Field(dst, "display"), u)
-		}
-		dst = append(dst, "}]"...)
+		dst = append(m.appendRadiologistRef(append(jsonw.Field(dst, "performer"), '[')), ']')
 	}
 	if a.ScheduledSite != "" {
 		dst = append(jsonw.StringField(append(jsonw.Field(dst, "locationCode"), "[{"...), "text", a.ScheduledSite), "}]"...)

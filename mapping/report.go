@@ -487,7 +487,11 @@ type ReportDelivery struct {
 // resources and inline data included: the stored JSON is edited at the
 // top level, never round-tripped through a model that would drop what it
 // does not know. The result is compact JSON.
-func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time, d ReportDelivery) (_ []byte, err error) {
+//
+// studyID, when not "", is the id of the ImagingStudy of the report's
+// study (the ServiceRequest's id): it is added to imagingStudy, after
+// what the client sent there, unless the client already named it.
+func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time, d ReportDelivery, studyID string) (_ []byte, err error) {
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("mapping.DecorateReport: %w", err)
@@ -504,6 +508,8 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		return nil, errors.New("unknown delivery state")
 	case d.ReportGUID != "" && !fhirSafe(d.ReportGUID):
 		return nil, errors.New("report guid is not a FHIR string")
+	case studyID != "" && !validID(studyID):
+		return nil, errors.New("imaging study id is not a FHIR id")
 	}
 	members, err := topLevel(stored)
 	if err != nil {
@@ -563,17 +569,27 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		exts = append(exts, mustJSON(fhir.Extension{Url: ExtDeliveryNextAttempt, ValueInstant: ptr(d.NextAttemptAt.UTC().Format(time.RFC3339Nano))}))
 	}
 
-	out := make(jsonw.Object, 0, len(members)+3)
+	var studies []json.RawMessage
+	if raw, ok := members.Get("imagingStudy"); ok {
+		if studies, err = withoutURL(raw, "reference", "ImagingStudy/"+studyID); err != nil {
+			return nil, errors.New("stored imagingStudy is not an array")
+		}
+	}
+	if studyID != "" {
+		studies = append(studies, mustJSON(fhir.Reference{Reference: ptr("ImagingStudy/" + studyID), Type: ptr("ImagingStudy")}))
+	}
+
+	out := make(jsonw.Object, 0, len(members)+4)
 	out = append(out,
 		jsonw.Member{Key: "resourceType", Value: mustJSON("DiagnosticReport")},
 		jsonw.Member{Key: "id", Value: mustJSON(id)},
 		jsonw.Member{Key: "meta", Value: mustJSON(meta)})
-	replaced := map[string]json.RawMessage{"extension": arrayOrNil(exts), "identifier": arrayOrNil(ids)}
+	replaced := map[string]json.RawMessage{"extension": arrayOrNil(exts), "identifier": arrayOrNil(ids), "imagingStudy": arrayOrNil(studies)}
 	for _, m := range members {
 		switch m.Key {
 		case "resourceType", "id", "meta":
 			continue
-		case "extension", "identifier":
+		case "extension", "identifier", "imagingStudy":
 			if v := replaced[m.Key]; v != nil {
 				out = append(out, jsonw.Member{Key: m.Key, Value: v})
 			}
@@ -582,7 +598,7 @@ func DecorateReport(stored []byte, id string, version int, lastUpdated time.Time
 		}
 		out = append(out, m)
 	}
-	for _, k := range []string{"identifier", "extension"} {
+	for _, k := range []string{"identifier", "imagingStudy", "extension"} {
 		if v := replaced[k]; v != nil {
 			out = append(out, jsonw.Member{Key: k, Value: v})
 		}

@@ -370,6 +370,19 @@ type decorateCase struct {
 	LastUpdated time.Time       `json:"lastUpdated"`
 	Delivery    ReportDelivery  `json:"delivery"`
 	Stored      json.RawMessage `json:"stored"`
+	// AppointmentID is the stored report's appointment; its ImagingStudy
+	// is added to imagingStudy.
+	AppointmentID string `json:"appointmentId"`
+}
+
+// studyID is the id of the case's ImagingStudy, "" without an appointment.
+func (c decorateCase) studyID(t testing.TB) string {
+	if c.AppointmentID == "" {
+		return ""
+	}
+	id, err := ServiceRequestID(c.AppointmentID)
+	require.NoError(t, err)
+	return id
 }
 
 // TestGoldenReports decorates each testdata/reports/<case>.stored.json
@@ -379,7 +392,7 @@ func TestGoldenReports(t *testing.T) {
 	runGolden(t, "reports", ".stored.json", 3, func(t *testing.T, in []byte) any {
 		var c decorateCase
 		require.NoError(t, json.Unmarshal(in, &c))
-		out, err := DecorateReport(c.Stored, c.ID, c.Version, c.LastUpdated, c.Delivery)
+		out, err := DecorateReport(c.Stored, c.ID, c.Version, c.LastUpdated, c.Delivery, c.studyID(t))
 		require.NoError(t, err)
 		return json.RawMessage(out)
 	}, func(t *testing.T, in, golden []byte) {
@@ -417,6 +430,11 @@ func checkDecorated(t testing.TB, c decorateCase, out []byte) {
 	} else {
 		assert.Empty(t, guids)
 	}
+	if id := c.studyID(t); id != "" {
+		require.NotEmpty(t, dr.ImagingStudy)
+		last := dr.ImagingStudy[len(dr.ImagingStudy)-1]
+		assert.Equal(t, "ImagingStudy/"+id, val(last.Reference), "the study's ImagingStudy is referenced")
+	}
 	ext := extensions(dr.Extension)
 	require.Len(t, ext[ExtDeliveryState], 1)
 	assert.Equal(t, c.Delivery.State, val(ext[ExtDeliveryState][0].ValueCode))
@@ -430,14 +448,14 @@ func checkDecorated(t testing.TB, c decorateCase, out []byte) {
 	}
 	for k, v := range stored {
 		switch k {
-		case "id", "meta", "identifier", "extension":
+		case "id", "meta", "identifier", "extension", "imagingStudy":
 			continue
 		}
 		assert.JSONEq(t, string(v), string(got[k]), "element %s kept as sent", k)
 	}
 	for k := range got {
 		switch k {
-		case "id", "meta", "identifier", "extension":
+		case "id", "meta", "identifier", "extension", "imagingStudy":
 			continue
 		}
 		assert.Contains(t, stored, k, "element %s appeared", k)
@@ -481,13 +499,13 @@ func TestDecorateReportErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := DecorateReport(tt.stored, tt.id, tt.version, tt.updated, tt.delivery)
+			out, err := DecorateReport(tt.stored, tt.id, tt.version, tt.updated, tt.delivery, "")
 			require.Error(t, err)
 			assert.Nil(t, out)
 		})
 	}
 	t.Run("minimal pending report", func(t *testing.T) {
-		out, err := DecorateReport(ok, "r1", 1, now, pending)
+		out, err := DecorateReport(ok, "r1", 1, now, pending, "")
 		require.NoError(t, err)
 		assert.JSONEq(t, `{"resourceType":"DiagnosticReport","id":"r1","meta":{"versionId":"1","lastUpdated":"2025-01-10T03:04:05Z"},
 			"status":"final","code":{"text":"x"},
@@ -496,7 +514,7 @@ func TestDecorateReportErrors(t *testing.T) {
 	})
 	t.Run("null meta, identifier and extension", func(t *testing.T) {
 		out, err := DecorateReport([]byte(`{"resourceType":"DiagnosticReport","meta":null,"identifier":null,"extension":null,"status":"final","code":{"text":"x"}}`),
-			"r1", 1, now, ReportDelivery{State: DeliveryDelivered, ReportGUID: "g1", DeliveredAt: &now})
+			"r1", 1, now, ReportDelivery{State: DeliveryDelivered, ReportGUID: "g1", DeliveredAt: &now}, "")
 		require.NoError(t, err)
 		requireValidJSON(t, out)
 		assert.Contains(t, string(out), `"versionId":"1"`)
@@ -506,12 +524,28 @@ func TestDecorateReportErrors(t *testing.T) {
 		forged := []byte(`{"resourceType":"DiagnosticReport","status":"final","code":{"text":"x"},
 			"identifier":[{"system":"` + SystemReportGUID + `","value":"forged"}],
 			"extension":[{"url":"` + ExtDeliveryState + `","valueCode":"delivered"},{"url":"` + ExtDeliveredAt + `","valueInstant":"2025-01-01T00:00:00Z"}]}`)
-		out, err := DecorateReport(forged, "r1", 2, now, pending)
+		out, err := DecorateReport(forged, "r1", 2, now, pending, "A1")
 		require.NoError(t, err)
 		assert.NotContains(t, string(out), "forged")
 		assert.NotContains(t, string(out), `"identifier"`, "an emptied array is left out")
 		assert.NotContains(t, string(out), ExtDeliveredAt)
 		requireValidJSON(t, out)
+	})
+	t.Run("the study's ImagingStudy joins the client's, once", func(t *testing.T) {
+		sent := []byte(`{"resourceType":"DiagnosticReport","status":"final","code":{"text":"x"},
+			"imagingStudy":[{"reference":"ImagingStudy/pacs-1"},{"reference":"ImagingStudy/A1"}]}`)
+		out, err := DecorateReport(sent, "r1", 1, now, pending, "A1")
+		require.NoError(t, err)
+		requireValidJSON(t, out)
+		var dr fhir.DiagnosticReport
+		require.NoError(t, json.Unmarshal(out, &dr))
+		var refs []string
+		for _, r := range dr.ImagingStudy {
+			refs = append(refs, val(r.Reference))
+		}
+		assert.Equal(t, []string{"ImagingStudy/pacs-1", "ImagingStudy/A1"}, refs)
+		_, err = DecorateReport(sent, "r1", 1, now, pending, "not an id!")
+		assert.Error(t, err)
 	})
 }
 
@@ -592,7 +626,7 @@ func FuzzDecorateReport(f *testing.F) {
 	f.Add([]byte(`{"resourceType":"DiagnosticReport"}{}`))
 	now := time.Date(2025, 1, 10, 3, 4, 5, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, stored []byte) {
-		out, err := DecorateReport(stored, "r1", 2, now, ReportDelivery{State: DeliveryDelivered, ReportGUID: "g", DeliveredAt: &now})
+		out, err := DecorateReport(stored, "r1", 2, now, ReportDelivery{State: DeliveryDelivered, ReportGUID: "g", DeliveredAt: &now}, "A1")
 		if err != nil {
 			return
 		}

@@ -24,6 +24,10 @@ var typeDocs = map[string]fhir.ResourceCapability{
 	"DiagnosticReport": {Versioning: "versioned-update", ConditionalCreate: true,
 		Documentation: "Reports for QUBS. Accepted reports are stored and delivered to QUBS exactly once, " +
 			"with their PDF and DICOM SR presentedForms uploaded first; the delivery state is an extension of the resource."},
+	"ImagingStudy": {Documentation: "One study per appointment pending reporting, with its DICOM Study Instance UID (identifier urn:dicom:uid) when QUBS has one; " +
+		"the id is the ServiceRequest's. Searches walk the QUBS worklist."},
+	"Task": {Documentation: "The reporting worklist as FHIR Workflow Tasks, one per appointment pending reporting (the id is the ServiceRequest's): " +
+		"requested, in-progress once a preliminary report was delivered through this bridge, completed once a final was. Searches walk the QUBS worklist."},
 	"AuditEvent": {Documentation: "The audit trail (IHE BALP): every read of PHI and every change through this FHIR base."},
 }
 
@@ -61,7 +65,7 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 			rc.Interactions = append(rc.Interactions, string(r.interaction))
 		}
 		if r.search != nil && rc.Search == nil {
-			rc.Search, rc.Includes = r.search.Params, r.search.Includes
+			rc.Search, rc.Includes, rc.RevIncludes = r.search.Params, r.search.Includes, r.search.RevIncludes
 		}
 	}
 	for i := range cfg.Resources {

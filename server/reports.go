@@ -418,7 +418,9 @@ func reportBody(r *store.Report, base string) ([]byte, error) {
 		next := r.Delivery.NextAttemptAt
 		d.NextAttemptAt = &next
 	}
-	b, err := mapping.DecorateReport(r.Resource, r.ID, r.Version, r.CreatedAt, d)
+	// The study's ImagingStudy shares the ServiceRequest's id.
+	study, _ := mapping.ServiceRequestID(r.AppointmentID)
+	b, err := mapping.DecorateReport(r.Resource, r.ID, r.Version, r.CreatedAt, d, study)
 	if err != nil {
 		return nil, fmt.Errorf("decorating report: %w", err)
 	}

@@ -1,10 +1,10 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -44,7 +44,8 @@ var serviceRequestSearch = fhir.SearchSpec{
 		{Name: "status", Type: "token", Documentation: "Request status; pending reporting appointments are active."},
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
 	},
-	Includes: []string{"ServiceRequest:subject", "ServiceRequest:requester", "ServiceRequest:performer"},
+	Includes:    []string{"ServiceRequest:subject", "ServiceRequest:requester", "ServiceRequest:performer"},
+	RevIncludes: []string{"Task:focus"},
 }
 
 // srCursor is the position of the next bridge page: the QUBS token of the
@@ -66,6 +67,22 @@ type srFilter struct {
 	identifier []fhir.Token
 	patient    []string // Patient ids
 	status     []string
+}
+
+// worklistFilter is what collect asks of a search's criteria.
+type worklistFilter interface {
+	// filtered reports whether anything can fail to match (QUBS pages
+	// are then read at their largest).
+	filtered() bool
+	match(m *mapping.Mapped) bool
+}
+
+// pageLoader is a worklistFilter that needs more than the appointment to
+// match it (a Task's status, from the store): collect hands it each run
+// of appointments before matching them, so it loads what it needs once
+// per QUBS page rather than once per appointment.
+type pageLoader interface {
+	load(ctx context.Context, domain string, items []qubs.Appointment) error
 }
 
 func (f *srFilter) filtered() bool {
@@ -118,21 +135,8 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 			id = directIdentifier(filter)
 		}
 		if cur.Token == "" && cur.Skip == 0 {
-			a, err := s.cfg.QUBS.GetPending(ctx, domain, id)
-			switch {
-			case qubs.KindOf(err) == qubs.KindNotFound:
-			case err != nil:
+			if matches, skipped, err = s.directMatch(ctx, domain, id, filter); err != nil {
 				return err
-			default:
-				m, err := s.mapAppointment(domain, a)
-				switch {
-				case unrepresentable(err):
-					skipped++
-				case err != nil:
-					return err
-				case filter.match(&m):
-					matches = append(matches, m)
-				}
 			}
 		}
 	} else {
@@ -157,44 +161,36 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 	// reused once the answer is written: the Bundle copied what it needed.
 	arena := getArena(len(matches) * (srSizeHint + includeSizeHint*len(q.Includes)))
 	defer putArena(&arena)
-	included := map[string]bool{}
-	withheld := map[string]bool{}
+	inc := newIncluder(c, bundle, base)
+	var tasks *taskStates
+	if slices.Contains(q.RevIncludes, "Task:focus") {
+		// Each study's Task focuses on its ServiceRequest and shares its
+		// id; their statuses come from the store in one search.
+		tasks = s.newTaskStates()
+		ids := make([]string, len(matches))
+		for i := range matches {
+			ids[i] = matches[i].AppointmentID()
+		}
+		if err := tasks.load(ctx, domain, ids); err != nil {
+			return err
+		}
+	}
 	for i := range matches {
 		m := &matches[i]
 		start := len(arena)
 		arena = m.AppendServiceRequest(arena)
 		bundle.AddMatchCompact(base+"/ServiceRequest/"+m.ID, arena[start:])
-		patient := ""
-		if m.PatientID != "" {
-			patient = "Patient/" + m.PatientID
+		disclose(c, "ServiceRequest/"+m.ID, patientRef(m))
+		for _, name := range q.Includes {
+			arena = inc.add(arena, m, includeRef(m, name))
 		}
-		disclose(c, "ServiceRequest/"+m.ID, patient)
-		for _, inc := range q.Includes {
-			ref := includeRef(m, inc)
-			if ref == "" || included[ref] {
-				continue
-			}
-			// An include is a read of the included resource: the
-			// caller needs the scope to read it directly.
-			typ, _, _ := strings.Cut(ref, "/")
-			if !canRead(c, typ) {
-				withheld[typ] = true
-				continue
-			}
+		if tasks != nil {
 			start := len(arena)
-			var ok bool
-			if arena, ok = m.AppendRelated(arena, ref); ok {
-				included[ref] = true
-				bundle.AddIncludeCompact(base+"/"+ref, arena[start:])
-				discloseResource(c, ref)
-			}
+			arena = m.AppendTask(arena, tasks.of(m))
+			inc.addRaw("Task/"+m.ID, patientRef(m), arena[start:])
 		}
 	}
-	if len(withheld) > 0 {
-		types := slices.Sorted(maps.Keys(withheld))
-		bundle.AddOutcome(fhir.OutcomeJSON(fhir.Issue{Severity: "warning", Code: "suppressed",
-			Diagnostics: "included resources left out, the token grants no read of: " + strings.Join(types, ", ")}))
-	}
+	inc.finish()
 	s.write(c, http.StatusOK, bundle)
 	return nil
 }
@@ -288,7 +284,7 @@ func canRead(c *gin.Context, typ string) bool {
 // A filtered search reads QUBS pages of the largest size. Both stop after
 // maxPagesPerSearch QUBS calls with what they have and a next link, so
 // that a client never waits for a walk of the whole worklist.
-func (s *Server) collect(c *gin.Context, domain string, count int, cur srCursor, f *srFilter) (out []mapping.Mapped, next *srCursor, rest *pageRest, skipped int, err error) {
+func (s *Server) collect(c *gin.Context, domain string, count int, cur srCursor, f worklistFilter) (out []mapping.Mapped, next *srCursor, rest *pageRest, skipped int, err error) {
 	ctx := c.Request.Context()
 	pageSize := min(2*count, maxQUBSPageSize)
 	if f.filtered() {
@@ -317,7 +313,13 @@ func (s *Server) collect(c *gin.Context, domain string, count int, cur srCursor,
 		items, more = page.Items[skip:], page.NextToken
 	}
 	out = make([]mapping.Mapped, 0, count)
+	loader, _ := f.(pageLoader)
 	for {
+		if loader != nil {
+			if err := loader.load(ctx, domain, items); err != nil {
+				return nil, nil, nil, 0, err
+			}
+		}
 		for i := range items {
 			m, err := s.mapAppointment(domain, &items[i])
 			if unrepresentable(err) {

@@ -711,6 +711,8 @@ func TestCapabilityStatement(t *testing.T) {
 		"Binary":            {"read"},
 		"Communication":     {"read", "search-type", "create"},
 		"Flag":              {"read", "search-type"},
+		"ImagingStudy":      {"read", "search-type"},
+		"Task":              {"read", "search-type"},
 	}, interactions(t, readOnly.base), "without a store there are no reports")
 
 	e := newEnv(t, withStore(t))

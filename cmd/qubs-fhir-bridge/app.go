@@ -71,9 +71,9 @@ var commands = map[string][]string{
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
 		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level", "domains"},
-	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments",
+	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
 		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level"},
-	"qubs-sim":   {"listen", "seed", "appointments", "used-upload-url", "log-level"},
+	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
 }
 
@@ -533,12 +533,13 @@ func (m *Main) sim(ctx context.Context, opts *options, log *slog.Logger) error {
   client:       %s / %s
   domains:      %s
   inspection:   %s/_sim/inspect
+  churn:        %s/_sim/churn (rate %s; POST {"rate":"10/m"} or to /step {"events":5})
 
 Point a bridge at it (paste into the shell that runs qubs-fhir-bridge serve):
   export QUBS_API_URL=%s QUBS_TOKEN_URL=%s
   export QUBS_CLIENT_ID=%s QUBS_CLIENT_SECRET=%s
 `, sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret, strings.Join(sim.Domains(), ", "), sim.URL,
-		sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret)
+		sim.URL, opts.get("churn"), sim.URL, sim.TokenURL(), qubssim.DefaultClientID, qubssim.DefaultClientSecret)
 	close(m.Ready)
 	<-ctx.Done()
 	return nil
@@ -557,7 +558,11 @@ func simOptions(opts *options, log *slog.Logger) (qubssim.Options, error) {
 	if err != nil {
 		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_USED_UPLOAD_URL: %w", err)
 	}
-	return qubssim.Options{Seed: seed, Appointments: n, UsedUploadURL: used, Logger: log.With("component", "qubs-sim")}, nil
+	churn, err := qubssim.ParseChurnRate(opts.get("churn"))
+	if err != nil {
+		return qubssim.Options{}, fmt.Errorf("QUBS_SIM_CHURN: %w", err)
+	}
+	return qubssim.Options{Seed: seed, Appointments: n, ChurnRate: churn, UsedUploadURL: used, Logger: log.With("component", "qubs-sim")}, nil
 }
 
 func serverConfig(opts *options, client *qubs.Client, log *slog.Logger, key []byte) (server.Config, error) {

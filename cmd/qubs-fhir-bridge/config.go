@@ -81,6 +81,7 @@ func newOptions() *options {
 	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)
 	add("seed", "QUBS_SIM_SEED", "1", "seed of the simulator's data", false)
 	add("appointments", "QUBS_SIM_APPOINTMENTS", "1200", "pending appointments the simulator seeds", false)
+	add("churn", "QUBS_SIM_CHURN", "off", "how fast the simulator's worklist changes (studies arrive, leave, change): off, or N/s, N/m, N/h; deterministic with the seed", false)
 	add("used-upload-url", "QUBS_SIM_USED_UPLOAD_URL", "conflict", "what the simulator answers a second PUT to a used upload URL: conflict (409), overwrite (200) or forbidden (403)", false)
 	return o
 }

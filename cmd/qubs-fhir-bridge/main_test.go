@@ -129,6 +129,25 @@ func TestSimulatorAlone(t *testing.T) {
 	assert.Equal(t, http.StatusOK, res.StatusCode)
 }
 
+// TestSimulatorChurnFlag: --churn sets the simulator's rate, which its
+// admin API reports; a bad rate stops the command.
+func TestSimulatorChurnFlag(t *testing.T) {
+	t.Parallel()
+	m, out, _ := start(t, map[string]string{"QUBS_SIM_APPOINTMENTS": "20"}, "qubs-sim", "--listen", "127.0.0.1:0", "--churn", "120/m")
+	assert.Contains(t, out.String(), "/_sim/churn (rate 120/m")
+	res, err := http.Get(m.SimURL + "/_sim/churn")
+	require.NoError(t, err)
+	var st qubssim.ChurnStats
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&st))
+	res.Body.Close()
+	assert.InDelta(t, 2.0, st.Rate, 1e-9)
+
+	bad := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: envFrom(map[string]string{"QUBS_SIM_CHURN": "fast"}), Ready: make(chan struct{})}
+	err = bad.Run(context.Background(), []string{"qubs-sim", "--listen", "127.0.0.1:0"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "QUBS_SIM_CHURN")
+}
+
 func TestServeAgainstSimulator(t *testing.T) {
 	t.Parallel()
 	sim, err := qubssim.Start("127.0.0.1:0", qubssim.Options{Appointments: 50})

@@ -62,6 +62,9 @@ func (s *Sim) adminRoutes() *http.ServeMux {
 		s.ClearFaults()
 		w.WriteHeader(http.StatusNoContent)
 	})
+	m.HandleFunc("GET /_sim/churn", s.handleChurnGet)
+	m.HandleFunc("POST /_sim/churn", s.handleChurnSet)
+	m.HandleFunc("POST /_sim/churn/step", s.handleChurnStep)
 	m.HandleFunc("/_sim/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusNotFound, "no such admin route")
 	})

@@ -67,6 +67,10 @@ type Options struct {
 	// Logger receives one line per request (method, route, status, ids);
 	// nil means discard. Nothing logged holds PHI or tokens.
 	Logger *slog.Logger
+	// ChurnRate is how many churn events (a study arriving on, leaving or
+	// changing on the pending worklist) happen per second of the Clock;
+	// 0 means none. See churn.go; tests drive churn with ChurnStep.
+	ChurnRate float64
 	// UsedUploadURL is what a second PUT to a presigned upload URL that
 	// already took one answers. QUBS does not document it; the zero value
 	// is UsedUploadConflict (409), the simulator's historical behaviour.
@@ -192,6 +196,7 @@ type Sim struct {
 	refresh map[string]refreshGrant
 	idem    map[string]*idemEntry
 	faults  []*faultState
+	churn   *churnState
 
 	// recMu guards the request logs. It is separate from mu because a
 	// request is logged the moment its status is written, which must never
@@ -255,6 +260,7 @@ func New(opts Options) *Sim {
 	s.orderKey = []byte(fmt.Sprintf("qubssim-order-%d", opts.Seed))
 
 	seed(s, opts.Seed, opts.Appointments)
+	s.churn = newChurn(s, opts.Seed, max(opts.ChurnRate, 0))
 
 	if opts.Clients == nil {
 		s.clients[DefaultClientID] = &clientReg{Client: Client{ID: DefaultClientID, Secret: DefaultClientSecret}, all: true}
@@ -330,6 +336,9 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.admin.ServeHTTP(w, r)
 		return
 	}
+
+	// The worklist moves before the request sees it.
+	s.catchUp()
 
 	_, route := s.mux.Handler(r)
 	rec := RequestRecord{
