@@ -6,11 +6,12 @@
 // change (FHIR AuditEvent) and the replay cache of SMART client assertions.
 //
 // This package holds only the domain types, the interfaces and the error
-// kinds. The implementations live side by side, one per database, and know
-// nothing of each other: store/sqlite (embedded, the default) and
-// store/postgres (for several replicas). Both pass the one conformance suite
-// in store/storetest. docs/store.md describes the schema, the queue and the
-// retention rules.
+// kinds. The implementation is store/sqlstore, one database/sql code base
+// for both engines with a small dialect for what differs: SQLite
+// (embedded, the default, opened by store/sqlite) and PostgreSQL (for
+// several replicas, opened by store/postgres). It passes the one
+// conformance suite in store/storetest on both. docs/store.md describes the
+// schema, the queue and the retention rules.
 //
 // Every time the store returns is in UTC and truncated to the microsecond,
 // the precision both databases keep, so that what is read back equals what

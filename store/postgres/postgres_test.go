@@ -137,7 +137,7 @@ func TestUpgradeTo0003(t *testing.T) {
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
 	require.NoError(t, err)
 	for i, name := range []string{"0001_init", "0002_audit"} {
-		ddl, err := os.ReadFile(filepath.Join("migrations", name+".sql"))
+		ddl, err := os.ReadFile(filepath.Join("..", "sqlstore", "migrations", "postgres", name+".sql"))
 		require.NoError(t, err)
 		_, err = db.Exec(ctx, string(ddl))
 		require.NoError(t, err, name)
@@ -200,4 +200,30 @@ func TestUpgradeTo0003(t *testing.T) {
 		WHERE queue_due_at IS NOT NULL OR leased_version IS NOT NULL OR lease_owner IS NOT NULL OR lease_until IS NOT NULL`).Scan(&legacy))
 	assert.Equal(t, 0, legacy, "the per-report queue columns are emptied, so no older release finds work there")
 	storetest.CheckQueueUpgrade(t, s, t0)
+}
+
+// TestUpgradeFromRelease0006 loads a schema made at migration 0006 by the
+// release before store/sqlstore (testdata/release-0006.sql, a pg_dump of
+// it) and opens it with this code: nothing is applied again, and nothing
+// is lost (storetest.CheckRelease0006).
+func TestUpgradeFromRelease0006(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	dump, err := os.ReadFile(filepath.Join("testdata", "release-0006.sql"))
+	require.NoError(t, err)
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	// No arguments: pgx runs the whole dump through the simple protocol.
+	_, err = db.Exec(ctx, string(dump))
+	require.NoError(t, err)
+
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err)
+	defer s.Close()
+	storetest.CheckRelease0006(t, s)
+
+	var n int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version <= 6 AND applied_at = '2026-12-02 09:44:57.652355+00'`).Scan(&n))
+	assert.Equal(t, 6, n, "the old release's records are kept")
 }

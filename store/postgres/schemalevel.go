@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
 )
 
 // SchemaLevel reads the migrations applied to the first schema of the
@@ -17,11 +17,11 @@ import (
 // (unreachable, refused) is internal.
 func SchemaLevel(ctx context.Context, url string) (_ store.SchemaLevel, err error) {
 	defer store.Wrap(&err, "postgres.SchemaLevel")
-	ms, err := sqlutil.Migrations(migrationFS, "migrations")
+	known, err := sqlstore.KnownMigrations("postgres")
 	if err != nil {
 		return store.SchemaLevel{}, err
 	}
-	level := store.SchemaLevel{Known: len(ms)}
+	level := store.SchemaLevel{Known: known}
 	// pgxpool's parser, as Open's: it accepts (and drops) the pool_*
 	// parameters a BRIDGE_STORE URL may carry.
 	cfg, err := pgxpool.ParseConfig(url)

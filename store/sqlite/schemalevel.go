@@ -9,7 +9,7 @@ import (
 	"os"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
 )
 
 // SchemaLevel reads the migrations applied to the database at path without
@@ -19,11 +19,11 @@ import (
 // database, unreadable) is internal.
 func SchemaLevel(ctx context.Context, path string) (_ store.SchemaLevel, err error) {
 	defer store.Wrap(&err, "sqlite.SchemaLevel")
-	ms, err := sqlutil.Migrations(migrationFS, "migrations")
+	known, err := sqlstore.KnownMigrations("sqlite")
 	if err != nil {
 		return store.SchemaLevel{}, err
 	}
-	level := store.SchemaLevel{Known: len(ms)}
+	level := store.SchemaLevel{Known: known}
 	if path == "" || path == ":memory:" {
 		return level, store.E(store.KindInvalid, "sqlite path must be a plain file name")
 	}

@@ -149,7 +149,7 @@ func TestUpgradeTo0003(t *testing.T) {
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
 	require.NoError(t, err)
 	for i, name := range []string{"0001_init", "0002_audit"} {
-		ddl, err := os.ReadFile(filepath.Join("migrations", name+".sql"))
+		ddl, err := os.ReadFile(filepath.Join("..", "sqlstore", "migrations", "sqlite", name+".sql"))
 		require.NoError(t, err)
 		_, err = db.ExecContext(ctx, string(ddl))
 		require.NoError(t, err, name)
@@ -209,4 +209,34 @@ func TestUpgradeTo0003(t *testing.T) {
 		WHERE queue_due_at IS NOT NULL OR leased_version IS NOT NULL OR lease_owner IS NOT NULL OR lease_until IS NOT NULL`).Scan(&legacy))
 	assert.Equal(t, 0, legacy, "the per-report queue columns are emptied, so no older release finds work there")
 	storetest.CheckQueueUpgrade(t, s, t0)
+}
+
+// TestUpgradeFromRelease0006 loads a database made at migration 0006 by the
+// release before store/sqlstore (testdata/release-0006.sql, a dump of it)
+// and opens it with this code: nothing is applied again, and nothing is
+// lost (storetest.CheckRelease0006).
+func TestUpgradeFromRelease0006(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	dump, err := os.ReadFile(filepath.Join("testdata", "release-0006.sql"))
+	require.NoError(t, err)
+	db, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, string(dump))
+	require.NoError(t, err)
+	var mode string
+	require.NoError(t, db.QueryRowContext(ctx, `PRAGMA journal_mode=WAL`).Scan(&mode))
+	require.NoError(t, db.Close())
+
+	s, err := sqlite.Open(ctx, path)
+	require.NoError(t, err)
+	defer s.Close()
+	storetest.CheckRelease0006(t, s)
+
+	db, err = sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	defer db.Close()
+	var n int
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE applied_at = 0 OR version > 6`).Scan(&n))
+	assert.Equal(t, 0, n, "the old release's records are kept and nothing newer is recorded")
 }

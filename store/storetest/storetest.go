@@ -1,7 +1,6 @@
-// Package storetest is the one conformance suite of store.Store: every
-// implementation runs it from its own tests (store/sqlite, store/postgres),
-// against a real database, so that the two behave alike down to the error
-// kinds.
+// Package storetest is the one conformance suite of store.Store: each
+// engine runs it from its own tests (store/sqlite, store/postgres), against
+// a real database, so that the two behave alike down to the error kinds.
 //
 // Run covers the contract with one Store per test; RunReplicas covers what
 // needs several Stores on one database: migrations applied twice and

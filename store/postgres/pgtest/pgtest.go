@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
 )
 
 // DefaultURL is the test server when BRIDGE_TEST_POSTGRES_URL is unset.
@@ -94,7 +95,7 @@ func DSN(t testing.TB) string {
 
 // Open returns a migrated Store on a fresh schema of its own; t.Cleanup
 // closes it and then drops the schema.
-func Open(t testing.TB) *postgres.Store {
+func Open(t testing.TB) *sqlstore.Store {
 	t.Helper()
 	dsn := DSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -1,9 +1,10 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
 	"database/sql"
 	"strings"
+	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
@@ -22,30 +23,27 @@ const versionCols = `v.domain, v.report_id, v.version, v.appointment_id, v.patie
 // q) for versionCols.
 const queueJoin = ` LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.appointment_id = v.appointment_id`
 
+// artifactCols are what scanArtifacts reads, data last (NULL when the
+// caller wants metadata only).
+const artifactCols = `a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at`
+
 type scanner interface{ Scan(dest ...any) error }
 
 // scanVersion reads versionCols (plus extra destinations after them).
 func scanVersion(sc scanner, extra ...any) (*store.Report, error) {
 	var (
-		r                     store.Report
-		created, next         int64
-		delivered, leaseUntil sql.NullInt64
-		leaseOwner            sql.NullString
-		resource, submission  []byte
+		r          store.Report
+		leaseOwner sql.NullString
 	)
 	dest := append([]any{&r.Domain, &r.ID, &r.Version, &r.AppointmentID, &r.PatientRef, &r.Status,
-		&resource, &submission, &r.Purged, &created,
-		&r.Delivery.State, &r.Delivery.Attempts, &r.Delivery.LastError, &r.Delivery.ReportGUID, &delivered, &next,
-		&leaseOwner, &leaseUntil}, extra...)
+		&r.Resource, &r.Submission, &r.Purged, at{&r.CreatedAt},
+		&r.Delivery.State, &r.Delivery.Attempts, &r.Delivery.LastError, &r.Delivery.ReportGUID,
+		atPtr{&r.Delivery.DeliveredAt}, at{&r.Delivery.NextAttemptAt},
+		&leaseOwner, atPtr{&r.Delivery.LeaseUntil}}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		return nil, err
 	}
-	r.Resource, r.Submission = resource, submission
-	r.CreatedAt = fromUS(created)
-	r.Delivery.NextAttemptAt = fromUS(next)
-	r.Delivery.DeliveredAt = fromNullUS(delivered)
 	r.Delivery.LeasedBy = leaseOwner.String
-	r.Delivery.LeaseUntil = fromNullUS(leaseUntil)
 	return &r, nil
 }
 
@@ -53,27 +51,24 @@ func scanVersion(sc scanner, extra ...any) (*store.Report, error) {
 // one transaction. See store.Reports.
 func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 	if r != nil {
-		defer store.Wrap(&err, "sqlite.CreateReport(%q, %q)", r.Domain, r.ID)
+		defer s.wrap(&err, "CreateReport(%q, %q)", r.Domain, r.ID)
 	}
 	if err := sqlutil.PrepareReport(r); err != nil {
 		return err
 	}
 	r.Version = 1
-	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO reports
+	return s.write(ctx, func(tx *tx) error {
+		// ON CONFLICT waits for a concurrent insert of the same id to end,
+		// then does nothing if it committed: exactly one create wins.
+		res, err := tx.exec(ctx, `INSERT INTO reports
 			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at)
 			VALUES (?, ?, 1, ?, ?, ?, ?, ?)
 			ON CONFLICT (domain, id) DO NOTHING`,
-			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, us(r.CreatedAt), us(r.CreatedAt))
-		if err != nil {
+			r.Domain, r.ID, r.AppointmentID, r.PatientRef, r.Status, s.tm(r.CreatedAt), s.tm(r.CreatedAt))
+		if err := changedOne(res, err, store.KindConflict, "report exists"); err != nil {
 			return err
 		}
-		if ok, err := oneRow(res); err != nil {
-			return err
-		} else if !ok {
-			return store.E(store.KindConflict, "report exists")
-		}
-		return insertVersion(ctx, tx, r)
+		return s.insertVersion(ctx, tx, r)
 	})
 }
 
@@ -81,17 +76,19 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 // delivery in one transaction. See store.Reports.
 func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) (err error) {
 	if r != nil {
-		defer store.Wrap(&err, "sqlite.UpdateReport(%q, %q)", r.Domain, r.ID)
+		defer s.wrap(&err, "UpdateReport(%q, %q)", r.Domain, r.ID)
 	}
 	if err := sqlutil.PrepareReport(r); err != nil {
 		return err
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.write(ctx, func(tx *tx) error {
+		// The report row's lock serialises concurrent updates: each gets
+		// its own version number.
 		var (
 			latest int
 			appt   string
 		)
-		err := tx.QueryRowContext(ctx, `SELECT latest_version, appointment_id FROM reports WHERE domain = ? AND id = ?`,
+		err := tx.queryRow(ctx, `SELECT latest_version, appointment_id FROM reports WHERE domain = ? AND id = ?`+s.d.forUpdate(),
 			r.Domain, r.ID).Scan(&latest, &appt)
 		if err != nil {
 			return notFound(err, "report")
@@ -103,39 +100,51 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			return store.E(store.KindInvalid, "a report cannot move to another appointment")
 		}
 		r.Version = latest + 1
-		if _, err := tx.ExecContext(ctx, `UPDATE reports
+		if _, err := tx.exec(ctx, `UPDATE reports
 			SET latest_version = ?, patient_ref = ?, status = ?, updated_at = ?
 			WHERE domain = ? AND id = ?`,
-			r.Version, r.PatientRef, r.Status, us(r.CreatedAt), r.Domain, r.ID); err != nil {
+			r.Version, r.PatientRef, r.Status, s.tm(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
-		return insertVersion(ctx, tx, r)
+		return s.insertVersion(ctx, tx, r)
 	})
 }
 
 // insertVersion queues r in its appointment's delivery queue and writes its
 // version row and artifacts.
-func insertVersion(ctx context.Context, tx *sql.Tx, r *store.Report) error {
+func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report) error {
 	// The new version is the newest of its appointment, so its due time is
 	// the queue's; older pending versions are superseded at the next claim.
-	// accepted numbers the appointment's versions in the order they are
-	// written, which the write lock makes commit order.
+	// The upsert locks the queue row until commit (SQLite: the write lock
+	// already does), waiting for a claim or another new version of the
+	// appointment to commit first, so the numbers accepted hands out
+	// follow commit order: a version numbered lower than one already
+	// claimed can never appear later.
 	var seq int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO delivery_queues (domain, appointment_id, accepted, due_at)
+	if err := tx.queryRow(ctx, `INSERT INTO delivery_queues (domain, appointment_id, accepted, due_at)
 		VALUES (?, ?, 1, ?)
-		ON CONFLICT (domain, appointment_id) DO UPDATE SET accepted = accepted + 1, due_at = excluded.due_at
-		RETURNING accepted`, r.Domain, r.AppointmentID, us(r.Delivery.NextAttemptAt)).Scan(&seq); err != nil {
+		ON CONFLICT (domain, appointment_id) DO UPDATE SET accepted = delivery_queues.accepted + 1, due_at = excluded.due_at
+		RETURNING accepted`, r.Domain, r.AppointmentID, s.tm(r.Delivery.NextAttemptAt)).Scan(&seq); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO report_versions
+	if _, err := tx.exec(ctx, `INSERT INTO report_versions
 		(domain, report_id, version, appointment_id, patient_ref, status, resource, submission, created_at, state, next_attempt_at, queue_seq)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Domain, r.ID, r.Version, r.AppointmentID, r.PatientRef, r.Status, r.Resource, r.Submission,
-		us(r.CreatedAt), r.Delivery.State, us(r.Delivery.NextAttemptAt), seq); err != nil {
+		s.tm(r.CreatedAt), r.Delivery.State, s.tm(r.Delivery.NextAttemptAt), seq); err != nil {
 		return err
 	}
+	if len(r.Artifacts) == 0 {
+		return nil
+	}
+	return s.d.insertArtifacts(ctx, tx, r)
+}
+
+// insertArtifactRows writes the artifacts of a version one INSERT each:
+// the dialects' way unless they have a faster one.
+func insertArtifactRows(ctx context.Context, tx *tx, r *store.Report) error {
 	for _, a := range r.Artifacts {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO report_artifacts
+		if _, err := tx.exec(ctx, `INSERT INTO report_artifacts
 			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.BinaryID, a.Data); err != nil {
@@ -147,11 +156,11 @@ func insertVersion(ctx context.Context, tx *sql.Tx, r *store.Report) error {
 
 // Report returns the latest version of a report. See store.Reports.
 func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report, err error) {
-	defer store.Wrap(&err, "sqlite.Report(%q, %q)", domain, id)
+	defer s.wrap(&err, "Report(%q, %q)", domain, id)
 	var r *store.Report
-	err = s.read(ctx, func(q querier) error {
+	err = s.read(ctx, func(q q) error {
 		var latest int
-		if err := q.QueryRowContext(ctx, `SELECT latest_version FROM reports WHERE domain = ? AND id = ?`,
+		if err := q.queryRow(ctx, `SELECT latest_version FROM reports WHERE domain = ? AND id = ?`,
 			domain, id).Scan(&latest); err != nil {
 			return notFound(err, "report")
 		}
@@ -163,9 +172,9 @@ func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report,
 
 // ReportVersion returns one version of a report. See store.Reports.
 func (s *Store) ReportVersion(ctx context.Context, domain, id string, version int) (_ *store.Report, err error) {
-	defer store.Wrap(&err, "sqlite.ReportVersion(%q, %q, %d)", domain, id, version)
+	defer s.wrap(&err, "ReportVersion(%q, %q, %d)", domain, id, version)
 	var r *store.Report
-	err = s.read(ctx, func(q querier) error {
+	err = s.read(ctx, func(q q) error {
 		r, err = loadVersion(ctx, q, domain, id, version, false)
 		return err
 	})
@@ -174,8 +183,8 @@ func (s *Store) ReportVersion(ctx context.Context, domain, id string, version in
 
 // loadVersion reads one version and its artifacts, their Data only when
 // withData.
-func loadVersion(ctx context.Context, q querier, domain, id string, version int, withData bool) (*store.Report, error) {
-	r, err := scanVersion(q.QueryRowContext(ctx, `SELECT `+versionCols+`
+func loadVersion(ctx context.Context, q q, domain, id string, version int, withData bool) (*store.Report, error) {
+	r, err := scanVersion(q.queryRow(ctx, `SELECT `+versionCols+`
 		FROM report_versions v`+queueJoin+`
 		WHERE v.domain = ? AND v.report_id = ? AND v.version = ?`, domain, id, version))
 	if err != nil {
@@ -183,10 +192,10 @@ func loadVersion(ctx context.Context, q querier, domain, id string, version int,
 	}
 	data := "NULL"
 	if withData {
-		data = "data"
+		data = "a.data"
 	}
-	rows, err := q.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, `+data+`
-		FROM report_artifacts WHERE domain = ? AND report_id = ? AND version = ? ORDER BY idx`, domain, id, version)
+	rows, err := q.query(ctx, `SELECT `+artifactCols+`, `+data+`
+		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? ORDER BY a.idx`, domain, id, version)
 	if err != nil {
 		return nil, err
 	}
@@ -194,9 +203,7 @@ func loadVersion(ctx context.Context, q querier, domain, id string, version int,
 	return r, err
 }
 
-// scanArtifacts reads rows of (report_id, version, idx, file_name,
-// content_type, size, sha256, binary_id, qubs_guid, uploaded_at, data) and
-// closes them.
+// scanArtifacts reads rows of artifactCols and data, and closes them.
 func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a store.Artifact)) error {
 	defer rows.Close()
 	for rows.Next() {
@@ -204,15 +211,11 @@ func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a stor
 			a        store.Artifact
 			reportID string
 			version  int
-			uploaded sql.NullInt64
-			data     []byte
 		)
 		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
-			&a.BinaryID, &a.QUBSGUID, &uploaded, &data); err != nil {
+			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data); err != nil {
 			return err
 		}
-		a.UploadedAt = fromNullUS(uploaded)
-		a.Data = data
 		add(reportID, version, a)
 	}
 	return rows.Err()
@@ -220,9 +223,9 @@ func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a stor
 
 // ReportArtifact returns one artifact with its bytes. See store.Reports.
 func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
-	defer store.Wrap(&err, "sqlite.ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
-	rows, err := s.r.QueryContext(ctx, `SELECT report_id, version, idx, file_name, content_type, size, sha256, binary_id, qubs_guid, uploaded_at, data
-		FROM report_artifacts WHERE domain = ? AND report_id = ? AND version = ? AND idx = ?`, domain, id, version, index)
+	defer s.wrap(&err, "ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
+	rows, err := s.reader().query(ctx, `SELECT `+artifactCols+`, a.data
+		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? AND a.idx = ?`, domain, id, version, index)
 	if err != nil {
 		return nil, err
 	}
@@ -239,9 +242,9 @@ func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, 
 // SearchReports pages through the latest versions of a domain's reports.
 // See store.Reports.
 func (s *Store) SearchReports(ctx context.Context, domain string, f store.ReportFilter) (reports []*store.Report, next string, err error) {
-	defer store.Wrap(&err, "sqlite.SearchReports(%q)", domain)
-	err = s.read(ctx, func(q querier) error {
-		reports, next, err = search(ctx, q, domain, f)
+	defer s.wrap(&err, "SearchReports(%q)", domain)
+	err = s.read(ctx, func(q q) error {
+		reports, next, err = s.search(ctx, q, domain, f)
 		return err
 	})
 	return reports, next, err
@@ -249,10 +252,10 @@ func (s *Store) SearchReports(ctx context.Context, domain string, f store.Report
 
 // CountReports counts the reports matching f. See store.Reports.
 func (s *Store) CountReports(ctx context.Context, domain string, f store.ReportFilter) (n int, err error) {
-	defer store.Wrap(&err, "sqlite.CountReports(%q)", domain)
+	defer s.wrap(&err, "CountReports(%q)", domain)
 	where, args := reportWhere(domain, f)
-	err = s.read(ctx, func(q querier) error {
-		return q.QueryRowContext(ctx, `SELECT count(*) FROM reports r
+	err = s.read(ctx, func(q q) error {
+		return q.queryRow(ctx, `SELECT count(*) FROM reports r
 			JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version
 			WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
 	})
@@ -278,21 +281,21 @@ func reportWhere(domain string, f store.ReportFilter) (where []string, args []an
 	return where, args
 }
 
-func search(ctx context.Context, q querier, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
+func (s *Store) search(ctx context.Context, q q, domain string, f store.ReportFilter) (_ []*store.Report, next string, err error) {
 	where, args := reportWhere(domain, f)
 	key, dir, cmp := sqlutil.ReportOrder(f.Order)
 	if f.After != "" {
-		at, id, err := sqlutil.DecodeCursor(f.After)
+		t, id, err := sqlutil.DecodeCursor(f.After)
 		if err != nil {
 			return nil, "", err
 		}
 		where = append(where, "("+key+", r.id) "+cmp+" (?, ?)")
-		args = append(args, us(at), id)
+		args = append(args, s.tm(t), id)
 	}
 	limit := sqlutil.Limit(f.Limit)
 	// One more than the page tells whether there is a next page.
 	args = append(args, limit+1)
-	rows, err := q.QueryContext(ctx, `SELECT `+versionCols+`, `+key+`
+	rows, err := q.query(ctx, `SELECT `+versionCols+`, `+key+`
 		FROM reports r JOIN report_versions v ON v.domain = r.domain AND v.report_id = r.id AND v.version = r.latest_version`+queueJoin+`
 		WHERE `+strings.Join(where, " AND ")+`
 		ORDER BY `+key+` `+dir+`, r.id `+dir+` LIMIT ?`, args...)
@@ -302,16 +305,16 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 	defer rows.Close()
 	var (
 		reports []*store.Report
-		firsts  []int64
+		keys    []time.Time
 	)
 	for rows.Next() {
-		var first int64
-		r, err := scanVersion(rows, &first)
+		var k time.Time
+		r, err := scanVersion(rows, at{&k})
 		if err != nil {
 			return nil, "", err
 		}
 		reports = append(reports, r)
-		firsts = append(firsts, first)
+		keys = append(keys, k)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", err
@@ -319,8 +322,7 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 	rows.Close()
 	if len(reports) > limit {
 		reports = reports[:limit]
-		last := reports[limit-1]
-		next = sqlutil.EncodeCursor(fromUS(firsts[limit-1]), last.ID)
+		next = sqlutil.EncodeCursor(keys[limit-1], reports[limit-1].ID)
 	}
 	if len(reports) == 0 {
 		return nil, "", nil
@@ -332,7 +334,7 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 		byID[r.ID] = r
 		args = append(args, r.ID)
 	}
-	arows, err := q.QueryContext(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, NULL
+	arows, err := q.query(ctx, `SELECT `+artifactCols+`, NULL
 		FROM report_artifacts a JOIN reports r ON r.domain = a.domain AND r.id = a.report_id AND r.latest_version = a.version
 		WHERE a.domain = ? AND a.report_id IN (`+placeholders(len(reports))+`)
 		ORDER BY a.report_id, a.idx`, args...)
@@ -354,35 +356,20 @@ func search(ctx context.Context, q querier, domain string, f store.ReportFilter)
 
 // ArtifactBinary returns the artifact served as a Binary. See store.Reports.
 func (s *Store) ArtifactBinary(ctx context.Context, domain, binaryID string) (_ *store.ReportBinary, err error) {
-	defer store.Wrap(&err, "sqlite.ArtifactBinary(%q, %q)", domain, binaryID)
+	defer s.wrap(&err, "ArtifactBinary(%q, %q)", domain, binaryID)
 	if binaryID == "" { // artifacts without a Binary
-		return nil, store.E(store.KindNotFound, "no such binary")
-	}
-	rows, err := s.r.QueryContext(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, a.data,
-			v.patient_ref, v.created_at, v.purged
-		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
-		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
 		return nil, store.E(store.KindNotFound, "no such binary")
 	}
 	b := &store.ReportBinary{Domain: domain}
 	a := &b.Artifact
-	var (
-		uploaded sql.NullInt64
-		created  int64
-	)
-	if err := rows.Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
-		&a.QUBSGUID, &uploaded, &a.Data, &b.PatientRef, &created, &b.Purged); err != nil {
-		return nil, err
+	err = s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, a.data,
+			v.patient_ref, v.created_at, v.purged
+		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
+		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID).
+		Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
+			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
+	if err != nil {
+		return nil, notFound(err, "binary")
 	}
-	a.UploadedAt = fromNullUS(uploaded)
-	b.CreatedAt = fromUS(created)
 	return b, nil
 }

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 func TestBackgroundCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	path := t.TempDir() + "/ckpt.db"
-	s, err := Open(ctx, path)
+	s, err := OpenSQLite(ctx, path)
 	require.NoError(t, err)
 	defer s.Close()
 	var auto int
@@ -44,5 +44,5 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	require.NoError(t, s.Close())
-	require.NoError(t, s.ckpt.close(), "closing twice is harmless")
+	require.NoError(t, s.d.(*sqliteDialect).ckpt.close(), "closing twice is harmless")
 }

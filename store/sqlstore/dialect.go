@@ -1,0 +1,50 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"io/fs"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+)
+
+// dialect is what differs between the engines, and nothing else: queries
+// are written once, with ? placeholders and SQL both engines accept
+// (ON CONFLICT upserts, RETURNING, row values, TRUE/FALSE), and ask the
+// dialect only for these.
+type dialect interface {
+	// name prefixes operation names in errors ("sqlite", "postgres").
+	name() string
+	// rebind turns the ? placeholders of query into the engine's.
+	rebind(query string) string
+	// time is t as an argument for a time column (SQLite: INTEGER
+	// microseconds; PostgreSQL: timestamptz). Columns read back through
+	// at and atPtr, which take both.
+	time(t time.Time) any
+	// forUpdate ends a SELECT that locks the rows it reads until commit;
+	// "" where the write transaction's lock already covers the database.
+	forUpdate() string
+	// skipLocked is forUpdate for claimers that take other rows rather
+	// than wait for locked ones.
+	skipLocked() string
+	// jsonElements is a FROM item over the elements of a JSON array of
+	// strings, expr, with one column, value, under alias.
+	jsonElements(expr, alias string) string
+	// readTx are the options of read transactions (one snapshot).
+	readTx() *sql.TxOptions
+
+	// migrations are the engine's numbered files (migrate.go).
+	migrations() (fs.FS, string)
+	// versionTable creates schema_migrations if it is missing.
+	versionTable() string
+	// lockMigrations serialises migration runs of Stores opening one
+	// database at once; called first in the migration transaction.
+	lockMigrations(ctx context.Context, tx *tx) error
+
+	// insertArtifacts writes the artifacts of a new version r.
+	insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error
+	// insertAudits writes a checked batch of audit records and their
+	// audit_patients rows, skipping records whose (domain, id) exists.
+	insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error
+}

@@ -1,0 +1,274 @@
+package sqlstore
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+)
+
+//go:embed migrations/postgres/*.sql
+var postgresMigrations embed.FS
+
+// OpenPostgres connects to the PostgreSQL database at url (a postgres://
+// URL or a key=value DSN, with pgxpool's pool_* parameters if wanted: they
+// size the pool as they did when the bridge used pgxpool) and applies the
+// embedded migrations it lacks. Concurrent Opens (replicas starting
+// together) are safe: migrations run under a transaction-scoped advisory
+// lock. Errors: store.ErrInvalid for an unparsable url; anything else
+// (unreachable server, failed migration) is internal.
+//
+// Replicas coordinate through row locks only: a new report version locks
+// its report's row in reports (so versions are numbered one by one), and
+// every change to a QUBS appointment's delivery queue (a new version, a
+// claim, RecordUpload, Complete, Retry, Fail) first locks that
+// appointment's row in delivery_queues. ClaimDelivery takes the first due
+// queue row nobody holds (FOR UPDATE SKIP LOCKED), so claims never wait on
+// each other and never hand out one appointment twice. Locks are always
+// taken in that order (report, then queue, then versions), so these
+// transactions cannot deadlock. Transactions run at READ COMMITTED: each
+// statement after a lock sees what the previous holder committed.
+//
+// Tables live in the first schema of the connection's search_path, which a
+// URL can set (postgres://.../db?search_path=bridge); that is how tests
+// isolate themselves, and how an operator shares a database.
+func OpenPostgres(ctx context.Context, url string) (_ *Store, err error) {
+	defer store.Wrap(&err, "postgres.Open")
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The parse error may quote the URL, password included.
+		return nil, store.E(store.KindInvalid, "unparsable PostgreSQL URL")
+	}
+	db := stdlib.OpenDB(*cfg.ConnConfig)
+	// pgxpool's sizes and lifetimes, parsed from the same parameters.
+	db.SetMaxOpenConns(int(cfg.MaxConns))
+	db.SetMaxIdleConns(int(cfg.MaxConns))
+	db.SetConnMaxLifetime(cfg.MaxConnLifetime)
+	db.SetConnMaxIdleTime(cfg.MaxConnIdleTime)
+	s, err := open(ctx, postgresDialect{}, db, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// postgresDialect: $n placeholders, timestamptz, row locks, jsonb, COPY
+// for artifacts and unnest for audit batches.
+type postgresDialect struct{}
+
+func (postgresDialect) name() string                { return "postgres" }
+func (postgresDialect) time(t time.Time) any        { return t }
+func (postgresDialect) forUpdate() string           { return " FOR UPDATE" }
+func (postgresDialect) skipLocked() string          { return " FOR UPDATE SKIP LOCKED" }
+func (postgresDialect) migrations() (fs.FS, string) { return postgresMigrations, "migrations/postgres" }
+
+// readTx: REPEATABLE READ, so that the several queries of one read see one
+// snapshot.
+func (postgresDialect) readTx() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+}
+
+// rebind numbers the ? placeholders: $1, $2, ... Queries hold no ? of
+// their own (no string literal with one, no jsonb ? operator).
+func (postgresDialect) rebind(query string) string {
+	n := strings.Count(query, "?")
+	if n == 0 {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 2*n)
+	i := 0
+	for {
+		j := strings.IndexByte(query, '?')
+		if j < 0 {
+			break
+		}
+		i++
+		b.WriteString(query[:j])
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(i))
+		query = query[j+1:]
+	}
+	b.WriteString(query)
+	return b.String()
+}
+
+func (postgresDialect) jsonElements(expr, alias string) string {
+	return "jsonb_array_elements_text(CAST(" + expr + " AS jsonb)) AS " + alias + " (value)"
+}
+
+func (postgresDialect) versionTable() string {
+	return `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    integer     PRIMARY KEY,
+		name       text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`
+}
+
+// lockMigrations takes an advisory lock keyed by the schema, so replicas
+// migrating the same schema queue behind each other (and then find the
+// work done) while different schemas, such as parallel tests, do not wait.
+func (postgresDialect) lockMigrations(ctx context.Context, tx *tx) error {
+	var schema sql.NullString
+	if err := tx.queryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return err
+	}
+	if !schema.Valid {
+		return errors.New("no schema of the search_path exists")
+	}
+	_, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('qubs-fhir-bridge/migrate/' || ?, 0))`, schema.String)
+	return err
+}
+
+// insertArtifacts writes the artifacts of a version with one binary COPY,
+// each one's bytes streamed through a pipe in 64 KiB messages: as a bytea
+// parameter, the driver would copy the 2 MiB of a report's PDF twice (the
+// encoded parameter, then the Bind message), tripling the memory a report
+// costs while it is accepted. The binary format, unlike the text one,
+// costs the server no hex to parse. COPY is pgx's, below database/sql: it
+// runs on the transaction's own connection, inside the transaction.
+func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
+	return tx.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
+		}
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(writeArtifactRows(pw, r)) }()
+		_, err := c.Conn().PgConn().CopyFrom(ctx, pr, `COPY report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data) FROM STDIN (FORMAT binary)`)
+		pr.Close() // a writer still at work stops
+		return err
+	})
+}
+
+// writeArtifactRows writes r's artifacts in COPY's binary format
+// (PostgreSQL docs, COPY, "Binary Format"): a signature, then per row the
+// field count and each field as a length and its bytes in the column
+// type's binary form; -1 after the last row.
+func writeArtifactRows(w io.Writer, r *store.Report) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString("PGCOPY\n\xff\r\n\x00")
+	be := func(n int, v uint64) {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], v)
+		bw.Write(b[8-n:])
+	}
+	be(4, 0) // flags
+	be(4, 0) // header extension length
+	field := func(b []byte) {
+		if b == nil {
+			be(4, math.MaxUint32) // -1: NULL
+			return
+		}
+		be(4, uint64(len(b)))
+		bw.Write(b)
+	}
+	for _, a := range r.Artifacts {
+		be(2, 10)
+		field([]byte(r.Domain))
+		field([]byte(r.ID))
+		be(4, 4)
+		be(4, uint64(uint32(int32(r.Version))))
+		be(4, 4)
+		be(4, uint64(uint32(int32(a.Index))))
+		field([]byte(a.FileName))
+		field([]byte(a.ContentType))
+		be(4, 8)
+		be(8, uint64(a.Size))
+		field([]byte(a.SHA256))
+		field([]byte(a.BinaryID))
+		field(a.Data)
+	}
+	be(2, math.MaxUint16) // -1: end
+	return bw.Flush()
+}
+
+// insertAudits writes the batch in one statement over column arrays
+// (unnest), the patient rows joined to the records that statement
+// inserted.
+//
+// A batch of successful reads and searches commits with synchronous_commit
+// off: the commit returns once the records are in PostgreSQL's write-ahead
+// log buffers, without waiting for them to reach the disk, so that a read
+// waiting for its audit record waits for a round trip, not an fsync. A
+// crash of the bridge then loses nothing committed; a crash of the
+// database server itself can lose the last few hundred milliseconds of
+// read records (three times wal_writer_delay at most), never corrupting
+// anything. A batch holding a change (create, update, delete) or a failed
+// or refused request keeps the server's setting: those records are
+// promised durable before their answer is sent, like the report they are
+// about.
+func (postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
+	// One array per column: text, except recorded (3rd).
+	text := make([][]string, 16)
+	at := make([]time.Time, 0, len(batch))
+	var pDomain, pID, pRef []string
+	var pAt []time.Time
+	for _, a := range batch {
+		at = append(at, a.Recorded)
+		for i, v := range [...]string{a.Domain, a.ID, "", a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
+			a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs),
+			a.Query, a.CorrelationID, a.RequestPath} {
+			text[i] = append(text[i], v)
+		}
+		for _, p := range a.PatientRefs {
+			pDomain, pID, pRef, pAt = append(pDomain, a.Domain), append(pID, a.ID), append(pRef, p), append(pAt, a.Recorded)
+		}
+	}
+	args := make([]any, 0, 20)
+	for i, col := range text {
+		if i == 2 {
+			args = append(args, at)
+			continue
+		}
+		args = append(args, col)
+	}
+	args = append(args, pDomain, pID, pRef, pAt)
+	if readsOnly(batch) {
+		if _, err := tx.exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+	}
+	_, err := tx.tx.ExecContext(ctx, `WITH ins AS (
+		INSERT INTO audit_events
+			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+			$15::text[], $16::text[])
+		ON CONFLICT (domain, id) DO NOTHING
+		RETURNING domain, id)
+		INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded)
+		SELECT p.domain, p.id, p.ref, p.recorded
+		FROM unnest($17::text[], $18::text[], $19::text[], $20::timestamptz[]) AS p (domain, id, ref, recorded)
+		JOIN ins ON ins.domain = p.domain AND ins.id = p.id`, args...)
+	return err
+}
+
+// readsOnly reports whether every record of the batch is a successful read
+// or search, the records whose loss in a database crash is bounded rather
+// than ruled out (see insertAudits).
+func readsOnly(batch []*store.AuditRecord) bool {
+	for _, a := range batch {
+		if a.Outcome != store.AuditOutcomeSuccess || (a.Action != store.AuditActionRead && a.Action != store.AuditActionExecute) {
+			return false
+		}
+	}
+	return true
+}

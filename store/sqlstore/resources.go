@@ -1,0 +1,153 @@
+package sqlstore
+
+import (
+	"context"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+)
+
+// CreateBinary stores a Binary. See store.Binaries.
+func (s *Store) CreateBinary(ctx context.Context, b *store.Binary) (err error) {
+	if b != nil {
+		defer s.wrap(&err, "CreateBinary(%q, %q)", b.Domain, b.ID)
+	}
+	if err := sqlutil.PrepareBinary(b); err != nil {
+		return err
+	}
+	// ON CONFLICT waits for a concurrent insert of the same key to end, so
+	// exactly one of racing creates wins.
+	return s.write(ctx, func(tx *tx) error {
+		res, err := tx.exec(ctx, `INSERT INTO binaries (domain, id, content_type, data, size, sha256, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`,
+			b.Domain, b.ID, b.ContentType, b.Data, b.Size, b.SHA256, s.tm(b.CreatedAt))
+		return changedOne(res, err, store.KindConflict, "binary exists")
+	})
+}
+
+// Binary returns a Binary with its bytes. See store.Binaries.
+func (s *Store) Binary(ctx context.Context, domain, id string) (_ *store.Binary, err error) {
+	defer s.wrap(&err, "Binary(%q, %q)", domain, id)
+	b := store.Binary{Domain: domain, ID: id}
+	err = s.reader().queryRow(ctx, `SELECT content_type, data, size, sha256, created_at, purged
+		FROM binaries WHERE domain = ? AND id = ?`, domain, id).
+		Scan(&b.ContentType, &b.Data, &b.Size, &b.SHA256, at{&b.CreatedAt}, &b.Purged)
+	if err != nil {
+		return nil, notFound(err, "binary")
+	}
+	return &b, nil
+}
+
+// idempotencySelect reads a record by its key (domain, scope, key).
+const idempotencySelect = `SELECT request_hash, resource_type, resource_id, version, created_at
+	FROM idempotency_keys WHERE domain = ? AND scope = ? AND key = ?`
+
+// ClaimIdempotency inserts rec unless its key exists. See store.Idempotency.
+//
+// ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
+// commit or roll back (SQLite: the write lock), so of racing claims
+// exactly one inserts; the losers' SELECT, a new statement (at READ
+// COMMITTED on PostgreSQL), then sees the winner's row.
+func (s *Store) ClaimIdempotency(ctx context.Context, rec *store.IdempotencyRecord) (existing *store.IdempotencyRecord, err error) {
+	if rec == nil {
+		return nil, store.E(store.KindInvalid, "nil idempotency record")
+	}
+	defer s.wrap(&err, "ClaimIdempotency(%q, %q)", rec.Domain, rec.Scope)
+	if err := sqlutil.PrepareIdempotency(rec); err != nil {
+		return nil, err
+	}
+	err = s.write(ctx, func(tx *tx) error {
+		res, err := tx.exec(ctx, `INSERT INTO idempotency_keys
+			(domain, scope, key, request_hash, resource_type, resource_id, version, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, scope, key) DO NOTHING`,
+			rec.Domain, rec.Scope, rec.Key, rec.RequestHash, rec.ResourceType, rec.ResourceID, rec.Version, s.tm(rec.CreatedAt))
+		if err != nil {
+			return err
+		}
+		if ok, err := oneRow(res); err != nil || ok {
+			return err
+		}
+		existing, err = scanIdempotency(tx.q, ctx, rec.Domain, rec.Scope, rec.Key)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return existing, nil
+}
+
+// LookupIdempotency returns the record of a key. See store.Idempotency.
+func (s *Store) LookupIdempotency(ctx context.Context, domain, scope, key string) (_ *store.IdempotencyRecord, err error) {
+	defer s.wrap(&err, "LookupIdempotency(%q, %q)", domain, scope)
+	if domain == "" || scope == "" || key == "" {
+		return nil, store.E(store.KindInvalid, "idempotency lookup without domain, scope or key")
+	}
+	e, err := scanIdempotency(s.reader(), ctx, domain, scope, key)
+	if err != nil {
+		return nil, notFound(err, "idempotency key")
+	}
+	return e, nil
+}
+
+func scanIdempotency(q q, ctx context.Context, domain, scope, key string) (*store.IdempotencyRecord, error) {
+	e := store.IdempotencyRecord{Domain: domain, Scope: scope, Key: key}
+	if err := q.queryRow(ctx, idempotencySelect, domain, scope, key).
+		Scan(&e.RequestHash, &e.ResourceType, &e.ResourceID, &e.Version, at{&e.CreatedAt}); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// PurgeBefore blanks the PHI created before cutoff, in one transaction.
+// See store.Purger. Blanked values leave the file as the engine reclaims
+// space (SQLite: secure_delete zeroes freed pages; PostgreSQL: dead tuples
+// until (auto)vacuum).
+func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
+	defer s.wrap(&err, "PurgeBefore")
+	c := s.tm(sqlutil.Time(cutoff))
+	err = s.write(ctx, func(tx *tx) error {
+		// The versions first, and then the artifacts of exactly the
+		// versions purged: selecting the artifacts by the versions'
+		// state in a second statement could see another snapshot
+		// (PostgreSQL, READ COMMITTED), in which a version delivered in
+		// between would keep its artifacts' bytes.
+		rows, err := tx.query(ctx, `UPDATE report_versions SET resource = NULL, submission = NULL, purged = TRUE
+			WHERE created_at < ? AND NOT purged AND state <> 'pending'
+			RETURNING domain, report_id, version`, c)
+		if err != nil {
+			return err
+		}
+		type key struct {
+			domain, id string
+			version    int
+		}
+		var keys []key
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.domain, &k.id, &k.version); err != nil {
+				rows.Close()
+				return err
+			}
+			keys = append(keys, k)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		n = len(keys)
+		for _, k := range keys {
+			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL
+				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
+				return err
+			}
+		}
+		res, err := tx.exec(ctx, `UPDATE binaries SET data = NULL, purged = TRUE WHERE created_at < ? AND NOT purged`, c)
+		if err != nil {
+			return err
+		}
+		k, err := res.RowsAffected()
+		n += int(k)
+		return err
+	})
+	return n, err
+}

@@ -1,0 +1,207 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/sqlite/*.sql
+var sqliteMigrations embed.FS
+
+// sqliteReadConns is the size of the read pool: enough for a few
+// concurrent FHIR reads and searches on a 2-core machine; more buys
+// nothing with SQLite.
+const sqliteReadConns = 4
+
+// busyTimeout is how long a connection waits for another process's lock
+// before SQLITE_BUSY. Long, because the alternative is a failed request.
+const busyTimeout = 10 * time.Second
+
+// OpenSQLite opens (creating it if needed) the SQLite database at path and
+// applies the embedded migrations that it lacks. path is a file name;
+// ":memory:" is refused because the read and write pools must share one
+// database. Errors: store.ErrInvalid for an unusable path; anything else
+// is internal.
+//
+// SQLite allows one writer at a time. The Store therefore keeps two pools
+// on the same file: a write pool of exactly one connection whose
+// transactions begin IMMEDIATE (they take the write lock up front, so a
+// transaction that read something can never fail to upgrade to writing),
+// and a read pool of a few query-only connections that WAL mode lets read
+// while the writer writes. Within one process writers queue in the pool
+// instead of spinning on SQLITE_BUSY; between processes sharing the file
+// (a second Open, a backup tool) busy_timeout makes them wait.
+func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
+	defer store.Wrap(&err, "sqlite.Open")
+	if path == "" || path == ":memory:" || strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
+		return nil, store.E(store.KindInvalid, "sqlite path must be a plain file name")
+	}
+	// The file holds PHI: create it readable by the bridge's user only.
+	// SQLite gives the -wal and -shm files the same permissions.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	pragmas := func(extra ...string) string {
+		q := url.Values{}
+		// busy_timeout first: the pragmas after it may need a lock.
+		q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+		q.Add("_pragma", "foreign_keys(1)")
+		// NORMAL is durable in WAL mode except for the last commits on
+		// power loss, never corrupting; FULL would fsync every commit.
+		q.Add("_pragma", "synchronous(NORMAL)")
+		// Overwrite deleted content with zeros, so that purged PHI does not
+		// linger in free pages of the file.
+		q.Add("_pragma", "secure_delete(1)")
+		for _, e := range extra {
+			k, v, _ := strings.Cut(e, "=")
+			q.Add(k, v)
+		}
+		return path + "?" + q.Encode()
+	}
+
+	w, err := sql.Open("sqlite", pragmas("_txlock=immediate", "_pragma=wal_autocheckpoint(0)"))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	// WAL is a property of the file, set once; doing it outside the
+	// pragma list lets a concurrent Open's lock be waited for like any
+	// other (busy_timeout), and lets a failure say what failed.
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("setting WAL mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		w.Close()
+		return nil, fmt.Errorf("journal mode is %q, want wal", mode)
+	}
+	r, err := sql.Open("sqlite", pragmas("_pragma=query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(sqliteReadConns)
+	r.SetMaxIdleConns(sqliteReadConns)
+	d := &sqliteDialect{w: w}
+	s, err := open(ctx, d, w, r)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	if err := d.prepareAudits(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	c, err := sql.Open("sqlite", pragmas())
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	c.SetMaxOpenConns(1)
+	d.ckpt = startCheckpointer(c)
+	s.closers = append(s.closers, d.ckpt.close)
+	return s, nil
+}
+
+// sqliteDialect: ? placeholders, INTEGER microseconds, no row locks (every
+// write transaction holds the database's write lock), json_each.
+type sqliteDialect struct {
+	w *sql.DB // the write pool, where insertAudits' statements are prepared
+	// ckpt checkpoints the WAL off the write path (checkpoint.go).
+	ckpt *checkpointer
+	// audit holds insertAudits' prepared statements.
+	events, patients *sql.Stmt
+}
+
+func (*sqliteDialect) name() string                              { return "sqlite" }
+func (*sqliteDialect) rebind(query string) string                { return query }
+func (*sqliteDialect) time(t time.Time) any                      { return t.UnixMicro() }
+func (*sqliteDialect) forUpdate() string                         { return "" }
+func (*sqliteDialect) skipLocked() string                        { return "" }
+func (*sqliteDialect) readTx() *sql.TxOptions                    { return nil }
+func (*sqliteDialect) migrations() (fs.FS, string)               { return sqliteMigrations, "migrations/sqlite" }
+func (*sqliteDialect) lockMigrations(context.Context, *tx) error { return nil }
+
+func (*sqliteDialect) jsonElements(expr, alias string) string {
+	return "json_each(" + expr + ") AS " + alias
+}
+
+func (*sqliteDialect) versionTable() string {
+	return `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at INTEGER NOT NULL)`
+}
+
+func (*sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
+	return insertArtifactRows(ctx, tx, r)
+}
+
+// insertAudits writes the batch with two prepared statements per record.
+// Most batches are small (a read's record names one patient), so what a
+// statement costs to parse showed more than what it does: both statements
+// are prepared once per store, not once per batch. Both are INSERT OR
+// IGNORE, which cannot abort half-way, so SQLite keeps no statement
+// journal for them: a record that exists (a retried batch) is skipped with
+// its patient rows; the other constraints (NOT NULL, the CHECKs) are
+// checked by sqlutil.PrepareAudit first, so IGNORE never hides an invalid
+// record.
+func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
+	events, patients := tx.tx.StmtContext(ctx, d.events), tx.tx.StmtContext(ctx, d.patients)
+	for _, a := range batch {
+		refs := sqlutil.EncodeRefs(a.PatientRefs)
+		res, err := events.ExecContext(ctx, a.Domain, a.ID, a.Recorded.UnixMicro(), a.Action, a.Interaction, a.Outcome,
+			a.OutcomeDesc, a.AgentID, a.AgentMethod, a.TokenID, a.NetworkAddr, refs, sqlutil.EncodeRefs(a.EntityRefs),
+			a.Query, a.CorrelationID, a.RequestPath)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 || len(a.PatientRefs) == 0 {
+			continue // exists (a retried batch), or names no patient
+		}
+		// The patient rows come from the JSON array just stored: four
+		// arguments whatever the number of patients.
+		if _, err := patients.ExecContext(ctx, a.Domain, a.Recorded.UnixMicro(), a.ID, refs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepareAudits prepares insertAudits' statements on the write pool,
+// once the tables exist. (Not at first use: inside a write transaction the
+// pool's one connection is taken.)
+func (d *sqliteDialect) prepareAudits(ctx context.Context) (err error) {
+	if d.events, err = d.w.PrepareContext(ctx, `INSERT OR IGNORE INTO audit_events
+		(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+		 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+		return err
+	}
+	d.patients, err = d.w.PrepareContext(ctx, `INSERT OR IGNORE INTO audit_patients (domain, patient_ref, recorded, audit_id)
+		SELECT ?, value, ?, ? FROM json_each(?)`)
+	return err
+}
