@@ -96,6 +96,24 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 	if len(batch) == 0 {
 		return nil
 	}
+	args, err := auditArgs(batch)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		if readsOnly(batch) {
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, insertAudits, args...)
+		return err
+	})
+}
+
+// auditArgs checks a batch of audit records and returns insertAudits'
+// arguments: one array per column.
+func auditArgs(batch []*store.AuditRecord) ([]any, error) {
 	// One array per column: text, except recorded (3rd).
 	text := make([][]string, 16)
 	at := make([]time.Time, 0, len(batch))
@@ -103,7 +121,7 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 	var pAt []time.Time
 	for _, a := range batch {
 		if err := sqlutil.PrepareAudit(a); err != nil {
-			return err
+			return nil, err
 		}
 		at = append(at, a.Recorded)
 		for i, v := range [...]string{a.Domain, a.ID, "", a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
@@ -123,14 +141,12 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 		}
 		args = append(args, col)
 	}
-	args = append(args, pDomain, pID, pRef, pAt)
-	return s.write(ctx, func(tx pgx.Tx) error {
-		if readsOnly(batch) {
-			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, `WITH ins AS (
+	return append(args, pDomain, pID, pRef, pAt), nil
+}
+
+// insertAudits writes the records of auditArgs, each with its patient
+// rows, skipping a record whose (domain, id) exists.
+const insertAudits = `WITH ins AS (
 			INSERT INTO audit_events
 				(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
 				 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
@@ -142,10 +158,7 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 			INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded)
 			SELECT p.domain, p.id, p.ref, p.recorded
 			FROM unnest($17::text[], $18::text[], $19::text[], $20::timestamptz[]) AS p (domain, id, ref, recorded)
-			JOIN ins ON ins.domain = p.domain AND ins.id = p.id`, args...)
-		return err
-	})
-}
+			JOIN ins ON ins.domain = p.domain AND ins.id = p.id`
 
 // AuditEvent returns one audit record. See store.Audit.
 func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.AuditRecord, err error) {

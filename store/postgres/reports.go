@@ -63,6 +63,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		return err
 	}
 	r.Version = 1
+	audit, err := auditWithin(r.Audit)
+	if err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx pgx.Tx) error {
 		// ON CONFLICT waits for a concurrent insert of the same id to end,
 		// then does nothing if it committed: exactly one create wins.
@@ -77,7 +81,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		if tag.RowsAffected() != 1 {
 			return store.E(store.KindConflict, "report exists")
 		}
-		return insertVersion(ctx, tx, r)
+		if err := insertVersion(ctx, tx, r); err != nil {
+			return err
+		}
+		return audit(ctx, tx)
 	})
 }
 
@@ -88,6 +95,10 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 		defer store.Wrap(&err, "postgres.UpdateReport(%q, %q)", r.Domain, r.ID)
 	}
 	if err := sqlutil.PrepareReport(r); err != nil {
+		return err
+	}
+	audit, err := auditWithin(r.Audit)
+	if err != nil {
 		return err
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
@@ -115,8 +126,28 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			r.Version, r.PatientRef, r.Status, r.CreatedAt, r.Domain, r.ID); err != nil {
 			return err
 		}
-		return insertVersion(ctx, tx, r)
+		if err := insertVersion(ctx, tx, r); err != nil {
+			return err
+		}
+		return audit(ctx, tx)
 	})
+}
+
+// auditWithin checks a write's audit record (store.Report.Audit) and
+// returns what stores it inside the write's transaction; nothing when a
+// is nil.
+func auditWithin(a *store.AuditRecord) (func(context.Context, pgx.Tx) error, error) {
+	if a == nil {
+		return func(context.Context, pgx.Tx) error { return nil }, nil
+	}
+	args, err := auditArgs([]*store.AuditRecord{a})
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, insertAudits, args...)
+		return err
+	}, nil
 }
 
 // insertVersion queues r in its appointment's delivery queue and writes its

@@ -97,28 +97,34 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 		return err
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		events, patients := tx.StmtContext(ctx, events), tx.StmtContext(ctx, patients)
-		for _, a := range batch {
-			refs := sqlutil.EncodeRefs(a.PatientRefs)
-			res, err := events.ExecContext(ctx, a.Domain, a.ID, us(a.Recorded), a.Action, a.Interaction, a.Outcome,
-				a.OutcomeDesc, a.AgentID, a.AgentMethod, a.TokenID, a.NetworkAddr, refs, sqlutil.EncodeRefs(a.EntityRefs),
-				a.Query, a.CorrelationID, a.RequestPath)
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return err
-			} else if n == 0 || len(a.PatientRefs) == 0 {
-				continue // exists (a retried batch), or names no patient
-			}
-			// The patient rows come from the JSON array just stored:
-			// four arguments whatever the number of patients.
-			if _, err := patients.ExecContext(ctx, a.Domain, us(a.Recorded), a.ID, refs); err != nil {
-				return err
-			}
-		}
-		return nil
+		return insertAudits(ctx, tx, events, patients, batch)
 	})
+}
+
+// insertAudits writes checked audit records inside tx through the prepared
+// statements of auditStatements.
+func insertAudits(ctx context.Context, tx *sql.Tx, events, patients *sql.Stmt, batch []*store.AuditRecord) error {
+	events, patients = tx.StmtContext(ctx, events), tx.StmtContext(ctx, patients)
+	for _, a := range batch {
+		refs := sqlutil.EncodeRefs(a.PatientRefs)
+		res, err := events.ExecContext(ctx, a.Domain, a.ID, us(a.Recorded), a.Action, a.Interaction, a.Outcome,
+			a.OutcomeDesc, a.AgentID, a.AgentMethod, a.TokenID, a.NetworkAddr, refs, sqlutil.EncodeRefs(a.EntityRefs),
+			a.Query, a.CorrelationID, a.RequestPath)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 || len(a.PatientRefs) == 0 {
+			continue // exists (a retried batch), or names no patient
+		}
+		// The patient rows come from the JSON array just stored:
+		// four arguments whatever the number of patients.
+		if _, err := patients.ExecContext(ctx, a.Domain, us(a.Recorded), a.ID, refs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // auditStatements are RecordAudits' statements, prepared on the write pool

@@ -59,6 +59,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		return err
 	}
 	r.Version = 1
+	audit, err := s.auditWithin(ctx, r.Audit)
+	if err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO reports
 			(domain, id, latest_version, appointment_id, patient_ref, status, created_at, updated_at)
@@ -73,7 +77,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		} else if !ok {
 			return store.E(store.KindConflict, "report exists")
 		}
-		return insertVersion(ctx, tx, r)
+		if err := insertVersion(ctx, tx, r); err != nil {
+			return err
+		}
+		return audit(tx)
 	})
 }
 
@@ -84,6 +91,10 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 		defer store.Wrap(&err, "sqlite.UpdateReport(%q, %q)", r.Domain, r.ID)
 	}
 	if err := sqlutil.PrepareReport(r); err != nil {
+		return err
+	}
+	audit, err := s.auditWithin(ctx, r.Audit)
+	if err != nil {
 		return err
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -109,8 +120,30 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			r.Version, r.PatientRef, r.Status, us(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
-		return insertVersion(ctx, tx, r)
+		if err := insertVersion(ctx, tx, r); err != nil {
+			return err
+		}
+		return audit(tx)
 	})
+}
+
+// auditWithin checks a write's audit record (store.Report.Audit) and
+// returns what stores it inside the write's transaction; nothing when a
+// is nil.
+func (s *Store) auditWithin(ctx context.Context, a *store.AuditRecord) (func(*sql.Tx) error, error) {
+	if a == nil {
+		return func(*sql.Tx) error { return nil }, nil
+	}
+	if err := sqlutil.PrepareAudit(a); err != nil {
+		return nil, err
+	}
+	events, patients, err := s.audit.prepare(ctx, s.w)
+	if err != nil {
+		return nil, err
+	}
+	return func(tx *sql.Tx) error {
+		return insertAudits(ctx, tx, events, patients, []*store.AuditRecord{a})
+	}, nil
 }
 
 // insertVersion queues r in its appointment's delivery queue and writes its
