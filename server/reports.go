@@ -76,11 +76,16 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if done, err := s.replayReport(c, id, k, resource); done || err != nil {
-		return err
-	}
 	r, err := s.buildReport(c, id, in, resource, inline)
 	if err != nil {
+		// A retry gets the first answer again, whatever QUBS says now
+		// (the appointment may be closed since). The store is asked here,
+		// when a check fails, and on a conflict below, rather than before
+		// every create: a first create, the common case, then costs no
+		// read.
+		if done, rerr := s.replayReport(c, id, k, resource); done || rerr != nil {
+			return rerr
+		}
 		return err
 	}
 	r.Domain, r.ID = domain, id
