@@ -146,6 +146,9 @@ type Results struct {
 	Worklist Comparison
 	Read     Comparison
 	Reports  Reports
+	// Schemas are the PostgreSQL schemas the bridges ran on (Config.Store),
+	// dropped when Run returns.
+	Schemas []string
 }
 
 // Run starts a simulator, a bridge (SQLite store unless Config.Store says
@@ -170,6 +173,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		}
 	}
 	r.res.Took = time.Since(r.res.Started)
+	r.res.Schemas = r.schemas
 	return r.res, nil
 }
 
