@@ -208,10 +208,12 @@ func (p *spooler) more() bool {
 		return true
 	}
 	for p.err == nil {
+		// Count first: it is vectorised, LastIndexByte is not, and the
+		// base64 of an artifact is megabytes without a newline.
 		done := p.buf[:p.end]
-		if i := bytes.LastIndexByte(done, '\n'); i >= 0 {
-			p.lines += bytes.Count(done, []byte{'\n'})
-			p.lineStart = p.consumed + int64(i) + 1
+		if n := bytes.Count(done, []byte{'\n'}); n > 0 {
+			p.lines += n
+			p.lineStart = p.consumed + int64(bytes.LastIndexByte(done, '\n')) + 1
 		}
 		p.consumed += int64(p.end)
 		n, err := p.r.Read(p.buf)

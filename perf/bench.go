@@ -50,6 +50,11 @@ type Config struct {
 	// BridgeLogLevel is the bridge's BRIDGE_LOG_LEVEL; "info" is serve's
 	// default and logs a line per request, part of the real cost.
 	BridgeLogLevel string
+
+	// Store is where the bridges keep their data: "" for SQLite (serve's
+	// default) in the run's temporary directory, or a postgres:// URL,
+	// where each bridge gets a schema of its own, dropped at the end.
+	Store string
 }
 
 // DefaultConfig is the configuration of "qubs-fhir-bridge bench" without
@@ -76,6 +81,8 @@ func (c Config) check() error {
 		return fmt.Errorf("bench: the PDF must be at most %d bytes, what QUBS accepts", qubs.MaxUploadBytes)
 	case c.Appointments < 1 || c.Appointments > 100_000:
 		return errors.New("bench: appointments must be within 1..100000")
+	case c.Store != "" && !isPostgres(c.Store):
+		return errors.New("bench: the store must be empty (SQLite) or a postgres:// URL")
 	}
 	return nil
 }
@@ -139,16 +146,23 @@ type Results struct {
 	Worklist Comparison
 	Read     Comparison
 	Reports  Reports
+	// Schemas are the PostgreSQL schemas the bridges ran on (Config.Store),
+	// dropped when Run returns.
+	Schemas []string
 }
 
-// Run starts a simulator, a bridge (SQLite store, audit on, as serve runs
-// by default) and a bare proxy, and measures them side by side.
+// Run starts a simulator, a bridge (SQLite store unless Config.Store says
+// otherwise, audit on, as serve runs by default) and a bare proxy, and
+// measures them side by side.
 func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	r := &runner{cfg: cfg, res: &Results{Config: cfg, Started: time.Now().UTC(), Machine: machine()}}
 	r.res.Config.Launch, r.res.Config.Progress = nil, nil
+	if u, err := url.Parse(cfg.Store); err == nil && cfg.Store != "" {
+		r.res.Config.Store = u.Redacted() // results are printed and kept
+	}
 	defer r.close()
 	if err := r.setup(ctx); err != nil {
 		return nil, err
@@ -159,6 +173,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		}
 	}
 	r.res.Took = time.Since(r.res.Started)
+	r.res.Schemas = r.schemas
 	return r.res, nil
 }
 
@@ -174,6 +189,7 @@ type runner struct {
 
 	bridgeHTTP, proxyHTTP *http.Client
 	bridges               int
+	schemas               []string // PostgreSQL schemas of the bridges (store.go)
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -191,6 +207,7 @@ func (r *runner) close() {
 	if r.dir != "" {
 		os.RemoveAll(r.dir)
 	}
+	r.dropSchemas()
 }
 
 var (
@@ -246,7 +263,7 @@ func (r *runner) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	r.logf("starting the bridge (SQLite store, audit on, log level %s)", r.cfg.BridgeLogLevel)
+	r.logf("starting the bridge (%s store, audit on, log level %s)", r.cfg.storeName(), r.cfg.BridgeLogLevel)
 	if r.bridge, r.bridgeURL, err = r.startBridge(ctx); err != nil {
 		return err
 	}
@@ -264,10 +281,14 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
+	storeURL, err := r.bridgeStore(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
 	env := append(r.qubsEnv(),
 		"BRIDGE_LISTEN="+addr,
 		"BRIDGE_AUTH=none",
-		"BRIDGE_STORE=sqlite:"+r.dir+"/"+name+".db",
+		"BRIDGE_STORE="+storeURL,
 		// The bench is one client sending as fast as it can; the per-client
 		// limit would measure the limiter.
 		"BRIDGE_RATE_LIMIT=0",

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -20,7 +21,9 @@ import (
 )
 
 // reportPDF is a valid one-page PDF padded to size bytes (at least its
-// unpadded size).
+// unpadded size) with incompressible bytes, as a real PDF is mostly
+// compressed streams: a store that compresses (PostgreSQL's TOAST) must
+// not be flattered by 2 MiB of spaces.
 func reportPDF(size int) []byte {
 	const content = "BT /F1 12 Tf 72 720 Td (bench) Tj ET"
 	var b bytes.Buffer
@@ -31,7 +34,9 @@ func reportPDF(size int) []byte {
 	b.WriteString("4 0 obj<</Length " + strconv.Itoa(len(content)) + ">>stream\n" + content + "\nendstream endobj\n")
 	b.WriteString("trailer<</Root 1 0 R>>\n%%EOF\n")
 	if size > b.Len() {
-		b.Write(bytes.Repeat([]byte{' '}, size-b.Len()))
+		pad := make([]byte, size-b.Len())
+		_, _ = rand.NewChaCha8([32]byte{}).Read(pad) // never fails
+		b.Write(pad)
 	}
 	return b.Bytes()
 }

@@ -76,15 +76,21 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if done, err := s.replayReport(c, id, k, resource); done || err != nil {
-		return err
-	}
 	r, err := s.buildReport(c, id, in, resource, inline)
 	if err != nil {
+		// A retry gets the first answer again, whatever QUBS says now
+		// (the appointment may be closed since). The store is asked here,
+		// when a check fails, and on a conflict below, rather than before
+		// every create: a first create, the common case, then costs no
+		// read.
+		if done, rerr := s.replayReport(c, id, k, resource); done || rerr != nil {
+			return rerr
+		}
 		return err
 	}
 	r.Domain, r.ID = domain, id
-	if err := s.cfg.Store.CreateReport(ctx, r); err != nil {
+	err = s.storeAudited(c, r, http.StatusCreated, func(r *store.Report) error { return s.cfg.Store.CreateReport(ctx, r) })
+	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			if done, err := s.replayReport(c, id, k, resource); done || err != nil {
 				return err
@@ -559,7 +565,8 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 		return err
 	}
 	r.Domain, r.ID = domain, id
-	if err := s.cfg.Store.UpdateReport(ctx, r, current.Version); err != nil {
+	err = s.storeAudited(c, r, http.StatusOK, func(r *store.Report) error { return s.cfg.Store.UpdateReport(ctx, r, current.Version) })
+	if err != nil {
 		if errors.Is(err, store.ErrPrecondition) {
 			if ifMatch > 0 {
 				return fhir.Errorf(http.StatusPreconditionFailed, "conflict", "the report changed while this update was processed; read it and try again")

@@ -26,6 +26,9 @@ type reqState struct {
 	// disclosed is what the answer revealed, reported by the handler
 	// that built it, for the audit trail.
 	disclosed disclosure
+	// auditStored is the status of an answer whose audit record was
+	// stored with the write it is about (storeAudited); 0 when none was.
+	auditStored int
 }
 
 // disclosure is the resources an answer carried and the patients they are

@@ -74,6 +74,12 @@ type Report struct {
 	// Purged is true once retention removed Resource, Submission and the
 	// artifact bytes; the caller answers such a version with 410 Gone.
 	Purged bool
+	// Audit, when set on CreateReport or UpdateReport, is the audit record
+	// of the write, stored in the same transaction as RecordAudits would
+	// store it: the change and its record are durable together, in one
+	// commit instead of two. A write that fails stores neither. Reads
+	// leave it nil.
+	Audit *AuditRecord
 }
 
 // Artifact is one report artifact of a report version.

@@ -14,7 +14,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/perf"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 )
 
 // benchChildEnv makes the test binary play the program, so that the bench
@@ -108,6 +111,36 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	assert.Contains(t, b.String(), "### Issue 10's goals")
 }
 
+// TestBenchOnPostgres runs the harness with --store: the bridges run on
+// schemas of their own in PostgreSQL, which are gone afterwards.
+func TestBenchOnPostgres(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts five processes")
+	}
+	base := pgtest.BaseURL(t)
+	launch, err := testLauncher()
+	require.NoError(t, err)
+	cfg := tinyBench()
+	cfg.Launch, cfg.Progress, cfg.Store = launch, testWriter{t}, base
+	res, err := perf.Run(context.Background(), cfg)
+	require.NoError(t, err)
+	assert.True(t, res.Reports.Delivered, "QUBS received every report posted")
+	assert.Len(t, res.Reports.Minimal, cfg.ReportPosts)
+	var b strings.Builder
+	res.WriteMarkdown(&b)
+	assert.Contains(t, b.String(), "bridge on PostgreSQL")
+
+	conn, err := pgx.Connect(context.Background(), base)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var left int
+	require.NoError(t, conn.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)`, res.Schemas).Scan(&left))
+	assert.NotEmpty(t, res.Schemas, "each bridge had a schema")
+	assert.Zero(t, left, "the bridges' schemas are dropped")
+}
+
 func TestBenchCommandLine(t *testing.T) {
 	t.Parallel()
 	t.Run("help lists every flag with its environment twin", func(t *testing.T) {
@@ -125,6 +158,8 @@ func TestBenchCommandLine(t *testing.T) {
 		assert.ErrorContains(t, err, "count")
 		err, _, _ = run(t, nil, "bench", "extra")
 		assert.ErrorIs(t, err, errUsage)
+		err, _, _ = run(t, nil, "bench", "--store", "mysql://db")
+		assert.ErrorContains(t, err, "store")
 	})
 	t.Run("the proxy refuses to listen beyond loopback", func(t *testing.T) {
 		err, _, _ := run(t, nil, "bench", "proxy", "--listen", "0.0.0.0:0")

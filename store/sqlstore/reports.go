@@ -57,6 +57,11 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		return err
 	}
 	r.Version = 1
+	if r.Audit != nil {
+		if err := sqlutil.PrepareAudit(r.Audit); err != nil {
+			return err
+		}
+	}
 	return s.write(ctx, func(tx *tx) error {
 		// ON CONFLICT waits for a concurrent insert of the same id to end,
 		// then does nothing if it committed: exactly one create wins.
@@ -68,7 +73,10 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		if err := changedOne(res, err, store.KindConflict, "report exists"); err != nil {
 			return err
 		}
-		return s.insertVersion(ctx, tx, r)
+		if err := s.insertVersion(ctx, tx, r); err != nil {
+			return err
+		}
+		return s.auditWithin(ctx, tx, r.Audit)
 	})
 }
 
@@ -80,6 +88,11 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 	}
 	if err := sqlutil.PrepareReport(r); err != nil {
 		return err
+	}
+	if r.Audit != nil {
+		if err := sqlutil.PrepareAudit(r.Audit); err != nil {
+			return err
+		}
 	}
 	return s.write(ctx, func(tx *tx) error {
 		// The report row's lock serialises concurrent updates: each gets
@@ -106,8 +119,21 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			r.Version, r.PatientRef, r.Status, s.tm(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
-		return s.insertVersion(ctx, tx, r)
+		if err := s.insertVersion(ctx, tx, r); err != nil {
+			return err
+		}
+		return s.auditWithin(ctx, tx, r.Audit)
 	})
+}
+
+// auditWithin stores a write's audit record (store.Report.Audit, checked
+// before the transaction) inside the write's transaction, so that the
+// change and its record are durable in one commit; nothing when a is nil.
+func (s *Store) auditWithin(ctx context.Context, tx *tx, a *store.AuditRecord) error {
+	if a == nil {
+		return nil
+	}
+	return s.d.insertAudits(ctx, tx, []*store.AuditRecord{a})
 }
 
 // insertVersion queues r in its appointment's delivery queue and writes its

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CreateAndRead", testCreateAndRead},
 		{"CreateConflict", testCreateConflict},
 		{"CreateInvalid", testCreateInvalid},
+		{"ReportWriteAudit", testReportWriteAudit},
 		{"UpdateVersions", testUpdateVersions},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"Search", testSearch},
@@ -271,6 +272,55 @@ func testCreateConflict(t *testing.T, s store.Store) {
 
 	// Ids are per domain.
 	create(t, s, newReport("northside", "r1", "A1", base))
+}
+
+// testReportWriteAudit: a write's audit record (Report.Audit) is stored
+// with the write, as RecordAudits would store it, and not at all when the
+// write fails.
+func testReportWriteAudit(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	writeAudit := func(id string) *store.AuditRecord {
+		a := auditRecord("acme", id, base)
+		a.Action, a.Interaction = store.AuditActionCreate, "create"
+		a.EntityRefs, a.PatientRefs = []string{"DiagnosticReport/r1"}, []string{"Patient/P-A1"}
+		return a
+	}
+	r := newReport("acme", "r1", "A1", base)
+	r.Audit = writeAudit("ae-create")
+	create(t, s, r)
+	got, err := s.AuditEvent(ctx, "acme", "ae-create")
+	require.NoError(t, err)
+	assert.Equal(t, store.AuditActionCreate, got.Action)
+	assert.Equal(t, []string{"DiagnosticReport/r1"}, got.EntityRefs)
+	page, _, err := s.SearchAudit(ctx, "acme", store.AuditFilter{PatientRef: "Patient/P-A1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ae-create"}, auditIDs(page), "the patient row is written too")
+
+	loser := newReport("acme", "r1", "A1", base)
+	loser.Audit = writeAudit("ae-conflict")
+	require.ErrorIs(t, s.CreateReport(ctx, loser), store.ErrConflict)
+	_, err = s.AuditEvent(ctx, "acme", "ae-conflict")
+	assert.ErrorIs(t, err, store.ErrNotFound, "a failed write stores no record")
+
+	next := newReport("acme", "r1", "A1", base.Add(time.Minute))
+	next.Audit = writeAudit("ae-update")
+	next.Audit.Action, next.Audit.Interaction = store.AuditActionUpdate, "update"
+	update(t, s, next)
+	_, err = s.AuditEvent(ctx, "acme", "ae-update")
+	assert.NoError(t, err)
+
+	stale := newReport("acme", "r1", "A1", base.Add(2*time.Minute))
+	stale.Audit = writeAudit("ae-stale")
+	require.ErrorIs(t, s.UpdateReport(ctx, stale, 1), store.ErrPrecondition)
+	_, err = s.AuditEvent(ctx, "acme", "ae-stale")
+	assert.ErrorIs(t, err, store.ErrNotFound, "a refused update stores no record")
+
+	bad := newReport("acme", "r2", "A2", base)
+	bad.Audit = writeAudit("ae-bad")
+	bad.Audit.Action = "X"
+	require.ErrorIs(t, s.CreateReport(ctx, bad), store.ErrInvalid, "an invalid record refuses the write")
+	_, err = s.Report(ctx, "acme", "r2")
+	assert.ErrorIs(t, err, store.ErrNotFound)
 }
 
 func testCreateInvalid(t *testing.T, s store.Store) {

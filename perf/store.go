@@ -1,0 +1,73 @@
+package perf
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// isPostgres reports whether a bench store setting names PostgreSQL.
+func isPostgres(store string) bool {
+	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
+}
+
+// storeName is how the results name the bridge's store.
+func (c Config) storeName() string {
+	if isPostgres(c.Store) {
+		return "PostgreSQL"
+	}
+	return "SQLite"
+}
+
+// bridgeStore returns the BRIDGE_STORE of a new bridge: a SQLite file of
+// its own in the run's directory, or a schema of its own in the
+// PostgreSQL database of Config.Store, created here and dropped when the
+// run ends, so each bridge starts on an empty store as on SQLite.
+func (r *runner) bridgeStore(ctx context.Context, name string) (string, error) {
+	if !isPostgres(r.cfg.Store) {
+		return "sqlite:" + r.dir + "/" + name + ".db", nil
+	}
+	u, err := url.Parse(r.cfg.Store)
+	if err != nil {
+		return "", fmt.Errorf("bench: the store URL: %w", err)
+	}
+	schema := "bench_" + strings.ReplaceAll(name, "-", "_") + "_" + strconv.FormatUint(rand.Uint64()%1e12, 36)
+	if err := r.pgExec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", err
+	}
+	r.schemas = append(r.schemas, schema)
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// dropSchemas drops the schemas bridgeStore made.
+func (r *runner) dropSchemas() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range r.schemas {
+		if err := r.pgExec(ctx, "DROP SCHEMA "+s+" CASCADE"); err != nil {
+			r.logf("%v", err)
+		}
+	}
+}
+
+// pgExec runs one statement on Config.Store's database.
+func (r *runner) pgExec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, r.cfg.Store)
+	if err != nil {
+		return fmt.Errorf("bench: connecting to the store: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("bench: %s: %w", strings.SplitN(sql, " ", 3)[:2], err)
+	}
+	return nil
+}
