@@ -3,17 +3,16 @@ package observe_test
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe/observetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -82,22 +81,24 @@ func TestQUBSMetrics(t *testing.T) {
 	require.Error(t, newClient("wrong secret").Token(ctx))
 
 	reg := m.Registry()
+	fams := observetest.Gather(t, reg)
 	for _, c := range []struct {
-		metric string
+		name   string
+		labels map[string]string
 		want   float64
 	}{
-		{`bridge_qubs_requests_total{operation="list_appointments",code="4xx",retry="false"}`, 1},
-		{`bridge_qubs_requests_total{operation="list_appointments",code="2xx",retry="true"}`, 2},
-		{`bridge_qubs_requests_total{operation="list_appointments",code="error",retry="false"}`, 1},
-		{`bridge_qubs_requests_total{operation="token",code="2xx",retry="false"}`, 1},
-		{`bridge_qubs_requests_total{operation="token",code="4xx",retry="false"}`, 1},
-		{`bridge_qubs_retry_after_seconds_total{operation="list_appointments"}`, 1},
-		{`bridge_qubs_token_fetches_total{result="ok"}`, 1},
-		{`bridge_qubs_token_fetches_total{result="error"}`, 1},
+		{"bridge_qubs_requests_total", map[string]string{"operation": "list_appointments", "code": "4xx", "retry": "false"}, 1},
+		{"bridge_qubs_requests_total", map[string]string{"operation": "list_appointments", "code": "2xx", "retry": "true"}, 2},
+		{"bridge_qubs_requests_total", map[string]string{"operation": "list_appointments", "code": "error", "retry": "false"}, 1},
+		{"bridge_qubs_requests_total", map[string]string{"operation": "token", "code": "2xx", "retry": "false"}, 1},
+		{"bridge_qubs_requests_total", map[string]string{"operation": "token", "code": "4xx", "retry": "false"}, 1},
+		{"bridge_qubs_retry_after_seconds_total", map[string]string{"operation": "list_appointments"}, 1},
+		{"bridge_qubs_token_fetches_total", map[string]string{"result": "ok"}, 1},
+		{"bridge_qubs_token_fetches_total", map[string]string{"result": "error"}, 1},
 	} {
-		assert.Equal(t, c.want, gather(t, reg, c.metric), c.metric)
+		assert.Equal(t, c.want, fams.Value(c.name, c.labels), "%s%v", c.name, c.labels)
 	}
-	assert.Equal(t, 4.0, gather(t, reg, `bridge_qubs_request_duration_seconds{operation="list_appointments"}`), "one observation per attempt")
+	assert.Equal(t, 4.0, fams.Value("bridge_qubs_request_duration_seconds", map[string]string{"operation": "list_appointments"}), "one observation per attempt")
 	assert.Equal(t, len(qubs.Operations)+1, testutil.CollectAndCount(reg, "bridge_qubs_request_duration_seconds"), "every operation resolved up front, and other")
 }
 
@@ -115,49 +116,8 @@ func TestStoreMetrics(t *testing.T) {
 	require.NoError(t, st.Ping(ctx))
 	require.NoError(t, raw.Close())
 	require.Error(t, st.Ping(ctx))
-	reg := m.Registry()
-	assert.Equal(t, 0.0, gather(t, reg, `bridge_store_operation_errors_total{operation="report"}`))
-	assert.Equal(t, 1.0, gather(t, reg, `bridge_store_operation_errors_total{operation="ping"}`))
-	assert.Equal(t, 2.0, gather(t, reg, `bridge_store_operation_duration_seconds{operation="ping"}`))
-}
-
-// gather returns the value of one series, written as in PromQL:
-// name{label="value",...}; a histogram's value is its count. -1 when the
-// series does not exist.
-func gather(t *testing.T, reg *prometheus.Registry, series string) float64 {
-	t.Helper()
-	name, rest, _ := strings.Cut(series, "{")
-	want := map[string]string{}
-	for _, kv := range strings.Split(strings.TrimSuffix(rest, "}"), ",") {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			want[k] = strings.Trim(v, `"`)
-		}
-	}
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.Metric {
-			if len(m.Label) != len(want) {
-				continue
-			}
-			for _, l := range m.Label {
-				if want[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return -1
+	fams := observetest.Gather(t, m.Registry())
+	assert.Equal(t, 0.0, fams.Value("bridge_store_operation_errors_total", map[string]string{"operation": "report"}))
+	assert.Equal(t, 1.0, fams.Value("bridge_store_operation_errors_total", map[string]string{"operation": "ping"}))
+	assert.Equal(t, 2.0, fams.Value("bridge_store_operation_duration_seconds", map[string]string{"operation": "ping"}))
 }

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -21,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe/observetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -55,78 +53,6 @@ func metricsListener(t testing.TB, m *observe.Metrics) string {
 	return srv.URL + "/metrics"
 }
 
-// scrape reads /metrics over HTTP and parses the text format.
-func scrape(t testing.TB, u string) map[string]*dto.MetricFamily {
-	t.Helper()
-	res, err := http.Get(u)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(res.Body)
-	require.NoError(t, err)
-	return fams
-}
-
-// value is the value of the series of name with exactly labels (counter,
-// gauge, or a histogram's count); -1 when there is no such series.
-func value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.Metric {
-		if len(m.Label) != len(labels) {
-			continue
-		}
-		for _, l := range m.Label {
-			if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return -1
-}
-
-// sum adds every series of name whose labels include labels.
-func sum(fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
-	f := fams[name]
-	if f == nil {
-		return 0
-	}
-	total := 0.0
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.Counter.GetValue()
-		case m.Gauge != nil:
-			total += m.Gauge.GetValue()
-		case m.Histogram != nil:
-			total += float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return total
-}
-
 type labels = map[string]string
 
 // TestMetricsAfterWorkflow runs a real workflow through the router and the
@@ -148,20 +74,20 @@ func TestMetricsAfterWorkflow(t *testing.T) {
 	e.sim.AddFault(qubssim.Fault{Method: http.MethodPost, Route: "/report", Count: 1, Latency: time.Second})
 	r := post(t, e.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Final report " + phiMarker}.json(), nil)
 	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
-	queued := scrape(t, u)
-	assert.Equal(t, 1.0, value(queued, "bridge_delivery_queue_depth", labels{"domain": "acme"}))
-	assert.GreaterOrEqual(t, value(queued, "bridge_delivery_oldest_pending_age_seconds", labels{"domain": "acme"}), 0.0)
-	assert.Equal(t, 0.0, value(queued, "bridge_delivery_failed", labels{"domain": "acme"}))
+	queued := observetest.Scrape(t, u)
+	assert.Equal(t, 1.0, queued.Value("bridge_delivery_queue_depth", labels{"domain": "acme"}))
+	assert.GreaterOrEqual(t, queued.Value("bridge_delivery_oldest_pending_age_seconds", labels{"domain": "acme"}), 0.0)
+	assert.Equal(t, 0.0, queued.Value("bridge_delivery_failed", labels{"domain": "acme"}))
 	require.Equal(t, http.StatusNotFound, get(t, e.base+"/ServiceRequest/no-such-study").status)
 	require.Equal(t, http.StatusNotFound, get(t, e.srv.URL+"/no/such/route").status)
 	require.Equal(t, http.StatusTooManyRequests, get(t, e.base+"/ServiceRequest?_count=10").status)
 	eventually(t, "the report delivered", func() bool { return len(e.sim.Reports("acme", appt.AppointmentID)) == 1 })
 
-	var fams map[string]*dto.MetricFamily
+	var fams observetest.Families
 	eventually(t, "the delivery and the audit counted", func() bool {
-		fams = scrape(t, u)
-		return value(fams, "bridge_delivery_outcomes_total", labels{"domain": "acme", "outcome": "delivered"}) == 1 &&
-			value(fams, "bridge_audit_records_written_total", nil) == 5
+		fams = observetest.Scrape(t, u)
+		return fams.Value("bridge_delivery_outcomes_total", labels{"domain": "acme", "outcome": "delivered"}) == 1 &&
+			fams.Value("bridge_audit_records_written_total", nil) == 5
 	})
 
 	const search, read = "/fhir/:domain/ServiceRequest", "/fhir/:domain/ServiceRequest/:id"
@@ -200,13 +126,13 @@ func TestMetricsAfterWorkflow(t *testing.T) {
 		{"bridge_store_operation_duration_seconds", labels{"operation": "complete_delivery"}, 1},
 		{"bridge_build_info", labels{"version": "test-version", "goversion": fams["bridge_build_info"].GetMetric()[0].GetLabel()[0].GetValue()}, 1},
 	} {
-		assert.Equal(t, c.want, value(fams, c.name, c.labels), "%s%v", c.name, c.labels)
+		assert.Equal(t, c.want, fams.Value(c.name, c.labels), "%s%v", c.name, c.labels)
 	}
 	// The search, the domain probe and the read each read QUBS; the 404
 	// read's 4xx is QUBS's own answer.
-	assert.GreaterOrEqual(t, sum(fams, "bridge_qubs_requests_total", labels{"operation": "list_appointments", "code": "2xx"}), 1.0)
-	assert.GreaterOrEqual(t, sum(fams, "bridge_qubs_requests_total", labels{"operation": "get_appointment", "code": "4xx"}), 1.0)
-	assert.Greater(t, value(fams, "bridge_audit_batches_total", nil), 0.0)
+	assert.GreaterOrEqual(t, fams.Sum("bridge_qubs_requests_total", labels{"operation": "list_appointments", "code": "2xx"}), 1.0)
+	assert.GreaterOrEqual(t, fams.Sum("bridge_qubs_requests_total", labels{"operation": "get_appointment", "code": "4xx"}), 1.0)
+	assert.Greater(t, fams.Value("bridge_audit_batches_total", nil), 0.0)
 	for _, std := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_gc_duration_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"} {
 		assert.Contains(t, fams, std, "the standard collectors are registered")
 	}
@@ -216,7 +142,7 @@ func TestMetricsAfterWorkflow(t *testing.T) {
 
 // assertDocumented checks docs/metrics.md against a scrape: every metric
 // its table lists is served, and every bridge_ metric served is listed.
-func assertDocumented(t *testing.T, fams map[string]*dto.MetricFamily) {
+func assertDocumented(t *testing.T, fams observetest.Families) {
 	t.Helper()
 	doc, err := os.ReadFile("../docs/metrics.md")
 	require.NoError(t, err)
@@ -238,7 +164,7 @@ func assertDocumented(t *testing.T, fams map[string]*dto.MetricFamily) {
 // assertLabelsClean fails when a label value of any bridge_ metric holds
 // PHI or an id: every value must be one of the fixed words, a route
 // template, a QUBS domain or a version.
-func assertLabelsClean(t *testing.T, fams map[string]*dto.MetricFamily, e *env) {
+func assertLabelsClean(t *testing.T, fams observetest.Families, e *env) {
 	t.Helper()
 	var all strings.Builder
 	codes := []string{"1xx", "2xx", "3xx", "4xx", "5xx", "error"}
@@ -288,9 +214,9 @@ func TestMetricsAnonymousProbeRefusals(t *testing.T) {
 		res, _ := send(t, http.MethodGet, e.srv.URL+"/fhir/"+d+"/metadata", nil, nil)
 		require.Contains(t, []int{http.StatusOK, http.StatusNotFound}, res.StatusCode)
 	}
-	fams := scrape(t, u)
-	assert.GreaterOrEqual(t, value(fams, "bridge_rate_limit_refusals_total", labels{"reason": "anonymous"}), 1.0)
-	assert.Equal(t, 8.0, sum(fams, "bridge_http_requests_total", labels{"route": "/fhir/:domain/metadata"}))
+	fams := observetest.Scrape(t, u)
+	assert.GreaterOrEqual(t, fams.Value("bridge_rate_limit_refusals_total", labels{"reason": "anonymous"}), 1.0)
+	assert.Equal(t, 8.0, fams.Sum("bridge_http_requests_total", labels{"route": "/fhir/:domain/metadata"}))
 }
 
 // spans is an in-memory trace exporter at sample ratio 1.
@@ -468,18 +394,7 @@ func BenchmarkSearch100Observed(b *testing.B) {
 				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 				opts = append(opts, withTelemetry(observe.NewMetrics("bench"), tp))
 			}
-			e := newEnv(b, opts...)
-			h := e.srv.Config.Handler
-			req := httptest.NewRequest(http.MethodGet, "/fhir/acme/ServiceRequest?_count=100", nil)
-			b.ReportAllocs()
-			defer reportCPU(b)()
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					b.Fatalf("status %d: %s", rec.Code, rec.Body)
-				}
-			}
+			getLoop(b, newEnv(b, opts...), "/fhir/acme/ServiceRequest?_count=100")
 		})
 	}
 }
