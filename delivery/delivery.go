@@ -127,6 +127,9 @@ type Worker struct {
 	WarnAfter    time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, is told of each attempt and its outcome
+	// (metrics and traces).
+	Observer Observer
 
 	kick chan struct{}
 }
@@ -273,6 +276,10 @@ func (w *Worker) DeliverOne(ctx context.Context) (bool, error) {
 	corr := "qfb-dlv-" + strconv.FormatUint(rand.Uint64(), 16)
 	actx, cancel := context.WithTimeoutCause(qubs.WithCorrelationID(ctx, corr), w.AttemptTimeout, errAttemptTimeout)
 	defer cancel()
+	end := func(string) {}
+	if w.Observer != nil {
+		actx, end = w.Observer.Attempt(actx, AttemptInfo{Domain: r.Domain, Attempt: r.Delivery.Attempts, CorrelationID: corr})
+	}
 	hb := w.heartbeat(actx, r)
 	derr := w.deliver(hb.ctx, r, hb)
 	if derr != nil && hb.ctx.Err() != nil {
@@ -281,7 +288,9 @@ func (w *Worker) DeliverOne(ctx context.Context) (bool, error) {
 		derr = errors.Join(context.Cause(hb.ctx), derr)
 	}
 	hb.stop()
-	return true, w.settle(ctx, r, corr, derr)
+	outcome, err := w.settle(ctx, r, corr, derr)
+	end(outcome)
+	return true, err
 }
 
 var (
@@ -601,19 +610,19 @@ type uncertain struct{ err error }
 func (u uncertain) Error() string { return u.err.Error() }
 func (u uncertain) Unwrap() error { return u.err }
 
-// settle writes the outcome of an attempt.
-func (w *Worker) settle(ctx context.Context, r *store.Report, corr string, err error) error {
+// settle writes the outcome of an attempt and names it (an Outcome*).
+func (w *Worker) settle(ctx context.Context, r *store.Report, corr string, err error) (string, error) {
 	log := w.Logger.With("domain", r.Domain, "report", r.ID, "version", r.Version, "attempt", r.Delivery.Attempts, "correlation_id", corr)
 	if err == nil {
 		log.Info("delivery: delivered")
-		return nil
+		return OutcomeDelivered, nil
 	}
 	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || errors.Is(err, errLeaseLost) {
 		// The version is no longer pending (superseded by a newer one while
 		// this worker overran its lease) or vanished, or another worker
 		// holds it: whoever holds it now settles it.
 		log.Warn("delivery: lease lost", "error", err.Error())
-		return nil
+		return OutcomeLeaseLost, nil
 	}
 	kind, msg := describe(err)
 	age := w.Now().Sub(r.CreatedAt)
@@ -621,11 +630,11 @@ func (w *Worker) settle(ctx context.Context, r *store.Report, corr string, err e
 		// Not a failure: the next claim takes the newer version and
 		// supersedes this one.
 		log.Info("delivery: newer version waits; giving the job back")
-		return ignoreConflict(w.Store.RetryDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg, w.Now()))
+		return OutcomeSuperseded, ignoreConflict(w.Store.RetryDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg, w.Now()))
 	}
 	if isPermanent(err) || age > w.GiveUpAfter {
 		log.Warn("delivery: failed", "appointment", r.AppointmentID, "qubs_error_kind", kind, "reason", msg)
-		return ignoreConflict(w.Store.FailDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg))
+		return OutcomeFailed, ignoreConflict(w.Store.FailDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg))
 	}
 	next := w.Now().Add(w.backoff(r.Delivery.Attempts))
 	if r.Delivery.Attempts >= w.WarnAttempts || age >= w.WarnAfter {
@@ -636,7 +645,7 @@ func (w *Worker) settle(ctx context.Context, r *store.Report, corr string, err e
 	} else {
 		log.Info("delivery: will retry", "qubs_error_kind", kind, "reason", msg, "next", next)
 	}
-	return ignoreConflict(w.Store.RetryDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg, next))
+	return OutcomeRetry, ignoreConflict(w.Store.RetryDelivery(ctx, w.Name, r.Domain, r.ID, r.Version, msg, next))
 }
 
 // ignoreConflict drops the store's answer that the version is no longer

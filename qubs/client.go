@@ -42,6 +42,9 @@ type Config struct {
 	Retry RetryPolicy
 	// UserAgent is sent on every request; "" means DefaultUserAgent.
 	UserAgent string
+	// Observer, when set, is told of every attempt, Retry-After wait and
+	// token fetch (metrics and traces).
+	Observer Observer
 }
 
 // DefaultUserAgent is the User-Agent sent when Config.UserAgent is empty.
@@ -103,6 +106,7 @@ type Client struct {
 	retry     RetryPolicy
 	userAgent string
 	tokens    *tokenCache
+	observer  Observer
 
 	// now and sleep are the client's view of time, replaced in tests so
 	// that expiry and backoff can be checked without waiting.
@@ -150,6 +154,7 @@ func New(cfg Config) (_ *Client, err error) {
 		hc:        hc,
 		retry:     r.withDefaults(),
 		userAgent: ua,
+		observer:  cfg.Observer,
 		now:       time.Now,
 		sleep:     sleepCtx,
 		jitter:    fullJitter,
@@ -161,9 +166,12 @@ func New(cfg Config) (_ *Client, err error) {
 			TokenURL:     cfg.TokenURL,
 			AuthStyle:    cfg.AuthStyle,
 		},
-		hc:        &http.Client{Transport: &userAgentTransport{base: hc, ua: ua}, CheckRedirect: hc.CheckRedirect, Jar: hc.Jar, Timeout: hc.Timeout},
+		hc:        &http.Client{Transport: &userAgentTransport{base: hc, ua: ua, c: c}, CheckRedirect: hc.CheckRedirect, Jar: hc.Jar, Timeout: hc.Timeout},
 		now:       func() time.Time { return c.now() },
 		expiresIn: tokenExpiryDelta,
+	}
+	if cfg.Observer != nil {
+		c.tokens.fetched = cfg.Observer.TokenFetch
 	}
 	return c, nil
 }
@@ -192,10 +200,11 @@ func defaultHTTPClient() *http.Client {
 }
 
 // userAgentTransport sets the User-Agent of token requests, which
-// package oauth2 builds itself.
+// package oauth2 builds itself, and shows them to the observer.
 type userAgentTransport struct {
 	base *http.Client
 	ua   string
+	c    *Client
 }
 
 func (t *userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -205,7 +214,14 @@ func (t *userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	return rt.RoundTrip(r)
+	r, end := t.c.observeAttempt(r, Attempt{Operation: OpToken, Number: 1, ToQUBS: true})
+	resp, err := rt.RoundTrip(r)
+	if err != nil {
+		end(0, err)
+		return nil, err
+	}
+	end(resp.StatusCode, nil)
+	return resp, nil
 }
 
 // Token obtains an access token, or reuses the cached one while it is
@@ -221,6 +237,8 @@ func (c *Client) Token(ctx context.Context) (err error) {
 // request describes one logical call; send turns it into one or more
 // attempts.
 type request struct {
+	// op names the call for metrics and traces (an Op* constant).
+	op     string
 	method string
 	url    string
 	// body is the exact JSON body, resent unchanged on every retry.
@@ -258,6 +276,9 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 		classify = apiError
 	}
 	renewed := false
+	// sent counts the attempts that went out, the 401 renewal included,
+	// for the observer's retry label; attempt is the retry budget.
+	sent := 0
 	for attempt := 1; ; attempt++ {
 		req, err := c.newHTTPRequest(ctx, r, corr)
 		if err != nil {
@@ -274,7 +295,7 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 				if e.Kind != KindTransient || ctx.Err() != nil {
 					return nil, e
 				}
-				if err := c.pause(ctx, attempt, 0, false); err != nil {
+				if err := c.pause(ctx, attempt, 0, false, r.op); err != nil {
 					return nil, withCause(e, err)
 				}
 				continue
@@ -282,13 +303,20 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 			gen = g
 			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 		}
+		sent++
+		req, end := c.observeAttempt(req, Attempt{Operation: r.op, Number: sent, ToQUBS: r.api})
 		resp, err := c.hc.Do(req)
+		if err != nil {
+			end(0, err)
+		} else {
+			end(resp.StatusCode, nil)
+		}
 		if err != nil {
 			e := transportError(err, corr)
 			if !r.retry || ctx.Err() != nil || e.Kind != KindTransient {
 				return nil, e
 			}
-			if err := c.pause(ctx, attempt, 0, false); err != nil {
+			if err := c.pause(ctx, attempt, 0, false, r.op); err != nil {
 				return nil, withCause(e, err)
 			}
 			continue
@@ -305,7 +333,7 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 			if !r.retry || ctx.Err() != nil || e.Kind != KindTransient {
 				return nil, e
 			}
-			if err := c.pause(ctx, attempt, 0, false); err != nil {
+			if err := c.pause(ctx, attempt, 0, false, r.op); err != nil {
 				return nil, withCause(e, err)
 			}
 			continue
@@ -330,7 +358,7 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 		if ok && ra > c.retry.MaxRetryAfter {
 			return nil, withCause(e, fmt.Errorf("Retry-After %s exceeds the %s the client waits", ra, c.retry.MaxRetryAfter))
 		}
-		if err := c.pause(ctx, attempt, ra, ok); err != nil {
+		if err := c.pause(ctx, attempt, ra, ok, r.op); err != nil {
 			return nil, withCause(e, err)
 		}
 	}
@@ -339,7 +367,7 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 // pause waits before the attempt after attempt: retryAfter when the server
 // gave one, else a jittered exponential backoff. It fails when the
 // attempts are used up or ctx ends (or would end) first.
-func (c *Client) pause(ctx context.Context, attempt int, retryAfter time.Duration, haveRetryAfter bool) error {
+func (c *Client) pause(ctx context.Context, attempt int, retryAfter time.Duration, haveRetryAfter bool, op string) error {
 	if attempt >= c.retry.MaxAttempts {
 		return fmt.Errorf("gave up after %d attempts", attempt)
 	}
@@ -351,6 +379,9 @@ func (c *Client) pause(ctx context.Context, attempt int, retryAfter time.Duratio
 		// Waiting past the deadline only to fail is pointless; the caller
 		// learns now, with the real cause.
 		return fmt.Errorf("retry in %s would pass the context deadline: %w", d, context.DeadlineExceeded)
+	}
+	if haveRetryAfter {
+		return c.sleepRetryAfter(ctx, op, d)
 	}
 	return c.sleep(ctx, d)
 }

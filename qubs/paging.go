@@ -41,7 +41,7 @@ func (c *Client) ListPending(ctx context.Context, domain string, pageSize int, n
 		u += "?" + q
 	}
 	var p AppointmentPage
-	if err := c.getJSON(ctx, u, &p); err != nil {
+	if err := c.getJSON(ctx, OpListAppointments, u, &p); err != nil {
 		return nil, err
 	}
 	return &p, nil
@@ -123,9 +123,9 @@ func (c *Client) Pending(ctx context.Context, domain string, pageSize int) iter.
 	}
 }
 
-// getJSON GETs an API URL, with retries, into out.
-func (c *Client) getJSON(ctx context.Context, u string, out any) error {
-	_, err := c.send(ctx, &request{method: http.MethodGet, url: u, api: true, retry: true, decode: decodeInto(out)})
+// getJSON GETs an API URL, with retries, into out; op names the call.
+func (c *Client) getJSON(ctx context.Context, op, u string, out any) error {
+	_, err := c.send(ctx, &request{op: op, method: http.MethodGet, url: u, api: true, retry: true, decode: decodeInto(out)})
 	return err
 }
 

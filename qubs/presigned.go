@@ -77,6 +77,7 @@ func (c *Client) Upload(ctx context.Context, u UploadURL, contentType string, si
 		h.Set("Content-Type", contentType)
 	}
 	resp, err := c.send(ctx, &request{
+		op:     OpUploadPut,
 		method: http.MethodPut,
 		url:    u.UploadURL,
 		header: h,
@@ -106,6 +107,7 @@ func (c *Client) Download(ctx context.Context, presignedURL string) (_ *Download
 		return nil, err
 	}
 	resp, err := c.send(ctx, &request{
+		op:       OpDownload,
 		method:   http.MethodGet,
 		url:      presignedURL,
 		retry:    true,

@@ -67,7 +67,7 @@ func (c *Client) GetPending(ctx context.Context, domain, appointmentID string) (
 		return nil, err
 	}
 	var a Appointment
-	if err := c.getJSON(ctx, u, &a); err != nil {
+	if err := c.getJSON(ctx, OpGetAppointment, u, &a); err != nil {
 		return nil, err
 	}
 	return &a, nil
@@ -109,7 +109,7 @@ func (c *Client) ListAttachments(ctx context.Context, domain, appointmentID stri
 		u += "?" + q
 	}
 	var out []Attachment
-	if err := c.getJSON(ctx, u, &out); err != nil {
+	if err := c.getJSON(ctx, OpListAttachments, u, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -133,7 +133,7 @@ func (c *Client) GetAttachment(ctx context.Context, domain, appointmentID, attac
 		u += "?" + q
 	}
 	var a Attachment
-	if err := c.getJSON(ctx, u, &a); err != nil {
+	if err := c.getJSON(ctx, OpGetAttachment, u, &a); err != nil {
 		return nil, err
 	}
 	return &a, nil
@@ -148,7 +148,7 @@ func (c *Client) ListComments(ctx context.Context, domain, appointmentID string)
 		return nil, err
 	}
 	var out []Comment
-	if err := c.getJSON(ctx, u, &out); err != nil {
+	if err := c.getJSON(ctx, OpListComments, u, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -165,7 +165,7 @@ func (c *Client) GetComment(ctx context.Context, domain, appointmentID, commentG
 		return nil, err
 	}
 	var cm Comment
-	if err := c.getJSON(ctx, u, &cm); err != nil {
+	if err := c.getJSON(ctx, OpGetComment, u, &cm); err != nil {
 		return nil, err
 	}
 	return &cm, nil
@@ -185,7 +185,7 @@ func (c *Client) CreateComment(ctx context.Context, domain, appointmentID string
 		return nil, invalidf("commentType %q is not one of AC, AA, PC, PA", *in.CommentType)
 	}
 	var out Comment
-	if err := c.postJSON(ctx, domain, appointmentID, []string{"comments"}, in, idempotencyKey, &out); err != nil {
+	if err := c.postJSON(ctx, OpCreateComment, domain, appointmentID, []string{"comments"}, in, idempotencyKey, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -205,7 +205,7 @@ func (c *Client) SubmitReport(ctx context.Context, domain, appointmentID string,
 		return nil, invalidf("reportStatus %q is neither preliminary nor final", in.ReportStatus)
 	}
 	var out ReportReceipt
-	if err := c.postJSON(ctx, domain, appointmentID, []string{"report"}, in, idempotencyKey, &out); err != nil {
+	if err := c.postJSON(ctx, OpCreateReport, domain, appointmentID, []string{"report"}, in, idempotencyKey, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -229,7 +229,7 @@ func (c *Client) CreateUploadURLs(ctx context.Context, domain, appointmentID str
 		}
 	}
 	var out UploadURLs
-	if err := c.postJSON(ctx, domain, appointmentID, []string{"report", "attachments"}, in, idempotencyKey, &out); err != nil {
+	if err := c.postJSON(ctx, OpUploadURL, domain, appointmentID, []string{"report", "attachments"}, in, idempotencyKey, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -238,7 +238,7 @@ func (c *Client) CreateUploadURLs(ctx context.Context, domain, appointmentID str
 // postJSON POSTs in to an appointment sub-resource and decodes the answer.
 // The body is marshalled once, so every retry sends identical bytes under
 // the same key, as QUBS's idempotency requires.
-func (c *Client) postJSON(ctx context.Context, domain, appointmentID string, segs []string, in any, key string, out any) error {
+func (c *Client) postJSON(ctx context.Context, op, domain, appointmentID string, segs []string, in any, key string, out any) error {
 	if err := checkIdempotencyKey(key); err != nil {
 		return err
 	}
@@ -251,6 +251,7 @@ func (c *Client) postJSON(ctx context.Context, domain, appointmentID string, seg
 		return invalidf("encoding the request: %v", err)
 	}
 	_, err = c.send(ctx, &request{
+		op:      op,
 		method:  http.MethodPost,
 		url:     u,
 		body:    body,

@@ -38,6 +38,8 @@ type tokenCache struct {
 	hc        *http.Client
 	now       func() time.Time
 	expiresIn time.Duration // the expiry delta
+	// fetched, when set, is told of each fetch's outcome.
+	fetched func(error)
 
 	mu     sync.Mutex
 	tok    *oauth2.Token
@@ -93,6 +95,9 @@ func (tc *tokenCache) get(ctx context.Context) (*oauth2.Token, uint64, error) {
 
 func (tc *tokenCache) fetch(ctx context.Context, f *tokenFlight) {
 	tok, err := tc.cc.Token(context.WithValue(ctx, oauth2.HTTPClient, tc.hc))
+	if tc.fetched != nil {
+		tc.fetched(err)
+	}
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	if err != nil {

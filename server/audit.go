@@ -15,6 +15,7 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
@@ -92,6 +93,7 @@ func (w *auditResponseWriter) record() bool {
 
 func (w *auditResponseWriter) withhold(err error) {
 	w.withheld = true
+	w.s.cfg.Metrics.Refused(observe.RefusedAudit)
 	w.s.log.Error("audit: answer withheld, its record could not be queued", "correlation_id", correlationIDOf(w.c),
 		"route", w.c.FullPath(), "status", w.ResponseWriter.Status(), "error", err.Error())
 	h := w.ResponseWriter.Header()

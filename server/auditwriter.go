@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
@@ -54,6 +55,7 @@ type auditWriter struct {
 	st       store.Audit
 	log      *slog.Logger
 	capacity int
+	metrics  *observe.Metrics // nil: off
 
 	mu    sync.Mutex
 	queue []*store.AuditRecord // enqueued, not yet taken by the writer
@@ -270,9 +272,7 @@ func (w *auditWriter) linger() {
 func (w *auditWriter) write(batch []*store.AuditRecord) bool {
 	delay := auditMinBackoff
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(w.ctx, auditAttemptTimeout)
-		err := w.st.RecordAudits(ctx, batch)
-		cancel()
+		err := w.commit(batch)
 		switch {
 		case err == nil:
 			if attempt > 1 {
@@ -296,12 +296,20 @@ func (w *auditWriter) write(batch []*store.AuditRecord) bool {
 	}
 }
 
+// commit makes one attempt to write a batch, and counts it.
+func (w *auditWriter) commit(batch []*store.AuditRecord) error {
+	ctx, cancel := context.WithTimeout(w.ctx, auditAttemptTimeout)
+	defer cancel()
+	start := time.Now()
+	err := w.st.RecordAudits(ctx, batch)
+	w.metrics.AuditBatch(len(batch), time.Since(start), err)
+	return err
+}
+
 func (w *auditWriter) writeEach(batch []*store.AuditRecord) bool {
 	for _, rec := range batch {
 		for {
-			ctx, cancel := context.WithTimeout(w.ctx, auditAttemptTimeout)
-			err := w.st.RecordAudits(ctx, []*store.AuditRecord{rec})
-			cancel()
+			err := w.commit([]*store.AuditRecord{rec})
 			if err == nil {
 				break
 			}

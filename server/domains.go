@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
 
@@ -150,6 +151,7 @@ func (s *Server) knownDomain() gin.HandlerFunc {
 				// made-up names must not turn the real bases' metadata
 				// away. Only under such a flood does a made-up base
 				// answer 200 rather than 404.
+				s.cfg.Metrics.Refused(observe.RefusedAnonymous)
 				c.Next()
 				return
 			}

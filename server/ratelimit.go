@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 )
 
 // RateLimit is the per-client request budget: Rate requests a second on
@@ -100,6 +101,7 @@ func (s *Server) throttled(c *gin.Context, client string) bool {
 	if ok {
 		return false
 	}
+	s.cfg.Metrics.Refused(observe.RefusedClient)
 	c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 	s.renderError(c, fhir.Errorf(http.StatusTooManyRequests, "throttled", "too many requests from this client; retry later"))
 	c.Abort()

@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
@@ -102,6 +104,14 @@ type Config struct {
 	// they wait only for room in the buffer, and a crash of the process
 	// can lose at most AuditBuffer records (docs/store.md).
 	AuditCommitReads bool
+	// Metrics, when set, counts requests, refusals and audit writes, and
+	// reads the delivery queue from Store at each scrape; nil is metrics
+	// off. The caller serves Metrics.Handler on a listener of its own.
+	Metrics *observe.Metrics
+	// Tracer, when set, traces each request as a server span named by
+	// method and route template, continuing a client's W3C traceparent;
+	// nil is tracing off.
+	Tracer trace.TracerProvider
 }
 
 // Defaults for Config.
@@ -134,6 +144,8 @@ type Server struct {
 	started   time.Time
 	auditor   *auditWriter // nil without a store
 	throttles *throttleAudit
+	// observed is what observeRequests needs per route (observe.go).
+	observed observedRoutes
 }
 
 // New builds the server and its routes, and with a store starts the audit
@@ -178,7 +190,10 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Store != nil {
 		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"))
+		s.auditor.metrics = cfg.Metrics
+		cfg.Metrics.WatchAuditBacklog(s.auditor.backlog)
 		s.throttles = newThrottleAudit(s.emitThrottleSummary)
+		cfg.Metrics.WatchDeliveryQueue(cfg.Store.DeliveryStats, cfg.Logger.With("component", "metrics"))
 	}
 	s.engine = s.routes()
 	return s
@@ -244,6 +259,11 @@ func (s *Server) routes() *gin.Engine {
 	// correlation id next so every later log line and
 	// error carries it; the access log after both so it sees the final
 	// status; limits last, closest to the handlers that read bodies.
+	// Requests are observed outermost, so that what recovery makes of a
+	// panic is counted and traced too.
+	if s.cfg.Metrics != nil || s.cfg.Tracer != nil {
+		e.Use(s.observeRequests())
+	}
 	e.Use(s.recovery(), secureHeaders(), s.forwardedHeaders(), s.correlation(), s.accessLog(), s.limits())
 	e.NoRoute(s.handle(func(c *gin.Context) error {
 		return fhir.Errorf(http.StatusNotFound, "not-found", "no route for %s %s", c.Request.Method, c.Request.URL.Path)
@@ -274,6 +294,7 @@ func (s *Server) routes() *gin.Engine {
 		// that the endpoint wants a POST.
 		e.Any(s.cfg.SMARTTokenPath, s.rateLimit(), gin.WrapH(s.cfg.SMART.TokenHandler()))
 	}
+	s.observed = s.observedRoutes(e.Routes())
 	return e
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/delivery"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -44,7 +45,9 @@ func withPostgres(t testing.TB) envOption {
 // kick into the server.
 func startWorker(t testing.TB, st store.Store, client *qubs.Client, sc *server.Config) {
 	// The worker logs where the server does, so the PHI check reads both.
-	w := &delivery.Worker{Store: st, QUBS: client, Name: "test-worker", Logger: sc.Logger, PollInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	// Observed whenever the server is (nil when it is not).
+	w := &delivery.Worker{Store: st, QUBS: client, Name: "test-worker", Logger: sc.Logger, PollInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Observer: observe.Delivery(sc.Metrics, sc.Tracer)}
 	w.Init()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

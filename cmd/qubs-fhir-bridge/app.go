@@ -27,6 +27,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/delivery"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
@@ -52,6 +53,8 @@ type Main struct {
 	Ready     chan struct{}
 	BridgeURL string
 	SimURL    string
+	// MetricsURL is where /metrics is served, "" when metrics are off.
+	MetricsURL string
 
 	// Stdin feeds hash-token when no token is given as an argument.
 	Stdin io.Reader
@@ -70,9 +73,9 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level", "domains"},
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level", "domains"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "log-level"},
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
 }
@@ -170,6 +173,9 @@ func commandOptions(cmd string) *options {
 		opts.byFlag["store"].def = ""
 		// One person on loopback exploring synthetic data: never throttle.
 		opts.byFlag["rate-limit"].def = "0"
+		// Metrics on, on a free loopback port the demo prints: a fixed
+		// one would collide with a second demo or a Prometheus.
+		opts.byFlag["metrics-listen"].def = "127.0.0.1:0"
 	}
 	return opts
 }
@@ -230,6 +236,11 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	tel, err := newTelemetry(ctx, opts, m.Getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.close(ctx)
 	client, err := qubs.New(qubs.Config{
 		BaseURL:      opts.get("qubs-api-url"),
 		TokenURL:     opts.get("qubs-token-url"),
@@ -237,6 +248,7 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 		ClientSecret: secret,
 		AuthStyle:    style,
 		UserAgent:    "qubs-fhir-bridge/" + version,
+		Observer:     observe.QUBS(tel.metrics, tel.tracer()),
 	})
 	if err != nil {
 		return fmt.Errorf("QUBS client: %w", err)
@@ -249,6 +261,7 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	tel.wire(&cfg, &bg)
 	// Everything that can be checked without side effects comes first:
 	// the auth files and keys, then the port (a busy port is the
 	// commonest start-up mistake), then QUBS's word on the credentials;
@@ -276,11 +289,14 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 		return err
 	}
 	defer st.Close()
+	st = observe.Store(st, tel.metrics, tel.tracer())
 	replay.ReplayCache = st // jti replay claims shared by every replica of the store
 	m.BridgeURL = "http://" + ln.Addr().String()
 	if bg.tls != nil {
 		m.BridgeURL = "https://" + ln.Addr().String()
 	}
+	tel.serve(log)
+	m.MetricsURL = tel.url()
 	close(m.Ready)
 	log.Info("serving FHIR", "addr", ln.Addr().String(), "tls", bg.tls != nil)
 	go warnQUBSChecks(ctx, opts, log)
@@ -314,7 +330,7 @@ func checkQUBSCredentials(ctx context.Context, client *qubs.Client, log *slog.Lo
 // interrupted delivery is retried from the store on the next start).
 func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, bg background, log *slog.Logger) error {
 	host, _ := os.Hostname()
-	pool := delivery.NewPool(bg.workers, delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid())})
+	pool := delivery.NewPool(bg.workers, delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid()), Observer: bg.deliveryObserver})
 	cfg.Store, cfg.Kick = st, pool.Kick
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -344,6 +360,9 @@ type background struct {
 	auditRetention time.Duration
 	workers        int         // delivery workers
 	tls            *tls.Config // nil serves plain HTTP
+	// deliveryObserver watches the delivery workers (metrics, traces);
+	// nil when both are off.
+	deliveryObserver delivery.Observer
 }
 
 func backgroundOptions(opts *options) (background, error) {
@@ -443,6 +462,11 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 		return fmt.Errorf("starting the QUBS simulator: %w", err)
 	}
 	defer sim.Close()
+	tel, err := newTelemetry(ctx, opts, m.Getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.close(ctx)
 	client, err := qubs.New(qubs.Config{
 		BaseURL:      sim.URL,
 		TokenURL:     sim.TokenURL(),
@@ -450,6 +474,7 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 		ClientSecret: qubssim.DefaultClientSecret,
 		AuthStyle:    oauth2.AuthStyleInParams,
 		UserAgent:    "qubs-fhir-bridge/" + version,
+		Observer:     observe.QUBS(tel.metrics, tel.tracer()),
 	})
 	if err != nil {
 		return fmt.Errorf("QUBS client: %w", err)
@@ -467,6 +492,7 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
+	tel.wire(&cfg, &bg)
 	dsn := opts.get("store")
 	if dsn == "" {
 		// The demo's reports live as long as the demo.
@@ -482,6 +508,7 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 		return err
 	}
 	defer st.Close()
+	st = observe.Store(st, tel.metrics, tel.tracer())
 	ln, err := net.Listen("tcp", opts.get("listen"))
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", opts.get("listen"), err)
@@ -502,6 +529,7 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
   FHIR base:       %[1]s
   other domains:   %[2]s
   QUBS simulator:  %[3]s   (what QUBS received: %[3]s/_sim/inspect)
+  metrics:         %[5]s
 
 The worklist:
   curl -s '%[1]s/ServiceRequest?_count=5&_include=ServiceRequest:subject'
@@ -511,7 +539,9 @@ Report on a study:
     -d '{"resourceType":"DiagnosticReport","status":"preliminary","code":{"text":"Imaging report"},"basedOn":[{"reference":"ServiceRequest/%[4]s"}],"conclusion":"No acute abnormality."}'
 
 Ctrl-C stops it.
-`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example)
+`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example, metricsLine(tel.url()))
+	tel.serve(log)
+	m.MetricsURL = tel.url()
 	close(m.Ready)
 	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
 }

@@ -85,6 +85,11 @@ type RequestRecord struct {
 	IdempotencyKey string
 	CorrelationID  string
 	RequestID      string
+	// TraceParent is the W3C traceparent header the request carried, ""
+	// when none. The simulator does nothing with it (nor does QUBS, as far
+	// as its documentation says); it is kept so tests can see the trace
+	// context arrive.
+	TraceParent string
 	// Replayed is true when an idempotent replay answered.
 	Replayed bool
 	// Fault is true when an injected fault applied.

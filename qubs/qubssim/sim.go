@@ -348,6 +348,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		IdempotencyKey: r.Header.Get("Idempotency-Key"),
 		CorrelationID:  ri.corr,
 		RequestID:      ri.id,
+		TraceParent:    r.Header.Get("Traceparent"),
 		At:             s.clock.Now(),
 	}
 	// The record is written when the status is committed, before any byte
