@@ -187,6 +187,15 @@ func (m *Metrics) AuditBatch(n int, d time.Duration, err error) {
 	m.auditRecords.Add(float64(n))
 }
 
+// AuditWithWrite records an audit record committed in the transaction of
+// the change it records (a report write, see server.storeAudited): a
+// record written, in no batch of its own.
+func (m *Metrics) AuditWithWrite() {
+	if m != nil {
+		m.auditRecords.Inc()
+	}
+}
+
 // WatchAuditBacklog makes bridge_audit_buffer_depth read backlog; the last
 // call wins.
 func (m *Metrics) WatchAuditBacklog(backlog func() int) {

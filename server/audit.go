@@ -191,6 +191,7 @@ func (s *Server) storeAudited(c *gin.Context, r *store.Report, status int, write
 	}
 	if err == nil && r.Audit != nil {
 		state(c).auditStored = status
+		s.auditor.metrics.AuditWithWrite()
 	}
 	return err
 }
