@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 
@@ -21,6 +22,7 @@ func TestAnonymousDomainProbesAreBounded(t *testing.T) {
 		{Name: "ris", SHA256: auth.HashToken("probe-token-0123456789abcdef0123456"), Domains: []string{"acme"}, Scopes: "system/*.rs"},
 	}))
 	before := len(e.sim.Requests())
+	start := time.Now()
 	codes := map[int]int{}
 	for i := range 50 {
 		r := get(t, strings.Replace(e.base, "/acme", fmt.Sprintf("/made-up-%d", i), 1)+"/metadata")
@@ -32,7 +34,10 @@ func TestAnonymousDomainProbesAreBounded(t *testing.T) {
 			probes++
 		}
 	}
-	assert.LessOrEqual(t, probes, 10, "a budget of a few, not one per name")
+	// The budget is a burst of 5 and 1 a second: on a loaded machine the
+	// 50 requests may take several seconds, each adding one probe.
+	budget := 5 + int(time.Since(start).Seconds()) + 1
+	assert.LessOrEqual(t, probes, min(budget, 49), "a budget of a few, not one per name")
 	assert.GreaterOrEqual(t, codes[http.StatusNotFound], 5, "within the budget, made-up bases are 404")
 	assert.Equal(t, 50, codes[http.StatusNotFound]+codes[http.StatusOK])
 	r := get(t, e.base+"/metadata")
