@@ -33,6 +33,20 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceAuditMoved runs the suite again with the audit's staged
+// patient rows moved into audit_patients as soon as three have gathered,
+// so that searches by patient read rows from both tables at once
+// (migration 0007); the default, 32,768, leaves them all staged here.
+func TestConformanceAuditMoved(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "bridge.db"))
+		require.NoError(t, err)
+		sqlite.SetAuditMoveAt(s, 3)
+		t.Cleanup(func() { assert.NoError(t, s.Close()) })
+		return s
+	})
+}
+
 func TestReplicas(t *testing.T) {
 	storetest.RunReplicas(t, open)
 }
