@@ -152,7 +152,12 @@ func (b *Bundle) MarshalJSON() ([]byte, error) {
 	for _, l := range b.links {
 		n += len(l.URL) + 32
 	}
-	dst := make([]byte, 0, n)
+	return b.AppendJSON(make([]byte, 0, n))
+}
+
+// AppendJSON appends what MarshalJSON returns to dst, so that a caller can
+// reuse one buffer for many Bundles.
+func (b *Bundle) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"resourceType":"Bundle"`...)
 	if b.ID != "" {
 		dst = jsonw.StringField(dst, "id", b.ID)

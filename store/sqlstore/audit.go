@@ -27,11 +27,12 @@ func (s *Store) auditArgs(a *store.AuditRecord) []any {
 		a.CorrelationID, a.RequestPath}
 }
 
-// auditPatientsInsert writes a record's audit_patients rows from the JSON
-// array of its patient references: four arguments (domain, recorded, id,
-// the array) whatever the number of patients.
+// auditPatientsInsert writes a record's patient rows (into audit_patients,
+// or where the dialect stages them) from the JSON array of its patient
+// references: four arguments (domain, recorded, id, the array) whatever
+// the number of patients.
 func (s *Store) auditPatientsInsert() string {
-	return `INSERT INTO audit_patients (domain, patient_ref, recorded, audit_id)
+	return `INSERT INTO ` + s.d.auditStaging().table() + ` (domain, patient_ref, recorded, audit_id)
 		SELECT ?, p.value, ?, ? FROM ` + s.d.jsonElements("?", "p") + `
 		WHERE TRUE ON CONFLICT DO NOTHING` // WHERE: SQLite would read ON as a join's
 }
@@ -75,8 +76,11 @@ func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err erro
 		if len(a.PatientRefs) == 0 {
 			return nil
 		}
-		_, err = tx.exec(ctx, s.auditPatientsInsert(), a.Domain, s.tm(a.Recorded), a.ID, sqlutil.EncodeRefs(a.PatientRefs))
-		return err
+		if _, err := tx.exec(ctx, s.auditPatientsInsert(), a.Domain, s.tm(a.Recorded), a.ID,
+			sqlutil.EncodeRefs(a.PatientRefs)); err != nil {
+			return err
+		}
+		return s.d.auditStaging().added(ctx, tx, len(a.PatientRefs))
 	})
 }
 
@@ -111,22 +115,35 @@ func (s *Store) AuditEvent(ctx context.Context, domain, id string) (_ *store.Aud
 // store.Audit.
 func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFilter) (records []*store.AuditRecord, next string, err error) {
 	defer s.wrap(&err, "SearchAudit(%q)", domain)
-	from, at, id, where, args := s.auditWhere(domain, f)
-	dir, cmp := sqlutil.AuditOrder(f.OldestFirst)
+	var after []any
 	if f.After != "" {
-		recorded, after, err := sqlutil.DecodeAuditCursor(f.After)
+		recorded, id, err := sqlutil.DecodeAuditCursor(f.After)
 		if err != nil {
 			return nil, "", err
 		}
-		where = append(where, "("+at+", "+id+") "+cmp+" (?, ?)")
-		args = append(args, s.tm(recorded), after)
+		after = []any{s.tm(recorded), id}
+	}
+	dir, cmp := sqlutil.AuditOrder(f.OldestFirst)
+	var (
+		arms []string
+		args []any
+	)
+	for _, arm := range s.auditArms(f) {
+		where, wargs := s.auditWhere(domain, f, arm)
+		if after != nil {
+			where = append(where, "("+arm.at+", "+arm.id+") "+cmp+" (?, ?)")
+			wargs = append(wargs, after...)
+		}
+		arms = append(arms, `SELECT `+arm.cols+` FROM `+arm.from+` WHERE `+strings.Join(where, " AND "))
+		args = append(args, wargs...)
 	}
 	limit := sqlutil.Limit(f.Limit)
-	// One more than the page tells whether there is a next page.
+	// One more than the page tells whether there is a next page. By
+	// position, as a compound SELECT orders: 3 and 2 are the record's
+	// time and id (or their copies in the patient row, equal to them).
 	args = append(args, limit+1)
-	rows, err := s.reader().query(ctx, `SELECT `+auditCols+` FROM `+from+`
-		WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY `+at+` `+dir+`, `+id+` `+dir+` LIMIT ?`, args...)
+	rows, err := s.reader().query(ctx, strings.Join(arms, " UNION ALL ")+`
+		ORDER BY 3 `+dir+`, 2 `+dir+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -152,24 +169,74 @@ func (s *Store) SearchAudit(ctx context.Context, domain string, f store.AuditFil
 // CountAudit counts the records matching f. See store.Audit.
 func (s *Store) CountAudit(ctx context.Context, domain string, f store.AuditFilter) (n int, err error) {
 	defer s.wrap(&err, "CountAudit(%q)", domain)
-	from, _, _, where, args := s.auditWhere(domain, f)
-	err = s.reader().queryRow(ctx, `SELECT count(*) FROM `+from+` WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	var (
+		counts []string
+		args   []any
+	)
+	for _, arm := range s.auditArms(f) {
+		where, wargs := s.auditWhere(domain, f, arm)
+		counts = append(counts, `(SELECT count(*) FROM `+arm.from+` WHERE `+strings.Join(where, " AND ")+`)`)
+		args = append(args, wargs...)
+	}
+	err = s.reader().queryRow(ctx, `SELECT `+strings.Join(counts, " + "), args...).Scan(&n)
 	return n, err
 }
 
-// auditWhere is what SearchAudit and CountAudit share: the tables, the
-// columns the order and cursor use, and the filter. Filtered by patient,
-// the search walks audit_patients' index, whose (recorded, audit_id) equal
-// the record's (recorded, id).
-func (s *Store) auditWhere(domain string, f store.AuditFilter) (from, at, id string, where []string, args []any) {
-	from, at, id = "audit_events a", "a.recorded", "a.id"
+// auditArm is one table a search reads records from: audit_events alone,
+// or, filtered by patient, audit_events joined with a table of patient
+// rows (audit_patients, and where the dialect stages them
+// audit_patients_staged; a row is in exactly one of them). at and id are
+// the columns the order and the cursor use; cols names them in the place
+// of the record's own, which they equal.
+type auditArm struct {
+	from, cols, at, id string
+}
+
+var (
+	auditAll     = []auditArm{{from: "audit_events a", cols: auditCols, at: "a.recorded", id: "a.id"}}
+	auditPatient = []auditArm{
+		patientArm("audit_events a JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id", "p"),
+		// The staged rows, not indexed by patient, are scanned once, each
+		// match looked up in audit_events by its key: CROSS JOIN keeps
+		// SQLite to that order of the loops (the join is in auditWhere).
+		patientArm("audit_patients_staged s CROSS JOIN audit_events a", "s"),
+	}
+)
+
+func patientArm(from, alias string) auditArm {
+	at, id := alias+".recorded", alias+".audit_id"
+	return auditArm{
+		from: from,
+		cols: strings.Replace(strings.Replace(auditCols, "a.id,", id+",", 1), "a.recorded,", at+",", 1),
+		at:   at, id: id,
+	}
+}
+
+// auditArms is what a search with filter f reads.
+func (s *Store) auditArms(f store.AuditFilter) []auditArm {
+	switch {
+	case f.PatientRef == "":
+		return auditAll
+	case s.d.auditStaging() == nil:
+		return auditPatient[:1]
+	}
+	return auditPatient
+}
+
+// auditWhere is the filter of one arm. Filtered by patient, the search
+// walks audit_patients' index, whose (recorded, audit_id) equal the
+// record's (recorded, id), and scans the staged rows.
+func (s *Store) auditWhere(domain string, f store.AuditFilter, arm auditArm) (where []string, args []any) {
 	where = []string{"a.domain = ?"}
 	args = []any{domain}
 	if f.PatientRef != "" {
-		from += " JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id"
-		at, id = "p.recorded", "p.audit_id"
-		// p.domain spelled out, so the index's leading column is bound.
-		where = append(where, "p.domain = ?", "p.patient_ref = ?")
+		alias, _, _ := strings.Cut(arm.at, ".")
+		if alias == "s" {
+			where = append(where, "s.audit_id = a.id")
+		}
+		// The patient row's domain spelled out, so the index's leading
+		// column is bound.
+		where = append(where, alias+".domain = ?", alias+".patient_ref = ?")
 		args = append(args, domain, f.PatientRef)
 	}
 	if f.AgentID != "" {
@@ -181,20 +248,20 @@ func (s *Store) auditWhere(domain string, f store.AuditFilter) (from, at, id str
 		args = append(args, f.Action)
 	}
 	if !f.Since.IsZero() {
-		where = append(where, at+" >= ?")
+		where = append(where, arm.at+" >= ?")
 		args = append(args, s.tm(sqlutil.Time(f.Since)))
 	}
 	if !f.Until.IsZero() {
-		where = append(where, at+" < ?")
+		where = append(where, arm.at+" < ?")
 		args = append(args, s.tm(sqlutil.Time(f.Until)))
 	}
-	return from, at, id, where, args
+	return where, args
 }
 
 // PurgeAuditBefore deletes the audit records recorded before cutoff and
 // their patient rows, found by key through each record's patient_refs
-// (audit_patients has no foreign key since migration 0006). See
-// store.Audit.
+// (audit_patients has no foreign key since migration 0006), or still
+// staged (SQLite, migration 0008). See store.Audit.
 func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
 	defer s.wrap(&err, "PurgeAuditBefore")
 	c := s.tm(sqlutil.Time(cutoff))
@@ -205,6 +272,11 @@ func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, 
 				FROM audit_events a CROSS JOIN `+s.d.jsonElements("a.patient_refs", "j")+`
 				WHERE a.recorded < ?)`, c); err != nil {
 			return err
+		}
+		if s.d.auditStaging() != nil {
+			if _, err := tx.exec(ctx, `DELETE FROM audit_patients_staged WHERE recorded < ?`, c); err != nil {
+				return err
+			}
 		}
 		res, err := tx.exec(ctx, `DELETE FROM audit_events WHERE recorded < ?`, c)
 		if err != nil {

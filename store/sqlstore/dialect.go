@@ -45,6 +45,11 @@ type dialect interface {
 	// insertArtifacts writes the artifacts of a new version r.
 	insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error
 	// insertAudits writes a checked batch of audit records and their
-	// audit_patients rows, skipping records whose (domain, id) exists.
+	// patient rows (auditStaging().table()), skipping records whose
+	// (domain, id) exists.
 	insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error
+	// auditStaging is where the audit's patient rows gather before they
+	// move into audit_patients (SQLite, migration 0008); nil where they
+	// go there directly (PostgreSQL).
+	auditStaging() *auditStaging
 }

@@ -199,6 +199,10 @@ func writeArtifactRows(w io.Writer, r *store.Report) error {
 	return bw.Flush()
 }
 
+// auditStaging: none; the patient rows go into audit_patients' index
+// directly (docs/store.md, "Audit trail", says why).
+func (postgresDialect) auditStaging() *auditStaging { return nil }
+
 // insertAudits writes the batch in one statement over column arrays
 // (unnest), the patient rows joined to the records that statement
 // inserted.

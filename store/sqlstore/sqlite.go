@@ -102,7 +102,7 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 	}
 	r.SetMaxOpenConns(sqliteReadConns)
 	r.SetMaxIdleConns(sqliteReadConns)
-	d := &sqliteDialect{w: w}
+	d := &sqliteDialect{w: w, staging: newAuditStaging()}
 	s, err := open(ctx, d, w, r)
 	if err != nil {
 		r.Close()
@@ -132,6 +132,8 @@ type sqliteDialect struct {
 	ckpt *checkpointer
 	// audit holds insertAudits' prepared statements.
 	events, patients *sql.Stmt
+	// staging counts and moves the staged audit patient rows.
+	staging *auditStaging
 }
 
 func (*sqliteDialect) name() string                              { return "sqlite" }
@@ -154,6 +156,8 @@ func (*sqliteDialect) versionTable() string {
 		applied_at INTEGER NOT NULL)`
 }
 
+func (d *sqliteDialect) auditStaging() *auditStaging { return d.staging }
+
 func (*sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
 	return insertArtifactRows(ctx, tx, r)
 }
@@ -162,13 +166,18 @@ func (*sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Repo
 // Most batches are small (a read's record names one patient), so what a
 // statement costs to parse showed more than what it does: both statements
 // are prepared once per store, not once per batch. Both are INSERT OR
-// IGNORE, which cannot abort half-way, so SQLite keeps no statement
-// journal for them: a record that exists (a retried batch) is skipped with
-// its patient rows; the other constraints (NOT NULL, the CHECKs) are
-// checked by sqlutil.PrepareAudit first, so IGNORE never hides an invalid
-// record.
+// IGNORE or plain appends, which cannot abort half-way, so SQLite keeps no
+// statement journal for them: a record that exists (a retried batch) is
+// skipped with its patient rows; the other constraints (NOT NULL, the
+// CHECKs) are checked by sqlutil.PrepareAudit first, so IGNORE never hides
+// an invalid record.
+//
+// The patient rows are appended to audit_patients_staged, and moved into
+// audit_patients in the same transaction once auditStagedRows have
+// gathered (migration 0008 says why).
 func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
 	events, patients := tx.tx.StmtContext(ctx, d.events), tx.tx.StmtContext(ctx, d.patients)
+	staged := 0
 	for _, a := range batch {
 		refs := sqlutil.EncodeRefs(a.PatientRefs)
 		res, err := events.ExecContext(ctx, a.Domain, a.ID, a.Recorded.UnixMicro(), a.Action, a.Interaction, a.Outcome,
@@ -187,8 +196,9 @@ func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store
 		if _, err := patients.ExecContext(ctx, a.Domain, a.Recorded.UnixMicro(), a.ID, refs); err != nil {
 			return err
 		}
+		staged += len(a.PatientRefs)
 	}
-	return nil
+	return d.staging.added(ctx, tx, staged)
 }
 
 // prepareAudits prepares insertAudits' statements on the write pool,
@@ -201,7 +211,7 @@ func (d *sqliteDialect) prepareAudits(ctx context.Context) (err error) {
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
 		return err
 	}
-	d.patients, err = d.w.PrepareContext(ctx, `INSERT OR IGNORE INTO audit_patients (domain, patient_ref, recorded, audit_id)
+	d.patients, err = d.w.PrepareContext(ctx, `INSERT INTO audit_patients_staged (domain, patient_ref, recorded, audit_id)
 		SELECT ?, value, ?, ? FROM json_each(?)`)
 	return err
 }

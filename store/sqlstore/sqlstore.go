@@ -108,7 +108,14 @@ type tx struct {
 	q
 	tx   *sql.Tx
 	conn *sql.Conn
+	// settled run once the transaction has ended, told whether it
+	// committed: for state kept beside the database (the audit's count
+	// of staged rows) that must follow its commits and rollbacks.
+	settled []func(committed bool)
 }
+
+// afterward runs f once the transaction has committed or rolled back.
+func (t *tx) afterward(f func(committed bool)) { t.settled = append(t.settled, f) }
 
 // reader is the read pool, outside any transaction.
 func (s *Store) reader() q { return q{q: s.r, d: s.d} }
@@ -124,15 +131,24 @@ func (s *Store) write(ctx context.Context, fn func(tx *tx) error) (err error) {
 	if err != nil {
 		return err
 	}
+	wt := &tx{q: q{q: t, d: s.d}, tx: t, conn: conn}
+	committed := false
 	defer func() {
-		if err != nil {
+		if !committed {
 			_ = t.Rollback()
 		}
+		for _, f := range wt.settled {
+			f(committed)
+		}
 	}()
-	if err := fn(&tx{q: q{q: t, d: s.d}, tx: t, conn: conn}); err != nil {
+	if err := fn(wt); err != nil {
 		return err
 	}
-	return t.Commit()
+	if err := t.Commit(); err != nil {
+		return err
+	}
+	committed = true
+	return nil
 }
 
 // read runs fn in a read transaction, so that the several queries of one
