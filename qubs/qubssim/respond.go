@@ -6,7 +6,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
@@ -59,11 +58,6 @@ func (s *Sim) problem(w http.ResponseWriter, r *http.Request, status int, detail
 	body, _ := json.Marshal(p)
 	w.Header().Set("Content-Type", contentTypeProblem)
 	w.Header().Set("Cache-Control", "no-store")
-	// Declared, as QUBS's answers are, rather than chunked: the client sizes
-	// its read buffer by it.
-	if len(body) > 0 {
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
@@ -82,11 +76,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", contentTypeJSON)
 	w.Header().Set("Cache-Control", "no-store")
-	// Declared, as QUBS's answers are, rather than chunked: the client sizes
-	// its read buffer by it.
-	if len(body) > 0 {
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
