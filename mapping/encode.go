@@ -222,9 +222,24 @@ func appendLocalDateTime(dst []byte, loc *time.Location, date time.Time, clock i
 	y, mo, d := date.Date()
 	h, mi, s := clock/3600, clock/60%60, clock%60
 	off := localInstant(loc, y, mo, d, h, mi, s)
-	dst = append(dst, '"')
-	dst = time.Date(y, mo, d, h, mi, s, 0, time.UTC).AppendFormat(dst, "2006-01-02T15:04:05")
-	return append(formatOffset(dst, off), '"')
+	if y < 1 || y > 9999 { // 9999-12-31 and an end past midnight
+		dst = append(dst, '"')
+		dst = time.Date(y, mo, d, h, mi, s, 0, time.UTC).AppendFormat(dst, "2006-01-02T15:04:05")
+		return append(formatOffset(dst, off), '"')
+	}
+	// By hand, what AppendFormat makes of these fields: it interprets its
+	// layout on every call, twice per worklist entry.
+	dst = append(dst, '"', byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-')
+	dst = append(appendTwo(dst, int(mo)), '-')
+	dst = append(appendTwo(dst, d), 'T')
+	dst = append(appendTwo(dst, h), ':')
+	dst = append(appendTwo(dst, mi), ':')
+	return append(formatOffset(appendTwo(dst, s), off), '"')
+}
+
+// appendTwo appends 0 <= v < 100 as two digits.
+func appendTwo(dst []byte, v int) []byte {
+	return append(dst, byte('0'+v/10), byte('0'+v%10))
 }
 
 // AppendServiceRequest appends the ServiceRequest as compact FHIR JSON,

@@ -205,6 +205,27 @@ func TestEncoderRandom(t *testing.T) {
 	}
 }
 
+// TestEncoderDateBoundaries: the occurrence's date and time, written by
+// hand, at the ends of the years AppendFormat writes and past them (an end
+// after midnight on 9999-12-31 is in year 10000), and across a DST change.
+func TestEncoderDateBoundaries(t *testing.T) {
+	t.Parallel()
+	z := testZones(t)
+	str := func(s string) *string { return &s }
+	for _, tc := range []struct{ date, start, end string }{
+		{"0001-01-01", "00:00:00", "00:00:01"},
+		{"9999-12-31", "23:30:00", "00:15:00"},
+		{"2025-04-06", "02:30:00", "03:15:00"},
+		{"2025-10-05", "02:10:09", "01:59:59"},
+	} {
+		t.Run(tc.date, func(t *testing.T) {
+			a := randomAppointment(rand.New(rand.NewPCG(1, 2)), 0)
+			a.AppointmentDate, a.StartTime, a.EndTime = str(tc.date), str(tc.start), str(tc.end)
+			requireSameAsModels(t, &a, z)
+		})
+	}
+}
+
 // FuzzEncoder compares the encoders on appointments decoded from fuzzed
 // QUBS JSON.
 func FuzzEncoder(f *testing.F) {

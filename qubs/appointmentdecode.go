@@ -11,7 +11,7 @@ import (
 // AppointmentPage (list pending) and Appointment (get). encoding/json spends
 // about 3,500 allocations on a page of 100 (reflection, one string per
 // field); this one makes one string of the whole body and slices every
-// field out of it, and keeps serviceItems as slices of the body.
+// field out of it, and keeps serviceItems as slices of one copy of theirs.
 //
 // It is a fast path, not a second JSON implementation: it takes only input
 // whose meaning it is sure of and says "not mine" for anything else, which
@@ -54,11 +54,53 @@ func (a *Appointment) decodeFast(b []byte) bool {
 }
 
 // decoder reads b; s is b as one string, which every decoded string is a
-// slice of (one allocation per body instead of one per field).
+// slice of (one allocation per body instead of one per field). Nothing
+// decoded refers to b itself, which the caller reuses: service items are
+// copied into items, and pointer fields point into strs and times, chunks
+// shared by many fields (a few allocations per page instead of one per
+// field; a chunk lives as long as any field in it).
 type decoder struct {
-	b   []byte
-	s   string
-	pos int
+	b     []byte
+	s     string
+	pos   int
+	items []byte
+	strs  []string
+	times []time.Time
+}
+
+// slabChunk is how many pointer fields of a kind share one allocation; a
+// decoder's first chunk is smaller, since a single appointment has a few.
+const slabChunk, firstSlabChunk = 64, 8
+
+func chunkSize(n int) int {
+	if n == 0 {
+		return firstSlabChunk
+	}
+	return slabChunk
+}
+
+func (d *decoder) newString(v string) *string {
+	if len(d.strs) == cap(d.strs) {
+		d.strs = make([]string, 0, chunkSize(cap(d.strs)))
+	}
+	d.strs = append(d.strs, v)
+	return &d.strs[len(d.strs)-1]
+}
+
+func (d *decoder) newTime() *time.Time {
+	if len(d.times) == cap(d.times) {
+		d.times = make([]time.Time, 0, chunkSize(cap(d.times)))
+	}
+	d.times = d.times[:len(d.times)+1]
+	return &d.times[len(d.times)-1]
+}
+
+// item copies b[start:end] into the items arena. When the arena grows,
+// the items already handed out keep the old array, which stays valid.
+func (d *decoder) item(start, end int) ServiceItem {
+	off := len(d.items)
+	d.items = append(d.items, d.b[start:end]...)
+	return ServiceItem(d.items[off:len(d.items):len(d.items)])
 }
 
 func (d *decoder) ws() {
@@ -353,7 +395,7 @@ func (d *decoder) strPtr(dst **string) bool {
 	if !ok {
 		return false
 	}
-	*dst = &v
+	*dst = d.newString(v)
 	return true
 }
 
@@ -368,11 +410,13 @@ func (d *decoder) timePtr(dst **time.Time) bool {
 	if _, ok := d.str(); !ok {
 		return false
 	}
-	t := new(time.Time)
+	var t time.Time
 	if t.UnmarshalJSON(d.b[start:d.pos]) != nil {
 		return false
 	}
-	*dst = t
+	p := d.newTime()
+	*p = t
+	*dst = p
 	return true
 }
 
@@ -512,7 +556,8 @@ func (d *decoder) user(dst **UserSummary) bool {
 }
 
 // serviceItems keeps each item's exact bytes, as ServiceItem.UnmarshalJSON
-// does, as a slice of the body (capacity capped, so appending copies).
+// does, as a slice of the items arena (capacity capped, so appending
+// copies).
 func (d *decoder) serviceItems(dst *[]ServiceItem) bool {
 	if d.null() {
 		*dst = nil
@@ -524,7 +569,7 @@ func (d *decoder) serviceItems(dst *[]ServiceItem) bool {
 		if !d.skip(1) { // null too: encoding/json hands it to UnmarshalJSON
 			return false
 		}
-		items = append(items, ServiceItem(d.b[start:d.pos:d.pos]))
+		items = append(items, d.item(start, d.pos))
 		return true
 	})
 	*dst = items

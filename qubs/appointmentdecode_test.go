@@ -1,6 +1,7 @@
 package qubs_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -22,7 +23,9 @@ import (
 
 // checkDecode holds the fast path to encoding/json on one body: when it
 // takes the body, encoding/json must succeed with a deeply equal value
-// (nil and empty slices told apart). It reports whether it took it.
+// (nil and empty slices told apart), also once the body's bytes are
+// overwritten (decodeJSON reuses its buffer). It reports whether it took
+// it.
 func checkDecode[T any, P interface {
 	*T
 	qubs.FastDecoder
@@ -30,7 +33,8 @@ func checkDecode[T any, P interface {
 	t.Helper()
 	var want, got T
 	errWant := json.Unmarshal(b, &want)
-	if !qubs.DecodeFast(b, P(&got)) {
+	reused := bytes.Clone(b)
+	if !qubs.DecodeFast(reused, P(&got)) {
 		var zero T
 		if !reflect.DeepEqual(got, zero) {
 			t.Fatalf("the fast path left %s half-decoded", b)
@@ -42,6 +46,12 @@ func checkDecode[T any, P interface {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("fast path differs from encoding/json on %q:\n got %#v\nwant %#v", b, got, want)
+	}
+	for i := range reused {
+		reused[i] = 'X'
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the fast path's result refers to the body it read: %q", b)
 	}
 	return true
 }

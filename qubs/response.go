@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -123,9 +124,18 @@ func decodeProblem(body []byte) *Problem {
 // decodeJSON decodes a 2xx body into out, closing it. Unknown fields are
 // tolerated (QUBS may add some); a body over maxResponseBody or one that is
 // not the expected JSON is KindInternal.
+//
+// The body is read into a pooled buffer: a worklist page is ~136 KB, and
+// io.ReadAll's doubling made ~300 KB of garbage per page. Nothing decoded
+// may keep a reference into the buffer: the fast path copies the body into
+// one string and service items into an arena of its own
+// (appointmentdecode.go), and encoding/json copies what it keeps.
 func decodeJSON(resp *http.Response, corr string, out any) error {
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	buf := getBodyBuffer(resp.ContentLength)
+	defer putBodyBuffer(buf)
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBody+1))
+	b := buf.Bytes()
 	if corrEcho := resp.Header.Get("X-Correlation-Id"); corrEcho != "" {
 		corr = corrEcho
 	}
@@ -143,6 +153,32 @@ func decodeJSON(resp *http.Response, corr string, out any) error {
 		return &Error{Kind: KindInternal, Status: resp.StatusCode, CorrelationID: corr, Err: fmt.Errorf("decoding the response: %w", err)}
 	}
 	return nil
+}
+
+// bodyBuffers holds the buffers decodeJSON reads bodies into.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody keeps a rare huge answer's buffer from being held by the
+// pool for good; the worklist's pages are far below it.
+const maxPooledBody = 1 << 20
+
+// getBodyBuffer returns an empty buffer with room for a body of the
+// declared length (-1: unknown) and bytes.MinRead more, so that ReadFrom
+// reads it without growing and finds EOF without a copy.
+func getBodyBuffer(declared int64) *bytes.Buffer {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	if declared > 0 && declared <= maxResponseBody {
+		buf.Grow(int(declared) + bytes.MinRead)
+	}
+	return buf
+}
+
+func putBodyBuffer(buf *bytes.Buffer) {
+	if buf.Cap() > maxPooledBody {
+		return
+	}
+	buf.Reset()
+	bodyBuffers.Put(buf)
 }
 
 // parseRetryAfter reads a Retry-After header (RFC 9110 section 10.2.3):

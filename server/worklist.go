@@ -179,8 +179,10 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		m := &matches[i]
 		start := len(arena)
 		arena = m.AppendServiceRequest(arena)
-		bundle.AddMatchCompact(base+"/ServiceRequest/"+m.ID, arena[start:])
-		disclose(c, "ServiceRequest/"+m.ID, patientRef(m))
+		// The reference is the fullUrl's tail: one string for both.
+		fullURL := base + "/ServiceRequest/" + m.ID
+		bundle.AddMatchCompact(fullURL, arena[start:])
+		disclose(c, fullURL[len(base)+1:], patientRef(m))
 		for _, name := range q.Includes {
 			arena = inc.add(arena, m, includeRef(m, name))
 		}
@@ -478,7 +480,12 @@ func (s *Server) readServiceRequest(c *gin.Context) error {
 		patient = "Patient/" + m.PatientID
 	}
 	disclose(c, "ServiceRequest/"+m.ID, patient)
-	s.writeRaw(c, http.StatusOK, m.AppendServiceRequest(make([]byte, 0, srSizeHint)))
+	// From the search's pool of arenas: the answer is written before
+	// writeRaw returns, and nothing keeps the bytes.
+	body := getArena(srSizeHint)
+	defer putArena(&body)
+	body = m.AppendServiceRequest(body)
+	s.writeRaw(c, http.StatusOK, body)
 	return nil
 }
 
