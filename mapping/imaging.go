@@ -70,34 +70,38 @@ func (m *Mapped) Priority() (code string, ok bool) {
 	return p.Code(), true
 }
 
-// Started is ImagingStudy.started as an instant, for date searches: the
-// scheduled start in the site's zone, or the start of the appointment's
-// day there when it has a date and no start time. ok is false when QUBS
-// gave no usable date.
-func (m *Mapped) Started() (time.Time, bool) {
+// Started is ImagingStudy.started for date searches, as the range of time
+// it stands for: the scheduled start in the site's zone (from equals to),
+// or, when the appointment has a date and no usable start time, the whole
+// of that day in the site's zone, [00:00, next day's 00:00): a date
+// without a time is a whole site-local day, as FHIR's date search treats
+// a value of day precision. ok is false when QUBS gave no usable date.
+func (m *Mapped) Started() (from, to time.Time, ok bool) {
 	occ := occurrenceOf(m.a)
-	switch {
-	case occ.start:
+	if occ.start {
 		y, mo, d := occ.date.Date()
 		h, mi, s := occ.startClock/3600, occ.startClock/60%60, occ.startClock%60
 		off := localInstant(m.loc, y, mo, d, h, mi, s)
-		return time.Date(y, mo, d, h, mi, s, 0, time.UTC).Add(-time.Duration(off) * time.Second), true
-	case occ.dateTime:
-		d, _ := parseDate(m.a.AppointmentDate)
-		y, mo, day := d.Date()
-		return time.Date(y, mo, day, 0, 0, 0, 0, m.loc), true
+		t := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Add(-time.Duration(off) * time.Second)
+		return t, t, true
 	}
-	return time.Time{}, false
+	d, ok := parseDate(m.a.AppointmentDate)
+	if !ok {
+		return time.Time{}, time.Time{}, false
+	}
+	y, mo, day := d.Date()
+	return time.Date(y, mo, day, 0, 0, 0, 0, m.loc), time.Date(y, mo, day+1, 0, 0, 0, 0, m.loc), true
 }
 
 // appendStarted appends "started" (occurrencePeriod.start, else the date
-// alone), nothing when neither is known.
+// alone, also when QUBS gave an end time and no start), nothing when
+// neither is known.
 func (m *Mapped) appendStarted(dst []byte) []byte {
 	occ := occurrenceOf(m.a)
 	switch {
 	case occ.start:
 		return appendLocalDateTime(jsonw.Field(dst, "started"), m.loc, occ.date, occ.startClock)
-	case occ.dateTime:
+	case occ.dateTime, occ.end:
 		return jsonw.StringField(dst, "started", *m.a.AppointmentDate)
 	}
 	return dst

@@ -107,7 +107,11 @@ func (s *Server) observeRequests() gin.HandlerFunc {
 		if span != nil {
 			span.SetAttributes(attribute.Int("http.response.status_code", status),
 				attribute.String("bridge.correlation_id", correlationIDOf(c)))
-			if d := domainOf(c); d != "" {
+			// Only a domain the caller was let into: the path's domain is
+			// anyone's to make up, and a made-up one per request would
+			// grow a tracing backend's tag index without bound.
+			if d := domainOf(c); d != "" && principalOf(c) != nil && status != http.StatusNotFound &&
+				status != http.StatusUnauthorized && status != http.StatusForbidden {
 				span.SetAttributes(attribute.String("bridge.domain", d))
 			}
 			if status >= 500 {

@@ -247,7 +247,12 @@ func (f *viewFilter) idParam(q *fhir.Query) error {
 // dateParam adds one predicate for all occurrences of a date parameter:
 // each narrows the window [since, until) the instant at must fall in (a
 // resource without one never matches).
-func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, at func(m *mapping.Mapped) (time.Time, bool)) error {
+// dateParam filters on a date parameter. at gives the target's value as
+// the range of time it stands for, [from, to), or one instant (from equals
+// to); a range matches when it overlaps the parameter's range, as FHIR's
+// date search compares ranges, so a study dated 2024-03-01 with no start
+// time matches started=ge2024-03-01T12:00 and not started=lt2024-03-01T00:00.
+func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, at func(m *mapping.Mapped) (from, to time.Time, ok bool)) error {
 	vs := q.Params[name]
 	if len(vs) == 0 {
 		return nil
@@ -266,8 +271,14 @@ func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, a
 		}
 	}
 	f.preds = append(f.preds, func(m *mapping.Mapped) bool {
-		t, ok := at(m)
-		return ok && (since.IsZero() || !t.Before(since)) && (until.IsZero() || t.Before(until))
+		from, to, ok := at(m)
+		if !ok {
+			return false
+		}
+		if from.Equal(to) {
+			return (since.IsZero() || !from.Before(since)) && (until.IsZero() || from.Before(until))
+		}
+		return (since.IsZero() || to.After(since)) && (until.IsZero() || from.Before(until))
 	})
 	return nil
 }
@@ -322,9 +333,9 @@ func parseTaskFilter(s *Server, q *fhir.Query) (*viewFilter, error) {
 		p, ok := m.Priority()
 		return ok && (!t.HasSystem || t.System == "http://hl7.org/fhir/request-priority") && t.Code == p
 	})
-	if err := f.dateParam(q, "_lastUpdated", s.cfg.Zones.Default(), func(m *mapping.Mapped) (time.Time, bool) {
+	if err := f.dateParam(q, "_lastUpdated", s.cfg.Zones.Default(), func(m *mapping.Mapped) (from, to time.Time, ok bool) {
 		at := f.tasks.of(m).LastUpdated
-		return at, !at.IsZero()
+		return at, at, !at.IsZero()
 	}); err != nil {
 		return nil, err
 	}

@@ -295,3 +295,40 @@ func TestTaskFollowsDeliveredReports(t *testing.T) {
 		})
 	}
 }
+
+// A date without a time is a whole site-local day: a study dated with no
+// start time matches a started range that overlaps that day, not only its
+// midnight, and one given only an end time still has its date as started.
+func TestImagingStudyStartedDayOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, _ := withUID(t, e.sim)
+	a.AppointmentID = "990000001"
+	date, end := "2031-03-04", "10:00"
+	a.AppointmentDate, a.StartTime, a.EndTime = &date, nil, &end
+	e.sim.PutAppointment(a)
+	id, err := mapping.ServiceRequestID(a.AppointmentID)
+	require.NoError(t, err)
+
+	r := get(t, e.base+"/ImagingStudy/"+id)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.Equal(t, date, r.json(t)["started"], "the date alone when QUBS gave only an end time")
+
+	for _, c := range []struct {
+		started string
+		match   bool
+	}{
+		{"ge2031-03-04T12:00:00Z", true},       // noon UTC is within the day in every zone from -11 to +12
+		{"lt2031-03-04T12:00:00Z", true},       // so is what comes before it
+		{"2031-03-04", true},                   // the day itself
+		{"lt2031-03-03T00:00:00+14:00", false}, // before the day starts anywhere
+		{"ge2031-03-05T12:00:00+14:00", false}, // after it ends anywhere
+	} {
+		got := walkResources(t, e.base+"/ImagingStudy?"+query("_id", id, "started", c.started))
+		if c.match {
+			assert.Equal(t, []string{id}, ids(got), "started=%s", c.started)
+		} else {
+			assert.Empty(t, got, "started=%s", c.started)
+		}
+	}
+}

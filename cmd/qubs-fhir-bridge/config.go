@@ -134,14 +134,26 @@ func (o *options) effective(names ...string) map[string]string {
 	return out
 }
 
-// redactURL hides a password in a URL such as postgres://user:pw@host/db.
+// redactURL hides a password in a URL such as postgres://user:pw@host/db,
+// and in the query parameters pgx also takes one from
+// (postgres://user@host/db?password=pw, sslpassword).
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
+	if err != nil {
 		return s
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "redacted")
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "redacted")
+		}
+	}
+	if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+		for _, k := range []string{"password", "sslpassword"} {
+			if q.Has(k) {
+				q.Set(k, "redacted")
+			}
+		}
+		u.RawQuery = q.Encode()
 	}
 	return u.String()
 }

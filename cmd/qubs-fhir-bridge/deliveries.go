@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -103,6 +104,14 @@ the report's latest version. BRIDGE_STORE (or --store) names the store.
 	if err := act(ctx, st, dom, id, v); err != nil {
 		return m.refused(sub, dom, id, v, err)
 	}
+	// The change is audited as $redeliver is: an operator changed what
+	// QUBS will receive. The version was just read or changed, so its
+	// patient is known; a record that cannot be stored is said, loudly,
+	// not hidden (the change itself is done).
+	if err := auditDeliveryOp(ctx, st, sub, dom, id, v); err != nil {
+		fmt.Fprintf(m.Stderr, "deliveries %s: done, but its audit record was not stored: %v\n", sub, err)
+		return errReported
+	}
 	verb := map[string]string{"retry": "queued again, due now", "abandon": "abandoned: it will not be sent"}[sub]
 	fmt.Fprintf(m.Stdout, "ok   %s DiagnosticReport/%s/_history/%d %s\n", dom, id, v, verb)
 	return nil
@@ -176,4 +185,34 @@ func (m *Main) listDeliveries(ctx context.Context, st store.Store, f store.Deliv
 			d.Delivery.State, d.Delivery.Attempts, kind, d.CreatedAt.Format(time.RFC3339), when)
 	}
 	return tw.Flush()
+}
+
+// auditDeliveryOp records an operator's retry or abandon in the audit
+// trail: action U, interaction "operation", agent the operating-system
+// user running the command (method "cli"), the report version and its
+// patient as entities.
+func auditDeliveryOp(ctx context.Context, st store.Store, sub, domain, id string, v int) error {
+	r, err := st.ReportVersion(ctx, domain, id, v)
+	if err != nil {
+		return fmt.Errorf("reading the version: %w", err)
+	}
+	agent := "cli"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		agent = "cli:" + u.Username
+	}
+	rec := &store.AuditRecord{
+		Domain:      domain,
+		Action:      store.AuditActionUpdate,
+		Interaction: "operation",
+		Outcome:     store.AuditOutcomeSuccess,
+		AgentID:     agent,
+		AgentMethod: "cli",
+		NetworkAddr: "localhost",
+		EntityRefs:  []string{"DiagnosticReport/" + id + "/_history/" + strconv.Itoa(v)},
+		RequestPath: "qubs-fhir-bridge deliveries " + sub,
+	}
+	if r.PatientRef != "" {
+		rec.PatientRefs = []string{r.PatientRef}
+	}
+	return st.RecordAudit(ctx, rec)
 }

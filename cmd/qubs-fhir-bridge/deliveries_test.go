@@ -88,6 +88,19 @@ func TestDeliveriesCommand(t *testing.T) {
 			assert.Contains(t, out, "abandoned")
 			_, code = runDeliveries(t, dsn, "list", "--state", "lost")
 			assert.Equal(t, 2, code)
+
+			// The abandon and the retry that went through are in the audit
+			// trail, as $redeliver is; the refused ones changed nothing.
+			recs, _, err := st.SearchAudit(ctx, "acme", store.AuditFilter{Action: store.AuditActionUpdate, OldestFirst: true})
+			require.NoError(t, err)
+			require.Len(t, recs, 2)
+			assert.Equal(t, []string{"DiagnosticReport/" + otherID + "/_history/1"}, recs[0].EntityRefs)
+			assert.Equal(t, []string{"DiagnosticReport/" + failedID + "/_history/1"}, recs[1].EntityRefs)
+			for _, r := range recs {
+				assert.Equal(t, "operation", r.Interaction)
+				assert.Equal(t, "cli", r.AgentMethod)
+				assert.Contains(t, r.RequestPath, "qubs-fhir-bridge deliveries ")
+			}
 		})
 	}
 }

@@ -273,10 +273,11 @@ func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, 
 				WHERE a.recorded < ?)`, c); err != nil {
 			return err
 		}
-		if s.d.auditStaging() != nil {
+		if g := s.d.auditStaging(); g != nil {
 			if _, err := tx.exec(ctx, `DELETE FROM audit_patients_staged WHERE recorded < ?`, c); err != nil {
 				return err
 			}
+			g.purged(tx)
 		}
 		res, err := tx.exec(ctx, `DELETE FROM audit_events WHERE recorded < ?`, c)
 		if err != nil {

@@ -97,3 +97,14 @@ func (g *auditStaging) settle(committed bool) {
 		g.staged = -1
 	}
 }
+
+// purged makes the count unknown once tx ends: the retention purge in tx
+// deleted staged rows, and a count left high would make the next move
+// come early.
+func (g *auditStaging) purged(tx *tx) {
+	tx.afterward(func(bool) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.staged = -1
+	})
+}

@@ -79,8 +79,12 @@ func (s *Store) lockOpsVersion(ctx context.Context, tx *tx, domain, id string, v
 		v.Holder = sqlutil.Holder{Report: report.String, Version: int(leased.Int64), Owner: owner.String}
 	}
 	var seq int64
+	// Locked too: the retention purge does not take the queue's lock, and
+	// a version it purges between this read and the requeue must not be
+	// queued without its submission (PostgreSQL; SQLite's writes are
+	// serial anyway).
 	err = tx.queryRow(ctx, `SELECT state, last_error, purged, queue_seq FROM report_versions
-		WHERE domain = ? AND report_id = ? AND version = ?`, domain, id, version).Scan(&v.State, &v.LastError, &v.Purged, &seq)
+		WHERE domain = ? AND report_id = ? AND version = ?`+s.d.forUpdate(), domain, id, version).Scan(&v.State, &v.LastError, &v.Purged, &seq)
 	if err != nil {
 		return v, "", notFound(err, "report version")
 	}
