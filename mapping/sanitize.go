@@ -14,10 +14,39 @@ import (
 // fhirSafe reports whether s can be a FHIR string as it is: valid UTF-8
 // without control characters other than tab, line feed and carriage
 // return.
-func fhirSafe(s string) bool { return utf8.ValidString(s) && !hasControl(s) }
+func fhirSafe(s string) bool { return safeText(s, utf8.ValidString) }
 
 // fhirSafeBytes is fhirSafe for a byte slice, without converting it.
-func fhirSafeBytes(b []byte) bool { return utf8.Valid(b) && !hasControl(b) }
+func fhirSafeBytes(b []byte) bool { return safeText(b, utf8.Valid) }
+
+// safeText is fhirSafe in one pass over ASCII rather than valid's and
+// hasControl's two: every appointment's twenty-odd strings and service
+// items are checked on every worklist page. Eight bytes at a time while
+// they are ASCII at or above space, which is nearly all of QUBS text;
+// from the first byte that is not, valid and hasControl finish.
+func safeText[T string | []byte](s T, valid func(T) bool) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		// A byte with its high bit set, or one below 0x20 (the exact
+		// "has a byte less than" test for bytes under 0x80).
+		if (x|(x-0x20*lo)&^x)&hi != 0 {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return valid(s[i:]) && !hasControl(s[i:])
+		}
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
 
 // hasControl reports a C0 control character FHIR strings may not hold.
 // They are ASCII, so no byte of a multi-byte UTF-8 sequence is mistaken
