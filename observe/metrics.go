@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -75,7 +76,7 @@ var (
 // and bridge_build_info{version} on a new registry.
 func NewMetrics(version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	f := factory{m.reg}
+	f := factory{promauto.With(m.reg)}
 	m.httpRequests = f.counterVec("bridge_http_requests_total", "FHIR and other HTTP requests answered, by route template, method and status class.", "route", "method", "code")
 	m.httpDuration = f.histogramVec("bridge_http_request_duration_seconds", "Time to answer an HTTP request, by route template and method.", requestBuckets, "route", "method")
 	m.httpInFlight = f.gauge("bridge_http_requests_in_flight", "HTTP requests being answered.")
@@ -221,45 +222,34 @@ func codeIndex(status int) int {
 // "error" when no answer came (status 0).
 func StatusClass(status int) string { return codeNames[codeIndex(status)] }
 
-// factory registers on one registry.
-type factory struct{ reg *prometheus.Registry }
+// factory is promauto's registering factory on one registry, with the
+// options this package sets (a name, a help, buckets) as arguments.
+type factory struct{ promauto.Factory }
 
 func (f factory) counter(name, help string) prometheus.Counter {
-	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	f.reg.MustRegister(c)
-	return c
+	return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 }
 
 func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-	f.reg.MustRegister(c)
-	return c
+	return f.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 func (f factory) gauge(name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	f.reg.MustRegister(g)
-	return g
+	return f.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 }
 
 func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
-	f.reg.MustRegister(g)
-	return g
+	return f.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 }
 
 func (f factory) gaugeFunc(name, help string, fn func() float64) {
-	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn)
 }
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
-	f.reg.MustRegister(h)
-	return h
+	return f.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
 }
 
 func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
-	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
-	f.reg.MustRegister(h)
-	return h
+	return f.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 }

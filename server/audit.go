@@ -344,13 +344,11 @@ func (s *Server) searchAuditEvents(c *gin.Context) error {
 	// An AuditEvent is never updated: its _lastUpdated is its date.
 	f.OldestFirst = res.sort == "date" || res.sort == "_lastUpdated"
 	binding := searchBinding(domain, "AuditEvent", q)
-	if tok := first(q.Params[cursorParam]); tok != "" {
-		raw, err := s.cursors.Open(binding, tok)
-		if err != nil {
-			return err
-		}
-		f.After = string(raw)
+	after, err := s.openCursor(q, binding)
+	if err != nil {
+		return err
 	}
+	f.After = string(after)
 	if err := s.auditor.flush(c.Request.Context()); err != nil {
 		return err
 	}

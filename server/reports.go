@@ -611,13 +611,11 @@ func (s *Server) searchDiagnosticReports(c *gin.Context) error {
 		f.Order = store.ReportsByUpdateDesc
 	}
 	binding := searchBinding(domain, "DiagnosticReport", q)
-	if tok := first(q.Params[cursorParam]); tok != "" {
-		raw, err := s.cursors.Open(binding, tok)
-		if err != nil {
-			return err
-		}
-		f.After = string(raw)
+	after, err := s.openCursor(q, binding)
+	if err != nil {
+		return err
 	}
+	f.After = string(after)
 	bundle, base := s.searchBundle(c, "DiagnosticReport", q)
 	if res.total {
 		n, err := s.cfg.Store.CountReports(ctx, domain, f)

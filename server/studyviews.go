@@ -458,15 +458,9 @@ func (v *studyView) search(s *Server) func(*gin.Context) error {
 		}
 		domain := domainOf(c)
 		binding := searchBinding(domain, v.typ, q)
-		var cur srCursor
-		if tok := first(q.Params[cursorParam]); tok != "" {
-			raw, err := s.cursors.Open(binding, tok)
-			if err != nil {
-				return err
-			}
-			if err := json.Unmarshal(raw, &cur); err != nil || cur.Skip < 0 {
-				return fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor is not valid for this search")
-			}
+		cur, err := s.worklistCursor(q, binding)
+		if err != nil {
+			return err
 		}
 		ctx := c.Request.Context()
 		var matches []mapping.Mapped

@@ -61,6 +61,30 @@ type srCursor struct {
 	Rest uint64 `json:"r,omitempty"`
 }
 
+// openCursor opens the search's paging cursor, sealed for binding; nil
+// when the request has none (the first page).
+func (s *Server) openCursor(q *fhir.Query, binding string) ([]byte, error) {
+	tok := first(q.Params[cursorParam])
+	if tok == "" {
+		return nil, nil
+	}
+	return s.cursors.Open(binding, tok)
+}
+
+// worklistCursor is openCursor for the searches that walk the QUBS
+// worklist: the zero srCursor on the first page.
+func (s *Server) worklistCursor(q *fhir.Query, binding string) (srCursor, error) {
+	var cur srCursor
+	raw, err := s.openCursor(q, binding)
+	if err != nil || raw == nil {
+		return cur, err
+	}
+	if err := json.Unmarshal(raw, &cur); err != nil || cur.Skip < 0 {
+		return cur, fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor is not valid for this search")
+	}
+	return cur, nil
+}
+
 // srFilter holds the parsed search criteria; a nil field matches anything.
 type srFilter struct {
 	id         string // decoded appointment id from _id
@@ -111,15 +135,9 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		return err
 	}
 	binding := searchBinding(domain, "ServiceRequest", q)
-	var cur srCursor
-	if tok := first(q.Params[cursorParam]); tok != "" {
-		raw, err := s.cursors.Open(binding, tok)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(raw, &cur); err != nil || cur.Skip < 0 {
-			return fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor is not valid for this search")
-		}
+	cur, err := s.worklistCursor(q, binding)
+	if err != nil {
+		return err
 	}
 
 	ctx := c.Request.Context()
