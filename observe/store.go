@@ -46,6 +46,7 @@ var storeOps = []string{
 	"fail_delivery", "record_upload_slot", "renew_lease", "pending_deliveries", "delivery_stats",
 	"create_binary", "binary", "claim_idempotency", "lookup_idempotency", "purge_before",
 	"count_audit", "record_audit", "record_audits", "audit_event", "search_audit", "purge_audit_before", "claim_jti",
+	"append_events", "events_after",
 }
 
 type storeOp struct {
@@ -311,4 +312,18 @@ func (s *observedStore) ClaimJTI(ctx context.Context, issuer, jti string, expire
 	fresh, err := s.Store.ClaimJTI(ctx, issuer, jti, expires)
 	c.end(err)
 	return fresh, err
+}
+
+func (s *observedStore) AppendEvents(ctx context.Context, evs ...*store.Event) error {
+	ctx, c := s.begin(ctx, "append_events")
+	err := s.Store.AppendEvents(ctx, evs...)
+	c.end(err)
+	return err
+}
+
+func (s *observedStore) EventsAfter(ctx context.Context, after int64, limit int) ([]store.Event, error) {
+	ctx, c := s.begin(ctx, "events_after")
+	evs, err := s.Store.EventsAfter(ctx, after, limit)
+	c.end(err)
+	return evs, err
 }

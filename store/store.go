@@ -35,6 +35,7 @@ type Store interface {
 	Purger
 	Audit
 	Replay
+	Events
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the database handles. It does not wait for callers
@@ -465,8 +466,9 @@ type Purger interface {
 	// so ids still answer (410 Gone) and nothing is delivered again.
 	// Report versions whose delivery is still pending are kept until the
 	// delivery ends: purging them would lose a report QUBS has not got.
-	// It returns the number of rows purged (report versions, binaries)
-	// and is idempotent. Audit records
+	// Events created before cutoff lose their Resource.
+	// It returns the number of rows purged (report versions, binaries,
+	// events) and is idempotent. Audit records
 	// (PurgeAuditBefore), idempotency records and jti claims hold no PHI
 	// and are left alone.
 	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)
@@ -549,4 +551,70 @@ func (l SchemaLevel) State() string {
 		return "behind"
 	}
 	return "up to date"
+}
+
+// Event topics: what a subscriber can be told about (docs/subscriptions.md).
+const (
+	// EventTopicWorklist: a study arrived in, changed in or left the
+	// pending-reporting worklist (kinds EventArrived, EventChanged,
+	// EventLeft; focus the ServiceRequest).
+	EventTopicWorklist = "worklist"
+	// EventTopicReportDelivery: a DiagnosticReport version's delivery to
+	// QUBS ended (kinds EventDelivered, EventFailed; focus the
+	// DiagnosticReport).
+	EventTopicReportDelivery = "report-delivery"
+	// EventTopicComments: a comment or alert arrived on a study (kind
+	// EventCreated; focus the Communication or Flag).
+	EventTopicComments = "comments"
+)
+
+// Event kinds.
+const (
+	EventArrived   = "arrived"
+	EventChanged   = "changed"
+	EventLeft      = "left"
+	EventDelivered = "delivered"
+	EventFailed    = "failed"
+	EventCreated   = "created"
+)
+
+// Event is one entry of the event log: something that became true, which
+// subscribers may be told. It is appended in the transaction that makes it
+// true (an index sync, a delivery's end), so a crash neither loses nor
+// invents one.
+type Event struct {
+	// Seq orders the log; the store sets it. Seqs increase in commit
+	// order and are never reused, so a reader that has handled every
+	// event up to N misses nothing by asking for those after N.
+	Seq int64
+	// Domain is the QUBS domain (the FHIR base).
+	Domain string
+	// Topic is one of the EventTopic constants, Kind one of the Event
+	// kinds.
+	Topic, Kind string
+	// FocusType and FocusID name the FHIR resource the event is about
+	// ("ServiceRequest", its id).
+	FocusType, FocusID string
+	// AppointmentID is the QUBS appointment the event concerns ("" if
+	// none).
+	AppointmentID string
+	// At is when the bridge saw it happen; the store sets it when zero.
+	At time.Time
+	// Resource is the focus resource as it was then (FHIR JSON; PHI),
+	// nil when not kept or purged by retention.
+	Resource []byte
+}
+
+// Events is the event log. Producers inside the store (index sync,
+// delivery ends) append in their own transactions; AppendEvents is for
+// producers outside it.
+type Events interface {
+	// AppendEvents appends evs in one transaction, setting each one's Seq
+	// and, when zero, At.
+	// Errors: ErrInvalid if an event lacks Domain, Topic, Kind, FocusType
+	// or FocusID.
+	AppendEvents(ctx context.Context, evs ...*Event) error
+	// EventsAfter returns up to limit events with Seq > after, in Seq
+	// order. Errors: ErrInvalid for limit <= 0.
+	EventsAfter(ctx context.Context, after int64, limit int) ([]Event, error)
 }

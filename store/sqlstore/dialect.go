@@ -42,6 +42,11 @@ type dialect interface {
 	// database at once; called first in the migration transaction.
 	lockMigrations(ctx context.Context, tx *tx) error
 
+	// lockEvents serialises appends to the event log until the
+	// transaction ends, so seqs commit in order (events.go); a no-op where
+	// write transactions are serial anyway.
+	lockEvents(ctx context.Context, tx *tx) error
+
 	// insertArtifacts writes the artifacts of a new version r.
 	insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error
 	// insertAudits writes a checked batch of audit records and their

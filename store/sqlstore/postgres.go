@@ -135,6 +135,13 @@ func (postgresDialect) lockMigrations(ctx context.Context, tx *tx) error {
 	return err
 }
 
+// lockEvents takes the event log's advisory lock, keyed by the schema
+// like lockMigrations, until the transaction ends.
+func (postgresDialect) lockEvents(ctx context.Context, tx *tx) error {
+	_, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('qubs-fhir-bridge/events/' || current_schema(), 0))`)
+	return err
+}
+
 // insertArtifacts writes the artifacts of a version with one binary COPY,
 // each one's bytes streamed through a pipe in 64 KiB messages: as a bytea
 // parameter, the driver would copy the 2 MiB of a report's PDF twice (the

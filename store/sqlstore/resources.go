@@ -146,6 +146,16 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 			return err
 		}
 		k, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		n += int(k)
+		// Events keep their skeleton (what happened to which id, when)
+		// for the subscriptions' $events; the resource as it was goes.
+		if res, err = tx.exec(ctx, `UPDATE events SET resource = NULL WHERE at < ? AND resource IS NOT NULL`, c); err != nil {
+			return err
+		}
+		k, err = res.RowsAffected()
 		n += int(k)
 		return err
 	})

@@ -144,6 +144,7 @@ func (*sqliteDialect) skipLocked() string                        { return "" }
 func (*sqliteDialect) readTx() *sql.TxOptions                    { return nil }
 func (*sqliteDialect) migrations() (fs.FS, string)               { return sqliteMigrations, "migrations/sqlite" }
 func (*sqliteDialect) lockMigrations(context.Context, *tx) error { return nil }
+func (*sqliteDialect) lockEvents(context.Context, *tx) error     { return nil }
 
 func (*sqliteDialect) jsonElements(expr, alias string) string {
 	return "json_each(" + expr + ") AS " + alias

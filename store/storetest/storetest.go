@@ -86,6 +86,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimJTIExpiry", testClaimJTIExpiry},
 		{"ClaimJTIRace", testClaimJTIRace},
 		{"ErrorsCarryNoPHI", testErrorsCarryNoPHI},
+		{"Events", testEvents},
+		{"EventsInvalid", testEventsInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +110,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ReplicasIdempotency", testReplicasIdempotency},
 		{"ReplicasClaimJTI", testReplicasClaimJTI},
 		{"ReplicasAudit", testReplicasAudit},
+		{"ReplicasEvents", testReplicasEvents},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
