@@ -36,7 +36,7 @@ func serviceItemCode(it qubs.ServiceItem) (code, display string, ok bool) {
 // key that matches only case-insensitively, or non-ASCII keys (which
 // encoding/json folds).
 func serviceItemCodeFast(it []byte) (code, display []byte, ok, sure bool) {
-	if len(it) == 0 || !json.Valid(it) {
+	if len(it) == 0 || !flatObjectValid(it) && !json.Valid(it) {
 		return nil, nil, false, true // json.Unmarshal fails as well
 	}
 	i := skipSpace(it, 0)
@@ -105,6 +105,123 @@ func scalarFast(v []byte) (s []byte, sure bool) {
 		return v, true // json.Number keeps the literal
 	}
 	return nil, true // null, true, false, an object or an array
+}
+
+// flatObjectValid reports whether b is, for sure, valid JSON: an object
+// whose values are strings (printable ASCII, no escapes), numbers, true,
+// false or null, as QUBS writes service items. False means "not known":
+// anything else (nested values, escapes, other bytes) is left to
+// json.Valid, which was a quarter of encoding a ServiceRequest.
+func flatObjectValid(b []byte) bool {
+	i := skipSpace(b, 0)
+	if i == len(b) || b[i] != '{' {
+		return false
+	}
+	if i = skipSpace(b, i+1); i < len(b) && b[i] == '}' {
+		return skipSpace(b, i+1) == len(b)
+	}
+	for {
+		if i = flatString(b, i); i < 0 {
+			return false
+		}
+		if i = skipSpace(b, i); i == len(b) || b[i] != ':' {
+			return false
+		}
+		if i = flatScalar(b, skipSpace(b, i+1)); i < 0 {
+			return false
+		}
+		if i = skipSpace(b, i); i == len(b) {
+			return false
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			return skipSpace(b, i+1) == len(b)
+		default:
+			return false
+		}
+	}
+}
+
+// flatString returns the index past the string at b[i], or -1 when there
+// is none flatObjectValid vouches for.
+func flatString(b []byte, i int) int {
+	if i == len(b) || b[i] != '"' {
+		return -1
+	}
+	for i++; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1
+		case c < 0x20 || c == '\\' || c >= utf8.RuneSelf:
+			return -1
+		}
+	}
+	return -1
+}
+
+// flatScalar returns the index past the string, number or literal at
+// b[i], or -1.
+func flatScalar(b []byte, i int) int {
+	if i == len(b) {
+		return -1
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return flatString(b, i)
+	case c == '-' || '0' <= c && c <= '9':
+		return flatNumber(b, i)
+	}
+	for _, lit := range [...]string{"true", "false", "null"} {
+		if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+			return i + len(lit)
+		}
+	}
+	return -1
+}
+
+// flatNumber returns the index past the JSON number at b[i] (RFC 8259
+// section 6), or -1.
+func flatNumber(b []byte, i int) int {
+	digits := func(i int) int {
+		j := i
+		for j < len(b) && '0' <= b[j] && b[j] <= '9' {
+			j++
+		}
+		if j == i {
+			return -1
+		}
+		return j
+	}
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i == len(b):
+		return -1
+	case b[i] == '0':
+		i++
+	default:
+		if i = digits(i); i < 0 {
+			return -1
+		}
+	}
+	if i < len(b) && b[i] == '.' {
+		if i = digits(i + 1); i < 0 {
+			return -1
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i = digits(i); i < 0 {
+			return -1
+		}
+	}
+	return i
 }
 
 func skipSpace(b []byte, i int) int {

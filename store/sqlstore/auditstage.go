@@ -70,12 +70,19 @@ func (g *auditStaging) added(ctx context.Context, tx *tx, n int) error {
 	if g.pending < g.moveAt {
 		return nil
 	}
-	// In key order, so that each leaf of audit_patients is visited once
-	// for all of its new rows. (WHERE: SQLite would read ON as a join's.)
-	if _, err := tx.exec(ctx, `INSERT INTO audit_patients (domain, patient_ref, recorded, audit_id)
+	// In key order within a domain, so that each leaf of audit_patients is
+	// visited once for all of its new rows. patient_ref leads the sort: it
+	// tells most rows apart at its first column, where SQLite's sorter
+	// compares text without decoding the rest of the record (with domain
+	// first, equal in almost every pair, every comparison went the slow
+	// way; the sort's CPU halved in BenchmarkRecordAudits). Several domains
+	// then interleave, each still in its own key order. OR IGNORE, unlike
+	// ON CONFLICT DO NOTHING, cannot abort half-way (NOT NULL is ignored
+	// too, and the staged columns are NOT NULL anyway), so SQLite keeps no
+	// statement journal of the pages the move changes (15 % of its CPU).
+	if _, err := tx.exec(ctx, `INSERT OR IGNORE INTO audit_patients (domain, patient_ref, recorded, audit_id)
 		SELECT domain, patient_ref, recorded, audit_id FROM audit_patients_staged
-		WHERE TRUE ORDER BY domain, patient_ref, recorded, audit_id
-		ON CONFLICT DO NOTHING`); err != nil {
+		ORDER BY patient_ref, domain, recorded, audit_id`); err != nil {
 		return err
 	}
 	if _, err := tx.exec(ctx, `DELETE FROM audit_patients_staged`); err != nil {

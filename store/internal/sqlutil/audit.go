@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
@@ -129,19 +130,33 @@ func PrepareAudit(a *store.AuditRecord) error {
 func unique(refs []string) []string {
 	if len(refs) > 16 {
 		// A search page names a hundred patients; quadratic would show.
+		// The server hands them over deduplicated already, so the list is
+		// copied only when it has a repeat.
 		seen := make(map[string]struct{}, len(refs))
-		out := make([]string, 0, len(refs))
-		for _, r := range refs {
-			if _, ok := seen[r]; !ok {
-				seen[r] = struct{}{}
-				out = append(out, r)
+		for i, r := range refs {
+			if _, ok := seen[r]; ok {
+				return uniqueFrom(refs, i, seen)
 			}
+			seen[r] = struct{}{}
 		}
-		return out
+		return refs
 	}
 	var out []string
 	for _, r := range refs {
 		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// uniqueFrom is unique for refs whose first repeat is at i; seen holds
+// the references before it.
+func uniqueFrom(refs []string, i int, seen map[string]struct{}) []string {
+	out := append(make([]string, 0, len(refs)-1), refs[:i]...)
+	for _, r := range refs[i:] {
+		if _, ok := seen[r]; !ok {
+			seen[r] = struct{}{}
 			out = append(out, r)
 		}
 	}
@@ -154,8 +169,26 @@ func EncodeRefs(refs []string) string {
 	if len(refs) == 0 {
 		return "[]"
 	}
-	b, _ := json.Marshal(refs) // a []string always marshals
-	return string(b)
+	// Written directly, as json.Marshal writes a []string (jsonw escapes
+	// alike): a page's record encodes two lists of a hundred, and
+	// reflection was most of that.
+	n := 2
+	for _, r := range refs {
+		n += len(r) + 3
+	}
+	var b strings.Builder
+	b.Grow(n)
+	buf := make([]byte, 0, 64)
+	b.WriteByte('[')
+	for i, r := range refs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		buf = jsonw.String(buf[:0], r)
+		b.Write(buf)
+	}
+	b.WriteByte(']')
+	return b.String()
 }
 
 // DecodeRefs reverses EncodeRefs; an empty list is nil.

@@ -1,6 +1,10 @@
 package sqlutil
 
 import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +62,18 @@ func TestPrepareAudit(t *testing.T) {
 	assert.Nil(t, a.EntityRefs, "empty is nil, as read back")
 }
 
+func TestUniqueLong(t *testing.T) {
+	var refs []string
+	for i := range 40 {
+		refs = append(refs, "Patient/"+strconv.Itoa(i))
+	}
+	assert.Equal(t, refs, unique(refs), "no repeat: the same list")
+	withRepeats := append(slices.Clone(refs), "Patient/3", "Patient/40", "Patient/0", "Patient/40")
+	before := slices.Clone(withRepeats)
+	assert.Equal(t, append(slices.Clone(refs), "Patient/40"), unique(withRepeats))
+	assert.Equal(t, before, withRepeats, "the caller's slice is left alone")
+}
+
 func TestRefsColumn(t *testing.T) {
 	for _, refs := range [][]string{nil, {"Patient/1"}, {"ServiceRequest/1", `Odd/"quoted"`}} {
 		s := EncodeRefs(refs)
@@ -66,7 +82,13 @@ func TestRefsColumn(t *testing.T) {
 		assert.Equal(t, refs, got)
 	}
 	assert.Equal(t, "[]", EncodeRefs([]string{}))
-	_, err := DecodeRefs("not json")
+	// Byte for byte what json.Marshal wrote before, the column's earlier
+	// rows included.
+	odd := []string{"Patient/1", `a"b\c`, "<&>", "\u2028\u2029", "\x00\x1f\x7f", "\xff", strings.Repeat("é", 40)}
+	want, err := json.Marshal(odd)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), EncodeRefs(odd))
+	_, err = DecodeRefs("not json")
 	assert.Error(t, err)
 }
 
