@@ -8,6 +8,7 @@
 package worklist
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type Syncer struct {
 	Logger    *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// PageSize is the QUBS page of a walk; 0 means PageSize (tests use
+	// small pages to walk several with few studies).
+	PageSize int
 	// Walking, when set, is called as a walk of domain starts (true) and
 	// ends (false): for tests that check walks never overlap.
 	Walking func(domain string, started bool)
@@ -108,7 +112,7 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 	token := ""
 	for {
 		at := s.now()
-		page, err := s.QUBS.ListPending(ctx, domain, PageSize, token)
+		page, err := s.QUBS.ListPending(ctx, domain, cmp.Or(s.PageSize, PageSize), token)
 		res.Calls++
 		if err != nil {
 			return res, err

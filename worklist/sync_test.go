@@ -85,10 +85,10 @@ func TestSyncConverges(t *testing.T) {
 	for name, open := range engines {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			sim, client := simClient(t, qubssim.Options{Seed: 7, Appointments: 900})
+			sim, client := simClient(t, qubssim.Options{Seed: 7, Appointments: 300})
 			st := open(t)
 			domain := sim.Domains()[0]
-			s := &worklist.Syncer{Store: st, QUBS: client, Zones: zones(t, sim), Owner: "r1"}
+			s := &worklist.Syncer{Store: st, QUBS: client, Zones: zones(t, sim), Owner: "r1", PageSize: 100}
 			ctx := context.Background()
 
 			res, err := s.SyncOnce(ctx, domain)
@@ -96,7 +96,7 @@ func TestSyncConverges(t *testing.T) {
 			want := sim.PendingIDs(domain)
 			assert.Equal(t, len(want), res.Arrived)
 			assert.Equal(t, want, indexed(t, st, domain))
-			assert.Equal(t, (len(sim.AppointmentIDs(domain))+worklist.PageSize-1)/worklist.PageSize, res.Calls, "one QUBS call per 500 examined")
+			assert.Equal(t, (len(sim.AppointmentIDs(domain))+99)/100, res.Calls, "one QUBS call per page examined")
 
 			res, err = s.SyncOnce(ctx, domain)
 			require.NoError(t, err)
@@ -158,15 +158,15 @@ func (f *failingPages) ListPending(ctx context.Context, domain string, n int, to
 // the studies after the failure, and must not take them for gone.
 func TestFailedWalkMarksNothingLeft(t *testing.T) {
 	t.Parallel()
-	sim, client := simClient(t, qubssim.Options{Seed: 3, Appointments: 1200})
+	sim, client := simClient(t, qubssim.Options{Seed: 3, Appointments: 200})
 	st := engines["sqlite"](t)
 	domain := sim.Domains()[0]
-	s := &worklist.Syncer{Store: st, QUBS: client, Zones: zones(t, sim), Owner: "r1"}
+	s := &worklist.Syncer{Store: st, QUBS: client, Zones: zones(t, sim), Owner: "r1", PageSize: 50}
 	ctx := context.Background()
 	_, err := s.SyncOnce(ctx, domain)
 	require.NoError(t, err)
 	before := indexed(t, st, domain)
-	require.Greater(t, len(before), worklist.PageSize, "needs two pages")
+	require.Greater(t, len(before), 50, "needs two pages")
 
 	gone := before[0]
 	sim.SetStatus(domain, gone, "AUTHORISED")
@@ -213,7 +213,7 @@ func TestRefresh(t *testing.T) {
 // dies holding the lease is replaced once it runs out.
 func TestReplicasNeverSyncAtOnce(t *testing.T) {
 	t.Parallel()
-	sim, client := simClient(t, qubssim.Options{Seed: 9, Appointments: 300})
+	sim, client := simClient(t, qubssim.Options{Seed: 9, Appointments: 100})
 	dsn := pgtest.DSN(t)
 	domain := sim.Domains()[0]
 	var walking, maxWalking, walks atomic.Int32

@@ -76,6 +76,21 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 			return nil, store.E(store.KindInvalid, "a worklist row needs its domain, ids, digest, appointment and resource")
 		}
 	}
+	// One row per appointment: a batch naming one twice (a QUBS page
+	// repeating an item) keeps the last, as one upsert statement must.
+	last := make(map[string]int, len(rows))
+	for i := range rows {
+		last[rows[i].AppointmentID] = i
+	}
+	if len(last) < len(rows) {
+		kept := make([]store.WorklistRow, 0, len(last))
+		for i := range rows {
+			if last[rows[i].AppointmentID] == i {
+				kept = append(kept, rows[i])
+			}
+		}
+		rows = kept
+	}
 	if owner != "" && lease <= 0 {
 		return nil, store.E(store.KindInvalid, "lease must be positive")
 	}
@@ -92,6 +107,7 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 			return err
 		}
 		var seen []any
+		var put []*store.WorklistRow
 		var evs []*store.Event
 		for i := range rows {
 			r := &rows[i]
@@ -114,11 +130,12 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 				seen = append(seen, r.AppointmentID)
 				continue
 			}
-			if err := s.putWorklistRow(ctx, t, r, now); err != nil {
-				return err
-			}
+			put = append(put, r)
 			evs = append(evs, &store.Event{Domain: domain, Topic: store.EventTopicWorklist, Kind: kind,
 				FocusType: "ServiceRequest", FocusID: r.ID, AppointmentID: r.AppointmentID, At: now, Resource: r.Resource})
+		}
+		if err := s.putWorklistRows(ctx, t, domain, put, now); err != nil {
+			return err
 		}
 		for len(seen) > 0 {
 			n := min(len(seen), worklistChunk)
@@ -166,32 +183,60 @@ func (s *Store) worklistStates(ctx context.Context, t *tx, domain string, rows [
 	return out, nil
 }
 
-// putWorklistRow writes r's content as of now (arrived or changed) and
-// its tokens.
-func (s *Store) putWorklistRow(ctx context.Context, t *tx, r *store.WorklistRow, now time.Time) error {
+// putWorklistRows writes the content of rows as of now (arrived or
+// changed) and their tokens, a chunk of rows per statement: a walk's
+// first batch is 500 new rows, and a statement each would be most of its
+// cost.
+func (s *Store) putWorklistRows(ctx context.Context, t *tx, domain string, rows []*store.WorklistRow, now time.Time) error {
 	n := s.tm(now)
-	if _, err := t.exec(ctx, `INSERT INTO worklist_index (domain, appointment_id, id, patient, performer, requester, status, priority,
-			priority_rank, occurrence_start, occurrence_end, needed_by, site, appointment, resource, digest, last_updated, first_seen, seen_at, left_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
-		ON CONFLICT (domain, appointment_id) DO UPDATE SET id = excluded.id, patient = excluded.patient,
-			performer = excluded.performer, requester = excluded.requester, status = excluded.status,
-			priority = excluded.priority, priority_rank = excluded.priority_rank,
-			occurrence_start = excluded.occurrence_start, occurrence_end = excluded.occurrence_end,
-			needed_by = excluded.needed_by, site = excluded.site, appointment = excluded.appointment,
-			resource = excluded.resource, digest = excluded.digest, last_updated = excluded.last_updated,
-			seen_at = excluded.seen_at, left_at = NULL`,
-		r.Domain, r.AppointmentID, r.ID, r.Patient, r.Performer, r.Requester, r.Status, r.Priority,
-		r.PriorityRank, s.tmPtr(sqlutil.TimePtr(r.OccurrenceStart)), s.tmPtr(sqlutil.TimePtr(r.OccurrenceEnd)), s.tmPtr(sqlutil.TimePtr(r.NeededBy)),
-		r.Site, r.Appointment, r.Resource, r.Digest, n, n, n); err != nil {
-		return err
-	}
-	if _, err := t.exec(ctx, `DELETE FROM worklist_tokens WHERE domain = ? AND appointment_id = ?`, r.Domain, r.AppointmentID); err != nil {
-		return err
-	}
-	for _, k := range r.Tokens {
-		if _, err := t.exec(ctx, `INSERT INTO worklist_tokens (domain, appointment_id, param, system, code) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT DO NOTHING`, r.Domain, r.AppointmentID, k.Param, k.System, k.Code); err != nil {
+	const perInsert = 100 // 19 parameters a row: far below both engines' limits
+	for lo := 0; lo < len(rows); lo += perInsert {
+		chunk := rows[lo:min(lo+perInsert, len(rows))]
+		var vals []string
+		var args, ids []any
+		for _, r := range chunk {
+			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)")
+			args = append(args, domain, r.AppointmentID, r.ID, r.Patient, r.Performer, r.Requester, r.Status, r.Priority,
+				r.PriorityRank, s.tmPtr(sqlutil.TimePtr(r.OccurrenceStart)), s.tmPtr(sqlutil.TimePtr(r.OccurrenceEnd)), s.tmPtr(sqlutil.TimePtr(r.NeededBy)),
+				r.Site, r.Appointment, r.Resource, r.Digest, n, n, n)
+			ids = append(ids, r.AppointmentID)
+		}
+		if _, err := t.exec(ctx, `INSERT INTO worklist_index (domain, appointment_id, id, patient, performer, requester, status, priority,
+				priority_rank, occurrence_start, occurrence_end, needed_by, site, appointment, resource, digest, last_updated, first_seen, seen_at, left_at)
+			VALUES `+strings.Join(vals, ", ")+`
+			ON CONFLICT (domain, appointment_id) DO UPDATE SET id = excluded.id, patient = excluded.patient,
+				performer = excluded.performer, requester = excluded.requester, status = excluded.status,
+				priority = excluded.priority, priority_rank = excluded.priority_rank,
+				occurrence_start = excluded.occurrence_start, occurrence_end = excluded.occurrence_end,
+				needed_by = excluded.needed_by, site = excluded.site, appointment = excluded.appointment,
+				resource = excluded.resource, digest = excluded.digest, last_updated = excluded.last_updated,
+				seen_at = excluded.seen_at, left_at = NULL`, args...); err != nil {
 			return err
+		}
+		if _, err := t.exec(ctx, `DELETE FROM worklist_tokens WHERE domain = ? AND appointment_id IN (`+placeholders(len(ids))+`)`,
+			append([]any{domain}, ids...)...); err != nil {
+			return err
+		}
+		vals, args = vals[:0], args[:0]
+		seen := map[store.WorklistToken]bool{}
+		for _, r := range chunk {
+			clear(seen)
+			for _, k := range r.Tokens {
+				if seen[k] {
+					continue // the key is (row, param, system, code)
+				}
+				seen[k] = true
+				vals = append(vals, "(?, ?, ?, ?, ?)")
+				args = append(args, domain, r.AppointmentID, k.Param, k.System, k.Code)
+			}
+		}
+		for len(vals) > 0 {
+			m := min(len(vals), 1000) // 5 parameters each
+			if _, err := t.exec(ctx, `INSERT INTO worklist_tokens (domain, appointment_id, param, system, code) VALUES `+
+				strings.Join(vals[:m], ", "), args[:5*m]...); err != nil {
+				return err
+			}
+			vals, args = vals[m:], args[5*m:]
 		}
 	}
 	return nil
