@@ -440,3 +440,13 @@ func (s *Server) indexGone(c *gin.Context, domain, appointmentID string) {
 		s.log.Warn("worklist index: drop failed", "correlation_id", correlationIDOf(c), "error", err.Error())
 	}
 }
+
+// indexedRecently reports whether the index finished a walk of domain
+// within knownDomainTTL (by any replica).
+func (s *Server) indexedRecently(c *gin.Context, domain string) bool {
+	if !s.indexed() {
+		return false
+	}
+	st, err := s.cfg.Store.WorklistSyncState(c.Request.Context(), domain)
+	return err == nil && st.Finished != nil && time.Since(*st.Finished) < knownDomainTTL
+}
