@@ -33,9 +33,9 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -199,7 +199,9 @@ func testWorklistSearch(t *testing.T, s store.Store) {
 		require.NoError(t, err)
 		return worklistIDs(p.Rows)
 	}
-	cond := func(field, op string, v any) store.WorklistCond { return store.WorklistCond{Field: field, Op: op, Value: v} }
+	cond := func(field, op string, v any) store.WorklistCond {
+		return store.WorklistCond{Field: field, Op: op, Value: v}
+	}
 	one := func(cs ...store.WorklistCond) store.WorklistClause { return store.WorklistClause{cs} }
 	tok := func(param, system, code string) store.WorklistCond {
 		return store.WorklistCond{Field: param, Token: &store.WorklistTokenMatch{System: system, Code: code, HasSystem: system != ""}}
