@@ -39,7 +39,7 @@ func newOptions() *options {
 	add("qubs-client-secret", "QUBS_CLIENT_SECRET", "", "QUBS OAuth2 client secret (prefer the file)", true)
 	add("qubs-client-secret-file", "QUBS_CLIENT_SECRET_FILE", "", "file holding the QUBS client secret", false)
 	add("qubs-auth-style", "QUBS_AUTH_STYLE", "body", "how the bridge sends its QUBS client credentials to QUBS_TOKEN_URL: body (form fields, client_secret_post), basic (HTTP Basic, client_secret_basic) or auto (try one, then the other)", false)
-	add("domains", "BRIDGE_DOMAINS", "", "comma-separated QUBS domains this deployment serves; check (and serve at start) probes each; empty probes none (the bridge learns domains from QUBS)", false)
+	add("domains", "BRIDGE_DOMAINS", "", "comma-separated QUBS domains this deployment serves; check (and serve at start) probes each, and the worklist index walks each from the start; empty probes none (the bridge learns domains from QUBS)", false)
 	add("listen", "BRIDGE_LISTEN", "127.0.0.1:8080", "listen address of the FHIR server", false)
 	add("public-url", "BRIDGE_PUBLIC_URL", "", "absolute base URL used in Bundle links and Location headers; default derived from the request", false)
 	add("store", "BRIDGE_STORE", "sqlite:qubs-fhir-bridge.db", "sqlite:PATH (one replica) or a postgres:// URL (several replicas)", false)
