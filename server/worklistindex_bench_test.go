@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +59,7 @@ func fillIndex(b *testing.B, e *env, s *worklist.Syncer, domain string, n int) {
 // a total through the real router over 10,000 and 100,000 indexed
 // studies (SQLite), and the QUBS calls it costs (none).
 func BenchmarkIndexedSearch(b *testing.B) {
-	for _, n := range []int{10_000, 100_000} {
+	for _, n := range benchSizes() {
 		var syncer *worklist.Syncer
 		e := newEnv(b, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 100 }, withIndex(b, &syncer))
 		domain := "bench"
@@ -96,4 +99,20 @@ func fillIndexFrom(b *testing.B, e *env, s *worklist.Syncer, src, domain string,
 		e.sim.PutAppointment(a)
 	}
 	fillIndex(b, e, s, domain, n)
+}
+
+// benchSizes are the index sizes of BenchmarkIndexedSearch;
+// BENCH_INDEX_SIZES=10000 runs one (the 100,000 fixture takes minutes).
+func benchSizes() []int {
+	if v := os.Getenv("BENCH_INDEX_SIZES"); v != "" {
+		var out []int
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return []int{10_000, 100_000}
 }

@@ -46,6 +46,17 @@ func syncIndex(t testing.TB, s *worklist.Syncer, domain string) worklist.Result 
 	return res
 }
 
+// indexedEnv is an env of n seeded appointments with the index on
+// SQLite, walked once; it returns the first domain.
+func indexedEnv(t testing.TB, n int) (*env, *worklist.Syncer, string) {
+	t.Helper()
+	var syncer *worklist.Syncer
+	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = n }, withIndex(t, &syncer))
+	domain := e.sim.Domains()[0]
+	syncIndex(t, syncer, domain)
+	return e, syncer, domain
+}
+
 // walkIDs follows next links from u and returns the ids of the matches.
 func walkIDs(t testing.TB, u string) []string {
 	t.Helper()
@@ -133,10 +144,7 @@ func TestIndexedSearchConverges(t *testing.T) {
 // refreshes its row.
 func TestIndexedReadGone(t *testing.T) {
 	t.Parallel()
-	var syncer *worklist.Syncer
-	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 60 }, withIndex(t, &syncer))
-	domain := e.sim.Domains()[0]
-	syncIndex(t, syncer, domain)
+	e, syncer, domain := indexedEnv(t, 60)
 	ids := e.sim.PendingIDs(domain)
 	gone, changed := ids[0], ids[1]
 	goneSR, _ := mapping.ServiceRequestID(gone)
@@ -166,10 +174,7 @@ func TestIndexedReadGone(t *testing.T) {
 // the appointment the write read.
 func TestIndexedWriteRefreshes(t *testing.T) {
 	t.Parallel()
-	var syncer *worklist.Syncer
-	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 30 }, withIndex(t, &syncer))
-	domain := e.sim.Domains()[0]
-	syncIndex(t, syncer, domain)
+	e, _, domain := indexedEnv(t, 30)
 	id := e.sim.PendingIDs(domain)[2]
 	sr, _ := mapping.ServiceRequestID(id)
 	a, _ := e.sim.Appointment(domain, id)
@@ -190,10 +195,7 @@ func TestIndexedWriteRefreshes(t *testing.T) {
 // say, evaluated here on the samply models.
 func TestIndexedSearchParameters(t *testing.T) {
 	t.Parallel()
-	var syncer *worklist.Syncer
-	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 300 }, withIndex(t, &syncer))
-	domain := e.sim.Domains()[0]
-	syncIndex(t, syncer, domain)
+	e, _, domain := indexedEnv(t, 300)
 	ws := pendingSRs(t, e, domain)
 	require.NotEmpty(t, ws)
 	calls := len(e.sim.Requests())

@@ -161,9 +161,11 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		n += int(k)
 		// Worklist index rows of studies that left the worklist before
 		// the cutoff go whole: they are PHI, and nothing answers for them.
-		if _, err := tx.exec(ctx, `DELETE FROM worklist_tokens WHERE EXISTS (SELECT 1 FROM worklist_index w
-			WHERE w.domain = worklist_tokens.domain AND w.appointment_id = worklist_tokens.appointment_id AND w.left_at < ?)`, c); err != nil {
-			return err
+		for _, table := range []string{"worklist_tokens", "worklist_content"} {
+			if _, err := tx.exec(ctx, `DELETE FROM `+table+` WHERE EXISTS (SELECT 1 FROM worklist_index w
+				WHERE w.domain = `+table+`.domain AND w.appointment_id = `+table+`.appointment_id AND w.left_at < ?)`, c); err != nil {
+				return err
+			}
 		}
 		if res, err = tx.exec(ctx, `DELETE FROM worklist_index WHERE left_at < ?`, c); err != nil {
 			return err

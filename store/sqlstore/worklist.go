@@ -189,28 +189,34 @@ func (s *Store) worklistStates(ctx context.Context, t *tx, domain string, rows [
 // cost.
 func (s *Store) putWorklistRows(ctx context.Context, t *tx, domain string, rows []*store.WorklistRow, now time.Time) error {
 	n := s.tm(now)
-	const perInsert = 100 // 19 parameters a row: far below both engines' limits
+	const perInsert = 100 // 17 parameters a row: far below both engines' limits
 	for lo := 0; lo < len(rows); lo += perInsert {
 		chunk := rows[lo:min(lo+perInsert, len(rows))]
-		var vals []string
-		var args, ids []any
+		var vals, cvals []string
+		var args, cargs, ids []any
 		for _, r := range chunk {
-			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)")
+			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)")
 			args = append(args, domain, r.AppointmentID, r.ID, r.Patient, r.Performer, r.Requester, r.Status, r.Priority,
 				r.PriorityRank, s.tmPtr(sqlutil.TimePtr(r.OccurrenceStart)), s.tmPtr(sqlutil.TimePtr(r.OccurrenceEnd)), s.tmPtr(sqlutil.TimePtr(r.NeededBy)),
-				r.Site, r.Appointment, r.Resource, r.Digest, n, n, n)
+				r.Site, r.Digest, n, n, n)
+			cvals = append(cvals, "(?, ?, ?, ?)")
+			cargs = append(cargs, domain, r.AppointmentID, r.Appointment, r.Resource)
 			ids = append(ids, r.AppointmentID)
 		}
 		if _, err := t.exec(ctx, `INSERT INTO worklist_index (domain, appointment_id, id, patient, performer, requester, status, priority,
-				priority_rank, occurrence_start, occurrence_end, needed_by, site, appointment, resource, digest, last_updated, first_seen, seen_at, left_at)
+				priority_rank, occurrence_start, occurrence_end, needed_by, site, digest, last_updated, first_seen, seen_at, left_at)
 			VALUES `+strings.Join(vals, ", ")+`
 			ON CONFLICT (domain, appointment_id) DO UPDATE SET id = excluded.id, patient = excluded.patient,
 				performer = excluded.performer, requester = excluded.requester, status = excluded.status,
 				priority = excluded.priority, priority_rank = excluded.priority_rank,
 				occurrence_start = excluded.occurrence_start, occurrence_end = excluded.occurrence_end,
-				needed_by = excluded.needed_by, site = excluded.site, appointment = excluded.appointment,
-				resource = excluded.resource, digest = excluded.digest, last_updated = excluded.last_updated,
-				seen_at = excluded.seen_at, left_at = NULL`, args...); err != nil {
+				needed_by = excluded.needed_by, site = excluded.site, digest = excluded.digest,
+				last_updated = excluded.last_updated, seen_at = excluded.seen_at, left_at = NULL`, args...); err != nil {
+			return err
+		}
+		if _, err := t.exec(ctx, `INSERT INTO worklist_content (domain, appointment_id, appointment, resource)
+			VALUES `+strings.Join(cvals, ", ")+`
+			ON CONFLICT (domain, appointment_id) DO UPDATE SET appointment = excluded.appointment, resource = excluded.resource`, cargs...); err != nil {
 			return err
 		}
 		if _, err := t.exec(ctx, `DELETE FROM worklist_tokens WHERE domain = ? AND appointment_id IN (`+placeholders(len(ids))+`)`,
@@ -286,7 +292,7 @@ func (s *Store) LeaveWorklist(ctx context.Context, domain, appointmentID string,
 // at now and appends a left event for each, with the ServiceRequest as it
 // last was.
 func (s *Store) leaveWorklist(ctx context.Context, t *tx, where string, now time.Time, args ...any) ([]*store.Event, error) {
-	q, err := t.query(ctx, `UPDATE worklist_index SET left_at = ? WHERE `+where+` RETURNING domain, appointment_id, id, resource`,
+	q, err := t.query(ctx, `UPDATE worklist_index SET left_at = ? WHERE `+where+` RETURNING domain, appointment_id, id`,
 		append([]any{s.tm(now)}, args...)...)
 	if err != nil {
 		return nil, err
@@ -294,7 +300,7 @@ func (s *Store) leaveWorklist(ctx context.Context, t *tx, where string, now time
 	var evs []*store.Event
 	for q.Next() {
 		e := &store.Event{Topic: store.EventTopicWorklist, Kind: store.EventLeft, FocusType: "ServiceRequest", At: now}
-		if err := q.Scan(&e.Domain, &e.AppointmentID, &e.FocusID, &e.Resource); err != nil {
+		if err := q.Scan(&e.Domain, &e.AppointmentID, &e.FocusID); err != nil {
 			q.Close()
 			return nil, err
 		}
@@ -303,7 +309,57 @@ func (s *Store) leaveWorklist(ctx context.Context, t *tx, where string, now time
 	if err := q.Close(); err != nil {
 		return nil, err
 	}
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	byID := make(map[string]*store.Event, len(evs))
+	for _, e := range evs {
+		byID[e.AppointmentID] = e
+	}
+	if err := s.worklistContent(ctx, t.q, evs[0].Domain, keys(byID), func(id string, _, resource []byte) {
+		byID[id].Resource = resource
+	}); err != nil {
+		return nil, err
+	}
 	return evs, s.appendEvents(ctx, t, evs)
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// worklistContent reads the appointment and ServiceRequest of the
+// appointments ids of domain, worklistChunk at a time.
+func (s *Store) worklistContent(ctx context.Context, r q, domain string, ids []string, fn func(id string, appointment, resource []byte)) error {
+	for lo := 0; lo < len(ids); lo += worklistChunk {
+		chunk := ids[lo:min(lo+worklistChunk, len(ids))]
+		args := []any{domain}
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		rows, err := r.query(ctx, `SELECT appointment_id, appointment, resource FROM worklist_content
+			WHERE domain = ? AND appointment_id IN (`+placeholders(len(chunk))+`)`, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			var appt, res []byte
+			if err := rows.Scan(&id, &appt, &res); err != nil {
+				rows.Close()
+				return err
+			}
+			fn(id, appt, res)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WorklistSyncState reads the domain's sync row.
@@ -446,7 +502,10 @@ func worklistKeys(q *store.WorklistQuery) ([]store.WorklistSortKey, error) {
 			return keys, nil
 		}
 	}
-	return append(keys, store.WorklistSortKey{Field: store.WorklistFieldID}), nil
+	// The tie-breaker runs the way the last key does, so that an index on
+	// (domain, key, id) gives the whole order and a page stops early.
+	desc := len(keys) > 0 && keys[len(keys)-1].Desc
+	return append(keys, store.WorklistSortKey{Field: store.WorklistFieldID, Desc: desc}), nil
 }
 
 // keyArgs returns the arguments of sortExpr for key (the missing-time
@@ -505,15 +564,28 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		for rows.Next() {
 			var row store.WorklistRow
 			if err := scanWorklistRow(rows.Scan, &row); err != nil {
+				rows.Close()
 				return err
 			}
 			page.Rows = append(page.Rows, row)
 		}
-		return rows.Err()
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		// The content of the page's rows only (the extra one is a probe
+		// for a next page).
+		served := page.Rows[:min(len(page.Rows), query.Count)]
+		at := make(map[string]int, len(served))
+		ids := make([]string, len(served))
+		for i := range served {
+			at[served[i].AppointmentID], ids[i] = i, served[i].AppointmentID
+		}
+		return s.worklistContent(ctx, r, query.Domain, ids, func(id string, appt, res []byte) {
+			served[at[id]].Appointment, served[at[id]].Resource = appt, res
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -526,11 +598,11 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 }
 
 const worklistSelect = `w.domain, w.appointment_id, w.id, w.patient, w.performer, w.requester, w.status, w.priority, w.priority_rank,
-	w.occurrence_start, w.occurrence_end, w.needed_by, w.site, w.appointment, w.resource, w.digest, w.last_updated, w.first_seen, w.seen_at, w.left_at`
+	w.occurrence_start, w.occurrence_end, w.needed_by, w.site, w.digest, w.last_updated, w.first_seen, w.seen_at, w.left_at`
 
 func scanWorklistRow(scan func(...any) error, r *store.WorklistRow) error {
 	return scan(&r.Domain, &r.AppointmentID, &r.ID, &r.Patient, &r.Performer, &r.Requester, &r.Status, &r.Priority, &r.PriorityRank,
-		atPtr{&r.OccurrenceStart}, atPtr{&r.OccurrenceEnd}, atPtr{&r.NeededBy}, &r.Site, &r.Appointment, &r.Resource, &r.Digest,
+		atPtr{&r.OccurrenceStart}, atPtr{&r.OccurrenceEnd}, atPtr{&r.NeededBy}, &r.Site, &r.Digest,
 		at{&r.LastUpdated}, at{&r.FirstSeen}, at{&r.SeenAt}, atPtr{&r.LeftAt})
 }
 

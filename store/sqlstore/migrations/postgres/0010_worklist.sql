@@ -13,8 +13,6 @@ CREATE TABLE worklist_index (
     occurrence_end   TIMESTAMPTZ,
     needed_by        TIMESTAMPTZ,
     site             TEXT        NOT NULL DEFAULT '',
-    appointment      BYTEA       NOT NULL,
-    resource         BYTEA       NOT NULL,
     digest           TEXT        NOT NULL,
     last_updated     TIMESTAMPTZ NOT NULL,
     first_seen       TIMESTAMPTZ NOT NULL,
@@ -24,8 +22,17 @@ CREATE TABLE worklist_index (
 );
 CREATE UNIQUE INDEX worklist_index_id ON worklist_index (domain, id);
 CREATE INDEX worklist_index_priority ON worklist_index (domain, priority_rank, id);
+CREATE INDEX worklist_index_performer ON worklist_index (domain, performer);
+CREATE INDEX worklist_index_patient ON worklist_index (domain, patient);
 CREATE INDEX worklist_index_updated ON worklist_index (domain, last_updated, id);
 CREATE INDEX worklist_index_left ON worklist_index (left_at);
+CREATE TABLE worklist_content (
+    domain         TEXT  NOT NULL,
+    appointment_id TEXT  NOT NULL,
+    appointment    BYTEA NOT NULL,
+    resource       BYTEA NOT NULL,
+    PRIMARY KEY (domain, appointment_id)
+);
 CREATE TABLE worklist_tokens (
     domain         TEXT NOT NULL,
     appointment_id TEXT NOT NULL,

@@ -3,7 +3,7 @@
 -- filter and sort on (derived from the ServiceRequest it maps to), the
 -- appointment as received and the ServiceRequest (PHI: rows that left are
 -- deleted by retention). left_at is NULL while the study is on the
--- worklist.
+-- worklist. The appointment and the ServiceRequest are in worklist_content.
 CREATE TABLE worklist_index (
     domain           TEXT    NOT NULL,
     appointment_id   TEXT    NOT NULL,
@@ -18,8 +18,6 @@ CREATE TABLE worklist_index (
     occurrence_end   INTEGER,
     needed_by        INTEGER,
     site             TEXT    NOT NULL DEFAULT '',
-    appointment      BLOB    NOT NULL,
-    resource         BLOB    NOT NULL,
     digest           TEXT    NOT NULL,
     last_updated     INTEGER NOT NULL,
     first_seen       INTEGER NOT NULL,
@@ -29,8 +27,20 @@ CREATE TABLE worklist_index (
 );
 CREATE UNIQUE INDEX worklist_index_id ON worklist_index (domain, id);
 CREATE INDEX worklist_index_priority ON worklist_index (domain, priority_rank, id);
+CREATE INDEX worklist_index_performer ON worklist_index (domain, performer);
+CREATE INDEX worklist_index_patient ON worklist_index (domain, patient);
 CREATE INDEX worklist_index_updated ON worklist_index (domain, last_updated, id);
 CREATE INDEX worklist_index_left ON worklist_index (left_at);
+-- The appointment as received and the ServiceRequest (PHI), apart from
+-- the search columns: searches scan and sort the narrow rows above (a few
+-- hundred bytes each) and read these only for the page they answer.
+CREATE TABLE worklist_content (
+    domain         TEXT NOT NULL,
+    appointment_id TEXT NOT NULL,
+    appointment    BLOB NOT NULL,
+    resource       BLOB NOT NULL,
+    PRIMARY KEY (domain, appointment_id)
+);
 -- The coded values token parameters match (identifier, code, modality).
 CREATE TABLE worklist_tokens (
     domain         TEXT NOT NULL,
