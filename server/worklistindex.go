@@ -16,6 +16,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // WorklistIndex is the worklist index's sync side, as the server uses it
@@ -153,7 +154,7 @@ func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) err
 // indexError turns a failure to get the index ready into an answer: a
 // domain whose first walk has not finished is unavailable for now.
 func indexError(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "not built yet") {
+	if errors.Is(err, worklist.ErrNotSynced) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fhir.Errorf(http.StatusServiceUnavailable, "transient", "the worklist index of this domain is being built; try again shortly")
 	}
 	return fmt.Errorf("worklist index: %w", err)

@@ -456,3 +456,17 @@ func strOf(p *string) string {
 	}
 	return *p
 }
+
+// TestIndexedSearchBeforeFirstWalk: a domain whose first walk has not
+// finished answers 503 (try again), not an empty worklist.
+func TestIndexedSearchBeforeFirstWalk(t *testing.T) {
+	t.Parallel()
+	var syncer *worklist.Syncer
+	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		so.Appointments = 10
+		sc.RequestTimeout = 300 * time.Millisecond
+	}, withIndex(t, &syncer))
+	r := get(t, e.base+"/ServiceRequest")
+	assert.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.body)
+	assert.Contains(t, outcome(t, r), "being built")
+}
