@@ -130,6 +130,10 @@ type Worker struct {
 	// Observer, when set, is told of each attempt and its outcome
 	// (metrics and traces).
 	Observer Observer
+	// Delivered, when set, is called after a version was delivered, with
+	// its appointment: QUBS has changed the study (the worklist index
+	// re-reads it).
+	Delivered func(ctx context.Context, domain, appointmentID string)
 
 	kick chan struct{}
 }
@@ -615,6 +619,9 @@ func (w *Worker) settle(ctx context.Context, r *store.Report, corr string, err e
 	log := w.Logger.With("domain", r.Domain, "report", r.ID, "version", r.Version, "attempt", r.Delivery.Attempts, "correlation_id", corr)
 	if err == nil {
 		log.Info("delivery: delivered")
+		if w.Delivered != nil {
+			w.Delivered(ctx, r.Domain, r.AppointmentID)
+		}
 		return OutcomeDelivered, nil
 	}
 	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || errors.Is(err, errLeaseLost) {

@@ -22,6 +22,9 @@ type Bundle struct {
 	ID string
 	// LastUpdated is Bundle.meta.lastUpdated; zero leaves meta out.
 	LastUpdated time.Time
+	// MetaExtension is Bundle.meta.extension as a JSON array, written
+	// with LastUpdated (the worklist index's freshness); nil for none.
+	MetaExtension []byte
 
 	total   *int
 	links   []bundleLink
@@ -165,7 +168,11 @@ func (b *Bundle) AppendJSON(dst []byte) ([]byte, error) {
 	if !b.LastUpdated.IsZero() {
 		dst = append(dst, `,"meta":{"lastUpdated":"`...)
 		dst = b.LastUpdated.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
-		dst = append(dst, `"}`...)
+		dst = append(dst, '"')
+		if b.MetaExtension != nil {
+			dst = append(append(dst, `,"extension":`...), b.MetaExtension...)
+		}
+		dst = append(dst, '}')
 	}
 	dst = append(dst, `,"type":"searchset"`...)
 	if b.total != nil {

@@ -1,9 +1,9 @@
 package fhir
 
 import (
-	"fmt"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -47,8 +47,9 @@ func ParseDateParam(v string, loc *time.Location) (DateParam, error) {
 		if s == "" {
 			return def
 		}
-		var n int
-		fmt.Sscan(s, &n)
+		// Atoi, not fmt.Sscan: Sscan reads a leading 0 as octal, so
+		// "08" and "09" (August, 9 o'clock) came out as 0.
+		n, _ := strconv.Atoi(s)
 		return n
 	}
 	year, month, day := num(m[1], 0), num(m[2], 1), num(m[3], 1)

@@ -26,6 +26,10 @@ type ParamSpec struct {
 	// ANDs the values (R4 search.html#combining: date=ge..&date=le.. is a
 	// range). Others given twice are refused.
 	Repeatable bool
+	// Modifiers are the modifiers the handler implements besides a
+	// reference's [type] (e.g. "missing"): a value given with one arrives
+	// in Query.Params under "name:modifier".
+	Modifiers []string
 }
 
 // SearchSpec is what a search handler understands.
@@ -77,9 +81,11 @@ var resultParams = map[string]bool{"_count": true, "_include": true, "_revinclud
 //     spec.RevIncludes are handled the same way.
 //   - The [type] modifier of a reference parameter is applied:
 //     "subject:Patient=123" arrives in Params["subject"] as "Patient/123".
-//     Other modifiers (":exact", ":missing", ":not", ":iterate"...) on a
-//     recognised parameter are refused with 400 in both modes: ignoring
-//     one would change what matches, not just what is returned.
+//     Modifiers the spec lists (ParamSpec.Modifiers) arrive under
+//     "name:modifier". Other modifiers (":exact", ":missing", ":not",
+//     ":iterate"...) on a recognised parameter are refused with 400 in
+//     both modes: ignoring one would change what matches, not just what
+//     is returned.
 //   - A recognised parameter given twice (with or without modifier) is
 //     refused with 400 unless its spec is Repeatable (the handler ANDs
 //     the values). Alternatives go comma-separated in one value (OR).
@@ -108,6 +114,16 @@ func ParseSearch(values url.Values, prefer string, spec SearchSpec, defaultCount
 			continue
 		}
 		vs = slices.DeleteFunc(slices.Clone(vs), func(v string) bool { return v == "" })
+		if hasModifier && slices.Contains(ps.Modifiers, modifier) {
+			if len(vs) == 0 {
+				continue
+			}
+			if !ps.Repeatable && (len(vs) > 1 || q.Params[key] != nil) {
+				return nil, Errorf(http.StatusBadRequest, "not-supported", "search parameter %s is repeated", key)
+			}
+			q.Params[key] = append(q.Params[key], vs...)
+			continue
+		}
 		if hasModifier {
 			if ps.Type != "reference" || !resourceTypeRE.MatchString(modifier) {
 				return nil, Errorf(http.StatusBadRequest, "not-supported", "modifier :%s of search parameter %s is not supported", modifier, name)

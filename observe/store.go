@@ -47,6 +47,8 @@ var storeOps = []string{
 	"create_binary", "binary", "claim_idempotency", "lookup_idempotency", "purge_before",
 	"count_audit", "record_audit", "record_audits", "audit_event", "search_audit", "purge_audit_before", "claim_jti",
 	"append_events", "events_after",
+	"take_worklist_lease", "release_worklist_lease", "apply_worklist", "finish_worklist_sync", "leave_worklist",
+	"worklist_sync_state", "search_worklist",
 }
 
 type storeOp struct {
@@ -326,4 +328,53 @@ func (s *observedStore) EventsAfter(ctx context.Context, after int64, limit int)
 	evs, err := s.Store.EventsAfter(ctx, after, limit)
 	c.end(err)
 	return evs, err
+}
+
+func (s *observedStore) TakeWorklistLease(ctx context.Context, domain, owner string, lease time.Duration, now time.Time) (bool, error) {
+	ctx, c := s.begin(ctx, "take_worklist_lease")
+	ok, err := s.Store.TakeWorklistLease(ctx, domain, owner, lease, now)
+	c.end(err)
+	return ok, err
+}
+
+func (s *observedStore) ReleaseWorklistLease(ctx context.Context, domain, owner string) error {
+	ctx, c := s.begin(ctx, "release_worklist_lease")
+	err := s.Store.ReleaseWorklistLease(ctx, domain, owner)
+	c.end(err)
+	return err
+}
+
+func (s *observedStore) ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []store.WorklistRow, now time.Time) ([]store.WorklistChange, error) {
+	ctx, c := s.begin(ctx, "apply_worklist")
+	ch, err := s.Store.ApplyWorklist(ctx, domain, owner, lease, rows, now)
+	c.end(err)
+	return ch, err
+}
+
+func (s *observedStore) FinishWorklistSync(ctx context.Context, domain, owner string, started, now time.Time) ([]string, error) {
+	ctx, c := s.begin(ctx, "finish_worklist_sync")
+	left, err := s.Store.FinishWorklistSync(ctx, domain, owner, started, now)
+	c.end(err)
+	return left, err
+}
+
+func (s *observedStore) LeaveWorklist(ctx context.Context, domain, appointmentID string, now time.Time) (bool, error) {
+	ctx, c := s.begin(ctx, "leave_worklist")
+	ok, err := s.Store.LeaveWorklist(ctx, domain, appointmentID, now)
+	c.end(err)
+	return ok, err
+}
+
+func (s *observedStore) WorklistSyncState(ctx context.Context, domain string) (*store.WorklistSync, error) {
+	ctx, c := s.begin(ctx, "worklist_sync_state")
+	st, err := s.Store.WorklistSyncState(ctx, domain)
+	c.end(err)
+	return st, err
+}
+
+func (s *observedStore) SearchWorklist(ctx context.Context, q store.WorklistQuery) (*store.WorklistPage, error) {
+	ctx, c := s.begin(ctx, "search_worklist")
+	p, err := s.Store.SearchWorklist(ctx, q)
+	c.end(err)
+	return p, err
 }

@@ -231,6 +231,7 @@ func (s *Server) createCommunication(c *gin.Context) error {
 	cm, err := s.cfg.QUBS.CreateComment(ctx, domain, in.AppointmentID, in.Comment, qubsKey("qfb-comment", domain, k))
 	switch qubs.KindOf(err) {
 	case qubs.KindNotFound:
+		s.indexGone(c, domain, in.AppointmentID)
 		return appointmentGone("Communication.basedOn")
 	case qubs.KindConflict:
 		return fhir.Errorf(http.StatusUnprocessableEntity, "business-rule", "this Idempotency-Key was used with a different Communication")
@@ -244,6 +245,9 @@ func (s *Server) createCommunication(c *gin.Context) error {
 			return err
 		}
 	}
+	// The study changed in QUBS (a comment on it): its index row follows
+	// from the appointment this write read, with no further QUBS call.
+	s.indexSaw(c, domain, a)
 	out, id, err := communication(a, *cm)
 	if err != nil {
 		return err

@@ -144,6 +144,12 @@ func (s *Server) knownDomain() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		d := domainOf(c)
 		reachable, known := s.domains.lookup(d)
+		if !known && s.indexedRecently(c, d) {
+			// A complete walk of the worklist index proved the domain
+			// reachable: an indexed search stays free of QUBS calls.
+			s.domains.record(d, true)
+			reachable, known = true, true
+		}
 		if !known {
 			if principalOf(c) == nil && !s.domains.anon.Allow() {
 				// Over the budget the public document is served

@@ -20,6 +20,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // env is the bridge in front of the simulator, both over real loopback HTTP.
@@ -68,6 +69,10 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	client, err := qubs.New(qc)
 	require.NoError(t, err)
 	sc.QUBS = client
+	if sy, ok := sc.Worklist.(*worklist.Syncer); ok {
+		// The index reads the simulator through the bridge's own client.
+		sy.QUBS, sy.Zones = client, sc.Zones
+	}
 	if sc.Store != nil && sc.Kick == nil {
 		startWorker(t, sc.Store, client, &sc)
 	}

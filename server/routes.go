@@ -99,8 +99,8 @@ func (s *Server) routeTable() []routeSpec {
 		{method: http.MethodGet, path: "/metadata", interaction: interactionCapabilities, handler: s.metadata},
 		{method: http.MethodGet, path: "/.well-known/smart-configuration", interaction: interactionDiscovery, handler: s.smartConfiguration},
 
-		{method: http.MethodGet, path: "/ServiceRequest", typ: "ServiceRequest", interaction: interactionSearch, search: &serviceRequestSearch, handler: s.searchServiceRequests},
-		{method: http.MethodPost, path: "/ServiceRequest/_search", typ: "ServiceRequest", interaction: interactionSearch, search: &serviceRequestSearch, handler: s.searchServiceRequests},
+		{method: http.MethodGet, path: "/ServiceRequest", typ: "ServiceRequest", interaction: interactionSearch, search: s.srSearch(), handler: s.searchServiceRequests},
+		{method: http.MethodPost, path: "/ServiceRequest/_search", typ: "ServiceRequest", interaction: interactionSearch, search: s.srSearch(), handler: s.searchServiceRequests},
 		{method: http.MethodGet, path: "/ServiceRequest/:id", typ: "ServiceRequest", interaction: interactionRead, handler: s.readServiceRequest},
 	}
 	for _, typ := range derivedTypes {

@@ -108,6 +108,10 @@ type Config struct {
 	// reads the delivery queue from Store at each scrape; nil is metrics
 	// off. The caller serves Metrics.Handler on a listener of its own.
 	Metrics *observe.Metrics
+	// Worklist, when set with Store, serves ServiceRequest searches from
+	// the worklist index (BRIDGE_WORKLIST_INDEX=on) and is told what reads
+	// and writes learn of single studies; nil searches QUBS as it goes.
+	Worklist WorklistIndex
 	// Tracer, when set, traces each request as a server span named by
 	// method and route template, continuing a client's W3C traceparent;
 	// nil is tracing off.

@@ -125,9 +125,12 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 			values[k] = append(values[k], vs...)
 		}
 	}
-	q, err := fhir.ParseSearch(values, c.GetHeader("Prefer"), serviceRequestSearch, defaultCount, maxCount)
+	q, err := fhir.ParseSearch(values, c.GetHeader("Prefer"), *s.srSearch(), defaultCount, maxCount)
 	if err != nil {
 		return err
+	}
+	if s.indexed() {
+		return s.searchIndexedServiceRequests(c, q)
 	}
 	domain := domainOf(c)
 	filter, err := parseSRFilter(q)
@@ -482,6 +485,7 @@ func (s *Server) readServiceRequest(c *gin.Context) error {
 	a, err := s.cfg.QUBS.GetPending(c.Request.Context(), domain, apptID)
 	if err != nil {
 		if qubs.KindOf(err) == qubs.KindNotFound {
+			s.indexGone(c, domain, apptID)
 			return fhir.Errorf(http.StatusNotFound, "not-found", "ServiceRequest/%s is not known or no longer pending reporting", c.Param("id"))
 		}
 		return err
@@ -493,6 +497,7 @@ func (s *Server) readServiceRequest(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	s.indexSaw(c, domain, a)
 	patient := ""
 	if m.PatientID != "" {
 		patient = "Patient/" + m.PatientID

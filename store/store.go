@@ -36,6 +36,7 @@ type Store interface {
 	Audit
 	Replay
 	Events
+	Worklist
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the database handles. It does not wait for callers
@@ -466,9 +467,10 @@ type Purger interface {
 	// so ids still answer (410 Gone) and nothing is delivered again.
 	// Report versions whose delivery is still pending are kept until the
 	// delivery ends: purging them would lose a report QUBS has not got.
-	// Events created before cutoff lose their Resource.
+	// Events created before cutoff lose their Resource. Worklist index
+	// rows whose study left the worklist before cutoff are deleted.
 	// It returns the number of rows purged (report versions, binaries,
-	// events) and is idempotent. Audit records
+	// events, index rows) and is idempotent. Audit records
 	// (PurgeAuditBefore), idempotency records and jti claims hold no PHI
 	// and are left alone.
 	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)
@@ -617,4 +619,194 @@ type Events interface {
 	// EventsAfter returns up to limit events with Seq > after, in Seq
 	// order. Errors: ErrInvalid for limit <= 0.
 	EventsAfter(ctx context.Context, after int64, limit int) ([]Event, error)
+}
+
+// WorklistRow is one appointment of a domain's worklist index
+// (docs/worklist-index.md): the columns searches filter and sort on,
+// derived from the ServiceRequest the appointment maps to so that search
+// semantics are FHIR's, and the appointment and ServiceRequest themselves
+// (PHI).
+type WorklistRow struct {
+	Domain, AppointmentID string
+	// ID is the ServiceRequest id.
+	ID string
+	// Patient, Performer and Requester are references ("Patient/p1"), ""
+	// when the ServiceRequest has none.
+	Patient, Performer, Requester string
+	// Status and Priority are the ServiceRequest's codes ("" for none);
+	// PriorityRank orders by clinical urgency (WorklistPriorityRank).
+	Status, Priority string
+	PriorityRank     int
+	// OccurrenceStart and OccurrenceEnd are the range occurrence[x]
+	// stands for, end exclusive (a date is the whole site-local day); nil
+	// when there is none.
+	OccurrenceStart, OccurrenceEnd *time.Time
+	// NeededBy is the report-needed-by instant, nil when there is none.
+	NeededBy *time.Time
+	// Site is the scheduled site (locationCode text).
+	Site string
+	// Tokens are the coded values token parameters match.
+	Tokens []WorklistToken
+	// Appointment is the QUBS appointment as received (JSON), Resource the
+	// ServiceRequest (FHIR JSON, meta.lastUpdated set to when the bridge
+	// saw this content first).
+	Appointment, Resource []byte
+	// Digest identifies the content: a row whose digest is unchanged is
+	// not changed.
+	Digest string
+	// Set by the store: when the content last changed, when the row was
+	// first and last seen, and when it left (nil while on the worklist).
+	LastUpdated, FirstSeen, SeenAt time.Time
+	LeftAt                         *time.Time
+}
+
+// WorklistToken is one coded value of a row: Param names the search
+// parameter ("identifier", "code", "modality").
+type WorklistToken struct {
+	Param, System, Code string
+}
+
+// WorklistPriorityRank is the clinical-urgency rank of a FHIR request
+// priority, most urgent first; no priority ranks last.
+func WorklistPriorityRank(code string) int {
+	switch code {
+	case "stat":
+		return 1
+	case "asap":
+		return 2
+	case "urgent":
+		return 3
+	case "routine":
+		return 4
+	}
+	return 9
+}
+
+// WorklistChange is what ApplyWorklist did to one row.
+type WorklistChange struct {
+	AppointmentID string
+	// Kind is EventArrived, EventChanged or "" (unchanged: only seen).
+	Kind string
+}
+
+// WorklistSync is a domain's sync state.
+type WorklistSync struct {
+	Domain string
+	// Owner holds the lease until LeaseUntil ("" when never taken).
+	Owner      string
+	LeaseUntil *time.Time
+	// Started and Finished bound the last complete walk (nil before the
+	// first): everything QUBS changed before Started is in the index.
+	Started, Finished *time.Time
+}
+
+// Worklist fields a WorklistCond compares.
+const (
+	WorklistFieldID              = "id"
+	WorklistFieldPatient         = "patient"
+	WorklistFieldPerformer       = "performer"
+	WorklistFieldRequester       = "requester"
+	WorklistFieldStatus          = "status"
+	WorklistFieldPriority        = "priority"
+	WorklistFieldPriorityRank    = "priority_rank"
+	WorklistFieldOccurrenceStart = "occurrence_start"
+	WorklistFieldOccurrenceEnd   = "occurrence_end"
+	WorklistFieldNeededBy        = "needed_by"
+	WorklistFieldLastUpdated     = "last_updated"
+	WorklistFieldSite            = "site"
+)
+
+// WorklistCond is one condition on a row: Field Op Value for a column
+// (Op one of = <> < <= > >=, Value a string or time.Time; Op "null" or
+// "notnull" for a missing or present value, "" for strings), or, with
+// Token set, "the row has a token of parameter Field matching it".
+type WorklistCond struct {
+	Field string
+	Op    string
+	Value any
+	// Token matches Tokens of parameter Field: System must equal when
+	// HasSystem, Code when not empty.
+	Token *WorklistTokenMatch
+}
+
+// WorklistTokenMatch is a token search value (FHIR system|code rules).
+type WorklistTokenMatch struct {
+	System, Code string
+	HasSystem    bool
+}
+
+// WorklistClause holds when any of its alternatives holds, and an
+// alternative when all its conditions do (FHIR: a comma is OR, a repeated
+// parameter AND, and a date prefix may need two conditions).
+type WorklistClause [][]WorklistCond
+
+// WorklistSortKey is one key of a search's order.
+type WorklistSortKey struct {
+	// Field is WorklistFieldPriorityRank, WorklistFieldOccurrenceStart,
+	// WorklistFieldNeededBy, WorklistFieldLastUpdated or WorklistFieldID.
+	Field string
+	Desc  bool
+}
+
+// WorklistQuery is a search of the index: rows on the worklist (not left)
+// of Domain matching every clause of Where, in Sort order (then by id),
+// Count at a time.
+type WorklistQuery struct {
+	Domain string
+	Where  []WorklistClause
+	Sort   []WorklistSortKey
+	// Count is the page size, 1..MaxSearchLimit.
+	Count int
+	// After is the next cursor of the previous page ("" for the first).
+	After string
+	// Total asks for the number of matches.
+	Total bool
+}
+
+// WorklistPage is one page of a WorklistQuery.
+type WorklistPage struct {
+	Rows []WorklistRow
+	// Next is the cursor of the next page, "" on the last.
+	Next string
+	// Total is the number of matches when asked, else -1.
+	Total int
+}
+
+// Worklist is the worklist index: per QUBS domain, one row per appointment
+// pending reporting, kept by a sync loop that walks QUBS under a lease
+// (one replica at a time), with every arrival, change and departure
+// appended to the event log in the same transaction. Rows that left are
+// kept until PurgeBefore removes them (their PHI with them).
+type Worklist interface {
+	// TakeWorklistLease makes owner the domain's syncer until now+lease
+	// when nobody else holds an unexpired lease, and reports whether it
+	// did. Errors: ErrInvalid for an empty domain or owner, lease <= 0.
+	TakeWorklistLease(ctx context.Context, domain, owner string, lease time.Duration, now time.Time) (bool, error)
+	// ReleaseWorklistLease gives owner's lease up (a no-op when it holds
+	// none).
+	ReleaseWorklistLease(ctx context.Context, domain, owner string) error
+	// ApplyWorklist records rows (of domain) seen at now in one
+	// transaction: new ones and ones that had left arrive, ones whose
+	// Digest differs change (LastUpdated now), the others are only seen;
+	// an event (topic worklist, Resource the row's) is appended for each
+	// arrival and change. With owner set, owner must hold the lease, and
+	// it is renewed to now+lease (fencing a syncer that lost it); an empty
+	// owner is a read's refresh, not fenced.
+	// Errors: ErrInvalid for a row without ids or digest; ErrConflict when
+	// owner does not hold the lease.
+	ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []WorklistRow, now time.Time) ([]WorklistChange, error)
+	// FinishWorklistSync ends owner's complete walk begun at started: rows
+	// not seen since started leave (an event each) and the domain's sync
+	// state records the walk. It returns the ids that left.
+	// Errors: ErrConflict when owner does not hold the lease.
+	FinishWorklistSync(ctx context.Context, domain, owner string, started, now time.Time) ([]string, error)
+	// LeaveWorklist marks one row left at now (QUBS no longer has it),
+	// with an event, and reports whether it was on the worklist.
+	LeaveWorklist(ctx context.Context, domain, appointmentID string, now time.Time) (bool, error)
+	// WorklistSyncState returns the domain's sync state (zero times before
+	// the first walk).
+	WorklistSyncState(ctx context.Context, domain string) (*WorklistSync, error)
+	// SearchWorklist runs q. Errors: ErrInvalid for an unknown field,
+	// operator or cursor.
+	SearchWorklist(ctx context.Context, q WorklistQuery) (*WorklistPage, error)
 }

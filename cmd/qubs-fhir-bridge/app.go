@@ -35,6 +35,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -73,9 +74,11 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level", "domains"},
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level", "domains",
+		"worklist-index", "worklist-sync-interval"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level"},
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level",
+		"worklist-index", "worklist-sync-interval"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
 }
@@ -330,10 +333,31 @@ func checkQUBSCredentials(ctx context.Context, client *qubs.Client, log *slog.Lo
 // interrupted delivery is retried from the store on the next start).
 func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, bg background, log *slog.Logger) error {
 	host, _ := os.Hostname()
-	pool := delivery.NewPool(bg.workers, delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: fmt.Sprintf("%s-%d", host, os.Getpid()), Observer: bg.deliveryObserver})
+	replica := fmt.Sprintf("%s-%d", host, os.Getpid())
+	worker := delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: replica, Observer: bg.deliveryObserver}
+	var syncer *worklist.Syncer
+	if bg.worklistIndex {
+		syncer = &worklist.Syncer{Store: st, QUBS: client, Zones: cfg.Zones, Owner: replica, Intervals: bg.worklistIntervals, Logger: log.With("component", "worklist")}
+		for _, d := range bg.domains {
+			syncer.Add(d)
+		}
+		cfg.Worklist = syncer
+		// A delivered report changes the study in QUBS: re-read it.
+		wlog := log.With("component", "worklist")
+		worker.Delivered = func(ctx context.Context, domain, appointmentID string) {
+			if err := syncer.Refresh(ctx, domain, appointmentID); err != nil {
+				wlog.Warn("worklist index: refresh after delivery failed", "domain", domain, "error", err.Error())
+			}
+		}
+	}
+	pool := delivery.NewPool(bg.workers, worker)
 	cfg.Store, cfg.Kick = st, pool.Kick
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	if syncer != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); syncer.Run(wctx) }()
+	}
 	wg.Add(2)
 	go func() { defer wg.Done(); pool.Run(wctx) }()
 	go func() {
@@ -363,6 +387,13 @@ type background struct {
 	// deliveryObserver watches the delivery workers (metrics, traces);
 	// nil when both are off.
 	deliveryObserver delivery.Observer
+	// worklistIndex serves ServiceRequest searches from the index the
+	// syncer keeps, walking each domain every worklistIntervals.
+	worklistIndex     bool
+	worklistIntervals worklist.Intervals
+	// domains are BRIDGE_DOMAINS: indexed from the start (others from
+	// their first search).
+	domains []string
 }
 
 func backgroundOptions(opts *options) (background, error) {
@@ -377,7 +408,17 @@ func backgroundOptions(opts *options) (background, error) {
 	if keepAudit < keep {
 		return background{}, errors.New("BRIDGE_AUDIT_RETENTION must not be shorter than BRIDGE_RETENTION: the audit trail outlives the PHI it is about")
 	}
-	bg := background{retention: keep, auditRetention: keepAudit}
+	bg := background{retention: keep, auditRetention: keepAudit, domains: splitList(opts.get("domains"))}
+	switch v := opts.get("worklist-index"); v {
+	case "on":
+		bg.worklistIndex = true
+	case "off":
+	default:
+		return background{}, fmt.Errorf("BRIDGE_WORKLIST_INDEX %q: want on or off", v)
+	}
+	if bg.worklistIntervals, err = worklist.ParseIntervals(opts.get("worklist-sync-interval")); err != nil {
+		return background{}, fmt.Errorf("BRIDGE_WORKLIST_SYNC_INTERVAL: %w", err)
+	}
 	bg.workers, err = strconv.Atoi(opts.get("delivery-workers"))
 	if err != nil || bg.workers < 1 || bg.workers > 64 {
 		return background{}, fmt.Errorf("BRIDGE_DELIVERY_WORKERS %q: want 1..64", opts.get("delivery-workers"))

@@ -39,7 +39,7 @@ func newOptions() *options {
 	add("qubs-client-secret", "QUBS_CLIENT_SECRET", "", "QUBS OAuth2 client secret (prefer the file)", true)
 	add("qubs-client-secret-file", "QUBS_CLIENT_SECRET_FILE", "", "file holding the QUBS client secret", false)
 	add("qubs-auth-style", "QUBS_AUTH_STYLE", "body", "how the bridge sends its QUBS client credentials to QUBS_TOKEN_URL: body (form fields, client_secret_post), basic (HTTP Basic, client_secret_basic) or auto (try one, then the other)", false)
-	add("domains", "BRIDGE_DOMAINS", "", "comma-separated QUBS domains this deployment serves; check (and serve at start) probes each; empty probes none (the bridge learns domains from QUBS)", false)
+	add("domains", "BRIDGE_DOMAINS", "", "comma-separated QUBS domains this deployment serves; check (and serve at start) probes each, and the worklist index walks each from the start; empty probes none (the bridge learns domains from QUBS)", false)
 	add("listen", "BRIDGE_LISTEN", "127.0.0.1:8080", "listen address of the FHIR server", false)
 	add("public-url", "BRIDGE_PUBLIC_URL", "", "absolute base URL used in Bundle links and Location headers; default derived from the request", false)
 	add("store", "BRIDGE_STORE", "sqlite:qubs-fhir-bridge.db", "sqlite:PATH (one replica) or a postgres:// URL (several replicas)", false)
@@ -77,6 +77,8 @@ func newOptions() *options {
 	// but answers 429 with Retry-After, which the client honours) while a
 	// slow call no longer holds up every other appointment.
 	add("delivery-workers", "BRIDGE_DELIVERY_WORKERS", "4", "delivery workers per replica (1..64); each works one appointment at a time", false)
+	add("worklist-index", "BRIDGE_WORKLIST_INDEX", "on", "on: keep an index of each domain's worklist in the store and serve ServiceRequest searches from it (docs/worklist-index.md); off: search QUBS as it goes", false)
+	add("worklist-sync-interval", "BRIDGE_WORKLIST_SYNC_INTERVAL", "30s", `how often the index walks each domain's QUBS worklist, with per-domain overrides: "30s;acme=10s;coastal=2m"`, false)
 	add("metrics-listen", "BRIDGE_METRICS_LISTEN", "", "address serving Prometheus metrics at /metrics (unauthenticated, no PHI); empty: off (demo: a free loopback port)", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
 	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)

@@ -155,6 +155,21 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		if res, err = tx.exec(ctx, `UPDATE events SET resource = NULL WHERE at < ? AND resource IS NOT NULL`, c); err != nil {
 			return err
 		}
+		if k, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		n += int(k)
+		// Worklist index rows of studies that left the worklist before
+		// the cutoff go whole: they are PHI, and nothing answers for them.
+		for _, table := range []string{"worklist_tokens", "worklist_content"} {
+			if _, err := tx.exec(ctx, `DELETE FROM `+table+` WHERE EXISTS (SELECT 1 FROM worklist_index w
+				WHERE w.domain = `+table+`.domain AND w.appointment_id = `+table+`.appointment_id AND w.left_at < ?)`, c); err != nil {
+				return err
+			}
+		}
+		if res, err = tx.exec(ctx, `DELETE FROM worklist_index WHERE left_at < ?`, c); err != nil {
+			return err
+		}
 		k, err = res.RowsAffected()
 		n += int(k)
 		return err

@@ -1,0 +1,465 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
+)
+
+// WorklistIndex is the worklist index's sync side, as the server uses it
+// (*worklist.Syncer implements it); the searches themselves read the
+// store. docs/worklist-index.md describes both.
+type WorklistIndex interface {
+	// Ready returns the domain's sync state once its first complete walk
+	// has happened, waiting for it until ctx ends.
+	Ready(ctx context.Context, domain string) (*store.WorklistSync, error)
+	// Saw records what a read of one appointment found.
+	Saw(ctx context.Context, domain string, a *qubs.Appointment) error
+	// Gone records that QUBS answered 404 for an appointment.
+	Gone(ctx context.Context, domain, appointmentID string) error
+	// Refresh re-reads one appointment after a write changed its study.
+	Refresh(ctx context.Context, domain, appointmentID string) error
+}
+
+// ModalityDefinition is the canonical URL of the custom modality search
+// parameter (docs/SearchParameter-ServiceRequest-modality.json).
+const ModalityDefinition = mapping.Base + "SearchParameter/ServiceRequest-modality"
+
+// ExtIndexAsOf is the Bundle.meta extension of an indexed search: the
+// instant the last complete walk of QUBS began, so everything QUBS changed
+// before it is in the answer.
+const ExtIndexAsOf = mapping.Base + "StructureDefinition/worklist-index-as-of"
+
+// Sort names of an indexed ServiceRequest search.
+const sortNeededBy = "report-needed-by"
+
+var indexedSorts = map[string]string{
+	"priority": store.WorklistFieldPriorityRank, "occurrence": store.WorklistFieldOccurrenceStart,
+	"_lastUpdated": store.WorklistFieldLastUpdated, sortNeededBy: store.WorklistFieldNeededBy, "_id": store.WorklistFieldID,
+}
+
+// indexedServiceRequestSearch is what ServiceRequest search understands
+// when served from the worklist index; every parameter may be repeated
+// (AND) and takes comma-separated alternatives (OR), per R4
+// search.html#combining.
+var indexedServiceRequestSearch = fhir.SearchSpec{
+	Resource: "ServiceRequest",
+	Params: []fhir.ParamSpec{
+		{Name: "_id", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/Resource-id", Documentation: "Logical id (the encoded QUBS appointmentId)."},
+		{Name: "_lastUpdated", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", Documentation: "When the bridge saw the ServiceRequest change (meta.lastUpdated); prefixes eq ne gt ge lt le sa eb ap."},
+		{Name: "identifier", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/clinical-identifier", Documentation: "ServiceRequest.identifier: QUBS appointment id, or Study Instance UID (urn:dicom:uid|urn:oid:...)."},
+		{Name: "patient", Type: "reference", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/clinical-patient", Documentation: "ServiceRequest.subject: Patient/{id}."},
+		{Name: "subject", Type: "reference", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-subject", Documentation: "ServiceRequest.subject: Patient/{id}."},
+		{Name: "status", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-status", Documentation: "ServiceRequest.status; pending reporting appointments are active."},
+		{Name: "priority", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-priority", Documentation: "ServiceRequest.priority: routine, urgent, asap, stat."},
+		{Name: "performer", Type: "reference", Repeatable: true, Modifiers: []string{"missing"}, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-performer", Documentation: "ServiceRequest.performer, the assigned radiologist (Practitioner/{id}); :missing=true for none assigned."},
+		{Name: "requester", Type: "reference", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-requester", Documentation: "ServiceRequest.requester: the referring Practitioner, or the clinic (Organization) when there is no doctor."},
+		{Name: "code", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/clinical-code", Documentation: "ServiceRequest.code codings (service item numbers)."},
+		{Name: "modality", Type: "token", Repeatable: true, Definition: ModalityDefinition, Documentation: "ServiceRequest.orderDetail: the DICOM modality (http://dicom.nema.org/resources/ontology/DCM|CT)."},
+		{Name: "occurrence", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-occurrence", Documentation: "ServiceRequest.occurrence[x]; a date without time is the site's whole local day. Prefixes eq ne gt ge lt le sa eb ap."},
+		{Name: "_sort", Type: "special", Documentation: "Comma-separated keys among priority (clinical urgency, stat first), occurrence, _lastUpdated, report-needed-by, _id; - for descending."},
+		paramTotal, paramSummary,
+		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
+	},
+	Includes:    serviceRequestSearch.Includes,
+	RevIncludes: []string{"Task:focus", "DiagnosticReport:based-on"},
+}
+
+// srSearch is the ServiceRequest SearchSpec this server serves.
+func (s *Server) srSearch() *fhir.SearchSpec {
+	if s.indexed() {
+		return &indexedServiceRequestSearch
+	}
+	return &serviceRequestSearch
+}
+
+// indexed reports whether ServiceRequest searches come from the index.
+func (s *Server) indexed() bool { return s.cfg.Worklist != nil && s.cfg.Store != nil }
+
+// searchIndexedServiceRequests serves a ServiceRequest search from the
+// worklist index: no QUBS call, whatever the filter.
+func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) error {
+	ctx := c.Request.Context()
+	domain := domainOf(c)
+	// _sort takes several keys here: parseResults reads the rest.
+	res, err := parseResults(&fhir.Query{Params: map[string][]string{"_total": q.Params["_total"], "_summary": q.Params["_summary"]}})
+	if err != nil {
+		return err
+	}
+	wq := store.WorklistQuery{Domain: domain, Count: q.Count, Total: res.total}
+	if wq.Sort, err = indexedSort(first(q.Params["_sort"])); err != nil {
+		return err
+	}
+	if wq.Where, err = indexedWhere(q, s.cfg.Zones.Default(), time.Now()); err != nil {
+		return err
+	}
+	binding := searchBinding(domain, "ServiceRequest", q)
+	raw, err := s.openCursor(q, binding)
+	if err != nil {
+		return err
+	}
+	wq.After = string(raw)
+	sync, err := s.cfg.Worklist.Ready(ctx, domain)
+	if err != nil {
+		return indexError(err)
+	}
+	page, err := s.cfg.Store.SearchWorklist(ctx, wq)
+	if err != nil {
+		if store.KindOf(err) == store.KindInvalid {
+			return fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor is not valid for this search")
+		}
+		return fmt.Errorf("searching the worklist index: %w", err)
+	}
+	bundle, base := s.searchBundle(c, "ServiceRequest", q)
+	if sync.Finished != nil {
+		bundle.LastUpdated = *sync.Finished
+		bundle.MetaExtension = fmt.Appendf(nil, `[{"url":%q,"valueInstant":%q}]`, ExtIndexAsOf, sync.Started.UTC().Format(time.RFC3339Nano))
+	}
+	if page.Total >= 0 {
+		bundle.SetTotal(page.Total)
+	}
+	if res.countOnly {
+		s.write(c, http.StatusOK, bundle)
+		return nil
+	}
+	if page.Next != "" {
+		bundle.SetLink("next", pageURL(base+"/ServiceRequest", q.Used(), s.cursors.Seal(binding, []byte(page.Next))))
+	}
+	for i := range page.Rows {
+		r := &page.Rows[i]
+		fullURL := base + "/ServiceRequest/" + r.ID
+		bundle.AddMatchCompact(fullURL, r.Resource)
+		disclose(c, "ServiceRequest/"+r.ID, r.Patient)
+	}
+	if err := s.indexedIncludes(c, q, bundle, base, page.Rows); err != nil {
+		return err
+	}
+	s.write(c, http.StatusOK, bundle)
+	return nil
+}
+
+// indexError turns a failure to get the index ready into an answer: a
+// domain whose first walk has not finished is unavailable for now.
+func indexError(err error) error {
+	if errors.Is(err, worklist.ErrNotSynced) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fhir.Errorf(http.StatusServiceUnavailable, "transient", "the worklist index of this domain is being built; try again shortly")
+	}
+	return fmt.Errorf("worklist index: %w", err)
+}
+
+// indexedIncludes adds the _include and _revinclude resources of the
+// rows: the referenced Patient, Practitioner and Organization come from
+// the appointment kept in each row, Tasks and DiagnosticReports from the
+// store. None costs a QUBS call.
+func (s *Server) indexedIncludes(c *gin.Context, q *fhir.Query, bundle *fhir.Bundle, base string, rows []store.WorklistRow) error {
+	withTasks := slices.Contains(q.RevIncludes, "Task:focus")
+	if len(q.Includes) == 0 && !withTasks && !slices.Contains(q.RevIncludes, "DiagnosticReport:based-on") {
+		return nil
+	}
+	ctx := c.Request.Context()
+	domain := domainOf(c)
+	appts := make([]qubs.Appointment, len(rows))
+	ids := make([]string, len(rows))
+	for i := range rows {
+		if err := json.Unmarshal(rows[i].Appointment, &appts[i]); err != nil {
+			return fmt.Errorf("reading an indexed appointment: %w", err)
+		}
+		ids[i] = rows[i].AppointmentID
+	}
+	var tasks *taskStates
+	if withTasks {
+		tasks = s.newTaskStates()
+		if err := tasks.load(ctx, domain, ids); err != nil {
+			return err
+		}
+	}
+	arena := getArena(len(rows) * includeSizeHint * (len(q.Includes) + 1))
+	defer putArena(&arena)
+	inc := newIncluder(c, bundle, base)
+	for i := range appts {
+		m, err := s.mapAppointment(domain, &appts[i])
+		if err != nil {
+			return err
+		}
+		for _, name := range q.Includes {
+			arena = inc.add(arena, &m, includeRef(&m, name))
+		}
+		if tasks != nil {
+			start := len(arena)
+			arena = m.AppendTask(arena, tasks.of(&m))
+			inc.addRaw("Task/"+m.ID, patientRef(&m), arena[start:])
+		}
+	}
+	if slices.Contains(q.RevIncludes, "DiagnosticReport:based-on") {
+		if err := s.includeReports(c, inc, base, ids); err != nil {
+			return err
+		}
+	}
+	inc.finish()
+	return nil
+}
+
+// includeReports adds the reports the store holds for the appointments
+// (DiagnosticReport.basedOn the ServiceRequest), each in its latest
+// version.
+func (s *Server) includeReports(c *gin.Context, inc *includer, base string, appts []string) error {
+	f := store.ReportFilter{AppointmentIDs: appts, Limit: store.MaxSearchLimit}
+	for {
+		reports, next, err := s.cfg.Store.SearchReports(c.Request.Context(), domainOf(c), f)
+		if err != nil {
+			return fmt.Errorf("revincluding reports: %w", err)
+		}
+		for _, r := range reports {
+			body, err := reportBody(r, base)
+			if err != nil {
+				continue // purged (410) or unservable: the report search says which
+			}
+			inc.addRaw("DiagnosticReport/"+r.ID, r.PatientRef, body)
+		}
+		if next == "" {
+			return nil
+		}
+		f.After = next
+	}
+}
+
+// indexedSort reads _sort: comma-separated keys, - for descending.
+func indexedSort(v string) ([]store.WorklistSortKey, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var keys []store.WorklistSortKey
+	for _, k := range strings.Split(v, ",") {
+		desc := strings.HasPrefix(k, "-")
+		field, ok := indexedSorts[strings.TrimPrefix(k, "-")]
+		if !ok {
+			return nil, fhir.Errorf(http.StatusBadRequest, "not-supported", "_sort takes priority, occurrence, _lastUpdated, %s or _id (- for descending), comma-separated", sortNeededBy)
+		}
+		keys = append(keys, store.WorklistSortKey{Field: field, Desc: desc})
+	}
+	return keys, nil
+}
+
+// FHIR code systems of ServiceRequest.status and .priority: a token with
+// another system matches nothing.
+const (
+	systemRequestStatus   = "http://hl7.org/fhir/request-status"
+	systemRequestPriority = "http://hl7.org/fhir/request-priority"
+)
+
+// never is a condition no row meets (every row has an id).
+var never = []store.WorklistCond{{Field: store.WorklistFieldID, Op: "=", Value: ""}}
+
+// indexedWhere turns the search parameters into index clauses: each
+// occurrence of a parameter one clause (AND), its comma-separated values
+// the clause's alternatives (OR).
+func indexedWhere(q *fhir.Query, zone *time.Location, now time.Time) ([]store.WorklistClause, error) {
+	var where []store.WorklistClause
+	each := func(name string, alt func(v string) ([][]store.WorklistCond, error)) error {
+		for _, occ := range q.Params[name] {
+			var clause store.WorklistClause
+			for _, v := range fhir.SplitValues(occ) {
+				alts, err := alt(v)
+				if err != nil {
+					return err
+				}
+				clause = append(clause, alts...)
+			}
+			where = append(where, clause)
+		}
+		return nil
+	}
+	one := func(cs ...store.WorklistCond) [][]store.WorklistCond { return [][]store.WorklistCond{cs} }
+	eq := func(field, v string) store.WorklistCond { return store.WorklistCond{Field: field, Op: "=", Value: v} }
+	token := func(param string) func(string) ([][]store.WorklistCond, error) {
+		return func(v string) ([][]store.WorklistCond, error) {
+			t := fhir.ParseToken(v)
+			return one(store.WorklistCond{Field: param, Token: &store.WorklistTokenMatch{System: t.System, Code: t.Code, HasSystem: t.HasSystem}}), nil
+		}
+	}
+	code := func(field, system string) func(string) ([][]store.WorklistCond, error) {
+		return func(v string) ([][]store.WorklistCond, error) {
+			t := fhir.ParseToken(v)
+			if t.HasSystem && t.System != system {
+				return one(never...), nil
+			}
+			if t.Code == "" {
+				return one(store.WorklistCond{Field: field, Op: "notnull"}), nil
+			}
+			return one(eq(field, t.Code)), nil
+		}
+	}
+	// ref matches a reference column; a bare id matches any of types.
+	ref := func(field string, types ...string) func(string) ([][]store.WorklistCond, error) {
+		return func(v string) ([][]store.WorklistCond, error) {
+			if !strings.Contains(v, "/") {
+				if _, id, err := fhir.ParseReference(v, types[0]); err != nil {
+					return nil, err
+				} else {
+					var alts [][]store.WorklistCond
+					for _, typ := range types {
+						alts = append(alts, []store.WorklistCond{eq(field, typ+"/"+id)})
+					}
+					return alts, nil
+				}
+			}
+			typ, id, err := fhir.ParseReference(v, types[0])
+			if err != nil {
+				return nil, err
+			}
+			return one(eq(field, typ+"/"+id)), nil
+		}
+	}
+	date := func(start, end string, instant bool, zone *time.Location) func(string) ([][]store.WorklistCond, error) {
+		return func(v string) ([][]store.WorklistCond, error) {
+			d, err := fhir.ParseDateParam(v, zone)
+			if err != nil {
+				return nil, err
+			}
+			return dateAlternatives(d, start, end, instant, now), nil
+		}
+	}
+	steps := []struct {
+		name string
+		alt  func(string) ([][]store.WorklistCond, error)
+	}{
+		{"_id", func(v string) ([][]store.WorklistCond, error) {
+			if _, ok := appointmentID(v); !ok {
+				return nil, fhir.Errorf(http.StatusBadRequest, "value", "_id %q is not a valid FHIR id", v)
+			}
+			return one(eq(store.WorklistFieldID, v)), nil
+		}},
+		{"identifier", token("identifier")},
+		{"code", token("code")},
+		{"modality", token("modality")},
+		{"patient", ref(store.WorklistFieldPatient, "Patient")},
+		{"subject", ref(store.WorklistFieldPatient, "Patient")},
+		{"performer", ref(store.WorklistFieldPerformer, "Practitioner")},
+		{"requester", ref(store.WorklistFieldRequester, "Practitioner", "Organization")},
+		{"status", code(store.WorklistFieldStatus, systemRequestStatus)},
+		{"priority", func(v string) ([][]store.WorklistCond, error) {
+			// By rank, which the index orders on: the same rows, found
+			// without a scan.
+			t := fhir.ParseToken(v)
+			rank := store.WorklistPriorityRank(t.Code)
+			switch {
+			case t.HasSystem && t.System != systemRequestPriority, t.Code != "" && rank == store.WorklistPriorityRank(""):
+				return one(never...), nil
+			case t.Code == "":
+				return one(store.WorklistCond{Field: store.WorklistFieldPriority, Op: "notnull"}), nil
+			}
+			return one(store.WorklistCond{Field: store.WorklistFieldPriorityRank, Op: "=", Value: rank}), nil
+		}},
+		{"performer:missing", func(v string) ([][]store.WorklistCond, error) {
+			switch v {
+			case "true":
+				return one(store.WorklistCond{Field: store.WorklistFieldPerformer, Op: "null"}), nil
+			case "false":
+				return one(store.WorklistCond{Field: store.WorklistFieldPerformer, Op: "notnull"}), nil
+			}
+			return nil, fhir.Errorf(http.StatusBadRequest, "value", "performer:missing takes true or false")
+		}},
+		// A value without a zone is in the server's (R4 search.html#date),
+		// here BRIDGE_DEFAULT_TIMEZONE, as ImagingStudy's started: reading
+		// it in each row's site zone would make one value mean several
+		// ranges. The rows' own dates are site-local days.
+		{"occurrence", date(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd, false, zone)},
+		{"_lastUpdated", date(store.WorklistFieldLastUpdated, store.WorklistFieldLastUpdated, true, zone)},
+	}
+	for _, st := range steps {
+		if err := each(st.name, st.alt); err != nil {
+			return nil, err
+		}
+	}
+	return where, nil
+}
+
+// dateAlternatives are the conditions of a date parameter on a target
+// range [start, end) (R4 search.html#prefix, the ranges compared as the
+// text says): an instant's range is [t, t+1µs), so "end > X" is t >= X
+// and "end <= X" is t < X.
+func dateAlternatives(d fhir.DateParam, start, end string, instant bool, now time.Time) [][]store.WorklistCond {
+	c := func(field, op string, t time.Time) store.WorklistCond {
+		if instant && field == end {
+			switch op {
+			case ">":
+				op = ">="
+			case "<=":
+				op = "<"
+			}
+		}
+		return store.WorklistCond{Field: field, Op: op, Value: t}
+	}
+	within := []store.WorklistCond{c(start, ">=", d.Lo), c(end, "<=", d.Hi)}
+	switch d.Prefix {
+	case "ne":
+		return [][]store.WorklistCond{{c(start, "<", d.Lo)}, {c(end, ">", d.Hi)}}
+	case "gt":
+		return [][]store.WorklistCond{{c(end, ">", d.Hi)}}
+	case "lt":
+		return [][]store.WorklistCond{{c(start, "<", d.Lo)}}
+	case "ge":
+		return [][]store.WorklistCond{{c(end, ">", d.Hi)}, within}
+	case "le":
+		return [][]store.WorklistCond{{c(start, "<", d.Lo)}, within}
+	case "sa":
+		return [][]store.WorklistCond{{c(start, ">=", d.Hi)}}
+	case "eb":
+		return [][]store.WorklistCond{{c(end, "<=", d.Lo)}}
+	case "ap":
+		// Approximately: the value widened by a tenth of its distance
+		// from now (R4 leaves the amount to the server), overlapping.
+		gap := now.Sub(d.Lo)
+		if gap < 0 {
+			gap = -gap
+		}
+		w := gap / 10
+		return [][]store.WorklistCond{{c(start, "<", d.Hi.Add(w)), c(end, ">", d.Lo.Add(-w))}}
+	}
+	return [][]store.WorklistCond{within}
+}
+
+// indexSaw tells the index what a read or write found of one study. A
+// failure only costs freshness until the next walk: it is logged (the
+// error names no PHI) and the request goes on.
+func (s *Server) indexSaw(c *gin.Context, domain string, a *qubs.Appointment) {
+	if !s.indexed() || a == nil {
+		return
+	}
+	if err := s.cfg.Worklist.Saw(c.Request.Context(), domain, a); err != nil {
+		s.log.Warn("worklist index: refresh failed", "correlation_id", correlationIDOf(c), "error", err.Error())
+	}
+}
+
+// indexGone drops a study QUBS no longer has from the index at once.
+func (s *Server) indexGone(c *gin.Context, domain, appointmentID string) {
+	if !s.indexed() {
+		return
+	}
+	if err := s.cfg.Worklist.Gone(c.Request.Context(), domain, appointmentID); err != nil {
+		s.log.Warn("worklist index: drop failed", "correlation_id", correlationIDOf(c), "error", err.Error())
+	}
+}
+
+// indexedRecently reports whether the index finished a walk of domain
+// within knownDomainTTL (by any replica).
+func (s *Server) indexedRecently(c *gin.Context, domain string) bool {
+	if !s.indexed() {
+		return false
+	}
+	st, err := s.cfg.Store.WorklistSyncState(c.Request.Context(), domain)
+	return err == nil && st.Finished != nil && time.Since(*st.Finished) < knownDomainTTL
+}

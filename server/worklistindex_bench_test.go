@@ -1,0 +1,118 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
+)
+
+// fillIndex puts n studies in domain's index, made from the simulator's
+// appointments with new ids and a spread of priorities and modalities, as
+// one walk would.
+func fillIndex(b *testing.B, e *env, s *worklist.Syncer, domain string, n int) {
+	b.Helper()
+	ctx := context.Background()
+	var templates []qubs.Appointment
+	for _, id := range e.sim.PendingIDs(domain) {
+		a, _ := e.sim.Appointment(domain, id)
+		templates = append(templates, a)
+	}
+	now := time.Now()
+	ok, err := s.Store.TakeWorklistLease(ctx, domain, s.Owner, time.Hour, now)
+	require.NoError(b, err)
+	require.True(b, ok)
+	prios := []string{"Routine", "Routine", "Routine", "Urgent", "STAT"}
+	mods := []string{"CT", "MR", "US", "CR", "DX", "MG", "NM", "PT"}
+	rows := make([]store.WorklistRow, 0, 500)
+	for i := range n {
+		a := templates[i%len(templates)]
+		a.AppointmentID = fmt.Sprintf("B%07d", i)
+		a.StudyInstanceUID = fmt.Sprintf("1.2.36.9.%d", i)
+		a.Priority, a.Modality = prios[i%len(prios)], mods[i/5%len(mods)]
+		r, err := worklist.Row(domain, &a, s.Zones, now)
+		require.NoError(b, err)
+		rows = append(rows, r)
+		if len(rows) == cap(rows) || i == n-1 {
+			_, err := s.Store.ApplyWorklist(ctx, domain, s.Owner, time.Hour, rows, now)
+			require.NoError(b, err)
+			rows = rows[:0]
+		}
+	}
+	_, err = s.Store.FinishWorklistSync(ctx, domain, s.Owner, now, time.Now())
+	require.NoError(b, err)
+}
+
+// BenchmarkIndexedSearch is a filtered, sorted ServiceRequest search with
+// a total through the real router over 10,000 and 100,000 indexed
+// studies (SQLite), and the QUBS calls it costs (none).
+func BenchmarkIndexedSearch(b *testing.B) {
+	for _, n := range benchSizes() {
+		var syncer *worklist.Syncer
+		e := newEnv(b, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 100 }, withIndex(b, &syncer))
+		domain := "bench"
+		e.sim.PutAppointment(qubs.Appointment{Domain: domain, AppointmentID: "probe", Status: "AUTHORISED"})
+		// The templates come from the seeded domain, the rows go to their own.
+		src := e.sim.Domains()[0]
+		fillIndexFrom(b, e, syncer, src, domain, n)
+		base := e.srv.URL + "/fhir/" + domain
+		for _, q := range []struct{ name, query string }{
+			{"filtered", "modality=CT&priority=stat,urgent&_sort=priority,report-needed-by&_count=50&_total=accurate"},
+			{"page", "_count=100&_sort=-_lastUpdated"},
+		} {
+			b.Run(fmt.Sprintf("%s/%d", q.name, n), func(b *testing.B) {
+				u := base + "/ServiceRequest?" + q.query
+				res, _ := send(b, http.MethodGet, u, nil, nil) // warm: caches, the domain check
+				require.Equal(b, http.StatusOK, res.StatusCode)
+				calls := len(e.sim.Requests())
+				b.ResetTimer()
+				for range b.N {
+					res, _ := send(b, http.MethodGet, u, nil, nil)
+					if res.StatusCode != http.StatusOK {
+						b.Fatal(res.Status)
+					}
+				}
+				b.ReportMetric(float64(len(e.sim.Requests())-calls)/float64(b.N), "qubs-calls/op")
+			})
+		}
+	}
+}
+
+// fillIndexFrom is fillIndex with templates from src and rows in domain.
+func fillIndexFrom(b *testing.B, e *env, s *worklist.Syncer, src, domain string, n int) {
+	b.Helper()
+	for _, id := range e.sim.PendingIDs(src) {
+		a, _ := e.sim.Appointment(src, id)
+		a.Domain = domain
+		e.sim.PutAppointment(a)
+	}
+	fillIndex(b, e, s, domain, n)
+}
+
+// benchSizes are the index sizes of BenchmarkIndexedSearch;
+// BENCH_INDEX_SIZES=10000 runs one (the 100,000 fixture takes minutes).
+func benchSizes() []int {
+	if v := os.Getenv("BENCH_INDEX_SIZES"); v != "" {
+		var out []int
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return []int{10_000, 100_000}
+}
