@@ -88,6 +88,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorsCarryNoPHI", testErrorsCarryNoPHI},
 		{"Events", testEvents},
 		{"EventsInvalid", testEventsInvalid},
+		{"SubscriptionLifecycle", testSubscriptionLifecycle},
+		{"SubscriptionFailure", testSubscriptionFailure},
+		{"SubscriptionDeliveryEvents", testSubscriptionDeliveryEvents},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +114,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ReplicasClaimJTI", testReplicasClaimJTI},
 		{"ReplicasAudit", testReplicasAudit},
 		{"ReplicasEvents", testReplicasEvents},
+		{"ReplicasDispatch", testReplicasDispatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
