@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -124,7 +125,7 @@ func ParseCriteria(topic, s string) (*Criteria, error) {
 		}
 		for _, v := range vs {
 			alts := fhir.SplitValues(v)
-			if len(alts) == 0 {
+			if len(alts) == 0 || slices.Contains(alts, "") {
 				return nil, fmt.Errorf("filter parameter %q has no value", name)
 			}
 			t, err := mk(mod, alts)
