@@ -412,7 +412,7 @@ func (s *Server) subscriptionEvents(c *gin.Context) error {
 		return err
 	}
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domainOf(c))
-	b, err := subs.NotificationBundle(c.Request.Context(), base, sub, subs.TypeQueryEvent, notes, time.Now(), s.NotificationFocus(base))
+	b, err := subs.NotificationBundle(c.Request.Context(), base, sub, subs.TypeQueryEvent, notes, time.Now(), s.NotificationFocus(func(string) string { return base }))
 	if err != nil {
 		return err
 	}
@@ -424,9 +424,9 @@ func (s *Server) subscriptionEvents(c *gin.Context) error {
 }
 
 // NotificationFocus resolves the focus of events that kept no resource
-// as the bridge serves it under base: the DiagnosticReport of a
+// as the bridge serves it under base(domain): the DiagnosticReport of a
 // report-delivery event, with its delivery state now.
-func (s *Server) NotificationFocus(base string) subs.Resolver {
+func (s *Server) NotificationFocus(base func(domain string) string) subs.Resolver {
 	return func(ctx context.Context, domain string, ev *store.Event) ([]byte, error) {
 		if ev.FocusType != "DiagnosticReport" || s.cfg.Store == nil {
 			return nil, nil
@@ -441,7 +441,7 @@ func (s *Server) NotificationFocus(base string) subs.Resolver {
 		if r.Purged {
 			return nil, nil
 		}
-		return reportBody(r, base)
+		return reportBody(r, base(domain))
 	}
 }
 

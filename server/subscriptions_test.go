@@ -164,7 +164,7 @@ func newSubsRig(t *testing.T, withDB func(testing.TB) envOption, run bool) *subs
 	base := r.srv.URL + "/fhir/"
 	r.sender.Store, r.sender.Client = r.st, policy.Client()
 	r.sender.Base = func(domain string) string { return base + domain }
-	r.sender.Resolve = r.bridge.NotificationFocus(base + "acme")
+	r.sender.Resolve = r.bridge.NotificationFocus(r.sender.Base)
 	r.disp = &subs.Dispatcher{Store: r.st, PollInterval: 20 * time.Millisecond, Dispatched: func(int, int) { r.sender.Kick() }}
 	if run {
 		ctx, cancel := context.WithCancel(context.Background())
