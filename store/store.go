@@ -729,7 +729,9 @@ type Subscriptions interface {
 	// (other replicas) return at once with 0. It returns how many events
 	// it passed and how many notifications it wrote.
 	DispatchEvents(ctx context.Context, limit int, match Matcher) (events, notifications int, err error)
-	// ClaimNotifications leases to worker, until now+lease, the
+	// ClaimNotifications leases to worker, until now + the
+	// subscription's Timeout + lease (so a crashed sender's subscription
+	// is taken over soon after its attempt could have ended), the
 	// subscription due longest: one that needs its handshake (requested),
 	// has notifications not yet delivered, is due a heartbeat, or failed
 	// and is due a retry. It returns the subscription and up to MaxCount

@@ -326,8 +326,13 @@ func (s *Store) ClaimNotifications(ctx context.Context, worker string, lease tim
 		if err != nil {
 			return notFound(err, "due subscription")
 		}
+		var timeout int64
+		if err := t.queryRow(ctx, `SELECT timeout_ms FROM subscriptions WHERE domain = ? AND id = ?`, domain, id).Scan(&timeout); err != nil {
+			return err
+		}
+		until := now.Add(time.Duration(timeout)*time.Millisecond + lease)
 		if _, err := t.exec(ctx, `UPDATE subscriptions SET lease_owner = ?, lease_until = ?, claimed_at = ?
-			WHERE domain = ? AND id = ?`, worker, s.tm(now.Add(lease)), s.tm(now), domain, id); err != nil {
+			WHERE domain = ? AND id = ?`, worker, s.tm(until), s.tm(now), domain, id); err != nil {
 			return err
 		}
 		if sub, err = scanSubscription(t.queryRow(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions
