@@ -115,40 +115,37 @@ func (s *Sender) Kick() {
 	}
 }
 
-// Run sends until ctx is done, then waits for the posts under way.
+// Run sends until ctx is done, then waits for the posts under way. It
+// runs InFlight workers, each claiming a subscription, posting to it and
+// settling before it claims again: a slow receiver holds one worker for at
+// most its timeout and never the others, and claims (a write transaction
+// each) run side by side rather than queue behind one loop.
 func (s *Sender) Run(ctx context.Context) {
 	s.defaults()
+	var wg sync.WaitGroup
+	for range s.InFlight {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.work(ctx) }()
+	}
+	wg.Wait()
+}
+
+func (s *Sender) work(ctx context.Context) {
 	t := time.NewTicker(s.PollInterval)
 	defer t.Stop()
-	slots := make(chan struct{}, s.InFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for {
-		// Claim while there are free slots and due subscriptions; each
-		// claimed one is posted in its own goroutine, so a slow receiver
-		// holds one slot for at most its timeout and never the others.
-	claim:
-		for {
-			select {
-			case slots <- struct{}{}:
-			default:
-				break claim
-			}
+		for ctx.Err() == nil {
 			sub, notes, err := s.Store.ClaimNotifications(ctx, s.Name, s.lease(), s.Now())
 			if err != nil {
-				<-slots
 				if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
 					s.Logger.Error("claiming notifications", "err", err)
 				}
 				break
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				s.attempt(ctx, sub, notes)
-				s.Kick() // a slot is free: look again
-			}()
+			// More may be due: wake an idle worker to look, so the
+			// workers ramp up one kick after another.
+			s.Kick()
+			s.attempt(ctx, sub, notes)
 		}
 		select {
 		case <-ctx.Done():
