@@ -123,16 +123,24 @@ func (s *Sender) Kick() {
 func (s *Sender) Run(ctx context.Context) {
 	s.defaults()
 	var wg sync.WaitGroup
-	for range s.InFlight {
+	for i := range s.InFlight {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.work(ctx) }()
+		go func() { defer wg.Done(); s.work(ctx, i == 0) }()
 	}
 	wg.Wait()
 }
 
-func (s *Sender) work(ctx context.Context) {
-	t := time.NewTicker(s.PollInterval)
-	defer t.Stop()
+// work is one sender worker. Only the first polls; the others sleep until
+// kicked (by a create, a dispatch, or a worker that found work), so an
+// idle bridge makes one claim per PollInterval, not one per worker: each
+// claim is a write transaction, which on SQLite takes the one write lock.
+func (s *Sender) work(ctx context.Context, poll bool) {
+	var tick <-chan time.Time
+	if poll {
+		t := time.NewTicker(s.PollInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		for ctx.Err() == nil {
 			sub, notes, err := s.Store.ClaimNotifications(ctx, s.Name, s.lease(), s.Now())
@@ -150,7 +158,7 @@ func (s *Sender) work(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		case <-s.kick:
 		}
 	}
