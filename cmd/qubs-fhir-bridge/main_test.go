@@ -310,7 +310,9 @@ func TestDemoWebhook(t *testing.T) {
 	base := m.BridgeURL + "/fhir/acme"
 	status, body := fetch(t, base+"/ServiceRequest?_count=1")
 	require.Equal(t, http.StatusOK, status)
-	var b struct{ Entry []struct{ Resource struct{ ID string } } }
+	var b struct {
+		Entry []struct{ Resource struct{ ID string } }
+	}
 	require.NoError(t, json.Unmarshal(body, &b))
 	require.NotEmpty(t, b.Entry)
 	report := `{"resourceType":"DiagnosticReport","status":"final","code":{"text":"Imaging report"},"basedOn":[{"reference":"ServiceRequest/` +

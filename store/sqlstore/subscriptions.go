@@ -97,8 +97,22 @@ func (s *Store) Subscription(ctx context.Context, domain, id string) (_ *store.S
 // SearchSubscriptions lists a domain's subscriptions by id.
 func (s *Store) SearchSubscriptions(ctx context.Context, domain string, statuses []string) (_ []*store.Subscription, err error) {
 	defer s.wrap(&err, "SearchSubscriptions(%q)", domain)
-	rows, err := s.reader().query(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions
-		WHERE domain = ? ORDER BY id LIMIT ?`, domain, store.MaxSearchLimit)
+	all, err := querySubscriptions(ctx, s.reader(), `WHERE domain = ? ORDER BY id LIMIT ?`, domain, store.MaxSearchLimit)
+	if err != nil || len(statuses) == 0 {
+		return all, err
+	}
+	var out []*store.Subscription
+	for _, sub := range all {
+		if slices.Contains(statuses, sub.Status) {
+			out = append(out, sub)
+		}
+	}
+	return out, nil
+}
+
+// querySubscriptions reads the subscriptions a WHERE ... clause selects.
+func querySubscriptions(ctx context.Context, r q, where string, args ...any) ([]*store.Subscription, error) {
+	rows, err := r.query(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,9 +123,7 @@ func (s *Store) SearchSubscriptions(ctx context.Context, domain string, statuses
 		if err != nil {
 			return nil, err
 		}
-		if len(statuses) == 0 || slices.Contains(statuses, sub.Status) {
-			out = append(out, sub)
-		}
+		out = append(out, sub)
 	}
 	return out, rows.Err()
 }
@@ -193,7 +205,7 @@ func (s *Store) DispatchEvents(ctx context.Context, limit int, match store.Match
 		if err != nil || len(evs) == 0 {
 			return err
 		}
-		subs, err := liveSubscriptions(ctx, t.q)
+		subs, err := querySubscriptions(ctx, t.q, `WHERE status IN `+liveStatuses+` ORDER BY domain, id`)
 		if err != nil {
 			return err
 		}
@@ -251,23 +263,6 @@ func eventsAfter(ctx context.Context, r q, after int64, limit int) ([]store.Even
 			return nil, err
 		}
 		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
-func liveSubscriptions(ctx context.Context, r q) ([]*store.Subscription, error) {
-	rows, err := r.query(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions WHERE status IN `+liveStatuses+` ORDER BY domain, id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*store.Subscription
-	for rows.Next() {
-		sub, err := scanSubscription(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sub)
 	}
 	return out, rows.Err()
 }

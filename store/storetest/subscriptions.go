@@ -48,6 +48,27 @@ func dispatchAll(t *testing.T, s store.Store) int {
 	}
 }
 
+// drain claims and settles successfully every due subscription at now,
+// telling saw (when set) what each claim returned.
+func drain(t *testing.T, s store.Store, now time.Time, saw func(*store.Subscription, []store.Notification)) {
+	t.Helper()
+	for {
+		c, notes, err := s.ClaimNotifications(ctxT(t), "w1", time.Minute, now)
+		if err != nil {
+			require.ErrorIs(t, err, store.ErrNotFound)
+			return
+		}
+		if saw != nil {
+			saw(c, notes)
+		}
+		var through int64
+		if len(notes) > 0 {
+			through = notes[len(notes)-1].EventNumber
+		}
+		require.NoError(t, s.SettleNotifications(ctxT(t), "w1", c.Domain, c.ID, through, "", now, now, time.Hour))
+	}
+}
+
 func testSubscriptionLifecycle(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	// Events before the subscription are not its own.
@@ -77,14 +98,7 @@ func testSubscriptionLifecycle(t *testing.T, s store.Store) {
 	assert.Equal(t, store.SubscriptionRequested, claimed.Status)
 	assert.ErrorIs(t, s.SettleNotifications(ctx, "w2", claimed.Domain, claimed.ID, 0, "", now, now, time.Hour), store.ErrConflict)
 	require.NoError(t, s.SettleNotifications(ctx, "w1", claimed.Domain, claimed.ID, 0, "", now, now, time.Hour))
-	for {
-		c, _, err := s.ClaimNotifications(ctx, "w1", time.Minute, now)
-		if err != nil {
-			require.ErrorIs(t, err, store.ErrNotFound)
-			break
-		}
-		require.NoError(t, s.SettleNotifications(ctx, "w1", c.Domain, c.ID, 0, "", now, now, time.Hour))
-	}
+	drain(t, s, now, nil)
 
 	// Five events: s1 gets all, s2 (CT) the CT ones, s3 (other topic) and
 	// the other domain's none.
@@ -124,18 +138,12 @@ func testSubscriptionLifecycle(t *testing.T, s store.Store) {
 	require.ErrorIs(t, err, store.ErrNotFound, "both due subscriptions are leased")
 	require.NoError(t, s.SettleNotifications(ctx, "w1", c1.Domain, c1.ID, 0, "", now, now, time.Hour))
 	require.NoError(t, s.SettleNotifications(ctx, "w2", c2.Domain, c2.ID, 0, "", now, now, time.Hour))
-	for {
-		c, notes, err := s.ClaimNotifications(ctx, "w1", time.Minute, now)
-		if err != nil {
-			require.ErrorIs(t, err, store.ErrNotFound)
-			break
-		}
+	drain(t, s, now, func(c *store.Subscription, notes []store.Notification) {
 		require.LessOrEqual(t, len(notes), 2)
 		for _, n := range notes {
 			seen[c.ID] = append(seen[c.ID], n.EventNumber)
 		}
-		require.NoError(t, s.SettleNotifications(ctx, "w1", c.Domain, c.ID, notes[len(notes)-1].EventNumber, "", now, now, time.Hour))
-	}
+	})
 	assert.Equal(t, map[string][]int64{"s1": {1, 2, 3, 4, 5}, "s2": {1, 2, 3}}, seen)
 	all, err = s.Notifications(ctx, "acme", "s1", 2, 3, 100)
 	require.NoError(t, err)
@@ -198,18 +206,11 @@ func testSubscriptionFailure(t *testing.T, s store.Store) {
 		FocusType: "DiagnosticReport", FocusID: "r3"}))
 	dispatchAll(t, s)
 	var numbers []int64
-	now = base.Add(time.Hour)
-	for {
-		c, notes, err := s.ClaimNotifications(ctx, "w", time.Minute, now)
-		if err != nil {
-			require.ErrorIs(t, err, store.ErrNotFound)
-			break
-		}
+	drain(t, s, base.Add(time.Hour), func(_ *store.Subscription, notes []store.Notification) {
 		for _, n := range notes {
 			numbers = append(numbers, n.EventNumber)
 		}
-		require.NoError(t, s.SettleNotifications(ctx, "w", c.Domain, c.ID, notes[len(notes)-1].EventNumber, "", now, now, 5*time.Minute))
-	}
+	})
 	assert.Equal(t, []int64{1, 2, 3, 4}, numbers)
 	got, err = s.Subscription(ctx, "acme", "f1")
 	require.NoError(t, err)
@@ -243,13 +244,7 @@ func testSubscriptionDeliveryEvents(t *testing.T, s store.Store) {
 func testReplicasDispatch(t *testing.T, open func(ctx context.Context) (store.Store, error)) {
 	ctx := ctxT(t)
 	const replicas, events = 3, 60
-	stores := make([]store.Store, replicas)
-	for i := range stores {
-		s, err := open(ctx)
-		require.NoError(t, err)
-		t.Cleanup(func() { s.Close() })
-		stores[i] = s
-	}
+	stores := openReplicas(t, open, replicas)
 	for i := range 3 {
 		require.NoError(t, stores[0].CreateSubscription(ctx, newSubscription("acme", fmt.Sprintf("s%d", i), store.EventTopicWorklist)))
 	}
