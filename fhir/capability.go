@@ -41,7 +41,14 @@ type ResourceCapability struct {
 	Documentation string
 	// Operations are the operations defined on the type or its instances.
 	Operations []OperationCapability
+	// Canonicals are extensions of the resource entry with a canonical
+	// value, by extension URL, in order (the Subscriptions Backport IG's
+	// subscription topic canonicals).
+	Canonicals []CanonicalExtension
 }
+
+// CanonicalExtension is an extension whose value is a canonical URL.
+type CanonicalExtension struct{ URL, Value string }
 
 // OperationCapability is one operation a resource type serves
 // (CapabilityStatement.rest.resource.operation).
@@ -85,6 +92,9 @@ type CapabilityConfig struct {
 	CORS bool
 	// OAuth, when set, advertises SMART endpoints.
 	OAuth *OAuthURIs
+	// Instantiates are the canonical CapabilityStatements this one
+	// implements.
+	Instantiates []string
 }
 
 var loaded = time.Now().UTC()
@@ -129,6 +139,7 @@ func CapabilityStatement(cfg CapabilityConfig) *models.CapabilityStatement {
 			Description: software + " FHIR R4 endpoint",
 		},
 	}
+	cs.Instantiates = cfg.Instantiates
 	if cfg.Version != "" {
 		cs.Software.Version = ptr(cfg.Version)
 	}
@@ -181,6 +192,9 @@ func restResource(rc ResourceCapability) models.CapabilityStatementRestResource 
 		SupportedProfile: rc.SupportedProfiles,
 		SearchInclude:    rc.Includes,
 		SearchRevInclude: rc.RevIncludes,
+	}
+	for _, e := range rc.Canonicals {
+		r.Extension = append(r.Extension, models.Extension{Url: e.URL, ValueCanonical: ptr(e.Value)})
 	}
 	if rc.Profile != "" {
 		r.Profile = ptr(rc.Profile)

@@ -49,6 +49,8 @@ var storeOps = []string{
 	"append_events", "events_after",
 	"take_worklist_lease", "release_worklist_lease", "apply_worklist", "finish_worklist_sync", "leave_worklist",
 	"worklist_sync_state", "search_worklist",
+	"create_subscription", "subscription", "search_subscriptions", "delete_subscription", "notifications",
+	"dispatch_events", "claim_notifications", "settle_notifications",
 }
 
 type storeOp struct {
@@ -377,4 +379,60 @@ func (s *observedStore) SearchWorklist(ctx context.Context, q store.WorklistQuer
 	p, err := s.Store.SearchWorklist(ctx, q)
 	c.end(err)
 	return p, err
+}
+
+func (s *observedStore) CreateSubscription(ctx context.Context, sub *store.Subscription) error {
+	ctx, c := s.begin(ctx, "create_subscription")
+	err := s.Store.CreateSubscription(ctx, sub)
+	c.end(err)
+	return err
+}
+
+func (s *observedStore) Subscription(ctx context.Context, domain, id string) (*store.Subscription, error) {
+	ctx, c := s.begin(ctx, "subscription")
+	sub, err := s.Store.Subscription(ctx, domain, id)
+	c.end(err)
+	return sub, err
+}
+
+func (s *observedStore) SearchSubscriptions(ctx context.Context, domain string, statuses []string) ([]*store.Subscription, error) {
+	ctx, c := s.begin(ctx, "search_subscriptions")
+	subs, err := s.Store.SearchSubscriptions(ctx, domain, statuses)
+	c.end(err)
+	return subs, err
+}
+
+func (s *observedStore) DeleteSubscription(ctx context.Context, domain, id string) error {
+	ctx, c := s.begin(ctx, "delete_subscription")
+	err := s.Store.DeleteSubscription(ctx, domain, id)
+	c.end(err)
+	return err
+}
+
+func (s *observedStore) Notifications(ctx context.Context, domain, id string, from, to int64, limit int) ([]store.Notification, error) {
+	ctx, c := s.begin(ctx, "notifications")
+	ns, err := s.Store.Notifications(ctx, domain, id, from, to, limit)
+	c.end(err)
+	return ns, err
+}
+
+func (s *observedStore) DispatchEvents(ctx context.Context, limit int, match store.Matcher) (int, int, error) {
+	ctx, c := s.begin(ctx, "dispatch_events")
+	evs, notes, err := s.Store.DispatchEvents(ctx, limit, match)
+	c.end(err)
+	return evs, notes, err
+}
+
+func (s *observedStore) ClaimNotifications(ctx context.Context, worker string, lease time.Duration, now time.Time) (*store.Subscription, []store.Notification, error) {
+	ctx, c := s.begin(ctx, "claim_notifications")
+	sub, ns, err := s.Store.ClaimNotifications(ctx, worker, lease, now)
+	c.end(err)
+	return sub, ns, err
+}
+
+func (s *observedStore) SettleNotifications(ctx context.Context, worker, domain, id string, through int64, failure string, now, retryAt time.Time, errorAfter time.Duration) error {
+	ctx, c := s.begin(ctx, "settle_notifications")
+	err := s.Store.SettleNotifications(ctx, worker, domain, id, through, failure, now, retryAt, errorAfter)
+	c.end(err)
+	return err
 }

@@ -205,7 +205,7 @@ func (s *Server) auditRecordOf(c *gin.Context, status int) *store.AuditRecord {
 		return nil // no FHIR route (404), or one that discloses nothing
 	}
 	throttled := status == http.StatusTooManyRequests
-	typ, interaction, action := spec.typ, string(spec.interaction), spec.interaction.auditAction()
+	typ, interaction, action := spec.typ, spec.interaction.auditCode(), spec.interaction.auditAction()
 	p := principalOf(c)
 	rec := &store.AuditRecord{
 		Domain: domainOf(c),

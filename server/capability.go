@@ -7,6 +7,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
 )
 
 // typeDocs says what each resource type is, for the CapabilityStatement;
@@ -28,10 +29,22 @@ var typeDocs = map[string]fhir.ResourceCapability{
 		"the id is the ServiceRequest's. Searches walk the QUBS worklist."},
 	"Task": {Documentation: "The reporting worklist as FHIR Workflow Tasks, one per appointment pending reporting (the id is the ServiceRequest's): " +
 		"requested, in-progress once a preliminary report was delivered through this bridge, completed once a final was. Searches walk the QUBS worklist."},
+	"Subscription": {SupportedProfiles: []string{subs.ProfileSubscription}, Canonicals: topicCanonicals(),
+		Documentation: "Topic-based rest-hook subscriptions (R4 Subscriptions Backport IG): the topics are the canonical URLs in this entry's " +
+			"extensions; filter criteria per docs/subscriptions.md; payload empty, id-only or full-resource; custom headers are sent and never served back."},
 	"AuditEvent": {Documentation: "The audit trail (IHE BALP): every read of PHI and every change through this FHIR base."},
 }
 
-var interactionOrder = []interaction{interactionRead, interactionVRead, interactionUpdate, interactionSearch, interactionCreate}
+var interactionOrder = []interaction{interactionRead, interactionVRead, interactionUpdate, interactionDelete, interactionSearch, interactionCreate}
+
+// topicCanonicals are the subscription topics, for the Subscription entry.
+func topicCanonicals() []fhir.CanonicalExtension {
+	out := make([]fhir.CanonicalExtension, len(subs.TopicURLs))
+	for i, u := range subs.TopicURLs {
+		out[i] = fhir.CanonicalExtension{URL: subs.ExtTopicCanonical, Value: u}
+	}
+	return out
+}
 
 // capabilities lists exactly what the served routes implement: it is read
 // off the route table, type by type in table order.
@@ -74,6 +87,9 @@ func (s *Server) capabilities(base string) fhir.CapabilityConfig {
 		slices.SortFunc(cfg.Resources[i].Interactions, func(a, b string) int {
 			return slices.Index(interactionOrder, interaction(a)) - slices.Index(interactionOrder, interaction(b))
 		})
+	}
+	if _, ok := byType["Subscription"]; ok {
+		cfg.Instantiates = []string{subs.ServerCapability}
 	}
 	if s.cfg.SMART != nil {
 		cfg.OAuth = &fhir.OAuthURIs{Token: s.cfg.SMARTTokenURL}

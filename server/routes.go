@@ -26,6 +26,10 @@ const (
 	// delivery ($redeliver): it needs the type's update permission and is
 	// audited as an update, so its record is committed before the answer.
 	interactionOperation interaction = "operation"
+	interactionDelete    interaction = "delete"
+	// interactionQuery is an operation that reads ($status, $events): it
+	// needs the type's read permission and is audited as an execute.
+	interactionQuery interaction = "operation-query"
 )
 
 // public reports whether anyone may call it: SMART requires the
@@ -38,8 +42,10 @@ func (i interaction) public() bool {
 // perm is the SMART v2 permission the interaction needs.
 func (i interaction) perm() byte {
 	switch i {
-	case interactionRead, interactionVRead:
+	case interactionRead, interactionVRead, interactionQuery:
 		return 'r'
+	case interactionDelete:
+		return 'd'
 	case interactionSearch:
 		return 's'
 	case interactionCreate:
@@ -56,8 +62,10 @@ func (i interaction) auditAction() string {
 	switch i {
 	case interactionRead, interactionVRead:
 		return store.AuditActionRead
-	case interactionSearch:
+	case interactionSearch, interactionQuery:
 		return store.AuditActionExecute
+	case interactionDelete:
+		return store.AuditActionDelete
 	case interactionCreate:
 		return store.AuditActionCreate
 	case interactionUpdate, interactionOperation:
@@ -86,6 +94,14 @@ type routeSpec struct {
 	// CapabilityStatement.
 	operation *fhir.OperationCapability
 	handler   func(*gin.Context) error
+}
+
+// auditCode is the restful-interaction code of the route's audit record.
+func (i interaction) auditCode() string {
+	if i == interactionQuery {
+		return string(interactionOperation)
+	}
+	return string(i)
 }
 
 // fullPath is the gin pattern of the route, as c.FullPath reports it.
@@ -133,6 +149,13 @@ func (s *Server) routeTable() []routeSpec {
 
 		routeSpec{method: http.MethodGet, path: "/Task", typ: "Task", interaction: interactionSearch, search: &taskSearch, handler: taskView.search(s)},
 		routeSpec{method: http.MethodGet, path: "/Task/:id", typ: "Task", interaction: interactionRead, handler: taskView.read(s)},
+
+		routeSpec{method: http.MethodPost, path: "/Subscription", typ: "Subscription", interaction: interactionCreate, withStore: true, handler: s.createSubscription},
+		routeSpec{method: http.MethodGet, path: "/Subscription", typ: "Subscription", interaction: interactionSearch, search: &subscriptionSearch, withStore: true, handler: s.searchSubscriptions},
+		routeSpec{method: http.MethodGet, path: "/Subscription/:id", typ: "Subscription", interaction: interactionRead, withStore: true, handler: s.readSubscription},
+		routeSpec{method: http.MethodDelete, path: "/Subscription/:id", typ: "Subscription", interaction: interactionDelete, withStore: true, handler: s.deleteSubscription},
+		routeSpec{method: http.MethodGet, path: "/Subscription/:id/$status", typ: "Subscription", interaction: interactionQuery, withStore: true, operation: &subscriptionStatusOperation, handler: s.subscriptionStatus},
+		routeSpec{method: http.MethodGet, path: "/Subscription/:id/$events", typ: "Subscription", interaction: interactionQuery, withStore: true, operation: &subscriptionEventsOperation, handler: s.subscriptionEvents},
 
 		routeSpec{method: http.MethodGet, path: "/AuditEvent", typ: "AuditEvent", interaction: interactionSearch, search: &auditEventSearch, withStore: true, handler: s.searchAuditEvents},
 		routeSpec{method: http.MethodGet, path: "/AuditEvent/:id", typ: "AuditEvent", interaction: interactionRead, withStore: true, handler: s.readAuditEvent},

@@ -24,6 +24,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
 )
 
 // QUBS is the part of the QUBS client the server uses; *qubs.Client
@@ -57,8 +58,13 @@ type Config struct {
 	Store store.Store
 	// Kick, when set, wakes the delivery worker after a report version is
 	// stored, so that it goes to QUBS at once rather than at the next poll.
-	Kick  func()
-	Zones *mapping.Zones
+	Kick func()
+	// SubscriptionPolicy decides which Subscription endpoints are
+	// allowed (nil: https to public addresses only); SubscriptionKick,
+	// when set, wakes the notification sender after a create.
+	SubscriptionPolicy *subs.Policy
+	SubscriptionKick   func()
+	Zones              *mapping.Zones
 	// CursorKey seals paging cursors. Replicas behind one load balancer must
 	// share it, or a next link minted by one is refused by another.
 	CursorKey []byte

@@ -719,6 +719,7 @@ func TestCapabilityStatement(t *testing.T) {
 	got := interactions(t, e.base)
 	assert.Equal(t, []string{"read", "vread", "update", "search-type", "create"}, got["DiagnosticReport"])
 	assert.Equal(t, []string{"read", "create"}, got["Binary"])
+	assert.Equal(t, []string{"read", "delete", "search-type", "create"}, got["Subscription"])
 
 	for typ, ins := range got {
 		for _, in := range ins {
@@ -734,6 +735,8 @@ func TestCapabilityStatement(t *testing.T) {
 				r = post(t, e.base+"/"+typ, []byte("{}"), nil)
 			case "update":
 				r = put(t, e.base+"/"+typ+"/does-not-exist", []byte("{}"), nil)
+			case "delete":
+				r = do(t, http.MethodDelete, e.base+"/"+typ+"/does-not-exist", nil, nil)
 			default:
 				t.Errorf("%s: unexpected interaction %s", typ, in)
 				continue

@@ -37,6 +37,7 @@ type Store interface {
 	Replay
 	Events
 	Worklist
+	Subscriptions
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the database handles. It does not wait for callers
@@ -809,4 +810,133 @@ type Worklist interface {
 	// SearchWorklist runs q. Errors: ErrInvalid for an unknown field,
 	// operator or cursor.
 	SearchWorklist(ctx context.Context, q WorklistQuery) (*WorklistPage, error)
+}
+
+// Subscription statuses (FHIR R4 Subscription.status).
+const (
+	SubscriptionRequested = "requested"
+	SubscriptionActive    = "active"
+	SubscriptionError     = "error"
+	SubscriptionOff       = "off"
+)
+
+// Payload contents of a notification (the Backport IG's
+// backport-payload-content).
+const (
+	PayloadEmpty        = "empty"
+	PayloadIDOnly       = "id-only"
+	PayloadFullResource = "full-resource"
+)
+
+// Subscription is one FHIR Subscription (R4 Backport IG, topic-based,
+// rest-hook) with the state of its notification stream. Headers are
+// secrets (the receiver's authorization): they are stored to be sent and
+// never logged nor served back.
+type Subscription struct {
+	Domain, ID string
+	// Status is one of the Subscription constants.
+	Status string
+	// Topic is the event topic (EventTopic...), Criteria the filter
+	// criteria as sent ("ServiceRequest?modality=CT"), all of which an
+	// event must match.
+	Topic    string
+	Criteria []string
+	Endpoint string
+	// Content is one of the Payload constants.
+	Content         string
+	Headers         []string
+	HeartbeatPeriod time.Duration
+	Timeout         time.Duration
+	MaxCount        int
+	// Resource is the Subscription as accepted (headers redacted); the
+	// server sets status and error when serving it.
+	Resource []byte
+	// StartSeq: events up to this seq predate the subscription and are
+	// not matched. CreateSubscription sets it.
+	StartSeq int64
+	// EventsSinceStart is the last eventNumber handed out (the IG's
+	// events-since-subscription-start), DeliveredThrough the last one the
+	// endpoint accepted.
+	EventsSinceStart, DeliveredThrough int64
+	// Error says why the last attempt failed (PHI-free); "" after a
+	// success.
+	Error string
+	// Attempts counts the failed attempts since the last success;
+	// FailingSince is the first of them.
+	Attempts     int
+	FailingSince *time.Time
+	// RetryAt is when a failed subscription is tried again; nil when not
+	// failing.
+	RetryAt *time.Time
+	// HeartbeatAt is when an idle active subscription is due a heartbeat;
+	// LastSentAt when a notification last reached the endpoint.
+	HeartbeatAt, LastSentAt *time.Time
+	CreatedAt               time.Time
+	// LeasedBy and LeaseUntil name the sender holding the subscription.
+	LeasedBy   string
+	LeaseUntil *time.Time
+}
+
+// Notification is one event as numbered for one subscription.
+type Notification struct {
+	EventNumber int64
+	Event       Event
+	// SentAt is when the endpoint accepted it; nil before.
+	SentAt *time.Time
+}
+
+// Matcher reports whether ev matches sub's filter criteria (the store has
+// already matched domain, topic and start).
+type Matcher func(ev *Event, sub *Subscription) bool
+
+// Subscriptions are the FHIR Subscriptions and their durable outbox. The
+// dispatcher turns the event log into numbered notifications
+// (DispatchEvents); senders claim a subscription at a time, in the manner
+// of Deliveries, and send its notifications in eventNumber order
+// (ClaimNotifications, SettleNotifications).
+type Subscriptions interface {
+	// CreateSubscription stores sub with status requested, due at once
+	// (the handshake); it sets StartSeq to the log's last seq and
+	// CreatedAt. Errors: ErrConflict if (Domain, ID) exists; ErrInvalid
+	// for missing fields.
+	CreateSubscription(ctx context.Context, sub *Subscription) error
+	// Subscription returns one. Errors: ErrNotFound.
+	Subscription(ctx context.Context, domain, id string) (*Subscription, error)
+	// SearchSubscriptions returns the domain's subscriptions whose status
+	// is one of statuses (all when empty), by id, at most MaxSearchLimit.
+	SearchSubscriptions(ctx context.Context, domain string, statuses []string) ([]*Subscription, error)
+	// DeleteSubscription removes a subscription and its outbox.
+	// Errors: ErrNotFound.
+	DeleteSubscription(ctx context.Context, domain, id string) error
+	// Notifications returns a subscription's notifications with
+	// from <= eventNumber <= to, in order, at most limit ($events).
+	// Errors: ErrNotFound for an unknown subscription.
+	Notifications(ctx context.Context, domain, id string, from, to int64, limit int) ([]Notification, error)
+	// DispatchEvents matches up to limit events after the dispatcher's
+	// watermark against the subscriptions of their domain and topic
+	// (status requested, active or error), numbers each match for its
+	// subscription (EventsSinceStart+1, no gaps), and advances the
+	// watermark, all in one transaction: an event is numbered exactly once
+	// however the process dies. One caller at a time dispatches; others
+	// (other replicas) return at once with 0. It returns how many events
+	// it passed and how many notifications it wrote.
+	DispatchEvents(ctx context.Context, limit int, match Matcher) (events, notifications int, err error)
+	// ClaimNotifications leases to worker, until now + the
+	// subscription's Timeout + lease (so a crashed sender's subscription
+	// is taken over soon after its attempt could have ended), the
+	// subscription due longest: one that needs its handshake (requested),
+	// has notifications not yet delivered, is due a heartbeat, or failed
+	// and is due a retry. It returns the subscription and up to MaxCount
+	// undelivered notifications in eventNumber order (none for a
+	// handshake or heartbeat). Errors: ErrNotFound when none is due.
+	ClaimNotifications(ctx context.Context, worker string, lease time.Duration, now time.Time) (*Subscription, []Notification, error)
+	// SettleNotifications ends worker's attempt and releases the lease.
+	// With failure "" the endpoint took everything through eventNumber
+	// through (0 for a handshake or heartbeat): the subscription becomes
+	// active, its error and retry are cleared and a heartbeat is due a
+	// period later. Otherwise the attempt failed (failure PHI-free): it is
+	// retried at retryAt, and once failing since errorAfter or longer the
+	// subscription's status becomes error.
+	// Errors: ErrNotFound; ErrConflict unless worker holds the lease.
+	SettleNotifications(ctx context.Context, worker, domain, id string, through int64, failure string, now, retryAt time.Time, errorAfter time.Duration) error
 }

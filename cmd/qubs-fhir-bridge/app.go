@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -36,6 +37,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -74,10 +76,10 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level", "domains",
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level", "domains",
 		"worklist-index", "worklist-sync-interval"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "metrics-listen", "log-level",
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level",
 		"worklist-index", "worklist-sync-interval"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
@@ -352,19 +354,23 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 	}
 	pool := delivery.NewPool(bg.workers, worker)
 	cfg.Store, cfg.Kick = st, pool.Kick
+	sender, dispatcher := subscriptionWorkers(ln, &cfg, st, bg, fmt.Sprintf("%s-%d", host, os.Getpid()), log)
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if syncer != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); syncer.Run(wctx) }()
 	}
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); pool.Run(wctx) }()
+	go func() { defer wg.Done(); dispatcher.Run(wctx) }()
 	go func() {
 		defer wg.Done()
 		retention.Run(wctx, st, bg.retention, bg.auditRetention, time.Hour, log.With("component", "retention"))
 	}()
 	srv := server.New(cfg)
+	sender.Resolve = srv.NotificationFocus(sender.Base)
+	go func() { defer wg.Done(); sender.Run(wctx) }()
 	err := serveHTTP(ctx, ln, srv, bg.tls, log)
 	// The HTTP server has drained: no request can queue an audit record
 	// any more, and the store is still open for the last batch.
@@ -394,6 +400,10 @@ type background struct {
 	// domains are BRIDGE_DOMAINS: indexed from the start (others from
 	// their first search).
 	domains []string
+	// subscriptionNets and subscriptionErrorAfter are
+	// BRIDGE_SUBSCRIPTION_ALLOW_NETS and _ERROR_AFTER.
+	subscriptionNets       []netip.Prefix
+	subscriptionErrorAfter time.Duration
 }
 
 func backgroundOptions(opts *options) (background, error) {
@@ -422,6 +432,13 @@ func backgroundOptions(opts *options) (background, error) {
 	bg.workers, err = strconv.Atoi(opts.get("delivery-workers"))
 	if err != nil || bg.workers < 1 || bg.workers > 64 {
 		return background{}, fmt.Errorf("BRIDGE_DELIVERY_WORKERS %q: want 1..64", opts.get("delivery-workers"))
+	}
+	if bg.subscriptionNets, err = subs.ParseNets(opts.get("subscription-allow-nets")); err != nil {
+		return background{}, fmt.Errorf("BRIDGE_SUBSCRIPTION_ALLOW_NETS: %w", err)
+	}
+	bg.subscriptionErrorAfter, err = time.ParseDuration(opts.get("subscription-error-after"))
+	if err != nil || bg.subscriptionErrorAfter < time.Minute {
+		return background{}, fmt.Errorf("BRIDGE_SUBSCRIPTION_ERROR_AFTER %q: want a duration of 1m or more", opts.get("subscription-error-after"))
 	}
 	cert, key := opts.get("tls-cert"), opts.get("tls-key")
 	if (cert == "") != (key == "") {
@@ -559,6 +576,11 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 	if cfg.PublicURL != "" {
 		base = strings.TrimRight(cfg.PublicURL, "/") + "/fhir/" + sim.Domains()[0]
 	}
+	hook, err := startDemoHook(m.Stdout)
+	if err != nil {
+		return err
+	}
+	defer hook.close()
 	example := "ServiceRequest-id"
 	if ids := sim.PendingIDs(sim.Domains()[0]); len(ids) > 0 {
 		if id, err := mapping.ServiceRequestID(ids[0]); err == nil {
@@ -579,11 +601,20 @@ Report on a study:
   curl -s -X POST '%[1]s/DiagnosticReport' -H 'Content-Type: application/fhir+json' \
     -d '{"resourceType":"DiagnosticReport","status":"preliminary","code":{"text":"Imaging report"},"basedOn":[{"reference":"ServiceRequest/%[4]s"}],"conclusion":"No acute abnormality."}'
 
+Subscriptions (FHIR R4 Subscriptions Backport, rest-hook): a webhook receiver at
+%[6]s is subscribed to every topic and prints each notification
+here as a "webhook:" line; report on a study (above) to see a report-delivery
+event. Subscribe an endpoint of your own (docs/subscriptions.md):
+  curl -s -X POST '%[1]s/Subscription' -H 'Content-Type: application/fhir+json' \
+    -d '{"resourceType":"Subscription","status":"requested","reason":"mine","criteria":"%[7]s","_criteria":{"extension":[{"url":"%[8]s","valueString":"ServiceRequest?modality=CT"}]},"channel":{"type":"rest-hook","endpoint":"http://127.0.0.1:9999/hook","payload":"application/fhir+json","_payload":{"extension":[{"url":"%[9]s","valueCode":"id-only"}]}}}'
+
 Ctrl-C stops it.
-`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example, metricsLine(tel.url()))
+`, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example, metricsLine(tel.url()),
+		hook.url, subs.TopicURLs[0], subs.ExtFilterCriteria, subs.ExtPayloadContent)
 	tel.serve(log)
 	m.MetricsURL = tel.url()
 	close(m.Ready)
+	go subscribeDemoHook(ctx, m.BridgeURL+"/fhir/"+sim.Domains()[0], hook.url, log)
 	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
 }
 

@@ -79,6 +79,8 @@ func newOptions() *options {
 	add("delivery-workers", "BRIDGE_DELIVERY_WORKERS", "4", "delivery workers per replica (1..64); each works one appointment at a time", false)
 	add("worklist-index", "BRIDGE_WORKLIST_INDEX", "on", "on: keep an index of each domain's worklist in the store and serve ServiceRequest searches from it (docs/worklist-index.md); off: search QUBS as it goes", false)
 	add("worklist-sync-interval", "BRIDGE_WORKLIST_SYNC_INTERVAL", "30s", `how often the index walks each domain's QUBS worklist, with per-domain overrides: "30s;acme=10s;coastal=2m"`, false)
+	add("subscription-allow-nets", "BRIDGE_SUBSCRIPTION_ALLOW_NETS", "", "comma-separated CIDR ranges Subscription endpoints may reach although private or otherwise internal (https still required); default none", false)
+	add("subscription-error-after", "BRIDGE_SUBSCRIPTION_ERROR_AFTER", "10m", "how long a Subscription's endpoint may fail before the subscription's status becomes error (it is still retried)", false)
 	add("metrics-listen", "BRIDGE_METRICS_LISTEN", "", "address serving Prometheus metrics at /metrics (unauthenticated, no PHI); empty: off (demo: a free loopback port)", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
 	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)

@@ -286,3 +286,41 @@ func TestUserMessage(t *testing.T) {
 		assert.Equal(t, want, userMessage(errors.New(strings.ReplaceAll(in, "\\n", "\n"))))
 	}
 }
+
+// TestDemoWebhook: the demo subscribes its own webhook receiver to every
+// topic; the handshakes print at once, and a report delivered to the
+// simulator prints a report-delivery notification.
+func TestDemoWebhook(t *testing.T) {
+	t.Parallel()
+	m, out, _ := start(t, nil, "demo", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0")
+	assert.Contains(t, out.String(), "/Subscription' -H", "the demo prints how to subscribe")
+	waitFor := func(what, s string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(out.String(), s) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s in the demo's output:\n%s", what, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("handshake", "webhook: handshake report-delivery")
+	waitFor("handshake", "webhook: handshake worklist")
+
+	base := m.BridgeURL + "/fhir/acme"
+	status, body := fetch(t, base+"/ServiceRequest?_count=1")
+	require.Equal(t, http.StatusOK, status)
+	var b struct {
+		Entry []struct{ Resource struct{ ID string } }
+	}
+	require.NoError(t, json.Unmarshal(body, &b))
+	require.NotEmpty(t, b.Entry)
+	report := `{"resourceType":"DiagnosticReport","status":"final","code":{"text":"Imaging report"},"basedOn":[{"reference":"ServiceRequest/` +
+		b.Entry[0].Resource.ID + `"}],"conclusion":"No acute abnormality."}`
+	res, err := http.Post(base+"/DiagnosticReport", "application/fhir+json", strings.NewReader(report))
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusCreated, res.StatusCode)
+	waitFor("report-delivery notification", "webhook: event-notification report-delivery")
+	assert.Contains(t, out.String(), ": #1 DiagnosticReport/")
+}

@@ -217,7 +217,11 @@ func (s *Store) RenewLease(ctx context.Context, worker, domain, id string, versi
 // the job, let decide say whether to go on (noop: the call is a harmless
 // repeat), check that worker holds the lease, apply update (a statement
 // ending in its SET clause, with args), then release the lease.
-func (s *Store) finish(ctx context.Context, worker, domain, id string, version int,
+//
+// event, when not "", is the kind of the report-delivery event appended in
+// the same transaction (the state the version reached), so subscribers
+// are told of every delivery end exactly once.
+func (s *Store) finish(ctx context.Context, worker, domain, id string, version int, event string,
 	decide func(state string) (noop bool, err error), update string, args ...any) error {
 	if err := sqlutil.CheckWorker(worker); err != nil {
 		return err
@@ -237,8 +241,23 @@ func (s *Store) finish(ctx context.Context, worker, domain, id string, version i
 			append(args, domain, id, version)...); err != nil {
 			return err
 		}
+		if err := s.appendEvents(ctx, tx, deliveryEvent(domain, id, j.appointment, event)); err != nil {
+			return err
+		}
 		return release(ctx, tx, domain, j.appointment)
 	})
+}
+
+// deliveryEvent is the report-delivery event of a version whose delivery
+// ended in kind (none for ""). It carries no Resource: a notification
+// shows the DiagnosticReport as the bridge serves it when it is sent,
+// delivery state included, rather than a copy frozen here.
+func deliveryEvent(domain, id, appointment, kind string) []*store.Event {
+	if kind == "" {
+		return nil
+	}
+	return []*store.Event{{Domain: domain, Topic: store.EventTopicReportDelivery, Kind: kind,
+		FocusType: "DiagnosticReport", FocusID: id, AppointmentID: appointment}}
 }
 
 // pendingOr is finish's decide for a call that settles a pending version
@@ -259,21 +278,21 @@ func pendingOr(done string) func(state string) (noop bool, err error) {
 // CompleteDelivery marks a version delivered. See store.Deliveries.
 func (s *Store) CompleteDelivery(ctx context.Context, worker, domain, id string, version int, reportGUID string, at time.Time) (err error) {
 	defer s.wrap(&err, "CompleteDelivery(%q, %q, %d)", domain, id, version)
-	return s.finish(ctx, worker, domain, id, version, pendingOr(store.DeliveryDelivered),
+	return s.finish(ctx, worker, domain, id, version, store.EventDelivered, pendingOr(store.DeliveryDelivered),
 		`UPDATE report_versions SET state = 'delivered', report_guid = ?, delivered_at = ?`, reportGUID, s.tm(sqlutil.Time(at)))
 }
 
 // RetryDelivery makes a version due again later. See store.Deliveries.
 func (s *Store) RetryDelivery(ctx context.Context, worker, domain, id string, version int, lastError string, next time.Time) (err error) {
 	defer s.wrap(&err, "RetryDelivery(%q, %q, %d)", domain, id, version)
-	return s.finish(ctx, worker, domain, id, version, pendingOr(""),
+	return s.finish(ctx, worker, domain, id, version, "", pendingOr(""),
 		`UPDATE report_versions SET last_error = ?, next_attempt_at = ?`, lastError, s.tm(sqlutil.Time(next)))
 }
 
 // FailDelivery marks a version permanently failed. See store.Deliveries.
 func (s *Store) FailDelivery(ctx context.Context, worker, domain, id string, version int, lastError string) (err error) {
 	defer s.wrap(&err, "FailDelivery(%q, %q, %d)", domain, id, version)
-	return s.finish(ctx, worker, domain, id, version, pendingOr(store.DeliveryFailed),
+	return s.finish(ctx, worker, domain, id, version, store.EventFailed, pendingOr(store.DeliveryFailed),
 		`UPDATE report_versions SET state = 'failed', last_error = ?`, lastError)
 }
 

@@ -142,6 +142,13 @@ func (s *Store) AbandonDelivery(ctx context.Context, domain, id string, version 
 			WHERE domain = ? AND report_id = ? AND version = ?`, sqlutil.AbandonedError(v.LastError), domain, id, version); err != nil {
 			return err
 		}
+		// A pending version given up ends its delivery now; a failed one
+		// was told of when it failed.
+		if v.State == store.DeliveryPending {
+			if err := s.appendEvents(ctx, tx, deliveryEvent(domain, id, appt, store.EventFailed)); err != nil {
+				return err
+			}
+		}
 		// The queue points at the newest version still pending; an
 		// expired lease on the abandoned version goes with it.
 		_, err = tx.exec(ctx, `UPDATE delivery_queues SET

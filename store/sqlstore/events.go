@@ -67,19 +67,5 @@ func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) (_ []st
 	if limit <= 0 {
 		return nil, store.E(store.KindInvalid, "limit must be positive")
 	}
-	rows, err := s.reader().query(ctx, `SELECT seq, domain, topic, kind, focus_type, focus_id, appointment_id, at, resource
-		FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Event
-	for rows.Next() {
-		var e store.Event
-		if err := rows.Scan(&e.Seq, &e.Domain, &e.Topic, &e.Kind, &e.FocusType, &e.FocusID, &e.AppointmentID, at{&e.At}, &e.Resource); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return eventsAfter(ctx, s.reader(), after, limit)
 }

@@ -92,13 +92,7 @@ func testEventsInvalid(t *testing.T, s store.Store) {
 func testReplicasEvents(t *testing.T, open func(ctx context.Context) (store.Store, error)) {
 	ctx := ctxT(t)
 	const replicas, each = 4, 40
-	stores := make([]store.Store, replicas)
-	for i := range stores {
-		s, err := open(ctx)
-		require.NoError(t, err)
-		t.Cleanup(func() { s.Close() })
-		stores[i] = s
-	}
+	stores := openReplicas(t, open, replicas)
 	var wg sync.WaitGroup
 	for i, s := range stores {
 		wg.Add(1)
@@ -145,4 +139,17 @@ func testReplicasEvents(t *testing.T, open func(ctx context.Context) (store.Stor
 	for id, n := range seen {
 		assert.Equal(t, 1, n, id)
 	}
+}
+
+// openReplicas opens n Stores on one database, closed at the test's end.
+func openReplicas(t *testing.T, open func(ctx context.Context) (store.Store, error), n int) []store.Store {
+	t.Helper()
+	stores := make([]store.Store, n)
+	for i := range stores {
+		s, err := open(ctxT(t))
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	return stores
 }

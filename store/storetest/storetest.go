@@ -91,6 +91,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WorklistSync", testWorklistSync},
 		{"WorklistLease", testWorklistLease},
 		{"WorklistSearch", testWorklistSearch},
+		{"SubscriptionLifecycle", testSubscriptionLifecycle},
+		{"SubscriptionFailure", testSubscriptionFailure},
+		{"SubscriptionDeliveryEvents", testSubscriptionDeliveryEvents},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,6 +118,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ReplicasAudit", testReplicasAudit},
 		{"ReplicasEvents", testReplicasEvents},
 		{"ReplicasWorklistLease", testReplicasWorklistLease},
+		{"ReplicasDispatch", testReplicasDispatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
