@@ -161,17 +161,18 @@ type subsRig struct {
 	disp   *subs.Dispatcher
 }
 
-func newSubsRig(t *testing.T, withDB func(testing.TB) envOption, run bool) *subsRig {
+func newSubsRig(t *testing.T, withDB func(testing.TB) envOption, run bool, more ...envOption) *subsRig {
 	t.Helper()
 	r := &subsRig{sender: &subs.Sender{Name: "test-sender", PollInterval: 20 * time.Millisecond,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond}}
 	policy := &subs.Policy{AllowLoopback: true}
-	r.env = newEnv(t, withDB(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+	opts := append([]envOption{withDB(t)}, more...)
+	r.env = newEnv(t, append(opts, func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		r.st = sc.Store
 		r.sender.Logger = sc.Logger
 		sc.SubscriptionPolicy = policy
 		sc.SubscriptionKick = r.sender.Kick
-	})
+	})...)
 	base := r.srv.URL + "/fhir/"
 	r.sender.Store, r.sender.Client = r.st, policy.Client()
 	r.sender.Base = func(domain string) string { return base + domain }
