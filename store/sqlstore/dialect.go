@@ -52,4 +52,8 @@ type dialect interface {
 	// move into audit_patients (SQLite, migration 0008); nil where they
 	// go there directly (PostgreSQL).
 	auditStaging() *auditStaging
+	// artifactFiles is where artifacts' bytes are kept when not in
+	// report_artifacts.data (SQLite, migration 0013); nil where they are
+	// (PostgreSQL).
+	artifactFiles() *artifactFiles
 }

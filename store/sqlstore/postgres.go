@@ -201,7 +201,8 @@ func writeArtifactRows(w io.Writer, r *store.Report) error {
 
 // auditStaging: none; the patient rows go into audit_patients' index
 // directly (docs/store.md, "Audit trail", says why).
-func (postgresDialect) auditStaging() *auditStaging { return nil }
+func (postgresDialect) auditStaging() *auditStaging   { return nil }
+func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 
 // insertAudits writes the batch in one statement over column arrays
 // (unnest), the patient rows joined to the records that statement

@@ -102,12 +102,22 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 	}
 	r.SetMaxOpenConns(sqliteReadConns)
 	r.SetMaxIdleConns(sqliteReadConns)
-	d := &sqliteDialect{w: w, staging: newAuditStaging()}
+	files, err := openArtifactFiles(path)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	d := &sqliteDialect{w: w, staging: newAuditStaging(), files: files}
 	s, err := open(ctx, d, w, r)
 	if err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
+	}
+	if _, err := files.sweep(ctx, s); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sweeping the artifact directory: %w", err)
 	}
 	if err := d.prepareAudits(ctx); err != nil {
 		s.Close()
@@ -119,7 +129,7 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 		return nil, err
 	}
 	c.SetMaxOpenConns(1)
-	d.ckpt = startCheckpointer(c)
+	d.ckpt = startCheckpointer(c, files.sync)
 	s.closers = append(s.closers, d.ckpt.close)
 	return s, nil
 }
@@ -134,6 +144,8 @@ type sqliteDialect struct {
 	events, patients *sql.Stmt
 	// staging counts and moves the staged audit patient rows.
 	staging *auditStaging
+	// files holds the artifacts' bytes (artifactfiles.go).
+	files *artifactFiles
 }
 
 func (*sqliteDialect) name() string                              { return "sqlite" }
@@ -156,10 +168,35 @@ func (*sqliteDialect) versionTable() string {
 		applied_at INTEGER NOT NULL)`
 }
 
-func (d *sqliteDialect) auditStaging() *auditStaging { return d.staging }
+func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
+func (d *sqliteDialect) artifactFiles() *artifactFiles { return d.files }
 
-func (*sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
-	return insertArtifactRows(ctx, tx, r)
+// insertArtifacts writes each artifact's bytes to a file of its own and
+// its row naming the file (migration 0013). A file whose transaction does
+// not commit is removed when it ends.
+func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
+	for _, a := range r.Artifacts {
+		var file any // NULL: no bytes
+		if a.Data != nil {
+			name, err := d.files.write(a.Data)
+			if err != nil {
+				return err
+			}
+			tx.afterward(func(committed bool) {
+				if !committed {
+					d.files.remove(name)
+				}
+			})
+			file = name
+		}
+		if _, err := tx.exec(ctx, `INSERT INTO report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data_file)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.BinaryID, file); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // insertAudits writes the batch with two prepared statements per record.
