@@ -3,7 +3,9 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -399,17 +401,37 @@ func (s *Store) ArtifactBinary(ctx context.Context, domain, binaryID string) (_ 
 	if binaryID == "" { // artifacts without a Binary
 		return nil, store.E(store.KindNotFound, "no such binary")
 	}
+	b, file, err := s.artifactBinary(ctx, domain, binaryID)
+	if err != nil {
+		return nil, err
+	}
+	err = loadArtifactFile(s.d.artifactFiles(), file, &b.Artifact)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A purge may have removed the file since the row was read: the
+		// row read again says so (purged, no bytes); if it still names
+		// the file, the file is lost, which is an error.
+		again, file2, err2 := s.artifactBinary(ctx, domain, binaryID)
+		if err2 == nil && file2 != file {
+			return again, loadArtifactFile(s.d.artifactFiles(), file2, &again.Artifact)
+		}
+	}
+	return b, err
+}
+
+// artifactBinary reads ArtifactBinary's row, its bytes left in the file
+// it names, if any.
+func (s *Store) artifactBinary(ctx context.Context, domain, binaryID string) (*store.ReportBinary, sql.NullString, error) {
 	b := &store.ReportBinary{Domain: domain}
 	a := &b.Artifact
 	var file sql.NullString
-	err = s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData+`,
+	err := s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData+`,
 			v.patient_ref, v.created_at, v.purged
 		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
 		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID).
 		Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
 			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
 	if err != nil {
-		return nil, notFound(err, "binary")
+		return nil, file, notFound(err, "binary")
 	}
-	return b, loadArtifactFile(s.d.artifactFiles(), file, a)
+	return b, file, nil
 }
