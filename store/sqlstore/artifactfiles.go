@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
 
@@ -18,20 +16,18 @@ import (
 // pages: copied twice into SQLite's memory, written as 512 WAL frames (two
 // system calls each) inside the request, then copied again into the
 // database by the checkpointer and read back page by page by the delivery
-// worker. As a file it is one write and one read.
+// worker. As a file it is one write, one fsync and one read.
 //
 // Names are random, never derived from the artifact: a name belongs to
 // exactly one row, so a file can be removed as soon as its row no longer
 // names it (a rollback, a purge) without asking who else uses it. The
-// bytes reach the file before the transaction naming it commits, so a
-// crash of the process after the commit finds them; a file whose
-// transaction rolled back is removed then, and one left by a crash before
-// the commit (or after a purge's commit, before its removal) by sweep.
+// bytes are on disk (fsync) before the transaction naming them commits,
+// so a commit that survives a crash, even a power loss, names a whole
+// file; a file whose transaction rolled back is removed then, and one
+// left by a crash before the commit (or after a purge's commit, before
+// its removal) by sweep.
 type artifactFiles struct {
 	dir string
-	mu  sync.Mutex
-	// unsynced are the files written since the last sync.
-	unsynced []string
 }
 
 // artifactDirSuffix follows the database's file name, as SQLite's -wal and
@@ -54,10 +50,12 @@ func openArtifactFiles(dbPath string) (*artifactFiles, error) {
 	return &artifactFiles{dir: dir}, nil
 }
 
-// write stores data in a new file and returns its name. The file is
-// synced only with the database (sync): SQLite's commits (synchronous
-// NORMAL) are not synced either, and an fsync of 2 MiB costs a report
-// POST more than the rest of its write.
+// write stores data in a new file, synced with its directory entry, and
+// returns its name. SQLite's own commits are not synced (synchronous
+// NORMAL: a power loss may lose the last ones), but they may reach the
+// disk by the kernel's writeback before a file written beside them does:
+// without the fsync, a commit could survive a power loss naming a file
+// that did not.
 func (f *artifactFiles) write(data []byte) (name string, err error) {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails
@@ -66,18 +64,20 @@ func (f *artifactFiles) write(data []byte) (name string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("writing an artifact file: %w", err)
 	}
-	if _, err := fh.Write(data); err != nil {
-		fh.Close()
+	_, err = fh.Write(data)
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncFile(f.dir)
+	}
+	if err != nil {
 		f.remove(name)
 		return "", fmt.Errorf("writing an artifact file: %w", err)
 	}
-	if err := fh.Close(); err != nil {
-		f.remove(name)
-		return "", fmt.Errorf("writing an artifact file: %w", err)
-	}
-	f.mu.Lock()
-	f.unsynced = append(f.unsynced, name)
-	f.mu.Unlock()
 	return name, nil
 }
 
@@ -106,32 +106,9 @@ func (f *artifactFiles) remove(name string) {
 	}
 }
 
-// sync makes the files written since the last call durable. The
-// checkpointer calls it before each checkpoint, whose fsync of the WAL
-// makes the commits naming them durable, so that a commit the checkpoint
-// made durable names a file synced before it. The directory is synced for
-// the new names.
-func (f *artifactFiles) sync() error {
-	f.mu.Lock()
-	names := f.unsynced
-	f.unsynced = nil
-	f.mu.Unlock()
-	if len(names) == 0 {
-		return nil
-	}
-	errs := make([]error, 0, len(names)+1)
-	for _, n := range names {
-		errs = append(errs, syncFile(filepath.Join(f.dir, n)))
-	}
-	errs = append(errs, syncFile(f.dir))
-	return errors.Join(errs...)
-}
-
+// syncFile fsyncs a file or directory by name.
 func syncFile(path string) error {
 	fh, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // removed since it was listed
-	}
 	if err != nil {
 		return err
 	}

@@ -20,18 +20,15 @@ const checkpointInterval = 500 * time.Millisecond
 // wal_autocheckpoint(0) and this goroutine, on a connection of its own,
 // runs PASSIVE checkpoints, which never block readers or the writer.
 type checkpointer struct {
-	db *sql.DB
-	// before runs ahead of each checkpoint: what must be durable before
-	// the commits the checkpoint makes durable (artifact files).
-	before func() error
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
-	err    error
+	db   *sql.DB
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+	err  error
 }
 
-func startCheckpointer(db *sql.DB, before func() error) *checkpointer {
-	c := &checkpointer{db: db, before: before, stop: make(chan struct{}), done: make(chan struct{})}
+func startCheckpointer(db *sql.DB) *checkpointer {
+	c := &checkpointer{db: db, stop: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -54,9 +51,6 @@ func (c *checkpointer) run() {
 // checkpoint runs one PASSIVE checkpoint. A failure (the file busy, say)
 // is left to the next run: the WAL stays correct, only longer.
 func (c *checkpointer) checkpoint() {
-	if c.before != nil {
-		_ = c.before() // what it could not sync now stays as durable as the WAL
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), busyTimeout)
 	defer cancel()
 	_, _ = c.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")

@@ -129,7 +129,7 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 		return nil, err
 	}
 	c.SetMaxOpenConns(1)
-	d.ckpt = startCheckpointer(c, files.sync)
+	d.ckpt = startCheckpointer(c)
 	s.closers = append(s.closers, d.ckpt.close)
 	return s, nil
 }
