@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
 // artifactFiles keeps the bytes of SQLite's report artifacts in files
@@ -79,6 +81,32 @@ func (f *artifactFiles) write(data []byte) (name string, err error) {
 		return "", fmt.Errorf("writing an artifact file: %w", err)
 	}
 	return name, nil
+}
+
+// writeAll writes the bytes of each artifact that has some and returns
+// the files' names, "" for an artifact without bytes; on an error it
+// leaves no file behind.
+func (f *artifactFiles) writeAll(artifacts []store.Artifact) ([]string, error) {
+	names := make([]string, len(artifacts))
+	for i, a := range artifacts {
+		if a.Data == nil {
+			continue
+		}
+		name, err := f.write(a.Data)
+		if err != nil {
+			f.removeAll(names)
+			return nil, err
+		}
+		names[i] = name
+	}
+	return names, nil
+}
+
+// removeAll removes the files writeAll wrote.
+func (f *artifactFiles) removeAll(names []string) {
+	for _, n := range names {
+		f.remove(n)
+	}
 }
 
 // read returns a file's bytes, which must be size long: a file that is

@@ -42,8 +42,10 @@ type dialect interface {
 	// database at once; called first in the migration transaction.
 	lockMigrations(ctx context.Context, tx *tx) error
 
-	// insertArtifacts writes the artifacts of a new version r.
-	insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error
+	// insertArtifacts writes the artifacts of a new version r; files
+	// are the names artifactFiles gave their bytes ("" for none), nil
+	// where they go into the rows.
+	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error
 	// insertAudits writes a checked batch of audit records and their
 	// patient rows (auditStaging().table()), skipping records whose
 	// (domain, id) exists.

@@ -142,7 +142,7 @@ func (postgresDialect) lockMigrations(ctx context.Context, tx *tx) error {
 // costs while it is accepted. The binary format, unlike the text one,
 // costs the server no hex to parse. COPY is pgx's, below database/sql: it
 // runs on the transaction's own connection, inside the transaction.
-func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
+func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, _ []string) error {
 	return tx.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {

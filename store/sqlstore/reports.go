@@ -73,7 +73,7 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 			return err
 		}
 	}
-	return s.write(ctx, func(tx *tx) error {
+	return s.writeVersion(ctx, r, func(tx *tx, files []string) error {
 		// ON CONFLICT waits for a concurrent insert of the same id to end,
 		// then does nothing if it committed: exactly one create wins.
 		res, err := tx.exec(ctx, `INSERT INTO reports
@@ -84,7 +84,7 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		if err := changedOne(res, err, store.KindConflict, "report exists"); err != nil {
 			return err
 		}
-		if err := s.insertVersion(ctx, tx, r); err != nil {
+		if err := s.insertVersion(ctx, tx, r, files); err != nil {
 			return err
 		}
 		return s.auditWithin(ctx, tx, r.Audit)
@@ -105,7 +105,7 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			return err
 		}
 	}
-	return s.write(ctx, func(tx *tx) error {
+	return s.writeVersion(ctx, r, func(tx *tx, files []string) error {
 		// The report row's lock serialises concurrent updates: each gets
 		// its own version number.
 		var (
@@ -130,7 +130,7 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			r.Version, r.PatientRef, r.Status, s.tm(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
-		if err := s.insertVersion(ctx, tx, r); err != nil {
+		if err := s.insertVersion(ctx, tx, r, files); err != nil {
 			return err
 		}
 		return s.auditWithin(ctx, tx, r.Audit)
@@ -147,9 +147,31 @@ func (s *Store) auditWithin(ctx context.Context, tx *tx, a *store.AuditRecord) e
 	return s.d.insertAudits(ctx, tx, []*store.AuditRecord{a})
 }
 
+// writeVersion runs the write transaction of a new version r, its
+// artifacts' files (SQLite, migration 0013) written and synced before it
+// begins: the fsync, the longest part of a report's write, then waits
+// outside the database's one write lock, beside other writers rather than
+// in front of them. fn gets the files' names for insertVersion. Files of
+// a transaction that does not commit are removed.
+func (s *Store) writeVersion(ctx context.Context, r *store.Report, fn func(tx *tx, files []string) error) error {
+	af := s.d.artifactFiles()
+	if af == nil {
+		return s.write(ctx, func(tx *tx) error { return fn(tx, nil) })
+	}
+	files, err := af.writeAll(r.Artifacts)
+	if err != nil {
+		return err
+	}
+	if err := s.write(ctx, func(tx *tx) error { return fn(tx, files) }); err != nil {
+		af.removeAll(files)
+		return err
+	}
+	return nil
+}
+
 // insertVersion queues r in its appointment's delivery queue and writes its
-// version row and artifacts.
-func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report) error {
+// version row and artifacts (files: see dialect.insertArtifacts).
+func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report, files []string) error {
 	// The new version is the newest of its appointment, so its due time is
 	// the queue's; older pending versions are superseded at the next claim.
 	// The upsert locks the queue row until commit (SQLite: the write lock
@@ -174,7 +196,7 @@ func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report) erro
 	if len(r.Artifacts) == 0 {
 		return nil
 	}
-	return s.d.insertArtifacts(ctx, tx, r)
+	return s.d.insertArtifacts(ctx, tx, r, files)
 }
 
 // Report returns the latest version of a report. See store.Reports.

@@ -171,23 +171,13 @@ func (*sqliteDialect) versionTable() string {
 func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
 func (d *sqliteDialect) artifactFiles() *artifactFiles { return d.files }
 
-// insertArtifacts writes each artifact's bytes to a file of its own and
-// its row naming the file (migration 0013). A file whose transaction does
-// not commit is removed when it ends.
-func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
-	for _, a := range r.Artifacts {
+// insertArtifacts writes each artifact's row naming the file that holds
+// its bytes (migration 0013; writeVersion wrote the files).
+func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error {
+	for i, a := range r.Artifacts {
 		var file any // NULL: no bytes
-		if a.Data != nil {
-			name, err := d.files.write(a.Data)
-			if err != nil {
-				return err
-			}
-			tx.afterward(func(committed bool) {
-				if !committed {
-					d.files.remove(name)
-				}
-			})
-			file = name
+		if files[i] != "" {
+			file = files[i]
 		}
 		if _, err := tx.exec(ctx, `INSERT INTO report_artifacts
 			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data_file)
