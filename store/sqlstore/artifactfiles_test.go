@@ -22,6 +22,17 @@ func artifactReport(id string, data []byte) *store.Report {
 		Artifacts: []store.Artifact{{FileName: "a.pdf", ContentType: "application/pdf", Data: data, BinaryID: "dra-" + id}}}
 }
 
+// openStore opens a SQLite store in a new directory, closed by the test's
+// end, and returns it with its path.
+func openStore(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	s, err := OpenSQLite(context.Background(), path)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
 // artifactFileNames lists the artifact directory.
 func artifactFileNames(t *testing.T, s *Store) []string {
 	t.Helper()
@@ -46,10 +57,7 @@ func rowFile(t *testing.T, s *Store, id string) (data []byte, file sql.NullStrin
 // every way of reading them returns them.
 func TestArtifactFiles(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "bridge.db")
-	s, err := OpenSQLite(ctx, path)
-	require.NoError(t, err)
-	defer s.Close()
+	s, path := openStore(t)
 	pdf := bytes.Repeat([]byte("%PDF-1.7 "), 100_000)
 	require.NoError(t, s.CreateReport(ctx, artifactReport("r1", pdf)))
 
@@ -79,11 +87,9 @@ func TestArtifactFiles(t *testing.T) {
 // TestArtifactFileRollback: a write that does not commit leaves no file.
 func TestArtifactFileRollback(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "bridge.db"))
-	require.NoError(t, err)
-	defer s.Close()
+	s, _ := openStore(t)
 	require.NoError(t, s.CreateReport(ctx, artifactReport("r1", []byte("first"))))
-	err = s.CreateReport(ctx, artifactReport("r1", []byte("second, refused")))
+	err := s.CreateReport(ctx, artifactReport("r1", []byte("second, refused")))
 	require.ErrorIs(t, err, store.ErrConflict)
 	names := artifactFileNames(t, s)
 	require.Len(t, names, 1, "the refused create's file is gone")
@@ -95,9 +101,7 @@ func TestArtifactFileRollback(t *testing.T) {
 // purges, once committed, and leaves pending ones.
 func TestArtifactFilePurge(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "bridge.db"))
-	require.NoError(t, err)
-	defer s.Close()
+	s, _ := openStore(t)
 	old := time.Now().Add(-48 * time.Hour)
 	for _, id := range []string{"done", "pending"} {
 		r := artifactReport(id, []byte("bytes of "+id))
@@ -158,10 +162,7 @@ func TestArtifactFileSweep(t *testing.T) {
 // artifact served or delivered empty or short.
 func TestArtifactFileDamaged(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "bridge.db")
-	s, err := OpenSQLite(ctx, path)
-	require.NoError(t, err)
-	defer s.Close()
+	s, path := openStore(t)
 	require.NoError(t, s.CreateReport(ctx, artifactReport("cut", []byte("twelve bytes"))))
 	require.NoError(t, s.CreateReport(ctx, artifactReport("gone", []byte("whatever"))))
 	_, cut := rowFile(t, s, "cut")
@@ -175,6 +176,6 @@ func TestArtifactFileDamaged(t *testing.T) {
 		_, err = s.ArtifactBinary(ctx, "acme", "dra-"+id)
 		assert.Error(t, err, id)
 	}
-	_, err = s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+	_, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
 	assert.Error(t, err)
 }
