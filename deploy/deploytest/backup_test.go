@@ -24,9 +24,10 @@ import (
 // against a live store while reports keep arriving, restores the copy as
 // the runbook says, opens it with the bridge's store and finds every report
 // committed before the backup began, artifacts included. The backup is
-// VACUUM INTO, run both through the sqlite3 command line (the runbook's
-// command, when sqlite3 is installed) and through modernc.org/sqlite (the
-// engine the bridge itself links, always).
+// VACUUM INTO, then a copy of the artifact files; VACUUM INTO runs both
+// through the sqlite3 command line (the runbook's command, when sqlite3
+// is installed) and through modernc.org/sqlite (the engine the bridge
+// itself links, always).
 func TestSQLiteOnlineBackup(t *testing.T) {
 	t.Parallel()
 	backups := map[string]func(t *testing.T, live, dst string){
@@ -106,6 +107,11 @@ func testBackupUnderWrites(t *testing.T, backup func(t *testing.T, live, dst str
 
 	dst := filepath.Join(t.TempDir(), "backup.db")
 	backup(t, live, dst)
+	// Then the artifact files, as the runbook says: after the copy of the
+	// database, so that every file its rows name exists already (files
+	// are never changed once written; those written since are extra,
+	// and the restored store's sweep removes them).
+	copyDir(t, live+"-artifacts", dst+"-artifacts")
 	// Writes go on after the backup, as on a live bridge.
 	after := n.Load()
 	waitFor(t, func() bool { return n.Load() >= after+10 })
@@ -120,6 +126,7 @@ func testBackupUnderWrites(t *testing.T, backup func(t *testing.T, live, dst str
 	restoreDir := t.TempDir()
 	restored := filepath.Join(restoreDir, "qubs-fhir-bridge.db")
 	copyFile(t, dst, restored)
+	copyDir(t, dst+"-artifacts", restored+"-artifacts")
 	rs, err := sqlite.Open(ctx, restored)
 	require.NoError(t, err)
 	defer rs.Close()
@@ -154,6 +161,18 @@ func copyFile(t *testing.T, src, dst string) {
 	_, err = io.Copy(out, in)
 	require.NoError(t, err)
 	require.NoError(t, out.Close())
+}
+
+// copyDir copies the files of src into a new directory dst, as cp -a
+// does with a directory of plain files.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	require.NoError(t, err)
+	require.NoError(t, os.Mkdir(dst, 0o700))
+	for _, e := range entries {
+		copyFile(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
+	}
 }
 
 // waitFor polls cond until it holds or a minute has passed.

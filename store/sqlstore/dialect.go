@@ -47,8 +47,10 @@ type dialect interface {
 	// write transactions are serial anyway.
 	lockEvents(ctx context.Context, tx *tx) error
 
-	// insertArtifacts writes the artifacts of a new version r.
-	insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error
+	// insertArtifacts writes the artifacts of a new version r; files
+	// are the names artifactFiles gave their bytes ("" for none), nil
+	// where they go into the rows.
+	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error
 	// insertAudits writes a checked batch of audit records and their
 	// patient rows (auditStaging().table()), skipping records whose
 	// (domain, id) exists.
@@ -57,4 +59,8 @@ type dialect interface {
 	// move into audit_patients (SQLite, migration 0008); nil where they
 	// go there directly (PostgreSQL).
 	auditStaging() *auditStaging
+	// artifactFiles is where artifacts' bytes are kept when not in
+	// report_artifacts.data (SQLite, migration 0012); nil where they are
+	// (PostgreSQL).
+	artifactFiles() *artifactFiles
 }

@@ -149,7 +149,7 @@ func (postgresDialect) lockEvents(ctx context.Context, tx *tx) error {
 // costs while it is accepted. The binary format, unlike the text one,
 // costs the server no hex to parse. COPY is pgx's, below database/sql: it
 // runs on the transaction's own connection, inside the transaction.
-func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
+func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, _ []string) error {
 	return tx.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
@@ -208,7 +208,8 @@ func writeArtifactRows(w io.Writer, r *store.Report) error {
 
 // auditStaging: none; the patient rows go into audit_patients' index
 // directly (docs/store.md, "Audit trail", says why).
-func (postgresDialect) auditStaging() *auditStaging { return nil }
+func (postgresDialect) auditStaging() *auditStaging   { return nil }
+func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 
 // insertAudits writes the batch in one statement over column arrays
 // (unnest), the patient rows joined to the records that statement

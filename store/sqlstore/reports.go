@@ -3,6 +3,9 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -23,9 +26,17 @@ const versionCols = `v.domain, v.report_id, v.version, v.appointment_id, v.patie
 // q) for versionCols.
 const queueJoin = ` LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.appointment_id = v.appointment_id`
 
-// artifactCols are what scanArtifacts reads, data last (NULL when the
-// caller wants metadata only).
+// artifactCols are what scanArtifacts reads, then artifactData or
+// noArtifactData.
 const artifactCols = `a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at`
+
+// artifactData are an artifact's bytes: in the row, or in the file it
+// names (SQLite since migration 0012, artifactfiles.go); noArtifactData
+// stands for them when the caller wants metadata only.
+const (
+	artifactData   = `a.data, a.data_file`
+	noArtifactData = `NULL, NULL`
+)
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -62,7 +73,7 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 			return err
 		}
 	}
-	return s.write(ctx, func(tx *tx) error {
+	return s.writeVersion(ctx, r, func(tx *tx, files []string) error {
 		// ON CONFLICT waits for a concurrent insert of the same id to end,
 		// then does nothing if it committed: exactly one create wins.
 		res, err := tx.exec(ctx, `INSERT INTO reports
@@ -73,7 +84,7 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		if err := changedOne(res, err, store.KindConflict, "report exists"); err != nil {
 			return err
 		}
-		if err := s.insertVersion(ctx, tx, r); err != nil {
+		if err := s.insertVersion(ctx, tx, r, files); err != nil {
 			return err
 		}
 		return s.auditWithin(ctx, tx, r.Audit)
@@ -94,7 +105,7 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			return err
 		}
 	}
-	return s.write(ctx, func(tx *tx) error {
+	return s.writeVersion(ctx, r, func(tx *tx, files []string) error {
 		// The report row's lock serialises concurrent updates: each gets
 		// its own version number.
 		var (
@@ -119,7 +130,7 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			r.Version, r.PatientRef, r.Status, s.tm(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
-		if err := s.insertVersion(ctx, tx, r); err != nil {
+		if err := s.insertVersion(ctx, tx, r, files); err != nil {
 			return err
 		}
 		return s.auditWithin(ctx, tx, r.Audit)
@@ -136,9 +147,31 @@ func (s *Store) auditWithin(ctx context.Context, tx *tx, a *store.AuditRecord) e
 	return s.d.insertAudits(ctx, tx, []*store.AuditRecord{a})
 }
 
+// writeVersion runs the write transaction of a new version r, its
+// artifacts' files (SQLite, migration 0012) written and synced before it
+// begins: the fsync, the longest part of a report's write, then waits
+// outside the database's one write lock, beside other writers rather than
+// in front of them. fn gets the files' names for insertVersion. Files of
+// a transaction that does not commit are removed.
+func (s *Store) writeVersion(ctx context.Context, r *store.Report, fn func(tx *tx, files []string) error) error {
+	af := s.d.artifactFiles()
+	if af == nil {
+		return s.write(ctx, func(tx *tx) error { return fn(tx, nil) })
+	}
+	files, err := af.writeAll(r.Artifacts)
+	if err != nil {
+		return err
+	}
+	if err := s.write(ctx, func(tx *tx) error { return fn(tx, files) }); err != nil {
+		af.removeAll(files)
+		return err
+	}
+	return nil
+}
+
 // insertVersion queues r in its appointment's delivery queue and writes its
-// version row and artifacts.
-func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report) error {
+// version row and artifacts (files: see dialect.insertArtifacts).
+func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report, files []string) error {
 	// The new version is the newest of its appointment, so its due time is
 	// the queue's; older pending versions are superseded at the next claim.
 	// The upsert locks the queue row until commit (SQLite: the write lock
@@ -163,21 +196,7 @@ func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report) erro
 	if len(r.Artifacts) == 0 {
 		return nil
 	}
-	return s.d.insertArtifacts(ctx, tx, r)
-}
-
-// insertArtifactRows writes the artifacts of a version one INSERT each:
-// the dialects' way unless they have a faster one.
-func insertArtifactRows(ctx context.Context, tx *tx, r *store.Report) error {
-	for _, a := range r.Artifacts {
-		if _, err := tx.exec(ctx, `INSERT INTO report_artifacts
-			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.BinaryID, a.Data); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.d.insertArtifacts(ctx, tx, r, files)
 }
 
 // Report returns the latest version of a report. See store.Reports.
@@ -216,30 +235,35 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 	if err != nil {
 		return nil, notFound(err, "report version")
 	}
-	data := "NULL"
+	data := noArtifactData
 	if withData {
-		data = "a.data"
+		data = artifactData
 	}
 	rows, err := q.query(ctx, `SELECT `+artifactCols+`, `+data+`
 		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? ORDER BY a.idx`, domain, id, version)
 	if err != nil {
 		return nil, err
 	}
-	err = scanArtifacts(rows, func(_ string, _ int, a store.Artifact) { r.Artifacts = append(r.Artifacts, a) })
+	err = scanArtifacts(rows, q.d.artifactFiles(), func(_ string, _ int, a store.Artifact) { r.Artifacts = append(r.Artifacts, a) })
 	return r, err
 }
 
-// scanArtifacts reads rows of artifactCols and data, and closes them.
-func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a store.Artifact)) error {
+// scanArtifacts reads rows of artifactCols and artifactData (or
+// noArtifactData), and closes them.
+func scanArtifacts(rows *sql.Rows, files *artifactFiles, add func(reportID string, version int, a store.Artifact)) error {
 	defer rows.Close()
 	for rows.Next() {
 		var (
 			a        store.Artifact
 			reportID string
 			version  int
+			file     sql.NullString
 		)
 		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
-			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data); err != nil {
+			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file); err != nil {
+			return err
+		}
+		if err := loadArtifactFile(files, file, &a); err != nil {
 			return err
 		}
 		add(reportID, version, a)
@@ -247,16 +271,29 @@ func scanArtifacts(rows *sql.Rows, add func(reportID string, version int, a stor
 	return rows.Err()
 }
 
+// loadArtifactFile reads an artifact's bytes from the file its row names,
+// if it names one.
+func loadArtifactFile(files *artifactFiles, file sql.NullString, a *store.Artifact) (err error) {
+	if !file.Valid {
+		return nil
+	}
+	if files == nil {
+		return fmt.Errorf("artifact %d names a file, and this store keeps none", a.Index)
+	}
+	a.Data, err = files.read(file.String, a.Size)
+	return err
+}
+
 // ReportArtifact returns one artifact with its bytes. See store.Reports.
 func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
 	defer s.wrap(&err, "ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
-	rows, err := s.reader().query(ctx, `SELECT `+artifactCols+`, a.data
+	rows, err := s.reader().query(ctx, `SELECT `+artifactCols+`, `+artifactData+`
 		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? AND a.idx = ?`, domain, id, version, index)
 	if err != nil {
 		return nil, err
 	}
 	var found *store.Artifact
-	if err := scanArtifacts(rows, func(_ string, _ int, a store.Artifact) { found = &a }); err != nil {
+	if err := scanArtifacts(rows, s.d.artifactFiles(), func(_ string, _ int, a store.Artifact) { found = &a }); err != nil {
 		return nil, err
 	}
 	if found == nil {
@@ -360,14 +397,14 @@ func (s *Store) search(ctx context.Context, q q, domain string, f store.ReportFi
 		byID[r.ID] = r
 		args = append(args, r.ID)
 	}
-	arows, err := q.query(ctx, `SELECT `+artifactCols+`, NULL
+	arows, err := q.query(ctx, `SELECT `+artifactCols+`, `+noArtifactData+`
 		FROM report_artifacts a JOIN reports r ON r.domain = a.domain AND r.id = a.report_id AND r.latest_version = a.version
 		WHERE a.domain = ? AND a.report_id IN (`+placeholders(len(reports))+`)
 		ORDER BY a.report_id, a.idx`, args...)
 	if err != nil {
 		return nil, "", err
 	}
-	err = scanArtifacts(arows, func(id string, version int, a store.Artifact) {
+	err = scanArtifacts(arows, nil, func(id string, version int, a store.Artifact) {
 		// Only the artifacts of the version on the page (the join already
 		// ensures it inside the read transaction; this keeps it obvious).
 		if r := byID[id]; r != nil && r.Version == version {
@@ -386,16 +423,37 @@ func (s *Store) ArtifactBinary(ctx context.Context, domain, binaryID string) (_ 
 	if binaryID == "" { // artifacts without a Binary
 		return nil, store.E(store.KindNotFound, "no such binary")
 	}
+	b, file, err := s.artifactBinary(ctx, domain, binaryID)
+	if err != nil {
+		return nil, err
+	}
+	err = loadArtifactFile(s.d.artifactFiles(), file, &b.Artifact)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A purge may have removed the file since the row was read: the
+		// row read again says so (purged, no bytes); if it still names
+		// the file, the file is lost, which is an error.
+		again, file2, err2 := s.artifactBinary(ctx, domain, binaryID)
+		if err2 == nil && file2 != file {
+			return again, loadArtifactFile(s.d.artifactFiles(), file2, &again.Artifact)
+		}
+	}
+	return b, err
+}
+
+// artifactBinary reads ArtifactBinary's row, its bytes left in the file
+// it names, if any.
+func (s *Store) artifactBinary(ctx context.Context, domain, binaryID string) (*store.ReportBinary, sql.NullString, error) {
 	b := &store.ReportBinary{Domain: domain}
 	a := &b.Artifact
-	err = s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, a.data,
+	var file sql.NullString
+	err := s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData+`,
 			v.patient_ref, v.created_at, v.purged
 		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
 		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID).
 		Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
-			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
+			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
 	if err != nil {
-		return nil, notFound(err, "binary")
+		return nil, file, notFound(err, "binary")
 	}
-	return b, nil
+	return b, file, nil
 }

@@ -135,11 +135,40 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 			return err
 		}
 		n = len(keys)
+		var files []string
 		for _, k := range keys {
-			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL
+			// RETURNING would name the new value, NULL: the names first.
+			rows, err := tx.query(ctx, `SELECT data_file FROM report_artifacts
+				WHERE domain = ? AND report_id = ? AND version = ? AND data_file IS NOT NULL`, k.domain, k.id, k.version)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var f string
+				if err := rows.Scan(&f); err != nil {
+					rows.Close()
+					return err
+				}
+				files = append(files, f)
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL, data_file = NULL
 				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
 				return err
 			}
+		}
+		if af := s.d.artifactFiles(); af != nil && len(files) > 0 {
+			// Removed once no committed row names them; a crash before
+			// leaves them to the sweep at the next Open.
+			tx.afterward(func(committed bool) {
+				if committed {
+					for _, f := range files {
+						af.remove(f)
+					}
+				}
+			})
 		}
 		res, err := tx.exec(ctx, `UPDATE binaries SET data = NULL, purged = TRUE WHERE created_at < ? AND NOT purged`, c)
 		if err != nil {

@@ -102,12 +102,22 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 	}
 	r.SetMaxOpenConns(sqliteReadConns)
 	r.SetMaxIdleConns(sqliteReadConns)
-	d := &sqliteDialect{w: w, staging: newAuditStaging()}
+	files, err := openArtifactFiles(path)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	d := &sqliteDialect{w: w, staging: newAuditStaging(), files: files}
 	s, err := open(ctx, d, w, r)
 	if err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
+	}
+	if _, err := files.sweep(ctx, s); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sweeping the artifact directory: %w", err)
 	}
 	if err := d.prepareAudits(ctx); err != nil {
 		s.Close()
@@ -134,6 +144,8 @@ type sqliteDialect struct {
 	events, patients *sql.Stmt
 	// staging counts and moves the staged audit patient rows.
 	staging *auditStaging
+	// files holds the artifacts' bytes (artifactfiles.go).
+	files *artifactFiles
 }
 
 func (*sqliteDialect) name() string                              { return "sqlite" }
@@ -157,10 +169,25 @@ func (*sqliteDialect) versionTable() string {
 		applied_at INTEGER NOT NULL)`
 }
 
-func (d *sqliteDialect) auditStaging() *auditStaging { return d.staging }
+func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
+func (d *sqliteDialect) artifactFiles() *artifactFiles { return d.files }
 
-func (*sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report) error {
-	return insertArtifactRows(ctx, tx, r)
+// insertArtifacts writes each artifact's row naming the file that holds
+// its bytes (migration 0012; writeVersion wrote the files).
+func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error {
+	for i, a := range r.Artifacts {
+		var file any // NULL: no bytes
+		if files[i] != "" {
+			file = files[i]
+		}
+		if _, err := tx.exec(ctx, `INSERT INTO report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data_file)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Domain, r.ID, r.Version, a.Index, a.FileName, a.ContentType, a.Size, a.SHA256, a.BinaryID, file); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // insertAudits writes the batch with two prepared statements per record.
