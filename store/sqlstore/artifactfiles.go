@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -114,16 +116,38 @@ func (f *artifactFiles) removeAll(names []string) {
 // empty or cut.
 func (f *artifactFiles) read(name string, size int64) ([]byte, error) {
 	if !validFileName(name) {
-		return nil, fmt.Errorf("artifact file name %q is not one the store writes", name)
+		return nil, &artifactFileError{permanent: true, err: fmt.Errorf("artifact file name %q is not one the store writes", name)}
 	}
 	data, err := os.ReadFile(filepath.Join(f.dir, name))
 	if err != nil {
-		return nil, fmt.Errorf("reading an artifact file: %w", err)
+		return nil, &artifactFileError{permanent: errors.Is(err, fs.ErrNotExist), err: fmt.Errorf("reading an artifact file: %w", err)}
 	}
 	if int64(len(data)) != size {
-		return nil, fmt.Errorf("artifact file %s holds %d bytes, its row says %d", name, len(data), size)
+		return nil, &artifactFileError{permanent: true, err: fmt.Errorf("artifact file %s holds %d bytes, its row says %d", name, len(data), size)}
 	}
 	return data, nil
+}
+
+// artifactFileError is an artifact whose bytes could not be read from
+// its file. permanent: the file is missing or of the wrong size, so no
+// retry will read it; otherwise the error may pass (I/O, permissions).
+// ClaimDelivery sets such a version aside rather than stop the queue.
+type artifactFileError struct {
+	index     int
+	permanent bool
+	err       error
+}
+
+func (e *artifactFileError) Error() string { return e.err.Error() }
+func (e *artifactFileError) Unwrap() error { return e.err }
+
+// reason is the error for last_error: the file's name and what is
+// wrong, no path, no PHI.
+func (e *artifactFileError) reason() string {
+	if e.permanent {
+		return "the file is missing or damaged"
+	}
+	return "an error reading its file (" + errors.Unwrap(e.err).Error() + ")"
 }
 
 // remove deletes a file no row names any more. A failure leaves it to

@@ -176,6 +176,37 @@ func TestArtifactFileDamaged(t *testing.T) {
 		_, err = s.ArtifactBinary(ctx, "acme", "dra-"+id)
 		assert.Error(t, err, id)
 	}
-	_, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
-	assert.Error(t, err)
+
+	// The queue is not wedged on them: a claim fails both (their bytes
+	// will not come back), tells subscribers, and hands out the report
+	// behind them.
+	require.NoError(t, s.CreateReport(ctx, artifactReport("fine", []byte("intact"))))
+	after := lastEventSeq(t, s)
+	r, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, "fine", r.ID)
+	assert.Equal(t, []byte("intact"), r.Artifacts[0].Data)
+	for _, id := range []string{"cut", "gone"} {
+		v, err := s.ReportVersion(ctx, "acme", id, 1)
+		require.NoError(t, err)
+		assert.Equal(t, store.DeliveryFailed, v.Delivery.State, id)
+		assert.Equal(t, "artifact 0 cannot be read from the store: the file is missing or damaged", v.Delivery.LastError, id)
+	}
+	evs, err := s.EventsAfter(ctx, after, 10)
+	require.NoError(t, err)
+	var failed []string
+	for _, e := range evs {
+		assert.Equal(t, store.EventFailed, e.Kind)
+		failed = append(failed, e.FocusID)
+	}
+	assert.ElementsMatch(t, []string{"cut", "gone"}, failed)
+	_, err = s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+	assert.ErrorIs(t, err, store.ErrNotFound, "nothing else is due, and the failures stay committed")
+}
+
+func lastEventSeq(t *testing.T, s *Store) int64 {
+	t.Helper()
+	var seq sql.NullInt64
+	require.NoError(t, s.r.QueryRow(`SELECT max(seq) FROM events`).Scan(&seq))
+	return seq.Int64
 }

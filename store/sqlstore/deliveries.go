@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -37,15 +38,21 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 	until := sqlutil.Time(now.Add(lease))
 	var claimed *store.Report
 	err = s.write(ctx, func(tx *tx) error {
-		// A queue whose due_at points at nothing pending would be a bug;
-		// rather than wedge the queue on it, repair it and look on.
+		// A queue whose due_at points at nothing pending would be a bug,
+		// and a version whose artifact bytes cannot be read a damaged
+		// store; rather than wedge the whole queue on either (the claim
+		// would pick the same appointment again and again), set it aside,
+		// commit that, and look on.
 		for range 3 {
 			var domain, appt string
 			err := tx.queryRow(ctx, `SELECT domain, appointment_id FROM delivery_queues
 				WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
 				ORDER BY due_at, domain, appointment_id LIMIT 1`+s.d.skipLocked(), s.tm(now), s.tm(now)).Scan(&domain, &appt)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil // commit what was set aside; nothing is due
+			}
 			if err != nil {
-				return notFound(err, "due delivery")
+				return err
 			}
 			var (
 				id  string
@@ -85,12 +92,54 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 				return err
 			}
 			claimed, err = loadVersion(ctx, tx.q, domain, id, v, true)
-			return err
+			var unreadable *artifactFileError
+			if !errors.As(err, &unreadable) {
+				return err
+			}
+			claimed = nil
+			if err := s.setAsideUnreadable(ctx, tx, domain, id, appt, v, unreadable, now); err != nil {
+				return err
+			}
 		}
-		return store.E(store.KindNotFound, "no due delivery")
+		return nil
 	})
+	if err == nil && claimed == nil {
+		err = store.E(store.KindNotFound, "no due delivery")
+	}
 	return claimed, err
 }
+
+// setAsideUnreadable takes a version whose artifact bytes could not be
+// read off the queue's head, inside the claim's transaction. Bytes that
+// are gone or cut (a file deleted by hand, a damaged disk) will not come
+// back: the version fails, with a PHI-free reason, and its report-delivery
+// event tells subscribers, as any failure does; an operator sees it in
+// `deliveries list`. Any other error (an I/O error, a permission) may be
+// passing: the version is due again in a minute, its reason recorded.
+// Either way the appointment's lease is released and the claim goes on to
+// the next appointment.
+func (s *Store) setAsideUnreadable(ctx context.Context, tx *tx, domain, id, appt string, v int, e *artifactFileError, now time.Time) error {
+	reason := fmt.Sprintf("artifact %d cannot be read from the store: %s", e.index, e.reason())
+	var err error
+	if e.permanent {
+		_, err = tx.exec(ctx, `UPDATE report_versions SET state = 'failed', last_error = ?
+			WHERE domain = ? AND report_id = ? AND version = ?`, reason, domain, id, v)
+		if err == nil {
+			err = s.appendEvents(ctx, tx, deliveryEvent(domain, id, appt, store.EventFailed))
+		}
+	} else {
+		_, err = tx.exec(ctx, `UPDATE report_versions SET last_error = ?, next_attempt_at = ?
+			WHERE domain = ? AND report_id = ? AND version = ?`, reason, s.tm(now.Add(unreadableRetry)), domain, id, v)
+	}
+	if err != nil {
+		return err
+	}
+	return release(ctx, tx, domain, appt)
+}
+
+// unreadableRetry is how long a version whose artifact bytes could not be
+// read for a possibly passing reason waits before it is claimed again.
+const unreadableRetry = time.Minute
 
 // job is a version's delivery state and its appointment's lease, as a
 // fenced call finds them.

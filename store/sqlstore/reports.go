@@ -281,6 +281,10 @@ func loadArtifactFile(files *artifactFiles, file sql.NullString, a *store.Artifa
 		return fmt.Errorf("artifact %d names a file, and this store keeps none", a.Index)
 	}
 	a.Data, err = files.read(file.String, a.Size)
+	var fe *artifactFileError
+	if errors.As(err, &fe) {
+		fe.index = a.Index
+	}
 	return err
 }
 
