@@ -36,8 +36,8 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
