@@ -59,7 +59,14 @@ type Syncer struct {
 
 	mu      sync.Mutex
 	domains map[string]chan struct{} // domain -> its loop's wake-up
-	run     context.Context          // set by Run; nil before
+	// written is the digest this replica last wrote for each row
+	// (domain and ServiceRequest id), so that a read finding a study as
+	// it was writes nothing: a write transaction per read would serialise
+	// reads on SQLite's one writer. Another replica's writes are not
+	// seen here; at worst a row they changed stays as they left it until
+	// the next walk, which compares every digest in the store.
+	written map[string]string
+	run     context.Context // set by Run; nil before
 	wg      sync.WaitGroup
 }
 
@@ -133,6 +140,7 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 			if err != nil {
 				return res, err
 			}
+			s.remember(domain, rows)
 			for _, c := range changes {
 				res.Seen++
 				switch c.Kind {
@@ -150,7 +158,42 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 	}
 	left, err := s.Store.FinishWorklistSync(ctx, domain, s.Owner, started, s.now())
 	res.Left = len(left)
+	for _, id := range left {
+		s.forget(domain, id)
+	}
 	return res, err
+}
+
+// maxWritten bounds the memory of written digests (about 100 bytes an
+// entry); past it the memory starts again empty, which costs a write per
+// first read of each study, nothing more.
+const maxWritten = 200_000
+
+// remember records the digests of rows just written.
+func (s *Syncer) remember(domain string, rows []store.WorklistRow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.written == nil || len(s.written)+len(rows) > maxWritten {
+		s.written = make(map[string]string, len(rows))
+	}
+	for _, r := range rows {
+		s.written[domain+"\x00"+r.ID] = r.Digest
+	}
+}
+
+// forget drops a row that left: a read finding it back must write it.
+func (s *Syncer) forget(domain, id string) {
+	s.mu.Lock()
+	delete(s.written, domain+"\x00"+id)
+	s.mu.Unlock()
+}
+
+// unchanged reports whether this replica last wrote r as it is.
+func (s *Syncer) unchanged(r *store.WorklistRow) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.written[r.Domain+"\x00"+r.ID]
+	return ok && d == r.Digest
 }
 
 // Saw records what a read of one appointment found (a refresh of its
@@ -161,13 +204,22 @@ func (s *Syncer) Saw(ctx context.Context, domain string, a *qubs.Appointment) er
 	if err != nil {
 		return err
 	}
-	_, err = s.Store.ApplyWorklist(ctx, domain, "", 0, []store.WorklistRow{r}, now)
-	return err
+	if s.unchanged(&r) {
+		return nil
+	}
+	if _, err = s.Store.ApplyWorklist(ctx, domain, "", 0, []store.WorklistRow{r}, now); err != nil {
+		return err
+	}
+	s.remember(domain, []store.WorklistRow{r})
+	return nil
 }
 
 // Gone records that QUBS no longer has appointmentID pending: its row
 // leaves the index at once.
 func (s *Syncer) Gone(ctx context.Context, domain, appointmentID string) error {
+	if id, err := mapping.ServiceRequestID(appointmentID); err == nil {
+		s.forget(domain, id)
+	}
 	_, err := s.Store.LeaveWorklist(ctx, domain, appointmentID, s.now())
 	return err
 }
