@@ -10,6 +10,8 @@ package worklist
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,13 +61,18 @@ type Syncer struct {
 
 	mu      sync.Mutex
 	domains map[string]chan struct{} // domain -> its loop's wake-up
-	// written is the digest this replica last wrote for each row
+	// written is, per row this replica last wrote (domain and
+	// ServiceRequest id), the SHA-256 of the appointment JSON it wrote, so
+	// that a read finding a study as it was writes nothing and maps
+	// nothing: the row is a function of the appointment (and the zones,
+	// fixed for the process). A write transaction per read would
+	// serialise reads on SQLite's one writer.
 	// (domain and ServiceRequest id), so that a read finding a study as
 	// it was writes nothing: a write transaction per read would serialise
 	// reads on SQLite's one writer. Another replica's writes are not
 	// seen here; at worst a row they changed stays as they left it until
 	// the next walk, which compares every digest in the store.
-	written map[string]string
+	written map[string][sha256.Size]byte
 	run     context.Context // set by Run; nil before
 	wg      sync.WaitGroup
 }
@@ -174,10 +181,10 @@ func (s *Syncer) remember(domain string, rows []store.WorklistRow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.written == nil || len(s.written)+len(rows) > maxWritten {
-		s.written = make(map[string]string, len(rows))
+		s.written = make(map[string][sha256.Size]byte, len(rows))
 	}
 	for _, r := range rows {
-		s.written[domain+"\x00"+r.ID] = r.Digest
+		s.written[domain+"\x00"+r.ID] = sha256.Sum256(r.Appointment)
 	}
 }
 
@@ -188,24 +195,29 @@ func (s *Syncer) forget(domain, id string) {
 	s.mu.Unlock()
 }
 
-// unchanged reports whether this replica last wrote r as it is.
-func (s *Syncer) unchanged(r *store.WorklistRow) bool {
+// unchanged reports whether this replica last wrote domain's row id from
+// an appointment whose JSON is appt.
+func (s *Syncer) unchanged(domain, id string, appt []byte) bool {
+	sum := sha256.Sum256(appt)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d, ok := s.written[r.Domain+"\x00"+r.ID]
-	return ok && d == r.Digest
+	d, ok := s.written[domain+"\x00"+id]
+	return ok && d == sum
 }
 
 // Saw records what a read of one appointment found (a refresh of its
-// row, an arrival if the index did not have it).
+// row, an arrival if the index did not have it). Unchanged since this
+// replica wrote it, it costs an encoding and a hash, not a mapping.
 func (s *Syncer) Saw(ctx context.Context, domain string, a *qubs.Appointment) error {
+	if id, err := mapping.ServiceRequestID(a.AppointmentID); err == nil {
+		if appt, err := json.Marshal(a); err == nil && s.unchanged(domain, id, appt) {
+			return nil
+		}
+	}
 	now := s.now()
 	r, err := Row(domain, a, s.Zones, now)
 	if err != nil {
 		return err
-	}
-	if s.unchanged(&r) {
-		return nil
 	}
 	if _, err = s.Store.ApplyWorklist(ctx, domain, "", 0, []store.WorklistRow{r}, now); err != nil {
 		return err
