@@ -32,8 +32,8 @@ const (
 	// read's record: 66-80 µs of CPU in batches of 4, 33-41 µs in
 	// batches of 16, BenchmarkRecordAudits/read). At 2,500 reads a
 	// second, 10 ms gathers about 25.
-	auditLinger      = 10 * time.Millisecond
-	auditLingerBatch = 32
+	auditLinger      = 50 * time.Millisecond
+	auditLingerBatch = 256
 )
 
 var (

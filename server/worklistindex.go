@@ -99,7 +99,9 @@ func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) err
 	if err != nil {
 		return err
 	}
-	wq := store.WorklistQuery{Domain: domain, Count: q.Count, Total: res.total}
+	// Only the includes read the appointment kept with each row.
+	wq := store.WorklistQuery{Domain: domain, Count: q.Count, Total: res.total,
+		ResourceOnly: len(q.Includes) == 0 && !slices.Contains(q.RevIncludes, "Task:focus")}
 	if wq.Sort, err = indexedSort(first(q.Params["_sort"])); err != nil {
 		return err
 	}

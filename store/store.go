@@ -762,6 +762,11 @@ type WorklistQuery struct {
 	After string
 	// Total asks for the number of matches.
 	Total bool
+	// ResourceOnly asks for what serving the ServiceRequests takes, no
+	// more: the rows carry AppointmentID, ID, Patient, Resource, Digest,
+	// LastUpdated and the values of the sort keys; the rest (Appointment
+	// among them) is left zero. It makes a page several times cheaper.
+	ResourceOnly bool
 }
 
 // WorklistPage is one page of a WorklistQuery.

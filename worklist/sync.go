@@ -66,15 +66,16 @@ type Syncer struct {
 	// that a read finding a study as it was writes nothing and maps
 	// nothing: the row is a function of the appointment (and the zones,
 	// fixed for the process). A write transaction per read would
-	// serialise reads on SQLite's one writer.
-	// (domain and ServiceRequest id), so that a read finding a study as
-	// it was writes nothing: a write transaction per read would serialise
-	// reads on SQLite's one writer. Another replica's writes are not
-	// seen here; at worst a row they changed stays as they left it until
-	// the next walk, which compares every digest in the store.
+	// serialise reads on SQLite's one writer. Another replica's writes
+	// are not seen here; at worst a row they changed stays as they left
+	// it until the next walk, which compares every digest in the store.
 	written map[string][sha256.Size]byte
-	run     context.Context // set by Run; nil before
-	wg      sync.WaitGroup
+	// synced is, per domain, its sync state once a walk has finished, as
+	// last read from the store, and when it was read: Ready answers
+	// from it for readyFresh rather than read the store per search.
+	synced map[string]syncedState
+	run    context.Context // set by Run; nil before
+	wg     sync.WaitGroup
 }
 
 func (s *Syncer) now() time.Time {
@@ -164,6 +165,7 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 		token = *page.NextToken
 	}
 	left, err := s.Store.FinishWorklistSync(ctx, domain, s.Owner, started, s.now())
+	s.keepSynced(domain, nil)
 	res.Left = len(left)
 	for _, id := range left {
 		s.forget(domain, id)
@@ -253,8 +255,17 @@ func (s *Syncer) Refresh(ctx context.Context, domain, appointmentID string) erro
 // happened, starting the domain's loop (and a walk) when it is new; it
 // waits for the first walk until ctx ends, then answers ErrNotSynced.
 func (s *Syncer) Ready(ctx context.Context, domain string) (*store.WorklistSync, error) {
+	s.mu.Lock()
+	c, ok := s.synced[domain]
+	s.mu.Unlock()
+	if ok && time.Since(c.read) < readyFresh {
+		return c.st, nil
+	}
 	st, err := s.Store.WorklistSyncState(ctx, domain)
 	if err != nil || st.Finished != nil {
+		if err == nil {
+			s.keepSynced(domain, st)
+		}
 		return st, err
 	}
 	s.Add(domain)
@@ -270,6 +281,31 @@ func (s *Syncer) Ready(ctx context.Context, domain string) (*store.WorklistSync,
 			return st, err
 		}
 	}
+}
+
+// readyFresh is how long Ready trusts the sync state it read. A search
+// answered from it may give a walk another replica finished meanwhile as
+// not yet finished: its freshness signals say older than the truth,
+// never newer. A walk of this replica's forgets it at once.
+const readyFresh = time.Second
+
+type syncedState struct {
+	st   *store.WorklistSync
+	read time.Time
+}
+
+// keepSynced keeps st (finished) as domain's sync state; nil forgets it.
+func (s *Syncer) keepSynced(domain string, st *store.WorklistSync) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == nil {
+		delete(s.synced, domain)
+		return
+	}
+	if s.synced == nil {
+		s.synced = map[string]syncedState{}
+	}
+	s.synced[domain] = syncedState{st: st, read: time.Now()}
 }
 
 // Add starts keeping domain (a no-op when it is kept already, or before

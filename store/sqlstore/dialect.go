@@ -42,6 +42,10 @@ type dialect interface {
 	// database at once; called first in the migration transaction.
 	lockMigrations(ctx context.Context, tx *tx) error
 
+	// analyze refreshes the planner's statistics of tables
+	// (worklist_stats.go), through w.
+	analyze(ctx context.Context, w *sql.DB, tables ...string) error
+
 	// lockEvents serialises appends to the event log until the
 	// transaction ends, so seqs commit in order (events.go); a no-op where
 	// write transactions are serial anyway.

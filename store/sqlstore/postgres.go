@@ -72,7 +72,12 @@ func OpenPostgres(ctx context.Context, url string) (_ *Store, err error) {
 // for artifacts and unnest for audit batches.
 type postgresDialect struct{}
 
-func (postgresDialect) name() string                { return "postgres" }
+func (postgresDialect) name() string { return "postgres" }
+
+func (postgresDialect) analyze(ctx context.Context, w *sql.DB, tables ...string) error {
+	_, err := w.ExecContext(ctx, "ANALYZE "+strings.Join(tables, ", "))
+	return err
+}
 func (postgresDialect) time(t time.Time) any        { return t }
 func (postgresDialect) forUpdate() string           { return " FOR UPDATE" }
 func (postgresDialect) skipLocked() string          { return " FOR UPDATE SKIP LOCKED" }

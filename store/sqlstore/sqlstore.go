@@ -38,6 +38,11 @@ type Store struct {
 	r *sql.DB // reads outside write transactions (PostgreSQL: w itself)
 	// closers run before the pools close (the SQLite checkpointer).
 	closers []func() error
+	// wstats counts the worklist rows moved since the planner's
+	// statistics were last refreshed.
+	wstats worklistStats
+	// resources caches the ServiceRequests of index rows.
+	resources resourceCache
 }
 
 // open makes the Store of d on its pools and migrates the database.

@@ -147,6 +147,15 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 		}
 		return s.appendEvents(ctx, t, evs)
 	})
+	if err == nil {
+		arrived := 0
+		for _, c := range changes {
+			if c.Kind == store.EventArrived {
+				arrived++
+			}
+		}
+		s.wstats.moved(arrived, 0)
+	}
 	return changes, err
 }
 
@@ -273,6 +282,11 @@ func (s *Store) FinishWorklistSync(ctx context.Context, domain, owner string, st
 		_, err = t.exec(ctx, `UPDATE worklist_sync SET started = ?, finished = ? WHERE domain = ?`, s.tm(started), s.tm(now), domain)
 		return err
 	})
+	if err == nil {
+		s.resources.drop(domain, left)
+		s.wstats.moved(0, len(left))
+		s.refreshWorklistStats(ctx)
+	}
 	return left, err
 }
 
@@ -285,6 +299,9 @@ func (s *Store) LeaveWorklist(ctx context.Context, domain, appointmentID string,
 		ok = len(evs) == 1
 		return err
 	})
+	if ok {
+		s.resources.drop(domain, []string{appointmentID})
+	}
 	return ok, err
 }
 
@@ -551,6 +568,7 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 			selArgs = append(selArgs, cargs...)
 		}
 		var order []string
+		var outerKeyArgs []any // the join's outer ORDER BY has its own
 		for _, k := range keys {
 			dir := " ASC"
 			if k.Desc {
@@ -558,34 +576,42 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 			}
 			order = append(order, s.sortExpr(k.Field)+dir)
 			selArgs = append(selArgs, s.keyArgs(k.Field)...)
+			outerKeyArgs = append(outerKeyArgs, s.keyArgs(k.Field)...)
 		}
-		rows, err := r.query(ctx, `SELECT `+worklistSelect+` FROM worklist_index w WHERE `+sel+
-			` ORDER BY `+strings.Join(order, ", ")+` LIMIT ?`, append(selArgs, query.Count+1)...)
+		by := strings.Join(order, ", ")
+		if query.ResourceOnly {
+			return s.worklistPage(ctx, r, query, page, `SELECT `+worklistLean+` FROM worklist_index w WHERE `+sel+
+				` ORDER BY `+by+` LIMIT ?`, append(selArgs, query.Count+1))
+		}
+		// With the appointments, one statement reads the page with its
+		// content: the page is chosen in a subquery (a LIMIT keeps the
+		// engines from flattening it into the join, so the join cannot
+		// change how the index rows are filtered and sorted), and only its
+		// rows' content is looked up by key.
+		rows, err := r.query(ctx, `SELECT `+worklistSelect+`, c.resource, c.appointment
+			FROM (SELECT * FROM worklist_index w WHERE `+sel+` ORDER BY `+by+` LIMIT ?) w
+			JOIN worklist_content c ON c.domain = w.domain AND c.appointment_id = w.appointment_id
+			ORDER BY `+by, append(append(selArgs, query.Count+1), outerKeyArgs...)...)
 		if err != nil {
 			return err
 		}
+		page.Rows = make([]store.WorklistRow, 0, query.Count+1)
 		for rows.Next() {
-			var row store.WorklistRow
-			if err := scanWorklistRow(rows.Scan, &row); err != nil {
+			page.Rows = append(page.Rows, store.WorklistRow{})
+			row := &page.Rows[len(page.Rows)-1]
+			scan := func(dest ...any) error {
+				return rows.Scan(append(dest, &row.Resource, &row.Appointment)...)
+			}
+			if err := scanWorklistRow(scan, row); err != nil {
 				rows.Close()
 				return err
 			}
-			page.Rows = append(page.Rows, row)
 		}
-		if err := rows.Close(); err != nil {
+		if err := rows.Err(); err != nil {
+			rows.Close()
 			return err
 		}
-		// The content of the page's rows only (the extra one is a probe
-		// for a next page).
-		served := page.Rows[:min(len(page.Rows), query.Count)]
-		at := make(map[string]int, len(served))
-		ids := make([]string, len(served))
-		for i := range served {
-			at[served[i].AppointmentID], ids[i] = i, served[i].AppointmentID
-		}
-		return s.worklistContent(ctx, r, query.Domain, ids, func(id string, appt, res []byte) {
-			served[at[id]].Appointment, served[at[id]].Resource = appt, res
-		})
+		return rows.Close()
 	})
 	if err != nil {
 		return nil, err
@@ -596,6 +622,58 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 	}
 	return page, nil
 }
+
+// worklistPage reads the page's index rows with query, then their
+// ServiceRequests from the cache, and those it lacks from
+// worklist_content by key (the probe row past the page needs none).
+func (s *Store) worklistPage(ctx context.Context, r q, wq *store.WorklistQuery, page *store.WorklistPage, query string, args []any) error {
+	rows, err := r.query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	page.Rows = make([]store.WorklistRow, 0, wq.Count+1)
+	for rows.Next() {
+		page.Rows = append(page.Rows, store.WorklistRow{})
+		w := &page.Rows[len(page.Rows)-1]
+		w.Domain = wq.Domain
+		if err := rows.Scan(&w.AppointmentID, &w.ID, &w.Patient, &w.PriorityRank, atPtr{&w.OccurrenceStart}, atPtr{&w.NeededBy},
+			&w.Digest, at{&w.LastUpdated}); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return err
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	served := page.Rows[:min(len(page.Rows), wq.Count)]
+	var missing []string
+	at := map[string]int{}
+	for i := range served {
+		w := &served[i]
+		if res, ok := s.resources.get(wq.Domain, w.AppointmentID, w.Digest, w.LastUpdated); ok {
+			w.Resource = res
+			continue
+		}
+		at[w.AppointmentID] = i
+		missing = append(missing, w.AppointmentID)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return s.worklistContent(ctx, r, wq.Domain, missing, func(id string, _, res []byte) {
+		w := &served[at[id]]
+		w.Resource = res
+		s.resources.put(wq.Domain, id, w.Digest, w.LastUpdated, res)
+	})
+}
+
+// worklistLean are the columns of a ResourceOnly page (the sort values
+// for its cursor among them).
+const worklistLean = `w.appointment_id, w.id, w.patient, w.priority_rank, w.occurrence_start, w.needed_by, w.digest, w.last_updated`
 
 const worklistSelect = `w.domain, w.appointment_id, w.id, w.patient, w.performer, w.requester, w.status, w.priority, w.priority_rank,
 	w.occurrence_start, w.occurrence_end, w.needed_by, w.site, w.digest, w.last_updated, w.first_seen, w.seen_at, w.left_at`

@@ -118,6 +118,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ReplicasAudit", testReplicasAudit},
 		{"ReplicasEvents", testReplicasEvents},
 		{"ReplicasWorklistLease", testReplicasWorklistLease},
+		{"ReplicasWorklistResources", testReplicasWorklistResources},
 		{"ReplicasDispatch", testReplicasDispatch},
 	}
 	for _, tt := range tests {

@@ -261,6 +261,57 @@ func testWorklistSearch(t *testing.T, s store.Store) {
 		require.NoError(t, err)
 		assert.Equal(t, []string{"sr006", "sr007", "sr008", "sr009", "sr010"}, worklistIDs(p.Rows))
 	})
+	t.Run("resource only", func(t *testing.T) {
+		// The same rows, order and pages as a full search, with only the
+		// ServiceRequest's columns; then whatever changes a row's content
+		// is seen at once (the store may keep resources in memory).
+		sort := []store.WorklistSortKey{{Field: "priority_rank"}, {Field: "needed_by", Desc: true}}
+		walk := func(only bool) (ids []string, res []string) {
+			q := store.WorklistQuery{Domain: "acme", Count: 4, Sort: sort, ResourceOnly: only}
+			for {
+				p, err := s.SearchWorklist(ctx, q)
+				require.NoError(t, err)
+				for _, r := range p.Rows {
+					ids, res = append(ids, r.ID), append(res, string(r.Resource))
+					if only {
+						assert.Nil(t, r.Appointment)
+						assert.NotEmpty(t, r.Patient)
+						assert.NotEmpty(t, r.Digest)
+						assert.False(t, r.LastUpdated.IsZero())
+					} else {
+						assert.NotNil(t, r.Appointment)
+					}
+				}
+				if p.Next == "" {
+					return ids, res
+				}
+				q.After = p.Next
+			}
+		}
+		fullIDs, fullRes := walk(false)
+		onlyIDs, onlyRes := walk(true)
+		assert.Equal(t, fullIDs, onlyIDs)
+		assert.Equal(t, fullRes, onlyRes)
+		first := func() string {
+			p, err := s.SearchWorklist(ctx, store.WorklistQuery{Domain: "acme", Count: 1, ResourceOnly: true,
+				Where: []store.WorklistClause{one(cond("id", "=", "sr006"))}})
+			require.NoError(t, err)
+			require.Len(t, p.Rows, 1)
+			return string(p.Rows[0].Resource)
+		}
+		assert.Contains(t, first(), `"v":1`)
+		_, err := s.ApplyWorklist(ctx, "acme", "", 0, []store.WorklistRow{worklistRow("acme", 6, 2)}, base.Add(2*time.Hour))
+		require.NoError(t, err)
+		assert.Contains(t, first(), `"v":2`, "a change is seen at once")
+		// Left and back with the same digest but a resource written anew.
+		_, err = s.LeaveWorklist(ctx, "acme", "A006", base.Add(3*time.Hour))
+		require.NoError(t, err)
+		back := worklistRow("acme", 6, 2)
+		back.Resource = []byte(`{"resourceType":"ServiceRequest","id":"sr006","v":2,"back":true}`)
+		_, err = s.ApplyWorklist(ctx, "acme", "", 0, []store.WorklistRow{back}, base.Add(4*time.Hour))
+		require.NoError(t, err)
+		assert.Contains(t, first(), `"back":true`, "an arrival is seen at once")
+	})
 	t.Run("invalid", func(t *testing.T) {
 		for name, q := range map[string]store.WorklistQuery{
 			"field":  {Where: []store.WorklistClause{one(cond("appointment", "=", "x"))}},
@@ -277,6 +328,30 @@ func testWorklistSearch(t *testing.T, s store.Store) {
 			assert.True(t, store.KindOf(err) == store.KindInvalid, "%s: %v", name, err)
 		}
 	})
+}
+
+// testReplicasWorklistResources: a ServiceRequest one replica served is
+// not served again by it once another replica changed it.
+func testReplicasWorklistResources(t *testing.T, open func(ctx context.Context) (store.Store, error)) {
+	ctx := ctxT(t)
+	a, err := open(ctx)
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := open(ctx)
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = a.ApplyWorklist(ctx, "acme", "", 0, []store.WorklistRow{worklistRow("acme", 1, 1)}, base)
+	require.NoError(t, err)
+	served := func() string {
+		p, err := a.SearchWorklist(ctx, store.WorklistQuery{Domain: "acme", Count: 10, ResourceOnly: true})
+		require.NoError(t, err)
+		require.Len(t, p.Rows, 1)
+		return string(p.Rows[0].Resource)
+	}
+	assert.Contains(t, served(), `"v":1`)
+	_, err = b.ApplyWorklist(ctx, "acme", "", 0, []store.WorklistRow{worklistRow("acme", 1, 2)}, base.Add(time.Minute))
+	require.NoError(t, err)
+	assert.Contains(t, served(), `"v":2`)
 }
 
 // testReplicasWorklistLease races replicas for one domain's lease: at any
