@@ -18,10 +18,10 @@ import (
 )
 
 // ImagingStudy and Task are two more views of each appointment pending
-// reporting, beside its ServiceRequest and under the same id. Until the
-// worklist index lands they are served as ServiceRequest is: reads from
-// QUBS, searches by walking the QUBS worklist (collect), a bounded number
-// of QUBS pages per bridge page.
+// reporting, beside its ServiceRequest and under the same id, served as
+// ServiceRequest is: reads from QUBS; searches from the worklist index
+// (studyindex.go), or, with the index off, by walking the QUBS worklist
+// (collect), a bounded number of QUBS pages per bridge page.
 
 // studyView is one of those views: its search and how an appointment is
 // written as it.
