@@ -152,13 +152,7 @@ func (v *studyView) searchIndexed(s *Server, c *gin.Context, q *fhir.Query) erro
 		if err != nil {
 			return err
 		}
-		start := len(arena)
-		arena = v.write(arena, &m, f)
-		bundle.AddMatchCompact(base+"/"+v.typ+"/"+m.ID, arena[start:])
-		disclose(c, v.typ+"/"+m.ID, patientRef(&m))
-		for _, name := range q.Includes {
-			arena = inc.add(arena, &m, v.includeRef(&m, name))
-		}
+		arena = v.addMatch(inc, arena, &m, f, q.Includes)
 	}
 	inc.finish()
 	s.noteSkipped(c, bundle, skipped, "appointments")

@@ -13,7 +13,6 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
@@ -91,10 +90,7 @@ func TestIndexedStudyViews(t *testing.T) {
 	for name, opt := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var syncer *worklist.Syncer
-			e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 300 }, opt(t), withIndex(t, &syncer))
-			domain := e.sim.Domains()[0]
-			syncIndex(t, syncer, domain)
+			e, syncer, domain := indexedEnvOn(t, opt, 300)
 			ss := indexedStudies(t, e, syncer, domain)
 			require.NotEmpty(t, ss)
 			var one *indexedStudy
@@ -274,10 +270,7 @@ func TestIndexedTaskStatus(t *testing.T) {
 	for name, opt := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var syncer *worklist.Syncer
-			e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 40 }, opt(t), withIndex(t, &syncer))
-			domain := e.sim.Domains()[0]
-			syncIndex(t, syncer, domain)
+			e, _, _ := indexedEnvOn(t, opt, 40)
 			_, id := withUID(t, e.sim)
 			before := time.Now().UTC().Format(time.RFC3339Nano)
 			status := func(code string) []string { return walkIDs(t, e.base+"/Task?_count=500&status="+code) }

@@ -503,19 +503,25 @@ func (v *studyView) search(s *Server) func(*gin.Context) error {
 		defer putArena(&arena)
 		inc := newIncluder(c, bundle, base)
 		for i := range matches {
-			m := &matches[i]
-			start := len(arena)
-			arena = v.write(arena, m, f)
-			bundle.AddMatchCompact(base+"/"+v.typ+"/"+m.ID, arena[start:])
-			disclose(c, v.typ+"/"+m.ID, patientRef(m))
-			for _, name := range q.Includes {
-				arena = inc.add(arena, m, v.includeRef(m, name))
-			}
+			arena = v.addMatch(inc, arena, &matches[i], f, q.Includes)
 		}
 		inc.finish()
 		s.write(c, http.StatusOK, bundle)
 		return nil
 	}
+}
+
+// addMatch writes m as the view's resource into arena and adds it to the
+// searchset, with what includes names.
+func (v *studyView) addMatch(in *includer, arena []byte, m *mapping.Mapped, f *viewFilter, includes []string) []byte {
+	start := len(arena)
+	arena = v.write(arena, m, f)
+	in.bundle.AddMatchCompact(in.base+"/"+v.typ+"/"+m.ID, arena[start:])
+	disclose(in.c, v.typ+"/"+m.ID, patientRef(m))
+	for _, name := range includes {
+		arena = in.add(arena, m, v.includeRef(m, name))
+	}
+	return arena
 }
 
 // directMatch answers a search that names one appointment with one QUBS
