@@ -144,10 +144,10 @@ func (s *Server) routeTable() []routeSpec {
 		routeSpec{method: http.MethodGet, path: "/DiagnosticReport/:id/_history/:vid", typ: "DiagnosticReport", interaction: interactionVRead, withStore: true, handler: s.vreadDiagnosticReport},
 		routeSpec{method: http.MethodPost, path: "/DiagnosticReport/:id/$redeliver", typ: "DiagnosticReport", interaction: interactionOperation, withStore: true, operation: &redeliverOperation, handler: s.redeliverDiagnosticReport},
 
-		routeSpec{method: http.MethodGet, path: "/ImagingStudy", typ: "ImagingStudy", interaction: interactionSearch, search: &imagingStudySearch, handler: imagingStudyView.search(s)},
+		routeSpec{method: http.MethodGet, path: "/ImagingStudy", typ: "ImagingStudy", interaction: interactionSearch, search: imagingStudyView.searchSpec(s), handler: imagingStudyView.search(s)},
 		routeSpec{method: http.MethodGet, path: "/ImagingStudy/:id", typ: "ImagingStudy", interaction: interactionRead, handler: imagingStudyView.read(s)},
 
-		routeSpec{method: http.MethodGet, path: "/Task", typ: "Task", interaction: interactionSearch, search: &taskSearch, handler: taskView.search(s)},
+		routeSpec{method: http.MethodGet, path: "/Task", typ: "Task", interaction: interactionSearch, search: taskView.searchSpec(s), handler: taskView.search(s)},
 		routeSpec{method: http.MethodGet, path: "/Task/:id", typ: "Task", interaction: interactionRead, handler: taskView.read(s)},
 
 		routeSpec{method: http.MethodPost, path: "/Subscription", typ: "Subscription", interaction: interactionCreate, withStore: true, handler: s.createSubscription},

@@ -18,10 +18,10 @@ import (
 )
 
 // ImagingStudy and Task are two more views of each appointment pending
-// reporting, beside its ServiceRequest and under the same id. Until the
-// worklist index lands they are served as ServiceRequest is: reads from
-// QUBS, searches by walking the QUBS worklist (collect), a bounded number
-// of QUBS pages per bridge page.
+// reporting, beside its ServiceRequest and under the same id, served as
+// ServiceRequest is: reads from QUBS; searches from the worklist index
+// (studyindex.go), or, with the index off, by walking the QUBS worklist
+// (collect), a bounded number of QUBS pages per bridge page.
 
 // studyView is one of those views: its search and how an appointment is
 // written as it.
@@ -35,6 +35,10 @@ type studyView struct {
 	write func(dst []byte, m *mapping.Mapped, f *viewFilter) []byte
 	// includeRef is the reference an _include follows from m, "" for none.
 	includeRef func(m *mapping.Mapped, include string) string
+	// indexedSpec and indexedParams are the search served from the
+	// worklist index (studyindex.go).
+	indexedSpec   *fhir.SearchSpec
+	indexedParams func(zone *time.Location, now time.Time) []indexedParam
 }
 
 var imagingStudySearch = fhir.SearchSpec{
@@ -72,6 +76,7 @@ var taskSearch = fhir.SearchSpec{
 
 var (
 	imagingStudyView = &studyView{typ: "ImagingStudy", spec: &imagingStudySearch, parse: parseImagingStudyFilter,
+		indexedSpec: &indexedImagingStudySearch, indexedParams: imagingStudyIndexedParams,
 		write: func(dst []byte, m *mapping.Mapped, _ *viewFilter) []byte { return m.AppendImagingStudy(dst) },
 		includeRef: func(m *mapping.Mapped, inc string) string {
 			switch inc {
@@ -83,6 +88,7 @@ var (
 			return ""
 		}}
 	taskView = &studyView{typ: "Task", spec: &taskSearch, parse: parseTaskFilter,
+		indexedSpec: &indexedTaskSearch, indexedParams: taskIndexedParams,
 		write: func(dst []byte, m *mapping.Mapped, f *viewFilter) []byte { return m.AppendTask(dst, f.tasks.of(m)) },
 		includeRef: func(m *mapping.Mapped, inc string) string {
 			switch inc {
@@ -419,6 +425,9 @@ func (v *studyView) read(s *Server) func(*gin.Context) error {
 		}
 		a, err := s.cfg.QUBS.GetPending(c.Request.Context(), domain, apptID)
 		if qubs.KindOf(err) == qubs.KindNotFound {
+			// Searches served from the index drop it at once, as after a
+			// ServiceRequest read.
+			s.indexGone(c, domain, apptID)
 			return notFound
 		}
 		if err != nil {
@@ -431,6 +440,7 @@ func (v *studyView) read(s *Server) func(*gin.Context) error {
 		if err != nil {
 			return err
 		}
+		s.indexSaw(c, domain, a)
 		f := &viewFilter{}
 		if v.typ == "Task" {
 			f.tasks = s.newTaskStates()
@@ -448,9 +458,12 @@ func (v *studyView) read(s *Server) func(*gin.Context) error {
 // search, each match written as the view's resource.
 func (v *studyView) search(s *Server) func(*gin.Context) error {
 	return func(c *gin.Context) error {
-		q, err := fhir.ParseSearch(c.Request.URL.Query(), c.GetHeader("Prefer"), *v.spec, defaultCount, maxCount)
+		q, err := fhir.ParseSearch(c.Request.URL.Query(), c.GetHeader("Prefer"), *v.searchSpec(s), defaultCount, maxCount)
 		if err != nil {
 			return err
+		}
+		if s.indexed() {
+			return v.searchIndexed(s, c, q)
 		}
 		f, err := v.parse(s, q)
 		if err != nil {
@@ -490,19 +503,25 @@ func (v *studyView) search(s *Server) func(*gin.Context) error {
 		defer putArena(&arena)
 		inc := newIncluder(c, bundle, base)
 		for i := range matches {
-			m := &matches[i]
-			start := len(arena)
-			arena = v.write(arena, m, f)
-			bundle.AddMatchCompact(base+"/"+v.typ+"/"+m.ID, arena[start:])
-			disclose(c, v.typ+"/"+m.ID, patientRef(m))
-			for _, name := range q.Includes {
-				arena = inc.add(arena, m, v.includeRef(m, name))
-			}
+			arena = v.addMatch(inc, arena, &matches[i], f, q.Includes)
 		}
 		inc.finish()
 		s.write(c, http.StatusOK, bundle)
 		return nil
 	}
+}
+
+// addMatch writes m as the view's resource into arena and adds it to the
+// searchset, with what includes names.
+func (v *studyView) addMatch(in *includer, arena []byte, m *mapping.Mapped, f *viewFilter, includes []string) []byte {
+	start := len(arena)
+	arena = v.write(arena, m, f)
+	in.bundle.AddMatchCompact(in.base+"/"+v.typ+"/"+m.ID, arena[start:])
+	disclose(in.c, v.typ+"/"+m.ID, patientRef(m))
+	for _, name := range includes {
+		arena = in.add(arena, m, v.includeRef(m, name))
+	}
+	return arena
 }
 
 // directMatch answers a search that names one appointment with one QUBS

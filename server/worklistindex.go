@@ -92,53 +92,18 @@ func (s *Server) indexed() bool { return s.cfg.Worklist != nil && s.cfg.Store !=
 // searchIndexedServiceRequests serves a ServiceRequest search from the
 // worklist index: no QUBS call, whatever the filter.
 func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) error {
-	ctx := c.Request.Context()
-	domain := domainOf(c)
-	// _sort takes several keys here: parseResults reads the rest.
-	res, err := parseResults(&fhir.Query{Params: map[string][]string{"_total": q.Params["_total"], "_summary": q.Params["_summary"]}})
-	if err != nil {
-		return err
-	}
 	// Only the includes read the appointment kept with each row.
-	wq := store.WorklistQuery{Domain: domain, Count: q.Count, Total: res.total,
-		ResourceOnly: len(q.Includes) == 0 && !slices.Contains(q.RevIncludes, "Task:focus")}
+	wq := store.WorklistQuery{ResourceOnly: len(q.Includes) == 0 && !slices.Contains(q.RevIncludes, "Task:focus")}
+	var err error
 	if wq.Sort, err = indexedSort(first(q.Params["_sort"])); err != nil {
 		return err
 	}
-	if wq.Where, err = indexedWhere(q, s.cfg.Zones.Default(), time.Now()); err != nil {
+	if wq.Where, err = indexedWhere(q, srIndexedParams(s.cfg.Zones.Default(), time.Now())); err != nil {
 		return err
 	}
-	binding := searchBinding(domain, "ServiceRequest", q)
-	raw, err := s.openCursor(q, binding)
-	if err != nil {
+	page, bundle, base, err := s.indexedSearch(c, q, "ServiceRequest", wq)
+	if err != nil || page == nil {
 		return err
-	}
-	wq.After = string(raw)
-	sync, err := s.cfg.Worklist.Ready(ctx, domain)
-	if err != nil {
-		return indexError(err)
-	}
-	page, err := s.cfg.Store.SearchWorklist(ctx, wq)
-	if err != nil {
-		if store.KindOf(err) == store.KindInvalid {
-			return fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor is not valid for this search")
-		}
-		return fmt.Errorf("searching the worklist index: %w", err)
-	}
-	bundle, base := s.searchBundle(c, "ServiceRequest", q)
-	if sync.Finished != nil {
-		bundle.LastUpdated = *sync.Finished
-		bundle.MetaExtension = fmt.Appendf(nil, `[{"url":%q,"valueInstant":%q}]`, ExtIndexAsOf, sync.Started.UTC().Format(time.RFC3339Nano))
-	}
-	if page.Total >= 0 {
-		bundle.SetTotal(page.Total)
-	}
-	if res.countOnly {
-		s.write(c, http.StatusOK, bundle)
-		return nil
-	}
-	if page.Next != "" {
-		bundle.SetLink("next", pageURL(base+"/ServiceRequest", q.Used(), s.cursors.Seal(binding, []byte(page.Next))))
 	}
 	for i := range page.Rows {
 		r := &page.Rows[i]
@@ -151,6 +116,53 @@ func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) err
 	}
 	s.write(c, http.StatusOK, bundle)
 	return nil
+}
+
+// indexedSearch runs wq (its Where and Sort set) as the search q of typ
+// and starts the searchset: how fresh the index is, the total and the
+// next link. A nil page means the answer is written (_summary=count).
+func (s *Server) indexedSearch(c *gin.Context, q *fhir.Query, typ string, wq store.WorklistQuery) (*store.WorklistPage, *fhir.Bundle, string, error) {
+	ctx := c.Request.Context()
+	domain := domainOf(c)
+	// _sort takes several keys here: parseResults reads the rest.
+	res, err := parseResults(&fhir.Query{Params: map[string][]string{"_total": q.Params["_total"], "_summary": q.Params["_summary"]}})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	wq.Domain, wq.Count, wq.Total = domain, q.Count, res.total
+	binding := searchBinding(domain, typ, q)
+	raw, err := s.openCursor(q, binding)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	wq.After = string(raw)
+	sync, err := s.cfg.Worklist.Ready(ctx, domain)
+	if err != nil {
+		return nil, nil, "", indexError(err)
+	}
+	page, err := s.cfg.Store.SearchWorklist(ctx, wq)
+	if err != nil {
+		if store.KindOf(err) == store.KindInvalid {
+			return nil, nil, "", fhir.Errorf(http.StatusBadRequest, "invalid", "the paging cursor is not valid for this search")
+		}
+		return nil, nil, "", fmt.Errorf("searching the worklist index: %w", err)
+	}
+	bundle, base := s.searchBundle(c, typ, q)
+	if sync.Finished != nil {
+		bundle.LastUpdated = *sync.Finished
+		bundle.MetaExtension = fmt.Appendf(nil, `[{"url":%q,"valueInstant":%q}]`, ExtIndexAsOf, sync.Started.UTC().Format(time.RFC3339Nano))
+	}
+	if page.Total >= 0 {
+		bundle.SetTotal(page.Total)
+	}
+	if res.countOnly {
+		s.write(c, http.StatusOK, bundle)
+		return nil, nil, "", nil
+	}
+	if page.Next != "" {
+		bundle.SetLink("next", pageURL(base+"/"+typ, q.Used(), s.cursors.Seal(binding, []byte(page.Next))))
+	}
+	return page, bundle, base, nil
 }
 
 // indexError turns a failure to get the index ready into an answer: a
@@ -265,112 +277,156 @@ const (
 // never is a condition no row meets (every row has an id).
 var never = []store.WorklistCond{{Field: store.WorklistFieldID, Op: "=", Value: ""}}
 
+// indexedParam is how one search parameter of an indexed search becomes
+// index conditions: alt gives the alternatives one value stands for.
+type indexedParam struct {
+	name string
+	alt  altFunc
+}
+
+// altFunc gives the alternatives (each a conjunction) of one value.
+type altFunc func(v string) ([][]store.WorklistCond, error)
+
 // indexedWhere turns the search parameters into index clauses: each
 // occurrence of a parameter one clause (AND), its comma-separated values
 // the clause's alternatives (OR).
-func indexedWhere(q *fhir.Query, zone *time.Location, now time.Time) ([]store.WorklistClause, error) {
+func indexedWhere(q *fhir.Query, params []indexedParam) ([]store.WorklistClause, error) {
 	var where []store.WorklistClause
-	each := func(name string, alt func(v string) ([][]store.WorklistCond, error)) error {
-		for _, occ := range q.Params[name] {
+	for _, p := range params {
+		for _, occ := range q.Params[p.name] {
 			var clause store.WorklistClause
 			for _, v := range fhir.SplitValues(occ) {
-				alts, err := alt(v)
+				alts, err := p.alt(v)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				clause = append(clause, alts...)
 			}
 			where = append(where, clause)
 		}
-		return nil
 	}
-	one := func(cs ...store.WorklistCond) [][]store.WorklistCond { return [][]store.WorklistCond{cs} }
-	eq := func(field, v string) store.WorklistCond { return store.WorklistCond{Field: field, Op: "=", Value: v} }
-	token := func(param string) func(string) ([][]store.WorklistCond, error) {
-		return func(v string) ([][]store.WorklistCond, error) {
-			t := fhir.ParseToken(v)
-			return one(store.WorklistCond{Field: param, Token: &store.WorklistTokenMatch{System: t.System, Code: t.Code, HasSystem: t.HasSystem}}), nil
+	return where, nil
+}
+
+func oneAlt(cs ...store.WorklistCond) [][]store.WorklistCond { return [][]store.WorklistCond{cs} }
+
+func eqCond(field string, v any) store.WorklistCond {
+	return store.WorklistCond{Field: field, Op: "=", Value: v}
+}
+
+// tokenAlt matches the row's tokens of param (identifier, code, modality).
+func tokenAlt(param string) altFunc {
+	return func(v string) ([][]store.WorklistCond, error) {
+		t := fhir.ParseToken(v)
+		return oneAlt(store.WorklistCond{Field: param, Token: &store.WorklistTokenMatch{System: t.System, Code: t.Code, HasSystem: t.HasSystem}}), nil
+	}
+}
+
+// codeAlt matches a code field whose codes are of system.
+func codeAlt(field, system string) altFunc {
+	return func(v string) ([][]store.WorklistCond, error) {
+		t := fhir.ParseToken(v)
+		if t.HasSystem && t.System != system {
+			return oneAlt(never...), nil
 		}
-	}
-	code := func(field, system string) func(string) ([][]store.WorklistCond, error) {
-		return func(v string) ([][]store.WorklistCond, error) {
-			t := fhir.ParseToken(v)
-			if t.HasSystem && t.System != system {
-				return one(never...), nil
-			}
-			if t.Code == "" {
-				return one(store.WorklistCond{Field: field, Op: "notnull"}), nil
-			}
-			return one(eq(field, t.Code)), nil
+		if t.Code == "" {
+			return oneAlt(store.WorklistCond{Field: field, Op: "notnull"}), nil
 		}
+		return oneAlt(eqCond(field, t.Code)), nil
 	}
-	// ref matches a reference column; a bare id matches any of types.
-	ref := func(field string, types ...string) func(string) ([][]store.WorklistCond, error) {
-		return func(v string) ([][]store.WorklistCond, error) {
-			if !strings.Contains(v, "/") {
-				if _, id, err := fhir.ParseReference(v, types[0]); err != nil {
-					return nil, err
-				} else {
-					var alts [][]store.WorklistCond
-					for _, typ := range types {
-						alts = append(alts, []store.WorklistCond{eq(field, typ+"/"+id)})
-					}
-					return alts, nil
-				}
-			}
-			typ, id, err := fhir.ParseReference(v, types[0])
-			if err != nil {
-				return nil, err
-			}
-			return one(eq(field, typ+"/"+id)), nil
+}
+
+// refAlt matches a reference column; a bare id matches any of types.
+func refAlt(field string, types ...string) altFunc {
+	return func(v string) ([][]store.WorklistCond, error) {
+		typ, id, err := fhir.ParseReference(v, types[0])
+		if err != nil {
+			return nil, err
 		}
-	}
-	date := func(start, end string, instant bool, zone *time.Location) func(string) ([][]store.WorklistCond, error) {
-		return func(v string) ([][]store.WorklistCond, error) {
-			d, err := fhir.ParseDateParam(v, zone)
-			if err != nil {
-				return nil, err
-			}
-			return dateAlternatives(d, start, end, instant, now), nil
+		if strings.Contains(v, "/") {
+			return oneAlt(eqCond(field, typ+"/"+id)), nil
 		}
+		var alts [][]store.WorklistCond
+		for _, typ := range types {
+			alts = append(alts, []store.WorklistCond{eqCond(field, typ+"/"+id)})
+		}
+		return alts, nil
 	}
-	steps := []struct {
-		name string
-		alt  func(string) ([][]store.WorklistCond, error)
-	}{
-		{"_id", func(v string) ([][]store.WorklistCond, error) {
-			if _, ok := appointmentID(v); !ok {
-				return nil, fhir.Errorf(http.StatusBadRequest, "value", "_id %q is not a valid FHIR id", v)
-			}
-			return one(eq(store.WorklistFieldID, v)), nil
-		}},
-		{"identifier", token("identifier")},
-		{"code", token("code")},
-		{"modality", token("modality")},
-		{"patient", ref(store.WorklistFieldPatient, "Patient")},
-		{"subject", ref(store.WorklistFieldPatient, "Patient")},
-		{"performer", ref(store.WorklistFieldPerformer, "Practitioner")},
-		{"requester", ref(store.WorklistFieldRequester, "Practitioner", "Organization")},
-		{"status", code(store.WorklistFieldStatus, systemRequestStatus)},
-		{"priority", func(v string) ([][]store.WorklistCond, error) {
-			// By rank, which the index orders on: the same rows, found
-			// without a scan.
-			t := fhir.ParseToken(v)
-			rank := store.WorklistPriorityRank(t.Code)
-			switch {
-			case t.HasSystem && t.System != systemRequestPriority, t.Code != "" && rank == store.WorklistPriorityRank(""):
-				return one(never...), nil
-			case t.Code == "":
-				return one(store.WorklistCond{Field: store.WorklistFieldPriority, Op: "notnull"}), nil
-			}
-			return one(store.WorklistCond{Field: store.WorklistFieldPriorityRank, Op: "=", Value: rank}), nil
-		}},
+}
+
+// typedRefAlt matches a reference to typ only, as the ImagingStudy and
+// Task parameters are defined (another type is a 400, as on the walk of
+// QUBS they replace); bare, the reference column holds ids alone
+// (ServiceRequest: the row's id).
+func typedRefAlt(name, field, typ string, bare bool) altFunc {
+	return func(v string) ([][]store.WorklistCond, error) {
+		t, id, err := fhir.ParseReference(v, typ)
+		if err != nil {
+			return nil, err
+		}
+		if t != typ {
+			return nil, fhir.Errorf(http.StatusBadRequest, "value", "%s must reference a %s", name, typ)
+		}
+		if bare {
+			return oneAlt(eqCond(field, id)), nil
+		}
+		return oneAlt(eqCond(field, typ+"/"+id)), nil
+	}
+}
+
+// dateAlt compares a date parameter with the range [start, end) of a
+// row (instant: one column, an instant).
+func dateAlt(start, end string, instant bool, zone *time.Location, now time.Time) altFunc {
+	return func(v string) ([][]store.WorklistCond, error) {
+		d, err := fhir.ParseDateParam(v, zone)
+		if err != nil {
+			return nil, err
+		}
+		return dateAlternatives(d, start, end, instant, now), nil
+	}
+}
+
+func idAlt(v string) ([][]store.WorklistCond, error) {
+	if _, ok := appointmentID(v); !ok {
+		return nil, fhir.Errorf(http.StatusBadRequest, "value", "_id %q is not a valid FHIR id", v)
+	}
+	return oneAlt(eqCond(store.WorklistFieldID, v)), nil
+}
+
+// priorityAlt matches by rank, which the index orders on: the same rows,
+// found without a scan.
+func priorityAlt(v string) ([][]store.WorklistCond, error) {
+	t := fhir.ParseToken(v)
+	rank := store.WorklistPriorityRank(t.Code)
+	switch {
+	case t.HasSystem && t.System != systemRequestPriority, t.Code != "" && rank == store.WorklistPriorityRank(""):
+		return oneAlt(never...), nil
+	case t.Code == "":
+		return oneAlt(store.WorklistCond{Field: store.WorklistFieldPriority, Op: "notnull"}), nil
+	}
+	return oneAlt(store.WorklistCond{Field: store.WorklistFieldPriorityRank, Op: "=", Value: rank}), nil
+}
+
+// srIndexedParams are the ServiceRequest search parameters, as index
+// conditions.
+func srIndexedParams(zone *time.Location, now time.Time) []indexedParam {
+	return []indexedParam{
+		{"_id", idAlt},
+		{"identifier", tokenAlt("identifier")},
+		{"code", tokenAlt("code")},
+		{"modality", tokenAlt("modality")},
+		{"patient", refAlt(store.WorklistFieldPatient, "Patient")},
+		{"subject", refAlt(store.WorklistFieldPatient, "Patient")},
+		{"performer", refAlt(store.WorklistFieldPerformer, "Practitioner")},
+		{"requester", refAlt(store.WorklistFieldRequester, "Practitioner", "Organization")},
+		{"status", codeAlt(store.WorklistFieldStatus, systemRequestStatus)},
+		{"priority", priorityAlt},
 		{"performer:missing", func(v string) ([][]store.WorklistCond, error) {
 			switch v {
 			case "true":
-				return one(store.WorklistCond{Field: store.WorklistFieldPerformer, Op: "null"}), nil
+				return oneAlt(store.WorklistCond{Field: store.WorklistFieldPerformer, Op: "null"}), nil
 			case "false":
-				return one(store.WorklistCond{Field: store.WorklistFieldPerformer, Op: "notnull"}), nil
+				return oneAlt(store.WorklistCond{Field: store.WorklistFieldPerformer, Op: "notnull"}), nil
 			}
 			return nil, fhir.Errorf(http.StatusBadRequest, "value", "performer:missing takes true or false")
 		}},
@@ -378,15 +434,9 @@ func indexedWhere(q *fhir.Query, zone *time.Location, now time.Time) ([]store.Wo
 		// here BRIDGE_DEFAULT_TIMEZONE, as ImagingStudy's started: reading
 		// it in each row's site zone would make one value mean several
 		// ranges. The rows' own dates are site-local days.
-		{"occurrence", date(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd, false, zone)},
-		{"_lastUpdated", date(store.WorklistFieldLastUpdated, store.WorklistFieldLastUpdated, true, zone)},
+		{"occurrence", dateAlt(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd, false, zone, now)},
+		{"_lastUpdated", dateAlt(store.WorklistFieldLastUpdated, store.WorklistFieldLastUpdated, true, zone, now)},
 	}
-	for _, st := range steps {
-		if err := each(st.name, st.alt); err != nil {
-			return nil, err
-		}
-	}
-	return where, nil
 }
 
 // dateAlternatives are the conditions of a date parameter on a target

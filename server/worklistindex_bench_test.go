@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -115,4 +118,84 @@ func benchSizes() []int {
 		return out
 	}
 	return []int{10_000, 100_000}
+}
+
+// BenchmarkStudySearch is an ImagingStudy search by Study Instance UID
+// and a Task search by owner (its first page of 50) through the real
+// router over 10,000 studies: "indexed" from the worklist index (SQLite),
+// "live" with the index off, walking a simulator that holds as many
+// appointments (every next link of the UID search followed). It reports
+// the QUBS calls each search costs.
+func BenchmarkStudySearch(b *testing.B) {
+	const n = 10_000
+	owner := func(e *env, domain string) string {
+		for _, id := range e.sim.PendingIDs(domain) {
+			a, _ := e.sim.Appointment(domain, id)
+			if m, err := mapping.Map(&a, nil); err == nil && m.RadiologistID != "" {
+				return "Practitioner/" + m.RadiologistID
+			}
+		}
+		b.Fatal("no radiologist in the seed")
+		return ""
+	}
+	run := func(b *testing.B, e *env, u string) {
+		b.Helper()
+		walk := func() int {
+			pages := 0
+			for next := u; next != ""; pages++ {
+				res, body := send(b, http.MethodGet, next, nil, nil)
+				if res.StatusCode != http.StatusOK {
+					b.Fatal(res.Status)
+				}
+				var bundle map[string]any
+				require.NoError(b, json.Unmarshal(body, &bundle))
+				next = ""
+				if !strings.Contains(u, "_count=") { // a first page only otherwise
+					next = link(bundle, "next")
+				}
+			}
+			return pages
+		}
+		walk() // warm: caches, the domain check
+		calls := len(e.sim.Requests())
+		b.ResetTimer()
+		for range b.N {
+			walk()
+		}
+		b.ReportMetric(float64(len(e.sim.Requests())-calls)/float64(b.N), "qubs-calls/op")
+	}
+
+	b.Run("indexed", func(b *testing.B) {
+		var syncer *worklist.Syncer
+		e := newEnv(b, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 100 }, withIndex(b, &syncer))
+		domain := "bench"
+		e.sim.PutAppointment(qubs.Appointment{Domain: domain, AppointmentID: "probe", Status: "AUTHORISED"})
+		fillIndexFrom(b, e, syncer, e.sim.Domains()[0], domain, n)
+		base := e.srv.URL + "/fhir/" + domain
+		b.Run("ImagingStudy-by-UID", func(b *testing.B) {
+			run(b, e, base+"/ImagingStudy?identifier="+url.QueryEscape(mapping.SystemDICOMUID+"|urn:oid:1.2.36.9.4321"))
+		})
+		b.Run("Task-by-owner", func(b *testing.B) {
+			run(b, e, base+"/Task?_count=50&owner="+owner(e, domain))
+		})
+	})
+	b.Run("live", func(b *testing.B) {
+		e := newEnv(b, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = n })
+		domain := e.sim.Domains()[0]
+		ids := e.sim.PendingIDs(domain)
+		var uid string
+		for _, id := range ids[len(ids)/2:] {
+			if a, _ := e.sim.Appointment(domain, id); a.StudyInstanceUID != "" {
+				uid = a.StudyInstanceUID
+				break
+			}
+		}
+		base := e.srv.URL + "/fhir/" + domain
+		b.Run("ImagingStudy-by-UID", func(b *testing.B) {
+			run(b, e, base+"/ImagingStudy?identifier="+url.QueryEscape(mapping.SystemDICOMUID+"|urn:oid:"+uid))
+		})
+		b.Run("Task-by-owner", func(b *testing.B) {
+			run(b, e, base+"/Task?_count=50&owner="+owner(e, domain))
+		})
+	})
 }

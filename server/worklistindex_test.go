@@ -50,8 +50,14 @@ func syncIndex(t testing.TB, s *worklist.Syncer, domain string) worklist.Result 
 // SQLite, walked once; it returns the first domain.
 func indexedEnv(t testing.TB, n int) (*env, *worklist.Syncer, string) {
 	t.Helper()
+	return indexedEnvOn(t, withStore, n)
+}
+
+// indexedEnvOn is indexedEnv on the store opt gives.
+func indexedEnvOn(t testing.TB, opt func(testing.TB) envOption, n int) (*env, *worklist.Syncer, string) {
+	t.Helper()
 	var syncer *worklist.Syncer
-	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = n }, withIndex(t, &syncer))
+	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = n }, opt(t), withIndex(t, &syncer))
 	domain := e.sim.Domains()[0]
 	syncIndex(t, syncer, domain)
 	return e, syncer, domain
@@ -112,10 +118,7 @@ func TestIndexedSearchConverges(t *testing.T) {
 	for name, opt := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var syncer *worklist.Syncer
-			e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, _ *server.Config) { so.Appointments = 200 }, opt(t), withIndex(t, &syncer))
-			domain := e.sim.Domains()[0]
-			syncIndex(t, syncer, domain)
+			e, syncer, domain := indexedEnvOn(t, opt, 200)
 
 			calls := len(e.sim.Requests())
 			want := srIDs(pendingSRs(t, e, domain), func(*mapping.Worklist) bool { return true })

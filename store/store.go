@@ -644,6 +644,12 @@ type WorklistRow struct {
 	OccurrenceStart, OccurrenceEnd *time.Time
 	// NeededBy is the report-needed-by instant, nil when there is none.
 	NeededBy *time.Time
+	// StartedStart and StartedEnd are the range ImagingStudy.started
+	// stands for, end exclusive (a dateTime its second, a date the whole
+	// site-local day); nil when there is none. Written by ApplyWorklist
+	// for WorklistFieldStartedStart/End conditions; SearchWorklist does
+	// not read them back.
+	StartedStart, StartedEnd *time.Time
 	// Site is the scheduled site (locationCode text).
 	Site string
 	// Tokens are the coded values token parameters match.
@@ -715,6 +721,19 @@ const (
 	WorklistFieldNeededBy        = "needed_by"
 	WorklistFieldLastUpdated     = "last_updated"
 	WorklistFieldSite            = "site"
+	// ImagingStudy.started as a range (WorklistRow.StartedStart/End).
+	WorklistFieldStartedStart = "started_start"
+	WorklistFieldStartedEnd   = "started_end"
+	// WorklistFieldTaskStatus is the study's Task status, derived in the
+	// query from the report versions the store delivered for the
+	// appointment (as mapping.TaskStateOf does): "requested" with none,
+	// "in-progress" when the latest delivered is preliminary or partial,
+	// "completed" otherwise. Compared with = or <>.
+	WorklistFieldTaskStatus = "task_status"
+	// WorklistFieldTaskLastUpdated is the later of the row's LastUpdated
+	// and the latest delivery of a report for the appointment: when the
+	// study's Task last changed.
+	WorklistFieldTaskLastUpdated = "task_last_updated"
 )
 
 // WorklistCond is one condition on a row: Field Op Value for a column

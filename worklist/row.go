@@ -104,6 +104,14 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 			}
 		}
 	}
+	if lo, hi, ok := m.Started(); ok {
+		if lo.Equal(hi) {
+			// ImagingStudy.started is written to the second: a dateTime
+			// stands for its whole second, as an occurrence does.
+			hi = lo.Add(time.Second)
+		}
+		r.StartedStart, r.StartedEnd = &lo, &hi
+	}
 	for _, id := range v.Identifier {
 		r.Tokens = append(r.Tokens, store.WorklistToken{Param: "identifier", System: id.System, Code: id.Value})
 	}

@@ -311,3 +311,30 @@ func TestRowOccurrence(t *testing.T) {
 	assert.Equal(t, time.Date(2026, 3, 5, 9, 30, 0, 0, perth), r.OccurrenceStart.In(perth))
 	assert.Equal(t, time.Date(2026, 3, 5, 10, 0, 1, 0, perth), r.OccurrenceEnd.In(perth), "to the end of the end's second")
 }
+
+// TestRowStarted: ImagingStudy.started as a range: the start's second, or
+// the site's whole day when the study has a date and no start time (also
+// when it has an end time), none without a date.
+func TestRowStarted(t *testing.T) {
+	t.Parallel()
+	z, err := mapping.NewZones("Australia/Sydney", "Perth Site=Australia/Perth")
+	require.NoError(t, err)
+	perth, _ := time.LoadLocation("Australia/Perth")
+	date, start, end := "2026-03-05", "09:30:00", "10:00:00"
+	a := qubs.Appointment{Domain: "acme", AppointmentID: "A1", Status: qubs.StatusPendingReporting, ScheduledSite: "Perth Site", AppointmentDate: &date, EndTime: &end}
+	r, err := worklist.Row("acme", &a, z, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, time.Date(2026, 3, 5, 0, 0, 0, 0, perth), r.StartedStart.In(perth))
+	assert.Equal(t, time.Date(2026, 3, 6, 0, 0, 0, 0, perth), r.StartedEnd.In(perth))
+	assert.Nil(t, r.OccurrenceStart, "an occurrence with an end and no start has no start")
+	a.StartTime = &start
+	r, err = worklist.Row("acme", &a, z, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, time.Date(2026, 3, 5, 9, 30, 0, 0, perth), r.StartedStart.In(perth))
+	assert.Equal(t, time.Date(2026, 3, 5, 9, 30, 1, 0, perth), r.StartedEnd.In(perth), "its second, not the end time")
+	a.AppointmentDate = nil
+	r, err = worklist.Row("acme", &a, z, time.Now())
+	require.NoError(t, err)
+	assert.Nil(t, r.StartedStart)
+	assert.Nil(t, r.StartedEnd)
+}

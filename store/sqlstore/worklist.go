@@ -62,7 +62,14 @@ func (s *Store) fenceWorklist(ctx context.Context, t *tx, domain, owner string, 
 type worklistState struct {
 	digest string
 	left   *time.Time
+	format int
 }
+
+// worklistRowFormat is the row_format of rows written now: 1 since
+// migration 0013 added the started columns. An unchanged row of an older
+// format gets its derived columns rewritten by the next walk that sees
+// it, without an event (its content did not change).
+const worklistRowFormat = 1
 
 // ApplyWorklist records a batch of rows and the events of what changed.
 func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []store.WorklistRow, now time.Time) (changes []store.WorklistChange, err error) {
@@ -107,7 +114,7 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 			return err
 		}
 		var seen []any
-		var put []*store.WorklistRow
+		var put, backfill []*store.WorklistRow
 		var evs []*store.Event
 		for i := range rows {
 			r := &rows[i]
@@ -126,6 +133,10 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 				kind = store.EventChanged
 			}
 			changes = append(changes, store.WorklistChange{AppointmentID: r.AppointmentID, Kind: kind})
+			if kind == "" && p.format < worklistRowFormat {
+				backfill = append(backfill, r)
+				continue
+			}
 			if kind == "" {
 				seen = append(seen, r.AppointmentID)
 				continue
@@ -136,6 +147,13 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 		}
 		if err := s.putWorklistRows(ctx, t, domain, put, now); err != nil {
 			return err
+		}
+		for _, r := range backfill {
+			if _, err := t.exec(ctx, `UPDATE worklist_index SET started_start = ?, started_end = ?, row_format = ?, seen_at = ?
+				WHERE domain = ? AND appointment_id = ?`, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)),
+				worklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
+				return err
+			}
 		}
 		for len(seen) > 0 {
 			n := min(len(seen), worklistChunk)
@@ -171,7 +189,7 @@ func (s *Store) worklistStates(ctx context.Context, t *tx, domain string, rows [
 		for _, r := range rows[lo:hi] {
 			args = append(args, r.AppointmentID)
 		}
-		q, err := t.query(ctx, `SELECT appointment_id, digest, left_at FROM worklist_index
+		q, err := t.query(ctx, `SELECT appointment_id, digest, left_at, row_format FROM worklist_index
 			WHERE domain = ? AND appointment_id IN (`+placeholders(hi-lo)+`)`+s.d.forUpdate(), args...)
 		if err != nil {
 			return nil, err
@@ -179,7 +197,7 @@ func (s *Store) worklistStates(ctx context.Context, t *tx, domain string, rows [
 		for q.Next() {
 			var id string
 			var st worklistState
-			if err := q.Scan(&id, &st.digest, atPtr{&st.left}); err != nil {
+			if err := q.Scan(&id, &st.digest, atPtr{&st.left}, &st.format); err != nil {
 				q.Close()
 				return nil, err
 			}
@@ -198,29 +216,31 @@ func (s *Store) worklistStates(ctx context.Context, t *tx, domain string, rows [
 // cost.
 func (s *Store) putWorklistRows(ctx context.Context, t *tx, domain string, rows []*store.WorklistRow, now time.Time) error {
 	n := s.tm(now)
-	const perInsert = 100 // 17 parameters a row: far below both engines' limits
+	const perInsert = 100 // 20 parameters a row: far below both engines' limits
 	for lo := 0; lo < len(rows); lo += perInsert {
 		chunk := rows[lo:min(lo+perInsert, len(rows))]
 		var vals, cvals []string
 		var args, cargs, ids []any
 		for _, r := range chunk {
-			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)")
+			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)")
 			args = append(args, domain, r.AppointmentID, r.ID, r.Patient, r.Performer, r.Requester, r.Status, r.Priority,
 				r.PriorityRank, s.tmPtr(sqlutil.TimePtr(r.OccurrenceStart)), s.tmPtr(sqlutil.TimePtr(r.OccurrenceEnd)), s.tmPtr(sqlutil.TimePtr(r.NeededBy)),
-				r.Site, r.Digest, n, n, n)
+				r.Site, r.Digest, n, n, n, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)), worklistRowFormat)
 			cvals = append(cvals, "(?, ?, ?, ?)")
 			cargs = append(cargs, domain, r.AppointmentID, r.Appointment, r.Resource)
 			ids = append(ids, r.AppointmentID)
 		}
 		if _, err := t.exec(ctx, `INSERT INTO worklist_index (domain, appointment_id, id, patient, performer, requester, status, priority,
-				priority_rank, occurrence_start, occurrence_end, needed_by, site, digest, last_updated, first_seen, seen_at, left_at)
+				priority_rank, occurrence_start, occurrence_end, needed_by, site, digest, last_updated, first_seen, seen_at, left_at,
+				started_start, started_end, row_format)
 			VALUES `+strings.Join(vals, ", ")+`
 			ON CONFLICT (domain, appointment_id) DO UPDATE SET id = excluded.id, patient = excluded.patient,
 				performer = excluded.performer, requester = excluded.requester, status = excluded.status,
 				priority = excluded.priority, priority_rank = excluded.priority_rank,
 				occurrence_start = excluded.occurrence_start, occurrence_end = excluded.occurrence_end,
 				needed_by = excluded.needed_by, site = excluded.site, digest = excluded.digest,
-				last_updated = excluded.last_updated, seen_at = excluded.seen_at, left_at = NULL`, args...); err != nil {
+				last_updated = excluded.last_updated, seen_at = excluded.seen_at, left_at = NULL,
+				started_start = excluded.started_start, started_end = excluded.started_end, row_format = excluded.row_format`, args...); err != nil {
 			return err
 		}
 		if _, err := t.exec(ctx, `INSERT INTO worklist_content (domain, appointment_id, appointment, resource)
@@ -398,6 +418,35 @@ var worklistColumns = map[string]string{
 	store.WorklistFieldPriorityRank: "priority_rank", store.WorklistFieldOccurrenceStart: "occurrence_start",
 	store.WorklistFieldOccurrenceEnd: "occurrence_end", store.WorklistFieldNeededBy: "needed_by",
 	store.WorklistFieldLastUpdated: "last_updated", store.WorklistFieldSite: "site",
+	store.WorklistFieldStartedStart: "started_start", store.WorklistFieldStartedEnd: "started_end",
+}
+
+// deliveredVersions are the report versions QUBS accepted for a row's
+// appointment; report_versions_queue (domain, appointment_id, queue_seq)
+// finds them, a handful per study.
+const deliveredVersions = `FROM report_versions v WHERE v.domain = w.domain AND v.appointment_id = w.appointment_id
+	AND v.state = 'delivered' AND v.delivered_at IS NOT NULL`
+
+// worklistDerived are the fields conditions compare that are not columns
+// of the row but derived in the query from the reports the store holds,
+// so that a Task search filters on its status without loading every
+// study's reports into the server. Versions of an appointment are
+// delivered in queue order, so the latest delivery is the one QUBS keeps
+// (mapping.TaskStateOf).
+var worklistDerived = map[string]string{
+	store.WorklistFieldTaskStatus: `COALESCE((SELECT CASE WHEN v.status IN ('preliminary', 'partial') THEN 'in-progress' ELSE 'completed' END ` +
+		deliveredVersions + ` ORDER BY v.delivered_at DESC, v.queue_seq DESC LIMIT 1), 'requested')`,
+	store.WorklistFieldTaskLastUpdated: `CASE WHEN (SELECT MAX(v.delivered_at) ` + deliveredVersions + `) > w.last_updated
+		THEN (SELECT MAX(v.delivered_at) ` + deliveredVersions + `) ELSE w.last_updated END`,
+}
+
+// worklistExpr is the SQL a condition on field compares.
+func worklistExpr(field string) (string, bool) {
+	if e, ok := worklistDerived[field]; ok {
+		return "(" + e + ")", true
+	}
+	col, ok := worklistColumns[field]
+	return "w." + col, ok
 }
 
 // worklistSortable are the sort keys and whether each is a time (a
@@ -412,7 +461,8 @@ var noTime = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
 
 // worklistTimes are the time columns.
 var worklistTimes = map[string]bool{store.WorklistFieldOccurrenceStart: true, store.WorklistFieldOccurrenceEnd: true,
-	store.WorklistFieldNeededBy: true, store.WorklistFieldLastUpdated: true}
+	store.WorklistFieldNeededBy: true, store.WorklistFieldLastUpdated: true,
+	store.WorklistFieldStartedStart: true, store.WorklistFieldStartedEnd: true, store.WorklistFieldTaskLastUpdated: true}
 
 var worklistOps = map[string]bool{"=": true, "<>": true, "<": true, "<=": true, ">": true, ">=": true}
 
@@ -470,7 +520,7 @@ func (s *Store) worklistCond(b *strings.Builder, args []any, c store.WorklistCon
 		b.WriteString(")")
 		return args, nil
 	}
-	col, ok := worklistColumns[c.Field]
+	expr, ok := worklistExpr(c.Field)
 	if !ok {
 		return nil, store.E(store.KindInvalid, "no worklist field %q", c.Field)
 	}
@@ -478,9 +528,9 @@ func (s *Store) worklistCond(b *strings.Builder, args []any, c store.WorklistCon
 	case c.Op == "null" || c.Op == "notnull":
 		// Text columns hold '' for none, times NULL.
 		if worklistTimes[c.Field] {
-			fmt.Fprintf(b, "w.%s IS %s", col, map[string]string{"null": "NULL", "notnull": "NOT NULL"}[c.Op])
+			fmt.Fprintf(b, "%s IS %s", expr, map[string]string{"null": "NULL", "notnull": "NOT NULL"}[c.Op])
 		} else {
-			fmt.Fprintf(b, "w.%s %s ''", col, map[string]string{"null": "=", "notnull": "<>"}[c.Op])
+			fmt.Fprintf(b, "%s %s ''", expr, map[string]string{"null": "=", "notnull": "<>"}[c.Op])
 		}
 		return args, nil
 	case !worklistOps[c.Op]:
@@ -494,7 +544,7 @@ func (s *Store) worklistCond(b *strings.Builder, args []any, c store.WorklistCon
 	default:
 		return nil, store.E(store.KindInvalid, "a %T value", c.Value)
 	}
-	fmt.Fprintf(b, "w.%s %s ?", col, c.Op)
+	fmt.Fprintf(b, "%s %s ?", expr, c.Op)
 	return args, nil
 }
 

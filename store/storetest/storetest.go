@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WorklistSync", testWorklistSync},
 		{"WorklistLease", testWorklistLease},
 		{"WorklistSearch", testWorklistSearch},
+		{"WorklistTaskAndStarted", testWorklistTaskAndStarted},
 		{"SubscriptionLifecycle", testSubscriptionLifecycle},
 		{"SubscriptionFailure", testSubscriptionFailure},
 		{"SubscriptionDeliveryEvents", testSubscriptionDeliveryEvents},

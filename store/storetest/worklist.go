@@ -389,3 +389,86 @@ func testReplicasWorklistLease(t *testing.T, open func(ctx context.Context) (sto
 		assert.Equal(t, 1, n, "round %d: %v", round, wins)
 	}
 }
+
+// testWorklistTaskAndStarted: the started range written with a row, and a
+// study's Task status and lastUpdated derived in the query from the
+// report versions delivered for its appointment.
+func testWorklistTaskAndStarted(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	var rows []store.WorklistRow
+	for n := 1; n <= 5; n++ {
+		r := worklistRow("acme", n, 1)
+		switch n {
+		case 1: // a start time: its second
+			lo := base.Add(time.Hour)
+			hi := lo.Add(time.Second)
+			r.StartedStart, r.StartedEnd = &lo, &hi
+		case 2: // a date alone: the whole day
+			lo := base.Truncate(24 * time.Hour)
+			hi := lo.Add(24 * time.Hour)
+			r.StartedStart, r.StartedEnd = &lo, &hi
+		}
+		rows = append(rows, r)
+	}
+	_, err := s.ApplyWorklist(ctx, "acme", "", 0, rows, base)
+	require.NoError(t, err)
+
+	// One due at a time, each claimed and settled at once. A003 of
+	// another domain: completed, which says nothing of acme's A003.
+	deliver := func(r *store.Report, at time.Time, fail bool) {
+		t.Helper()
+		job := claim(t, s, "w1", at)
+		require.Equal(t, r.Domain+"/"+r.ID, job.Domain+"/"+job.ID)
+		if fail {
+			require.NoError(t, s.FailDelivery(ctx, "w1", r.Domain, job.ID, job.Version, "refused"))
+			return
+		}
+		require.NoError(t, s.CompleteDelivery(ctx, "w1", r.Domain, job.ID, job.Version, "guid", at))
+	}
+	final := func(r *store.Report) *store.Report { r.Status = "final"; return r }
+	deliver(create(t, s, final(newReport("other", "r3", "A003", base))), base.Add(time.Minute), false)
+	// A001: a preliminary delivered.
+	deliver(create(t, s, newReport("acme", "r1", "A001", base)), base.Add(time.Minute), false)
+	// A002: a preliminary, then the final.
+	r2 := create(t, s, newReport("acme", "r2", "A002", base))
+	deliver(r2, base.Add(2*time.Minute), false)
+	deliver(update(t, s, final(r2)), base.Add(3*time.Minute), false)
+	// A004: a final delivered, then a preliminary that failed.
+	r4 := create(t, s, final(newReport("acme", "r4", "A004", base)))
+	deliver(r4, base.Add(4*time.Minute), false)
+	r4.Status = "preliminary"
+	deliver(update(t, s, r4), base.Add(5*time.Minute), true)
+	// A003: pending, never delivered.
+	create(t, s, newReport("acme", "r3", "A003", base))
+
+	search := func(cs ...store.WorklistCond) []string {
+		t.Helper()
+		p, err := s.SearchWorklist(ctx, store.WorklistQuery{Domain: "acme", Count: 100, Where: []store.WorklistClause{{cs}}})
+		require.NoError(t, err)
+		return worklistIDs(p.Rows)
+	}
+	cond := func(field, op string, v any) store.WorklistCond {
+		return store.WorklistCond{Field: field, Op: op, Value: v}
+	}
+
+	t.Run("started", func(t *testing.T) {
+		assert.Equal(t, []string{"sr001"}, search(cond(store.WorklistFieldStartedStart, ">=", base.Add(time.Hour)),
+			cond(store.WorklistFieldStartedEnd, "<=", base.Add(time.Hour+time.Minute))))
+		assert.Equal(t, []string{"sr002"}, search(cond(store.WorklistFieldStartedEnd, ">", base.Add(time.Minute)),
+			cond(store.WorklistFieldStartedStart, "<", base.Add(time.Hour))), "the day overlaps")
+		assert.Equal(t, []string{"sr001", "sr002"}, search(cond(store.WorklistFieldStartedStart, "notnull", nil)))
+	})
+
+	t.Run("task status", func(t *testing.T) {
+		status := func(code string) []string { return search(cond(store.WorklistFieldTaskStatus, "=", code)) }
+		assert.Equal(t, []string{"sr001"}, status("in-progress"))
+		assert.Equal(t, []string{"sr002", "sr004"}, status("completed"), "a failed later version leaves what QUBS holds")
+		assert.Equal(t, []string{"sr003", "sr005"}, status("requested"), "pending is not delivered")
+		assert.Equal(t, []string{"sr001", "sr003", "sr005"}, search(cond(store.WorklistFieldTaskStatus, "<>", "completed")))
+
+		lu := store.WorklistFieldTaskLastUpdated
+		assert.Equal(t, []string{"sr002", "sr004"}, search(cond(lu, ">=", base.Add(3*time.Minute))), "a failed version is no change")
+		assert.Equal(t, []string{"sr001"}, search(cond(lu, "=", base.Add(time.Minute))))
+		assert.Equal(t, []string{"sr003", "sr005"}, search(cond(lu, "<", base.Add(time.Second))), "no delivery: the row's lastUpdated")
+	})
+}
