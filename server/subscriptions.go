@@ -39,7 +39,8 @@ var (
 	subscriptionEventsOperation = fhir.OperationCapability{
 		Name: "events", Definition: subs.OperationEvents,
 		Documentation: "GET [base]/Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=: past notifications " +
-			"(at most 100 per call) as a history Bundle of type query-event.",
+			"(at most 100 per call) as a history Bundle of type query-event. Notifications delivered longer ago than the retention " +
+			"period are removed; asking for them by number answers 410.",
 	}
 )
 
@@ -392,9 +393,16 @@ func (s *Server) subscriptionEvents(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	since, err := num("eventsSinceNumber", max(1, until-maxEventsPerQuery+1))
+	// By default the last 100 the bridge still holds; numbers asked for
+	// by name that retention removed are a 410, so a client catching up
+	// knows they are gone rather than reading an empty range as "none".
+	since, err := num("eventsSinceNumber", max(1, until-maxEventsPerQuery+1, sub.PrunedThrough+1))
 	if err != nil {
 		return err
+	}
+	if p := sub.PrunedThrough; p > 0 && ((c.Query("eventsSinceNumber") != "" && since <= p) || (c.Query("eventsUntilNumber") != "" && until <= p)) {
+		return fhir.Errorf(http.StatusGone, "deleted", "event numbers 1 to %d were delivered and then removed under the retention policy; "+
+			"the oldest the bridge holds is %d", p, p+1)
 	}
 	if content := c.Query("content"); content != "" {
 		switch content {

@@ -20,6 +20,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir/fhirtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
@@ -511,4 +512,53 @@ func TestSubscriptionRefused(t *testing.T) {
 	assert.Contains(t, string(md.body), subs.OperationStatus)
 	assert.Contains(t, string(md.body), subs.OperationEvents)
 	assert.Contains(t, string(md.body), subs.ServerCapability)
+}
+
+// TestSubscriptionEventsPruned: once retention pruned a subscription's
+// delivered notifications, $events asking for them by number answers 410
+// with the oldest number held, the default range is what is held, and the
+// next event goes on from the last number. On both stores.
+func TestSubscriptionEventsPruned(t *testing.T) {
+	t.Parallel()
+	for name, withDB := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newSubsRig(t, withDB, true)
+			rcv := newReceiver(t)
+			id := r.subscribe(t, subscriptionJSON(store.EventTopicReportDelivery, rcv.srv.URL+"/hook", store.PayloadIDOnly, nil, nil))
+			deliver := func(i int) {
+				_, srID := firstPending(t, r.sim, 21+i)
+				res := post(t, r.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Final " + phiMarker}.json(), nil)
+				require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
+			}
+			deliver(0)
+			deliver(1)
+			eventually(t, "two notifications", func() bool { return len(eventNumbers(rcv.notes(t))) == 2 })
+			evURL := r.base + "/Subscription/" + id + "/$events"
+			require.Len(t, decodeNotification(t, get(t, evURL).body, nil).numbers, 2, "held before the retention pass")
+
+			// The retention pass, as if run a day later.
+			n, err := retention.Purge(context.Background(), r.st, time.Hour, time.Now().Add(24*time.Hour))
+			require.NoError(t, err)
+			assert.Positive(t, n)
+
+			gone := get(t, evURL+"?eventsSinceNumber=1")
+			require.Equal(t, http.StatusGone, gone.status, "%s", gone.body)
+			assert.Contains(t, outcome(t, gone), "the oldest the bridge holds is 3")
+			assert.Equal(t, http.StatusGone, get(t, evURL+"?eventsSinceNumber=2&eventsUntilNumber=2").status)
+			held := get(t, evURL)
+			require.Equal(t, http.StatusOK, held.status, "%s", held.body)
+			fhirtest.RequireValidR4(t, held.body)
+			assert.Empty(t, decodeNotification(t, held.body, nil).numbers, "nothing held, and no error by default")
+			assert.Contains(t, string(get(t, r.base+"/Subscription/"+id+"/$status").body), `"valueString":"2"`,
+				"events-since-subscription-start survives the pruning")
+
+			deliver(2)
+			eventually(t, "the third notification", func() bool { return len(eventNumbers(rcv.notes(t))) == 3 })
+			assert.Equal(t, seq(3), eventNumbers(rcv.notes(t)), "numbering goes on after pruning")
+			after := get(t, evURL+"?eventsSinceNumber=3")
+			require.Equal(t, http.StatusOK, after.status, "%s", after.body)
+			assert.Equal(t, []int64{3}, decodeNotification(t, after.body, nil).numbers)
+		})
+	}
 }
