@@ -562,3 +562,102 @@ func TestSubscriptionEventsPruned(t *testing.T) {
 		})
 	}
 }
+
+// TestSubscriptionIdempotentCreate: a create retried with its
+// Idempotency-Key, one after another or at once, makes one subscription
+// and answers its 201 again; the key with another Subscription is a 422;
+// If-None-Exist is evaluated as a Subscription search. On both stores.
+func TestSubscriptionIdempotentCreate(t *testing.T) {
+	t.Parallel()
+	for name, withDB := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newSubsRig(t, withDB, false)
+			rcv := newReceiver(t)
+			body := subscriptionJSON(store.EventTopicReportDelivery, rcv.srv.URL+"/hook", store.PayloadIDOnly, nil, nil)
+			key := func(k string) http.Header { return http.Header{"Idempotency-Key": {k}} }
+			count := func() int { return len(entries(get(t, r.base+"/Subscription").json(t), "match")) }
+
+			first := post(t, r.base+"/Subscription", body, key("create-1"))
+			require.Equal(t, http.StatusCreated, first.status, "%s", first.body)
+			id := first.json(t)["id"].(string)
+			again := post(t, r.base+"/Subscription", body, key("create-1"))
+			require.Equal(t, http.StatusCreated, again.status, "%s", again.body)
+			assert.Equal(t, id, again.json(t)["id"], "the retry answers the first create")
+			assert.Equal(t, first.header.Get("Location"), again.header.Get("Location"))
+			assert.Equal(t, 1, count())
+
+			// Retries racing each other (and two replicas would race alike).
+			const racers = 6
+			ids := make(chan string, racers)
+			var wg sync.WaitGroup
+			for range racers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequest(http.MethodPost, r.base+"/Subscription", strings.NewReader(string(body)))
+					req.Header.Set("Content-Type", "application/fhir+json")
+					req.Header.Set("Idempotency-Key", "create-2")
+					res, err := http.DefaultClient.Do(req)
+					if err != nil {
+						ids <- "error: " + err.Error()
+						return
+					}
+					defer res.Body.Close()
+					var m map[string]any
+					_ = json.NewDecoder(res.Body).Decode(&m)
+					ids <- fmt.Sprint(res.StatusCode, " ", m["id"])
+				}()
+			}
+			wg.Wait()
+			close(ids)
+			seen := map[string]int{}
+			for s := range ids {
+				seen[s]++
+			}
+			require.Len(t, seen, 1, "every racer got the same answer: %v", seen)
+			for s := range seen {
+				assert.True(t, strings.HasPrefix(s, "201 sub-"), s)
+			}
+			assert.Equal(t, 2, count())
+
+			// The key is a promise that the requests are the same.
+			other := subscriptionJSON(store.EventTopicComments, rcv.srv.URL+"/hook", store.PayloadIDOnly, nil, nil)
+			res := post(t, r.base+"/Subscription", other, key("create-1"))
+			assert.Equal(t, http.StatusUnprocessableEntity, res.status, "%s", res.body)
+			secret := []byte(strings.Replace(string(body), "receiver-secret", "another-secret", 1))
+			res = post(t, r.base+"/Subscription", secret, key("create-1"))
+			assert.Equal(t, http.StatusUnprocessableEntity, res.status, "another header value is another request")
+			assert.NotContains(t, string(res.body), "secret")
+			res = post(t, r.base+"/Subscription", body, key(strings.Repeat("k", 129)))
+			assert.Equal(t, http.StatusBadRequest, res.status, "%s", res.body)
+			assert.Equal(t, 2, count())
+
+			// Without a key, two creates are two subscriptions (as before).
+			assert.NotEqual(t, r.subscribe(t, body), r.subscribe(t, body))
+			assert.Equal(t, 4, count())
+
+			// If-None-Exist: a Subscription search; none creates, one is
+			// the answer (200), several are a 412.
+			cond := func(c string) http.Header { return http.Header{"If-None-Exist": {c}} }
+			lone := subscriptionJSON(store.EventTopicComments, rcv.srv.URL+"/lone", store.PayloadIDOnly, nil, nil)
+			made := post(t, r.base+"/Subscription", lone, cond("url="+rcv.srv.URL+"/lone"))
+			require.Equal(t, http.StatusCreated, made.status, "%s", made.body)
+			found := post(t, r.base+"/Subscription", lone, cond("url="+rcv.srv.URL+"/lone"))
+			require.Equal(t, http.StatusOK, found.status, "%s", found.body)
+			assert.Equal(t, made.json(t)["id"], found.json(t)["id"])
+			res = post(t, r.base+"/Subscription", body, cond("url="+rcv.srv.URL+"/hook"))
+			assert.Equal(t, http.StatusPreconditionFailed, res.status, "%s", res.body)
+			res = post(t, r.base+"/Subscription", body, cond("criteria=x"))
+			assert.Equal(t, http.StatusBadRequest, res.status, "%s", res.body)
+			assert.Equal(t, 5, count())
+
+			// A key outlives nothing: once its subscription is deleted, the
+			// same key creates it anew (a fresh numbering).
+			require.Equal(t, http.StatusNoContent, do(t, http.MethodDelete, r.base+"/Subscription/"+id, nil, nil).status)
+			res = post(t, r.base+"/Subscription", body, key("create-1"))
+			require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
+			assert.Equal(t, id, res.json(t)["id"])
+		})
+	}
+}
