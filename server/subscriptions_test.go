@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir/fhirtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe/observetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
@@ -658,6 +660,78 @@ func TestSubscriptionIdempotentCreate(t *testing.T) {
 			res = post(t, r.base+"/Subscription", body, key("create-1"))
 			require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
 			assert.Equal(t, id, res.json(t)["id"])
+		})
+	}
+}
+
+// TestSubscriptionMetrics: the senders' posts by type and outcome, the
+// delivery latency, and the figures read from the store at each scrape
+// (subscriptions by status, the outbox's depth and oldest pending age),
+// scraped over HTTP, with no id or URL in any label. On both stores; the
+// sender runs by hand.
+func TestSubscriptionMetrics(t *testing.T) {
+	t.Parallel()
+	for name, withDB := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := observe.NewMetrics("test")
+			u := metricsListener(t, m)
+			r := newSubsRig(t, withDB, false, withTelemetry(m, nil))
+			r.sender.Observer = observe.Subscriptions(m)
+			r.sender.MinBackoff, r.sender.MaxBackoff = time.Nanosecond, time.Nanosecond
+			ctx := context.Background()
+			send := func() {
+				t.Helper()
+				sent, err := r.sender.SendOnce(ctx)
+				require.NoError(t, err)
+				require.True(t, sent)
+			}
+			posts := func(f observetest.Families, typ, outcome string) float64 {
+				return f.Value("bridge_subscription_notifications_total", labels{"type": typ, "outcome": outcome})
+			}
+
+			rcv := newReceiver(t)
+			r.subscribe(t, subscriptionJSON(store.EventTopicWorklist, rcv.srv.URL, store.PayloadIDOnly, nil, nil))
+			f := observetest.Scrape(t, u)
+			assert.Equal(t, 1.0, f.Value("bridge_subscriptions", labels{"status": "requested"}))
+			assert.Equal(t, 0.0, f.Value("bridge_subscriptions", labels{"status": "active"}))
+			assert.Equal(t, 0.0, f.Value("bridge_subscription_outbox_depth", nil))
+			send() // the handshake
+
+			rcv.status.Store(http.StatusServiceUnavailable)
+			all, _ := worklistEvents(t, r, 3)
+			_, err := r.disp.DispatchAll(ctx)
+			require.NoError(t, err)
+			send()
+			f = observetest.Scrape(t, u)
+			assert.Equal(t, 1.0, posts(f, subs.TypeHandshake, subs.OutcomeSent))
+			assert.Equal(t, 1.0, posts(f, subs.TypeEvent, subs.OutcomeRejected))
+			assert.Equal(t, 0.0, posts(f, subs.TypeEvent, subs.OutcomeSent))
+			assert.Equal(t, 1.0, f.Value("bridge_subscriptions", labels{"status": "active"}))
+			assert.Equal(t, float64(len(all)), f.Value("bridge_subscription_outbox_depth", nil))
+			assert.Greater(t, f.Value("bridge_subscription_oldest_pending_age_seconds", nil), 0.0)
+			assert.Equal(t, 0.0, f.Value("bridge_subscription_delivery_latency_seconds", nil), "nothing delivered yet")
+
+			rcv.status.Store(0)
+			for range len(all) { // max count 1: one event per post
+				send()
+			}
+			f = observetest.Scrape(t, u)
+			assert.Equal(t, float64(len(all)), posts(f, subs.TypeEvent, subs.OutcomeSent))
+			assert.Equal(t, float64(len(all)), f.Value("bridge_subscription_delivery_latency_seconds", nil), "one observation per event")
+			assert.Equal(t, 0.0, f.Value("bridge_subscription_outbox_depth", nil))
+			assert.Equal(t, 0.0, f.Value("bridge_subscription_oldest_pending_age_seconds", nil))
+
+			// An endpoint that is gone.
+			rcv.srv.Close()
+			worklistEvents(t, r, 1)
+			_, err = r.disp.DispatchAll(ctx)
+			require.NoError(t, err)
+			send()
+			f = observetest.Scrape(t, u)
+			assert.Equal(t, 1.0, posts(f, subs.TypeEvent, subs.OutcomeUnreachable))
+			assertLabelsClean(t, f, r.env)
+			assert.NotContains(t, fmt.Sprint(f), rcv.srv.URL, "no endpoint in any series")
 		})
 	}
 }
