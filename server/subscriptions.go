@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,11 +176,7 @@ func (s *Server) respondSubscription(c *gin.Context, status int, sub *store.Subs
 // understand. Like FHIR's conditional create in general it is not atomic:
 // two conditional creates racing may both create (an Idempotency-Key is).
 func (s *Server) subscriptionCondition(c *gin.Context, cond string) (*store.Subscription, error) {
-	values, err := url.ParseQuery(strings.TrimPrefix(cond, "?"))
-	if err != nil || len(values) == 0 {
-		return nil, fhir.Errorf(http.StatusBadRequest, "invalid", "If-None-Exist must be a search query such as url=https://receiver.example/hook")
-	}
-	q, err := fhir.ParseSearch(values, "handling=strict", subscriptionSearch, 2, 2)
+	q, err := parseCondition(cond, subscriptionSearch, "url=https://receiver.example/hook")
 	if err != nil {
 		return nil, err
 	}
@@ -189,13 +184,7 @@ func (s *Server) subscriptionCondition(c *gin.Context, cond string) (*store.Subs
 	if err != nil {
 		return nil, fmt.Errorf("evaluating If-None-Exist: %w", err)
 	}
-	switch len(found) {
-	case 0:
-		return nil, nil
-	case 1:
-		return found[0], nil
-	}
-	return nil, fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "the If-None-Exist condition matches more than one subscription")
+	return oneMatch(found, "subscription")
 }
 
 // matchSubscriptions runs a Subscription search's parameters.

@@ -52,21 +52,7 @@ func dispatchAll(t *testing.T, s store.Store) int {
 // telling saw (when set) what each claim returned.
 func drain(t *testing.T, s store.Store, now time.Time, saw func(*store.Subscription, []store.Notification)) {
 	t.Helper()
-	for {
-		c, notes, err := s.ClaimNotifications(ctxT(t), "w1", time.Minute, now)
-		if err != nil {
-			require.ErrorIs(t, err, store.ErrNotFound)
-			return
-		}
-		if saw != nil {
-			saw(c, notes)
-		}
-		var through int64
-		if len(notes) > 0 {
-			through = notes[len(notes)-1].EventNumber
-		}
-		require.NoError(t, s.SettleNotifications(ctxT(t), "w1", c.Domain, c.ID, through, "", now, now, time.Hour))
-	}
+	settle(t, s, now, "", saw)
 }
 
 func testSubscriptionLifecycle(t *testing.T, s store.Store) {
@@ -289,11 +275,20 @@ func testReplicasDispatch(t *testing.T, open func(ctx context.Context) (store.St
 // success, unless failing names it (then a failure retried an hour on).
 func settleAll(t *testing.T, s store.Store, now time.Time, failing string) {
 	t.Helper()
+	settle(t, s, now, failing, nil)
+}
+
+// settle is drain and settleAll.
+func settle(t *testing.T, s store.Store, now time.Time, failing string, saw func(*store.Subscription, []store.Notification)) {
+	t.Helper()
 	for {
 		c, notes, err := s.ClaimNotifications(ctxT(t), "w1", time.Minute, now)
 		if err != nil {
 			require.ErrorIs(t, err, store.ErrNotFound)
 			return
+		}
+		if saw != nil {
+			saw(c, notes)
 		}
 		var through int64
 		if len(notes) > 0 {
@@ -303,7 +298,7 @@ func settleAll(t *testing.T, s store.Store, now time.Time, failing string) {
 		if c.ID == failing {
 			failure = "the endpoint answered HTTP 503"
 		}
-		require.NoError(t, s.SettleNotifications(ctxT(t), "w1", c.Domain, c.ID, through, failure, now, now.Add(time.Hour), 24*time.Hour))
+		require.NoError(t, s.SettleNotifications(ctxT(t), "w1", c.Domain, c.ID, through, failure, now, now.Add(time.Hour), time.Hour))
 	}
 }
 
