@@ -33,6 +33,11 @@ type Metrics struct {
 	deliveryAttempts *prometheus.CounterVec
 	deliveryOutcomes *prometheus.CounterVec
 
+	// subscriptionPosts are the children of
+	// bridge_subscription_notifications_total by (type, outcome).
+	subscriptionPosts   map[[2]string]prometheus.Counter
+	subscriptionLatency prometheus.Histogram
+
 	auditRecords  prometheus.Counter
 	auditBatches  prometheus.Counter
 	auditDuration prometheus.Histogram
@@ -89,6 +94,8 @@ func NewMetrics(version string) *Metrics {
 
 	m.deliveryAttempts = f.counterVec("bridge_delivery_attempts_total", "Delivery attempts of report versions to QUBS, by domain.", "domain")
 	m.deliveryOutcomes = f.counterVec("bridge_delivery_outcomes_total", "Ends of delivery attempts, by domain and outcome (delivered, failed, superseded, retry, lease_lost).", "domain", "outcome")
+
+	m.initSubscriptions(f)
 
 	m.auditRecords = f.counter("bridge_audit_records_written_total", "Audit records committed to the store.")
 	m.auditBatches = f.counter("bridge_audit_batches_total", "Audit batches committed to the store (one transaction each).")

@@ -50,7 +50,7 @@ var storeOps = []string{
 	"take_worklist_lease", "release_worklist_lease", "apply_worklist", "finish_worklist_sync", "leave_worklist",
 	"worklist_sync_state", "search_worklist",
 	"create_subscription", "subscription", "search_subscriptions", "delete_subscription", "notifications",
-	"dispatch_events", "claim_notifications", "settle_notifications",
+	"dispatch_events", "claim_notifications", "settle_notifications", "subscription_stats",
 }
 
 type storeOp struct {
@@ -435,4 +435,11 @@ func (s *observedStore) SettleNotifications(ctx context.Context, worker, domain,
 	err := s.Store.SettleNotifications(ctx, worker, domain, id, through, failure, now, retryAt, errorAfter)
 	c.end(err)
 	return err
+}
+
+func (s *observedStore) SubscriptionStats(ctx context.Context) (*store.SubscriptionStats, error) {
+	ctx, c := s.begin(ctx, "subscription_stats")
+	st, err := s.Store.SubscriptionStats(ctx)
+	c.end(err)
+	return st, err
 }

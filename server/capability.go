@@ -29,7 +29,7 @@ var typeDocs = map[string]fhir.ResourceCapability{
 		"the id is the ServiceRequest's. Searches walk the QUBS worklist."},
 	"Task": {Documentation: "The reporting worklist as FHIR Workflow Tasks, one per appointment pending reporting (the id is the ServiceRequest's): " +
 		"requested, in-progress once a preliminary report was delivered through this bridge, completed once a final was. Searches walk the QUBS worklist."},
-	"Subscription": {SupportedProfiles: []string{subs.ProfileSubscription}, Canonicals: topicCanonicals(),
+	"Subscription": {SupportedProfiles: []string{subs.ProfileSubscription}, Canonicals: topicCanonicals(), ConditionalCreate: true,
 		Documentation: "Topic-based rest-hook subscriptions (R4 Subscriptions Backport IG): the topics are the canonical URLs in this entry's " +
 			"extensions; filter criteria per docs/subscriptions.md; payload empty, id-only or full-resource; custom headers are sent and never served back."},
 	"AuditEvent": {Documentation: "The audit trail (IHE BALP): every read of PHI and every change through this FHIR base."},

@@ -377,7 +377,7 @@ func (s *Server) createBinary(c *gin.Context) error {
 	default:
 		if c.GetHeader("If-None-Exist") != "" {
 			return fhir.Errorf(http.StatusBadRequest, "not-supported",
-				"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
+				"conditional create (If-None-Exist) is offered for DiagnosticReport and Subscription only; use Idempotency-Key")
 		}
 		// The file is decoded as the body is read: never held as base64.
 		rd, err := s.readStreamed(c, "Binary", "", false)

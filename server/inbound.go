@@ -383,12 +383,12 @@ func checkDuplicateMembers(body []byte) error {
 
 // readInbound reads a create's body, validates it strictly as typ and
 // decodes it into the samply model T. These creates are not conditional:
-// only DiagnosticReport evaluates If-None-Exist, so elsewhere the header is
+// only DiagnosticReport and Subscription evaluate If-None-Exist, so elsewhere the header is
 // refused rather than ignored.
 func readInbound[T any](s *Server, c *gin.Context, typ string) ([]byte, *T, error) {
 	if c.GetHeader("If-None-Exist") != "" {
 		return nil, nil, fhir.Errorf(http.StatusBadRequest, "not-supported",
-			"conditional create (If-None-Exist) is offered for DiagnosticReport only; use Idempotency-Key")
+			"conditional create (If-None-Exist) is offered for DiagnosticReport and Subscription only; use Idempotency-Key")
 	}
 	body, err := s.readResource(c, typ)
 	if err != nil {

@@ -185,7 +185,7 @@ func assertLabelsClean(t *testing.T, fams observetest.Families, e *env) {
 					assert.Contains(t, []string{"true", "false"}, v)
 				case "domain":
 					assert.Contains(t, e.sim.Domains(), v)
-				case "method", "operation", "outcome", "reason", "result", "version", "goversion":
+				case "method", "operation", "outcome", "reason", "result", "version", "goversion", "type", "status":
 					assert.Regexp(t, `^[A-Za-z0-9_.\-+]+$`, v, "%s is a fixed word", l.GetName())
 				default:
 					t.Errorf("unexpected label %s on %s", l.GetName(), name)

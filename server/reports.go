@@ -377,11 +377,7 @@ func (s *Server) replayReport(c *gin.Context, id string, k clientKey, resource [
 // DiagnosticReport search: nil for no match, the report for one, 412 for
 // several, 400 for a condition the search does not understand.
 func (s *Server) conditionalMatch(c *gin.Context, cond string) (*store.Report, error) {
-	values, err := url.ParseQuery(strings.TrimPrefix(cond, "?"))
-	if err != nil || len(values) == 0 {
-		return nil, fhir.Errorf(http.StatusBadRequest, "invalid", "If-None-Exist must be a search query such as based-on=ServiceRequest/123")
-	}
-	q, err := fhir.ParseSearch(values, "handling=strict", diagnosticReportSearch, 2, 2)
+	q, err := parseCondition(cond, diagnosticReportSearch, "based-on=ServiceRequest/123")
 	if err != nil {
 		return nil, err
 	}
@@ -394,13 +390,29 @@ func (s *Server) conditionalMatch(c *gin.Context, cond string) (*store.Report, e
 	if err != nil {
 		return nil, fmt.Errorf("evaluating If-None-Exist: %w", err)
 	}
+	return oneMatch(found, "report")
+}
+
+// parseCondition reads an If-None-Exist condition as a search of spec,
+// strictly (an unknown parameter is a 400, not ignored).
+func parseCondition(cond string, spec fhir.SearchSpec, example string) (*fhir.Query, error) {
+	values, err := url.ParseQuery(strings.TrimPrefix(cond, "?"))
+	if err != nil || len(values) == 0 {
+		return nil, fhir.Errorf(http.StatusBadRequest, "invalid", "If-None-Exist must be a search query such as %s", example)
+	}
+	return fhir.ParseSearch(values, "handling=strict", spec, 2, 2)
+}
+
+// oneMatch is a conditional create's answer to what its condition
+// found: nil to create, the one match, or 412 for several.
+func oneMatch[T any](found []*T, what string) (*T, error) {
 	switch len(found) {
 	case 0:
 		return nil, nil
 	case 1:
 		return found[0], nil
 	}
-	return nil, fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "the If-None-Exist condition matches more than one report")
+	return nil, fhir.Errorf(http.StatusPreconditionFailed, "multiple-matches", "the If-None-Exist condition matches more than one %s", what)
 }
 
 func (s *Server) kick() {

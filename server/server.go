@@ -204,6 +204,7 @@ func New(cfg Config) *Server {
 		cfg.Metrics.WatchAuditBacklog(s.auditor.backlog)
 		s.throttles = newThrottleAudit(s.emitThrottleSummary)
 		cfg.Metrics.WatchDeliveryQueue(cfg.Store.DeliveryStats, cfg.Logger.With("component", "metrics"))
+		cfg.Metrics.WatchSubscriptions(cfg.Store.SubscriptionStats, cfg.Logger.With("component", "metrics"))
 	}
 	s.engine = s.routes()
 	return s

@@ -1,12 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,7 +41,8 @@ var (
 	subscriptionEventsOperation = fhir.OperationCapability{
 		Name: "events", Definition: subs.OperationEvents,
 		Documentation: "GET [base]/Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=: past notifications " +
-			"(at most 100 per call) as a history Bundle of type query-event.",
+			"(at most 100 per call) as a history Bundle of type query-event. Notifications delivered longer ago than the retention " +
+			"period are removed; asking for them by number answers 410.",
 	}
 )
 
@@ -102,22 +105,109 @@ func (s *Server) createSubscription(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	if cond := c.GetHeader("If-None-Exist"); cond != "" {
+		existing, err := s.subscriptionCondition(c, cond)
+		if err != nil {
+			return err
+		}
+		if existing != nil {
+			return s.respondSubscription(c, http.StatusOK, existing, "the If-None-Exist condition matched this subscription")
+		}
+	}
+	k, err := idempotencyKeyOr(c, "")
+	if err != nil {
+		return err
+	}
 	sub.Domain, sub.ID = domain, uuid.NewString()
+	if k.kind == "idempotency-key" {
+		// The id follows from the key, as a DiagnosticReport's does, so a
+		// retry (or two replicas racing on one) computes the same id and
+		// the store lets exactly one create it.
+		sub.ID = "sub-" + hashHex([]byte(domain), []byte(k.kind), []byte(k.key))[:40]
+	}
 	if sub.Resource, err = acceptedSubscription(body, sub.ID); err != nil {
 		return err
 	}
 	if err := s.cfg.Store.CreateSubscription(ctx, sub); err != nil {
+		if errors.Is(err, store.ErrConflict) && k.kind == "idempotency-key" {
+			return s.replaySubscription(c, sub)
+		}
 		return err
 	}
 	s.kickSubscriptions()
+	return s.respondSubscription(c, http.StatusCreated, sub, "subscription created; a handshake follows")
+}
+
+// replaySubscription answers a create retried with its Idempotency-Key
+// with the subscription the first one made (201 again, as it is the
+// original answer), or 422 when the key came with another Subscription:
+// the key is the client's promise that the requests are the same.
+// Headers are compared as sent (the stored resource has them redacted).
+func (s *Server) replaySubscription(c *gin.Context, sub *store.Subscription) error {
+	first, err := s.cfg.Store.Subscription(c.Request.Context(), sub.Domain, sub.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Deleted between the create's conflict and this read.
+		return fhir.Errorf(http.StatusConflict, "conflict", "the subscription this Idempotency-Key created was deleted meanwhile; retry")
+	}
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(first.Resource, sub.Resource) || !slices.Equal(first.Headers, sub.Headers) {
+		return fhir.Errorf(http.StatusUnprocessableEntity, "business-rule", "this Idempotency-Key was used with a different Subscription")
+	}
+	return s.respondSubscription(c, http.StatusCreated, first, "an earlier identical request created this subscription")
+}
+
+// respondSubscription answers a create with sub.
+func (s *Server) respondSubscription(c *gin.Context, status int, sub *store.Subscription, note string) error {
 	disclose(c, "Subscription/"+sub.ID, "")
 	out, err := subscriptionBody(sub)
 	if err != nil {
 		return err
 	}
-	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
-	s.respondWrite(c, http.StatusCreated, base+"/Subscription/"+sub.ID, 0, sub.CreatedAt, out, "subscription created; a handshake follows")
+	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, sub.Domain)
+	s.respondWrite(c, status, base+"/Subscription/"+sub.ID, 0, sub.CreatedAt, out, note)
 	return nil
+}
+
+// subscriptionCondition evaluates an If-None-Exist condition as a
+// Subscription search (status, url): nil for no match, the subscription
+// for one, 412 for several, 400 for a condition the search does not
+// understand. Like FHIR's conditional create in general it is not atomic:
+// two conditional creates racing may both create (an Idempotency-Key is).
+func (s *Server) subscriptionCondition(c *gin.Context, cond string) (*store.Subscription, error) {
+	q, err := parseCondition(cond, subscriptionSearch, "url=https://receiver.example/hook")
+	if err != nil {
+		return nil, err
+	}
+	found, err := s.matchSubscriptions(c.Request.Context(), domainOf(c), q)
+	if err != nil {
+		return nil, fmt.Errorf("evaluating If-None-Exist: %w", err)
+	}
+	return oneMatch(found, "subscription")
+}
+
+// matchSubscriptions runs a Subscription search's parameters.
+func (s *Server) matchSubscriptions(ctx context.Context, domain string, q *fhir.Query) ([]*store.Subscription, error) {
+	var statuses []string
+	for _, v := range q.Params["status"] {
+		statuses = append(statuses, fhir.SplitValues(v)...)
+	}
+	list, err := s.cfg.Store.SearchSubscriptions(ctx, domain, statuses)
+	if err != nil {
+		return nil, err
+	}
+	urls := q.Params["url"]
+	if len(urls) == 0 {
+		return list, nil
+	}
+	var out []*store.Subscription
+	for _, sub := range list {
+		if urls[0] == sub.Endpoint {
+			out = append(out, sub)
+		}
+	}
+	return out, nil
 }
 
 // parseSubscription checks what the bridge can honour, and refuses the
@@ -309,29 +399,19 @@ func (s *Server) searchSubscriptions(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	var statuses []string
-	for _, v := range q.Params["status"] {
-		statuses = append(statuses, fhir.SplitValues(v)...)
-	}
-	list, err := s.cfg.Store.SearchSubscriptions(c.Request.Context(), domainOf(c), statuses)
+	list, err := s.matchSubscriptions(c.Request.Context(), domainOf(c), q)
 	if err != nil {
 		return err
 	}
 	bundle, base := s.searchBundle(c, "Subscription", q)
-	urls := q.Params["url"]
-	n := 0
 	for _, sub := range list {
-		if len(urls) > 0 && urls[0] != sub.Endpoint {
-			continue
-		}
 		b, err := subscriptionBody(sub)
 		if err != nil {
 			return err
 		}
 		bundle.AddMatch(base+"/Subscription/"+sub.ID, b)
-		n++
 	}
-	bundle.SetTotal(n)
+	bundle.SetTotal(len(list))
 	s.writeBundle(c, http.StatusOK, bundle)
 	return nil
 }
@@ -392,9 +472,16 @@ func (s *Server) subscriptionEvents(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	since, err := num("eventsSinceNumber", max(1, until-maxEventsPerQuery+1))
+	// By default the last 100 the bridge still holds; numbers asked for
+	// by name that retention removed are a 410, so a client catching up
+	// knows they are gone rather than reading an empty range as "none".
+	since, err := num("eventsSinceNumber", max(1, until-maxEventsPerQuery+1, sub.PrunedThrough+1))
 	if err != nil {
 		return err
+	}
+	if p := sub.PrunedThrough; p > 0 && ((c.Query("eventsSinceNumber") != "" && since <= p) || (c.Query("eventsUntilNumber") != "" && until <= p)) {
+		return fhir.Errorf(http.StatusGone, "deleted", "event numbers 1 to %d were delivered and then removed under the retention policy; "+
+			"the oldest the bridge holds is %d", p, p+1)
 	}
 	if content := c.Query("content"); content != "" {
 		switch content {

@@ -18,8 +18,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir/fhirtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe/observetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
@@ -239,64 +242,61 @@ func (r *subsRig) subscribe(t *testing.T, body []byte) string {
 // $events, search, read and delete answer per the IG. On both stores.
 func TestSubscriptionReportDelivery(t *testing.T) {
 	t.Parallel()
-	for name, withDB := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			r := newSubsRig(t, withDB, true)
-			rcv := newReceiver(t)
-			id := r.subscribe(t, subscriptionJSON(store.EventTopicReportDelivery, rcv.srv.URL+"/hook", store.PayloadFullResource, nil, nil))
-			eventually(t, "the handshake", func() bool { return rcv.count() == 1 })
-			hs := rcv.notes(t)[0]
-			assert.Equal(t, subs.TypeHandshake, hs.typ)
-			assert.Equal(t, "Bearer receiver-secret", hs.header.Get("Authorization"))
-			assert.Equal(t, "application/fhir+json", hs.header.Get("Content-Type"))
-			eventually(t, "active", func() bool { return get(t, r.base+"/Subscription/"+id).json(t)["status"] == "active" })
+	onBothStores(t, func(t *testing.T, withDB func(testing.TB) envOption) {
+		r := newSubsRig(t, withDB, true)
+		rcv := newReceiver(t)
+		id := r.subscribe(t, subscriptionJSON(store.EventTopicReportDelivery, rcv.srv.URL+"/hook", store.PayloadFullResource, nil, nil))
+		eventually(t, "the handshake", func() bool { return rcv.count() == 1 })
+		hs := rcv.notes(t)[0]
+		assert.Equal(t, subs.TypeHandshake, hs.typ)
+		assert.Equal(t, "Bearer receiver-secret", hs.header.Get("Authorization"))
+		assert.Equal(t, "application/fhir+json", hs.header.Get("Content-Type"))
+		eventually(t, "active", func() bool { return get(t, r.base+"/Subscription/"+id).json(t)["status"] == "active" })
 
-			var reports []string
-			for i := range 3 {
-				_, srID := firstPending(t, r.sim, 11+i)
-				res := post(t, r.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Final " + phiMarker}.json(), nil)
-				require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
-				reports = append(reports, res.json(t)["id"].(string))
-			}
-			eventually(t, "three notifications", func() bool { return rcv.count() == 4 })
-			ns := rcv.notes(t)
-			assert.Equal(t, seq(3), eventNumbers(ns), "every event once, in order")
-			var focus []string
-			for _, n := range ns[1:] {
-				require.Len(t, n.entries, 1)
-				res := n.entries[0]["resource"].(map[string]any)
-				assert.Equal(t, "DiagnosticReport", res["resourceType"])
-				assert.Contains(t, fmt.Sprint(res["extension"]), "delivered", "served with its delivery state")
-				focus = append(focus, strings.TrimPrefix(n.focus[0], r.base+"/DiagnosticReport/"))
-			}
-			assert.ElementsMatch(t, reports, focus)
+		var reports []string
+		for i := range 3 {
+			_, srID := firstPending(t, r.sim, 11+i)
+			res := post(t, r.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Final " + phiMarker}.json(), nil)
+			require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
+			reports = append(reports, res.json(t)["id"].(string))
+		}
+		eventually(t, "three notifications", func() bool { return rcv.count() == 4 })
+		ns := rcv.notes(t)
+		assert.Equal(t, seq(3), eventNumbers(ns), "every event once, in order")
+		var focus []string
+		for _, n := range ns[1:] {
+			require.Len(t, n.entries, 1)
+			res := n.entries[0]["resource"].(map[string]any)
+			assert.Equal(t, "DiagnosticReport", res["resourceType"])
+			assert.Contains(t, fmt.Sprint(res["extension"]), "delivered", "served with its delivery state")
+			focus = append(focus, strings.TrimPrefix(n.focus[0], r.base+"/DiagnosticReport/"))
+		}
+		assert.ElementsMatch(t, reports, focus)
 
-			st := get(t, r.base+"/Subscription/"+id+"/$status")
-			require.Equal(t, http.StatusOK, st.status, "%s", st.body)
-			assert.Contains(t, string(st.body), `"valueString":"3"`, "events-since-subscription-start")
-			assert.Contains(t, string(st.body), `"valueCode":"query-status"`)
-			ev := get(t, r.base+"/Subscription/"+id+"/$events?eventsSinceNumber=2&content=id-only")
-			require.Equal(t, http.StatusOK, ev.status, "%s", ev.body)
-			qe := decodeNotification(t, ev.body, nil)
-			assert.Equal(t, subs.TypeQueryEvent, qe.typ)
-			assert.Equal(t, []int64{2, 3}, qe.numbers)
-			assert.Nil(t, qe.entries[0]["resource"], "id-only as asked")
-			assert.Equal(t, http.StatusBadRequest, get(t, r.base+"/Subscription/"+id+"/$events?eventsSinceNumber=x").status)
+		st := get(t, r.base+"/Subscription/"+id+"/$status")
+		require.Equal(t, http.StatusOK, st.status, "%s", st.body)
+		assert.Contains(t, string(st.body), `"valueString":"3"`, "events-since-subscription-start")
+		assert.Contains(t, string(st.body), `"valueCode":"query-status"`)
+		ev := get(t, r.base+"/Subscription/"+id+"/$events?eventsSinceNumber=2&content=id-only")
+		require.Equal(t, http.StatusOK, ev.status, "%s", ev.body)
+		qe := decodeNotification(t, ev.body, nil)
+		assert.Equal(t, subs.TypeQueryEvent, qe.typ)
+		assert.Equal(t, []int64{2, 3}, qe.numbers)
+		assert.Nil(t, qe.entries[0]["resource"], "id-only as asked")
+		assert.Equal(t, http.StatusBadRequest, get(t, r.base+"/Subscription/"+id+"/$events?eventsSinceNumber=x").status)
 
-			list := get(t, r.base+"/Subscription?status=active").json(t)
-			assert.Len(t, entries(list, "match"), 1)
-			list = get(t, r.base+"/Subscription?status=error").json(t)
-			assert.Empty(t, entries(list, "match"))
-			list = get(t, r.base+"/Subscription?url="+rcv.srv.URL+"/hook").json(t)
-			assert.Len(t, entries(list, "match"), 1)
+		list := get(t, r.base+"/Subscription?status=active").json(t)
+		assert.Len(t, entries(list, "match"), 1)
+		list = get(t, r.base+"/Subscription?status=error").json(t)
+		assert.Empty(t, entries(list, "match"))
+		list = get(t, r.base+"/Subscription?url="+rcv.srv.URL+"/hook").json(t)
+		assert.Len(t, entries(list, "match"), 1)
 
-			assert.Equal(t, http.StatusNoContent, do(t, http.MethodDelete, r.base+"/Subscription/"+id, nil, nil).status)
-			assert.Equal(t, http.StatusNotFound, get(t, r.base+"/Subscription/"+id).status)
-			assert.Equal(t, http.StatusNotFound, get(t, r.base+"/Subscription/"+id+"/$status").status)
-			assert.Equal(t, http.StatusNotFound, do(t, http.MethodDelete, r.base+"/Subscription/"+id, nil, nil).status)
-		})
-	}
+		assert.Equal(t, http.StatusNoContent, do(t, http.MethodDelete, r.base+"/Subscription/"+id, nil, nil).status)
+		assert.Equal(t, http.StatusNotFound, get(t, r.base+"/Subscription/"+id).status)
+		assert.Equal(t, http.StatusNotFound, get(t, r.base+"/Subscription/"+id+"/$status").status)
+		assert.Equal(t, http.StatusNotFound, do(t, http.MethodDelete, r.base+"/Subscription/"+id, nil, nil).status)
+	})
 }
 
 // worklistEvents appends one worklist event per ServiceRequest the bridge
@@ -511,4 +511,225 @@ func TestSubscriptionRefused(t *testing.T) {
 	assert.Contains(t, string(md.body), subs.OperationStatus)
 	assert.Contains(t, string(md.body), subs.OperationEvents)
 	assert.Contains(t, string(md.body), subs.ServerCapability)
+}
+
+// TestSubscriptionEventsPruned: once retention pruned a subscription's
+// delivered notifications, $events asking for them by number answers 410
+// with the oldest number held, the default range is what is held, and the
+// next event goes on from the last number. On both stores.
+func TestSubscriptionEventsPruned(t *testing.T) {
+	t.Parallel()
+	onBothStores(t, func(t *testing.T, withDB func(testing.TB) envOption) {
+		r := newSubsRig(t, withDB, true)
+		rcv := newReceiver(t)
+		id := r.subscribe(t, subscriptionJSON(store.EventTopicReportDelivery, rcv.srv.URL+"/hook", store.PayloadIDOnly, nil, nil))
+		deliver := func(i int) {
+			_, srID := firstPending(t, r.sim, 21+i)
+			res := post(t, r.base+"/DiagnosticReport", report{srID: srID, status: "final", text: "Final " + phiMarker}.json(), nil)
+			require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
+		}
+		deliver(0)
+		deliver(1)
+		eventually(t, "two notifications", func() bool { return len(eventNumbers(rcv.notes(t))) == 2 })
+		evURL := r.base + "/Subscription/" + id + "/$events"
+		require.Len(t, decodeNotification(t, get(t, evURL).body, nil).numbers, 2, "held before the retention pass")
+
+		// The retention pass, as if run a day later.
+		n, err := retention.Purge(context.Background(), r.st, time.Hour, time.Now().Add(24*time.Hour))
+		require.NoError(t, err)
+		assert.Positive(t, n)
+
+		gone := get(t, evURL+"?eventsSinceNumber=1")
+		require.Equal(t, http.StatusGone, gone.status, "%s", gone.body)
+		assert.Contains(t, outcome(t, gone), "the oldest the bridge holds is 3")
+		assert.Equal(t, http.StatusGone, get(t, evURL+"?eventsSinceNumber=2&eventsUntilNumber=2").status)
+		held := get(t, evURL)
+		require.Equal(t, http.StatusOK, held.status, "%s", held.body)
+		fhirtest.RequireValidR4(t, held.body)
+		assert.Empty(t, decodeNotification(t, held.body, nil).numbers, "nothing held, and no error by default")
+		assert.Contains(t, string(get(t, r.base+"/Subscription/"+id+"/$status").body), `"valueString":"2"`,
+			"events-since-subscription-start survives the pruning")
+
+		deliver(2)
+		eventually(t, "the third notification", func() bool { return len(eventNumbers(rcv.notes(t))) == 3 })
+		assert.Equal(t, seq(3), eventNumbers(rcv.notes(t)), "numbering goes on after pruning")
+		after := get(t, evURL+"?eventsSinceNumber=3")
+		require.Equal(t, http.StatusOK, after.status, "%s", after.body)
+		assert.Equal(t, []int64{3}, decodeNotification(t, after.body, nil).numbers)
+	})
+}
+
+// TestSubscriptionIdempotentCreate: a create retried with its
+// Idempotency-Key, one after another or at once, makes one subscription
+// and answers its 201 again; the key with another Subscription is a 422;
+// If-None-Exist is evaluated as a Subscription search. On both stores.
+func TestSubscriptionIdempotentCreate(t *testing.T) {
+	t.Parallel()
+	onBothStores(t, func(t *testing.T, withDB func(testing.TB) envOption) {
+		r := newSubsRig(t, withDB, false)
+		rcv := newReceiver(t)
+		body := subscriptionJSON(store.EventTopicReportDelivery, rcv.srv.URL+"/hook", store.PayloadIDOnly, nil, nil)
+		key := func(k string) http.Header { return http.Header{"Idempotency-Key": {k}} }
+		count := func() int { return len(entries(get(t, r.base+"/Subscription").json(t), "match")) }
+
+		first := post(t, r.base+"/Subscription", body, key("create-1"))
+		require.Equal(t, http.StatusCreated, first.status, "%s", first.body)
+		id := first.json(t)["id"].(string)
+		again := post(t, r.base+"/Subscription", body, key("create-1"))
+		require.Equal(t, http.StatusCreated, again.status, "%s", again.body)
+		assert.Equal(t, id, again.json(t)["id"], "the retry answers the first create")
+		assert.Equal(t, first.header.Get("Location"), again.header.Get("Location"))
+		assert.Equal(t, 1, count())
+
+		// Retries racing each other (and two replicas would race alike).
+		const racers = 6
+		ids := make(chan string, racers)
+		var wg sync.WaitGroup
+		for range racers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest(http.MethodPost, r.base+"/Subscription", strings.NewReader(string(body)))
+				req.Header.Set("Content-Type", "application/fhir+json")
+				req.Header.Set("Idempotency-Key", "create-2")
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					ids <- "error: " + err.Error()
+					return
+				}
+				defer res.Body.Close()
+				var m map[string]any
+				_ = json.NewDecoder(res.Body).Decode(&m)
+				ids <- fmt.Sprint(res.StatusCode, " ", m["id"])
+			}()
+		}
+		wg.Wait()
+		close(ids)
+		seen := map[string]int{}
+		for s := range ids {
+			seen[s]++
+		}
+		require.Len(t, seen, 1, "every racer got the same answer: %v", seen)
+		for s := range seen {
+			assert.True(t, strings.HasPrefix(s, "201 sub-"), s)
+		}
+		assert.Equal(t, 2, count())
+
+		// The key is a promise that the requests are the same.
+		other := subscriptionJSON(store.EventTopicComments, rcv.srv.URL+"/hook", store.PayloadIDOnly, nil, nil)
+		res := post(t, r.base+"/Subscription", other, key("create-1"))
+		assert.Equal(t, http.StatusUnprocessableEntity, res.status, "%s", res.body)
+		secret := []byte(strings.Replace(string(body), "receiver-secret", "another-secret", 1))
+		res = post(t, r.base+"/Subscription", secret, key("create-1"))
+		assert.Equal(t, http.StatusUnprocessableEntity, res.status, "another header value is another request")
+		assert.NotContains(t, string(res.body), "secret")
+		res = post(t, r.base+"/Subscription", body, key(strings.Repeat("k", 129)))
+		assert.Equal(t, http.StatusBadRequest, res.status, "%s", res.body)
+		assert.Equal(t, 2, count())
+
+		// Without a key, two creates are two subscriptions (as before).
+		assert.NotEqual(t, r.subscribe(t, body), r.subscribe(t, body))
+		assert.Equal(t, 4, count())
+
+		// If-None-Exist: a Subscription search; none creates, one is
+		// the answer (200), several are a 412.
+		cond := func(c string) http.Header { return http.Header{"If-None-Exist": {c}} }
+		lone := subscriptionJSON(store.EventTopicComments, rcv.srv.URL+"/lone", store.PayloadIDOnly, nil, nil)
+		made := post(t, r.base+"/Subscription", lone, cond("url="+rcv.srv.URL+"/lone"))
+		require.Equal(t, http.StatusCreated, made.status, "%s", made.body)
+		found := post(t, r.base+"/Subscription", lone, cond("url="+rcv.srv.URL+"/lone"))
+		require.Equal(t, http.StatusOK, found.status, "%s", found.body)
+		assert.Equal(t, made.json(t)["id"], found.json(t)["id"])
+		res = post(t, r.base+"/Subscription", body, cond("url="+rcv.srv.URL+"/hook"))
+		assert.Equal(t, http.StatusPreconditionFailed, res.status, "%s", res.body)
+		res = post(t, r.base+"/Subscription", body, cond("criteria=x"))
+		assert.Equal(t, http.StatusBadRequest, res.status, "%s", res.body)
+		assert.Equal(t, 5, count())
+
+		// A key outlives nothing: once its subscription is deleted, the
+		// same key creates it anew (a fresh numbering).
+		require.Equal(t, http.StatusNoContent, do(t, http.MethodDelete, r.base+"/Subscription/"+id, nil, nil).status)
+		res = post(t, r.base+"/Subscription", body, key("create-1"))
+		require.Equal(t, http.StatusCreated, res.status, "%s", res.body)
+		assert.Equal(t, id, res.json(t)["id"])
+	})
+}
+
+// TestSubscriptionMetrics: the senders' posts by type and outcome, the
+// delivery latency, and the figures read from the store at each scrape
+// (subscriptions by status, the outbox's depth and oldest pending age),
+// scraped over HTTP, with no id or URL in any label. On both stores; the
+// sender runs by hand.
+func TestSubscriptionMetrics(t *testing.T) {
+	t.Parallel()
+	onBothStores(t, func(t *testing.T, withDB func(testing.TB) envOption) {
+		m := observe.NewMetrics("test")
+		u := metricsListener(t, m)
+		r := newSubsRig(t, withDB, false, withTelemetry(m, nil))
+		r.sender.Observer = observe.Subscriptions(m)
+		r.sender.MinBackoff, r.sender.MaxBackoff = time.Nanosecond, time.Nanosecond
+		ctx := context.Background()
+		send := func() {
+			t.Helper()
+			sent, err := r.sender.SendOnce(ctx)
+			require.NoError(t, err)
+			require.True(t, sent)
+		}
+		posts := func(f observetest.Families, typ, outcome string) float64 {
+			return f.Value("bridge_subscription_notifications_total", labels{"type": typ, "outcome": outcome})
+		}
+
+		rcv := newReceiver(t)
+		r.subscribe(t, subscriptionJSON(store.EventTopicWorklist, rcv.srv.URL, store.PayloadIDOnly, nil, nil))
+		f := observetest.Scrape(t, u)
+		assert.Equal(t, 1.0, f.Value("bridge_subscriptions", labels{"status": "requested"}))
+		assert.Equal(t, 0.0, f.Value("bridge_subscriptions", labels{"status": "active"}))
+		assert.Equal(t, 0.0, f.Value("bridge_subscription_outbox_depth", nil))
+		send() // the handshake
+
+		rcv.status.Store(http.StatusServiceUnavailable)
+		all, _ := worklistEvents(t, r, 3)
+		_, err := r.disp.DispatchAll(ctx)
+		require.NoError(t, err)
+		send()
+		f = observetest.Scrape(t, u)
+		assert.Equal(t, 1.0, posts(f, subs.TypeHandshake, subs.OutcomeSent))
+		assert.Equal(t, 1.0, posts(f, subs.TypeEvent, subs.OutcomeRejected))
+		assert.Equal(t, 0.0, posts(f, subs.TypeEvent, subs.OutcomeSent))
+		assert.Equal(t, 1.0, f.Value("bridge_subscriptions", labels{"status": "active"}))
+		assert.Equal(t, float64(len(all)), f.Value("bridge_subscription_outbox_depth", nil))
+		assert.Greater(t, f.Value("bridge_subscription_oldest_pending_age_seconds", nil), 0.0)
+		assert.Equal(t, 0.0, f.Value("bridge_subscription_delivery_latency_seconds", nil), "nothing delivered yet")
+
+		rcv.status.Store(0)
+		for range len(all) { // max count 1: one event per post
+			send()
+		}
+		f = observetest.Scrape(t, u)
+		assert.Equal(t, float64(len(all)), posts(f, subs.TypeEvent, subs.OutcomeSent))
+		assert.Equal(t, float64(len(all)), f.Value("bridge_subscription_delivery_latency_seconds", nil), "one observation per event")
+		assert.Equal(t, 0.0, f.Value("bridge_subscription_outbox_depth", nil))
+		assert.Equal(t, 0.0, f.Value("bridge_subscription_oldest_pending_age_seconds", nil))
+
+		// An endpoint that is gone.
+		rcv.srv.Close()
+		worklistEvents(t, r, 1)
+		_, err = r.disp.DispatchAll(ctx)
+		require.NoError(t, err)
+		send()
+		f = observetest.Scrape(t, u)
+		assert.Equal(t, 1.0, posts(f, subs.TypeEvent, subs.OutcomeUnreachable))
+		assertLabelsClean(t, f, r.env)
+		assert.NotContains(t, fmt.Sprint(f), rcv.srv.URL, "no endpoint in any series")
+	})
+}
+
+// onBothStores runs fn in parallel subtests on SQLite and PostgreSQL.
+func onBothStores(t *testing.T, fn func(t *testing.T, withDB func(testing.TB) envOption)) {
+	for name, withDB := range map[string]func(testing.TB) envOption{"sqlite": withStore, "postgres": withPostgres} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, withDB)
+		})
+	}
 }

@@ -470,8 +470,12 @@ type Purger interface {
 	// delivery ends: purging them would lose a report QUBS has not got.
 	// Events created before cutoff lose their Resource. Worklist index
 	// rows whose study left the worklist before cutoff are deleted.
+	// Subscription notifications their endpoint accepted before cutoff
+	// are deleted, and so are events older than cutoff that were
+	// dispatched and that no notification still held names (eventNumbers
+	// and seqs go on from where they were).
 	// It returns the number of rows purged (report versions, binaries,
-	// events, index rows) and is idempotent. Audit records
+	// events, index rows, notifications) and is idempotent. Audit records
 	// (PurgeAuditBefore), idempotency records and jti claims hold no PHI
 	// and are left alone.
 	PurgeBefore(ctx context.Context, cutoff time.Time) (int, error)
@@ -882,6 +886,10 @@ type Subscription struct {
 	// events-since-subscription-start), DeliveredThrough the last one the
 	// endpoint accepted.
 	EventsSinceStart, DeliveredThrough int64
+	// PrunedThrough is the last eventNumber retention removed from the
+	// outbox (every number up to it was delivered and is gone; 0 when
+	// none was). Set by Subscription only.
+	PrunedThrough int64
 	// Error says why the last attempt failed (PHI-free); "" after a
 	// success.
 	Error string
@@ -963,4 +971,21 @@ type Subscriptions interface {
 	// subscription's status becomes error.
 	// Errors: ErrNotFound; ErrConflict unless worker holds the lease.
 	SettleNotifications(ctx context.Context, worker, domain, id string, through int64, failure string, now, retryAt time.Time, errorAfter time.Duration) error
+	// SubscriptionStats returns the figures of every domain's
+	// subscriptions together, for metrics.
+	SubscriptionStats(ctx context.Context) (*SubscriptionStats, error)
+}
+
+// SubscriptionStats are the subscriptions' figures, all domains together
+// (no ids, no endpoints).
+type SubscriptionStats struct {
+	// ByStatus counts the subscriptions per status (the Subscription
+	// constants; absent statuses are missing).
+	ByStatus map[string]int
+	// Pending counts the notifications numbered and not yet accepted by
+	// their endpoint.
+	Pending int64
+	// OldestPending is when the event of the oldest of them happened;
+	// nil when none is pending.
+	OldestPending *time.Time
 }

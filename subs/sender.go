@@ -46,6 +46,31 @@ const (
 	DefaultBatch    = 500
 )
 
+// Outcomes of one notification post, for Observer: the kinds of the
+// failure reasons, with no detail that could name the endpoint.
+const (
+	OutcomeSent        = "sent"
+	OutcomeRejected    = "rejected"    // a non-2xx answer (a redirect too: never followed)
+	OutcomeTimeout     = "timeout"     // no answer within the subscription's timeout
+	OutcomeUnreachable = "unreachable" // no connection, or it broke
+	OutcomeRefused     = "refused"     // the endpoint policy refused the address
+	OutcomeError       = "error"       // the bridge could not build the notification
+)
+
+// Outcomes and PostTypes are every outcome and notification type a post
+// has, for metrics resolved up front.
+var (
+	Outcomes  = []string{OutcomeSent, OutcomeRejected, OutcomeTimeout, OutcomeUnreachable, OutcomeRefused, OutcomeError}
+	PostTypes = []string{TypeHandshake, TypeHeartbeat, TypeEvent}
+)
+
+// Observer watches the sender (the observe package implements it).
+type Observer interface {
+	// Posted is told the end of one post of type typ at now; on success
+	// delivered holds the times of the events it carried.
+	Posted(typ, outcome string, delivered []time.Time, now time.Time)
+}
+
 // Sender posts due notifications. Several senders (goroutines or
 // replicas) may share a store: a subscription is leased to one at a time.
 type Sender struct {
@@ -67,6 +92,8 @@ type Sender struct {
 	InFlight     int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Observer is told how each post ended (metrics); nil for none.
+	Observer Observer
 
 	kick chan struct{}
 	once sync.Once
@@ -196,8 +223,18 @@ func (s *Sender) attempt(ctx context.Context, sub *store.Subscription, notes []s
 	if len(notes) > 0 {
 		through = notes[len(notes)-1].EventNumber
 	}
-	failure := s.post(ctx, sub, typ, notes)
+	outcome, failure := s.post(ctx, sub, typ, notes)
 	now := s.Now()
+	if s.Observer != nil {
+		var delivered []time.Time
+		if outcome == OutcomeSent {
+			delivered = make([]time.Time, len(notes))
+			for i := range notes {
+				delivered[i] = notes[i].Event.At
+			}
+		}
+		s.Observer.Posted(typ, outcome, delivered, now)
+	}
 	retry := now.Add(s.backoff(sub.Attempts))
 	// Settle even when ctx ended: the post's outcome is known, and
 	// recording it saves a repeat.
@@ -229,9 +266,10 @@ func (s *Sender) backoff(attempts int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// post sends one notification Bundle; it answers the failure ("" on
-// success) as a PHI-free reason for the subscription's error.
-func (s *Sender) post(ctx context.Context, sub *store.Subscription, typ string, notes []store.Notification) string {
+// post sends one notification Bundle; it answers the outcome and the
+// failure ("" on success) as a PHI-free reason for the subscription's
+// error.
+func (s *Sender) post(ctx context.Context, sub *store.Subscription, typ string, notes []store.Notification) (outcome, failure string) {
 	base := ""
 	if s.Base != nil {
 		base = s.Base(sub.Domain)
@@ -239,11 +277,11 @@ func (s *Sender) post(ctx context.Context, sub *store.Subscription, typ string, 
 	b, err := NotificationBundle(ctx, base, sub, typ, notes, s.Now(), s.Resolve)
 	if err != nil {
 		s.Logger.Error("building a notification", "subscription", sub.ID, "err", err)
-		return "the bridge could not build the notification"
+		return OutcomeError, "the bridge could not build the notification"
 	}
 	body, err := json.Marshal(b)
 	if err != nil {
-		return "the bridge could not build the notification"
+		return OutcomeError, "the bridge could not build the notification"
 	}
 	timeout := sub.Timeout
 	if timeout <= 0 {
@@ -253,7 +291,7 @@ func (s *Sender) post(ctx context.Context, sub *store.Subscription, typ string, 
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sub.Endpoint, bytes.NewReader(body))
 	if err != nil {
-		return "the endpoint is not a valid URL"
+		return OutcomeError, "the endpoint is not a valid URL"
 	}
 	for _, h := range sub.Headers {
 		name, value, _ := strings.Cut(h, ":")
@@ -264,18 +302,18 @@ func (s *Sender) post(ctx context.Context, sub *store.Subscription, typ string, 
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrRefused):
-			return "the endpoint's address is refused by the bridge's policy"
+			return OutcomeRefused, "the endpoint's address is refused by the bridge's policy"
 		case errors.Is(err, context.DeadlineExceeded):
-			return "the endpoint did not answer within " + min(timeout, MaxTimeout).String()
+			return OutcomeTimeout, "the endpoint did not answer within " + min(timeout, MaxTimeout).String()
 		}
-		return "the endpoint could not be reached"
+		return OutcomeUnreachable, "the endpoint could not be reached"
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return "the endpoint answered HTTP " + strconv.Itoa(resp.StatusCode)
+		return OutcomeRejected, "the endpoint answered HTTP " + strconv.Itoa(resp.StatusCode)
 	}
-	return ""
+	return OutcomeSent, ""
 }
 
 // Dispatcher numbers new events for the subscriptions they match; one

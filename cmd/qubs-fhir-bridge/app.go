@@ -393,6 +393,8 @@ type background struct {
 	// deliveryObserver watches the delivery workers (metrics, traces);
 	// nil when both are off.
 	deliveryObserver delivery.Observer
+	// subscriptionObserver watches the notification senders (metrics).
+	subscriptionObserver subs.Observer
 	// worklistIndex serves ServiceRequest searches from the index the
 	// syncer keeps, walking each domain every worklistIntervals.
 	worklistIndex     bool

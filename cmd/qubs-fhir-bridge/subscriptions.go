@@ -26,7 +26,7 @@ func subscriptionWorkers(ln net.Listener, cfg *server.Config, st store.Store, bg
 		root = strings.TrimRight(cfg.PublicURL, "/")
 	}
 	sender := &subs.Sender{Store: st, Client: policy.Client(), Logger: log.With("component", "subscriptions"), Name: name,
-		ErrorAfter: bg.subscriptionErrorAfter, Base: func(domain string) string { return root + "/fhir/" + domain }}
+		ErrorAfter: bg.subscriptionErrorAfter, Observer: bg.subscriptionObserver, Base: func(domain string) string { return root + "/fhir/" + domain }}
 	dispatcher := &subs.Dispatcher{Store: st, Logger: log.With("component", "subscriptions"),
 		Dispatched: func(int, int) { sender.Kick() }}
 	cfg.SubscriptionPolicy, cfg.SubscriptionKick = policy, sender.Kick

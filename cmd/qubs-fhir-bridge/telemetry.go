@@ -60,11 +60,12 @@ func (t *telemetry) tracer() trace.TracerProvider {
 	return t.tp
 }
 
-// wire hands the metrics and the tracer to the server and the delivery
-// workers.
+// wire hands the metrics and the tracer to the server, the delivery
+// workers and the subscription senders.
 func (t *telemetry) wire(cfg *server.Config, bg *background) {
 	cfg.Metrics, cfg.Tracer = t.metrics, t.tracer()
 	bg.deliveryObserver = observe.Delivery(t.metrics, t.tracer())
+	bg.subscriptionObserver = observe.Subscriptions(t.metrics)
 }
 
 // metricsLine is the demo's line about metrics.

@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -179,8 +181,14 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 			return err
 		}
 		n += int(k)
-		// Events keep their skeleton (what happened to which id, when)
-		// for the subscriptions' $events; the resource as it was goes.
+		pruned, err := pruneOutbox(ctx, tx, c)
+		if err != nil {
+			return err
+		}
+		n += pruned
+		// Events still held keep their skeleton (what happened to which
+		// id, when) for the subscriptions' $events; the resource as it
+		// was goes.
 		if res, err = tx.exec(ctx, `UPDATE events SET resource = NULL WHERE at < ? AND resource IS NOT NULL`, c); err != nil {
 			return err
 		}
@@ -204,4 +212,43 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		return err
 	})
 	return n, err
+}
+
+// pruneOutbox deletes, inside the retention pass's transaction, the
+// subscription outbox rows their endpoint accepted before cutoff, and the
+// event log rows older than cutoff that nothing needs any more: passed by
+// the dispatcher (seq <= watermark) and named by no notification still
+// held. Event numbers are not affected (they are counted on the
+// subscription's row), nor are seqs (never reused: AUTOINCREMENT,
+// identity), so what follows continues the numbering.
+//
+// An event is kept while any older notification is held (the bound is
+// the smallest seq still named, read in one pass, rather than a
+// per-event lookup that would need an index on event_seq): a
+// subscription whose endpoint fails keeps the log from that event on
+// until it is delivered or deleted.
+func pruneOutbox(ctx context.Context, tx *tx, cutoff any) (int, error) {
+	res, err := tx.exec(ctx, `DELETE FROM subscription_notifications WHERE sent_at IS NOT NULL AND sent_at < ?`, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("pruning sent notifications: %w", err)
+	}
+	notes, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	var watermark int64
+	var named sql.NullInt64
+	if err := tx.queryRow(ctx, `SELECT (SELECT watermark FROM subscription_dispatch WHERE id = 1),
+		(SELECT MIN(event_seq) FROM subscription_notifications)`).Scan(&watermark, &named); err != nil {
+		return 0, fmt.Errorf("reading the outbox's oldest event: %w", err)
+	}
+	below := watermark + 1
+	if named.Valid {
+		below = min(below, named.Int64)
+	}
+	if res, err = tx.exec(ctx, `DELETE FROM events WHERE seq < ? AND at < ?`, below, cutoff); err != nil {
+		return 0, fmt.Errorf("pruning dispatched events: %w", err)
+	}
+	evs, err := res.RowsAffected()
+	return int(notes + evs), err
 }

@@ -89,9 +89,27 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 // Subscription reads one subscription.
 func (s *Store) Subscription(ctx context.Context, domain, id string) (_ *store.Subscription, err error) {
 	defer s.wrap(&err, "Subscription(%q, %q)", domain, id)
-	sub, err := scanSubscription(s.reader().queryRow(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions
-		WHERE domain = ? AND id = ?`, domain, id))
-	return sub, notFound(err, "subscription")
+	var sub *store.Subscription
+	err = s.read(ctx, func(r q) error {
+		var err error
+		if sub, err = scanSubscription(r.queryRow(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions
+			WHERE domain = ? AND id = ?`, domain, id)); err != nil {
+			return notFound(err, "subscription")
+		}
+		// Retention prunes a prefix of the outbox: the first number held
+		// tells where it ends (all of it when none is held).
+		var first sql.NullInt64
+		if err := r.queryRow(ctx, `SELECT MIN(event_number) FROM subscription_notifications
+			WHERE domain = ? AND subscription_id = ?`, domain, id).Scan(&first); err != nil {
+			return err
+		}
+		sub.PrunedThrough = sub.EventsSinceStart
+		if first.Valid {
+			sub.PrunedThrough = first.Int64 - 1
+		}
+		return nil
+	})
+	return sub, err
 }
 
 // SearchSubscriptions lists a domain's subscriptions by id.
@@ -393,4 +411,47 @@ func (s *Store) SettleNotifications(ctx context.Context, worker, domain, id stri
 			status, failure, s.tm(since), s.tm(sqlutil.Time(retryAt)), domain, id)
 		return err
 	})
+}
+
+// SubscriptionStats counts subscriptions by status and their undelivered
+// notifications. The oldest pending one of each subscription is its
+// delivered_through+1 (numbers go out in order), so finding it is a
+// primary-key lookup per failing subscription, not a scan of the outbox.
+func (s *Store) SubscriptionStats(ctx context.Context) (_ *store.SubscriptionStats, err error) {
+	defer s.wrap(&err, "SubscriptionStats")
+	st := &store.SubscriptionStats{ByStatus: map[string]int{}}
+	err = s.read(ctx, func(r q) error {
+		rows, err := r.query(ctx, `SELECT status, COUNT(*), COALESCE(SUM(CASE WHEN status IN `+liveStatuses+`
+			THEN events_since_start - delivered_through ELSE 0 END), 0) FROM subscriptions GROUP BY status`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				status  string
+				n       int
+				pending int64
+			)
+			if err := rows.Scan(&status, &n, &pending); err != nil {
+				return err
+			}
+			st.ByStatus[status] = n
+			st.Pending += pending
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var oldest *time.Time
+		if err := r.queryRow(ctx, `SELECT MIN(e.at) FROM subscriptions s
+			JOIN subscription_notifications n ON n.domain = s.domain AND n.subscription_id = s.id
+				AND n.event_number = s.delivered_through + 1
+			JOIN events e ON e.seq = n.event_seq
+			WHERE s.status IN `+liveStatuses+` AND s.delivered_through < s.events_since_start`).Scan(atPtr{&oldest}); err != nil {
+			return err
+		}
+		st.OldestPending = oldest
+		return nil
+	})
+	return st, err
 }

@@ -95,6 +95,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SubscriptionLifecycle", testSubscriptionLifecycle},
 		{"SubscriptionFailure", testSubscriptionFailure},
 		{"SubscriptionDeliveryEvents", testSubscriptionDeliveryEvents},
+		{"SubscriptionOutboxPrune", testSubscriptionOutboxPrune},
+		{"SubscriptionStats", testSubscriptionStats},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -52,21 +52,7 @@ func dispatchAll(t *testing.T, s store.Store) int {
 // telling saw (when set) what each claim returned.
 func drain(t *testing.T, s store.Store, now time.Time, saw func(*store.Subscription, []store.Notification)) {
 	t.Helper()
-	for {
-		c, notes, err := s.ClaimNotifications(ctxT(t), "w1", time.Minute, now)
-		if err != nil {
-			require.ErrorIs(t, err, store.ErrNotFound)
-			return
-		}
-		if saw != nil {
-			saw(c, notes)
-		}
-		var through int64
-		if len(notes) > 0 {
-			through = notes[len(notes)-1].EventNumber
-		}
-		require.NoError(t, s.SettleNotifications(ctxT(t), "w1", c.Domain, c.ID, through, "", now, now, time.Hour))
-	}
+	settle(t, s, now, "", saw)
 }
 
 func testSubscriptionLifecycle(t *testing.T, s store.Store) {
@@ -283,4 +269,147 @@ func testReplicasDispatch(t *testing.T, open func(ctx context.Context) (store.St
 			seqs[n.Event.Seq] = true
 		}
 	}
+}
+
+// settleAll claims every due subscription at now and settles it: a
+// success, unless failing names it (then a failure retried an hour on).
+func settleAll(t *testing.T, s store.Store, now time.Time, failing string) {
+	t.Helper()
+	settle(t, s, now, failing, nil)
+}
+
+// settle is drain and settleAll.
+func settle(t *testing.T, s store.Store, now time.Time, failing string, saw func(*store.Subscription, []store.Notification)) {
+	t.Helper()
+	for {
+		c, notes, err := s.ClaimNotifications(ctxT(t), "w1", time.Minute, now)
+		if err != nil {
+			require.ErrorIs(t, err, store.ErrNotFound)
+			return
+		}
+		if saw != nil {
+			saw(c, notes)
+		}
+		var through int64
+		if len(notes) > 0 {
+			through = notes[len(notes)-1].EventNumber
+		}
+		failure := ""
+		if c.ID == failing {
+			failure = "the endpoint answered HTTP 503"
+		}
+		require.NoError(t, s.SettleNotifications(ctxT(t), "w1", c.Domain, c.ID, through, failure, now, now.Add(time.Hour), time.Hour))
+	}
+}
+
+// testSubscriptionOutboxPrune: retention deletes the notifications an
+// endpoint accepted before the cutoff and the events nothing names any
+// more; an event a pending notification names stays; numbering and seqs
+// go on after pruning.
+func testSubscriptionOutboxPrune(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	for _, id := range []string{"ok", "down"} {
+		sub := newSubscription("acme", id, store.EventTopicWorklist)
+		sub.HeartbeatPeriod = 0
+		require.NoError(t, s.CreateSubscription(ctx, sub))
+	}
+	settleAll(t, s, base, "") // handshakes
+	var first []*store.Event
+	for i := range 3 {
+		e := worklistEvent("acme", fmt.Sprintf("p%d", i), store.EventArrived)
+		e.At = base
+		first = append(first, e)
+	}
+	require.NoError(t, s.AppendEvents(ctx, first...))
+	dispatchAll(t, s)
+	// MaxCount 2: two rounds deliver "ok" its three; "down" fails.
+	settleAll(t, s, base, "down")
+	settleAll(t, s, base, "down")
+
+	n, err := s.PurgeBefore(ctx, base.Add(time.Hour))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, n, 3, "the three delivered notifications")
+	ok, err := s.Subscription(ctx, "acme", "ok")
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), ok.PrunedThrough)
+	assert.Equal(t, int64(3), ok.EventsSinceStart)
+	held, err := s.Notifications(ctx, "acme", "ok", 1, 3, 10)
+	require.NoError(t, err)
+	assert.Empty(t, held)
+	down, err := s.Subscription(ctx, "acme", "down")
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), down.PrunedThrough, "nothing of a failing subscription goes")
+	held, err = s.Notifications(ctx, "acme", "down", 1, 3, 10)
+	require.NoError(t, err)
+	require.Len(t, held, 3, "the events its notifications name are kept")
+	assert.Equal(t, "p0", held[0].Event.FocusID)
+
+	// "down" recovers; the next pass prunes its notifications and the
+	// events, which nothing names any more.
+	settleAll(t, s, base.Add(2*time.Hour), "")
+	settleAll(t, s, base.Add(2*time.Hour), "")
+	_, err = s.PurgeBefore(ctx, base.Add(3*time.Hour))
+	require.NoError(t, err)
+	evs, err := s.EventsAfter(ctx, 0, 10)
+	require.NoError(t, err)
+	assert.Empty(t, evs, "dispatched events nothing names are gone")
+	down, err = s.Subscription(ctx, "acme", "down")
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), down.PrunedThrough)
+
+	// New events continue the numbering and the log's seqs; a
+	// subscription created now starts with the log as it stands.
+	late := newSubscription("acme", "late", store.EventTopicWorklist)
+	require.NoError(t, s.CreateSubscription(ctx, late))
+	next := worklistEvent("acme", "p3", store.EventChanged)
+	require.NoError(t, s.AppendEvents(ctx, next))
+	assert.Greater(t, next.Seq, first[2].Seq, "seqs are never reused")
+	dispatchAll(t, s)
+	for id, want := range map[string]int64{"ok": 4, "down": 4, "late": 1} {
+		got, err := s.Notifications(ctx, "acme", id, 1, 100, 100)
+		require.NoError(t, err)
+		require.Len(t, got, 1, id)
+		assert.Equal(t, want, got[0].EventNumber, id)
+		assert.Equal(t, "p3", got[0].Event.FocusID, id)
+	}
+	n, err = s.PurgeBefore(ctx, base.Add(3*time.Hour))
+	require.NoError(t, err)
+	assert.Zero(t, n, "idempotent; the new, undelivered notifications stay")
+}
+
+// testSubscriptionStats: counts by status and the outbox's depth and
+// oldest pending event, all domains together.
+func testSubscriptionStats(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	st, err := s.SubscriptionStats(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, st.ByStatus)
+	assert.Zero(t, st.Pending)
+	assert.Nil(t, st.OldestPending)
+	for _, d := range []string{"acme", "other"} {
+		sub := newSubscription(d, "s", store.EventTopicWorklist)
+		sub.HeartbeatPeriod = 0
+		require.NoError(t, s.CreateSubscription(ctx, sub))
+	}
+	settleAll(t, s, base, "")
+	require.NoError(t, s.CreateSubscription(ctx, newSubscription("acme", "new", store.EventTopicReportDelivery)))
+	for i, d := range []string{"acme", "other", "other"} {
+		e := worklistEvent(d, fmt.Sprintf("q%d", i), store.EventArrived)
+		e.At = base.Add(time.Duration(i) * time.Minute)
+		require.NoError(t, s.AppendEvents(ctx, e))
+	}
+	dispatchAll(t, s)
+	st, err = s.SubscriptionStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{store.SubscriptionActive: 2, store.SubscriptionRequested: 1}, st.ByStatus)
+	assert.Equal(t, int64(3), st.Pending)
+	require.NotNil(t, st.OldestPending)
+	assert.True(t, base.Equal(*st.OldestPending), "%v", st.OldestPending)
+
+	settleAll(t, s, base.Add(time.Hour), "")
+	st, err = s.SubscriptionStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{store.SubscriptionActive: 3}, st.ByStatus)
+	assert.Zero(t, st.Pending)
+	assert.Nil(t, st.OldestPending)
 }
