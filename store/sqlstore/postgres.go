@@ -257,12 +257,13 @@ func writeArtifactRows(w *copyWriter, r *store.Report) {
 // writeChunkRows writes the report_artifact_chunks rows of r's artifacts.
 func writeChunkRows(w *copyWriter, r *store.Report) {
 	size := chunkSize(r)
+	domain, id := []byte(r.Domain), []byte(r.ID) // once, not per chunk
 	for i := range r.Artifacts {
 		a := &r.Artifacts[i]
 		for seq := range chunkCount(r, a) {
 			w.be(2, 6)
-			w.field([]byte(r.Domain))
-			w.field([]byte(r.ID))
+			w.field(domain)
+			w.field(id)
 			w.int4(r.Version)
 			w.int4(a.Index)
 			w.int4(seq)
