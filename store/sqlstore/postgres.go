@@ -207,12 +207,16 @@ func copyIn(ctx context.Context, c *stdlib.Conn, sql string, rows func(*copyWrit
 // Format"): a signature, then per row the field count and each field as a
 // length and its bytes in the column type's binary form; -1 after the last
 // row. Errors stick in bw and come out of its Flush.
-type copyWriter struct{ bw *bufio.Writer }
+type copyWriter struct {
+	bw *bufio.Writer
+	// b is be's scratch: a local array would escape (bufio may hand
+	// the slice to the pipe), an allocation per number written.
+	b [8]byte
+}
 
 func (w *copyWriter) be(n int, v uint64) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	w.bw.Write(b[8-n:])
+	binary.BigEndian.PutUint64(w.b[:], v)
+	w.bw.Write(w.b[8-n:])
 }
 
 // field writes a bytea or text field; nil is NULL.
