@@ -12,6 +12,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
 )
 
 // TestArtifactCopy: artifacts are written with a binary COPY, their bytes
@@ -57,19 +58,28 @@ func TestArtifactCopy(t *testing.T) {
 	assert.Nil(t, b.Artifact.Data)
 }
 
+// openWithPool opens a store in a new schema and a pool on the same
+// schema, for looking at its tables; both closed by the test's end.
+func openWithPool(t *testing.T) (*sqlstore.Store, *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	return s, db
+}
+
 // TestArtifactChunks: since migration 0016 an artifact's bytes are rows of
 // report_artifact_chunks, none in report_artifacts.data; the purge deletes
 // them; a chunk missing makes the artifact an error, never bytes cut short,
 // and a claim fails its version rather than deliver it.
 func TestArtifactChunks(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.DSN(t)
-	s, err := postgres.Open(ctx, dsn)
-	require.NoError(t, err)
-	defer s.Close()
-	db, err := pgxpool.New(ctx, dsn)
-	require.NoError(t, err)
-	defer db.Close()
+	s, db := openWithPool(t)
 
 	data := make([]byte, 100_000)
 	for i := range data {
@@ -92,7 +102,7 @@ func TestArtifactChunks(t *testing.T) {
 	assert.Equal(t, 13, chunks, "100,000 bytes in chunks of under 8,000")
 	assert.Equal(t, chunks, rows)
 
-	_, err = db.Exec(ctx, `DELETE FROM report_artifact_chunks WHERE report_id = 'cut' AND seq = 5`)
+	_, err := db.Exec(ctx, `DELETE FROM report_artifact_chunks WHERE report_id = 'cut' AND seq = 5`)
 	require.NoError(t, err)
 	_, err = s.ReportArtifact(ctx, "acme", "cut", 1, 0)
 	assert.Error(t, err, "a chunk missing")
