@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -31,7 +32,7 @@ func spoolBoth(t *testing.T, body string, opt SpoolOptions) []*Spooled {
 func TestSpoolInline(t *testing.T) {
 	pdf := bytes.Repeat([]byte("%PDF-1.4 0123456789"), 5001) // over one 32 KiB chunk of base64, no padding
 	enc := base64.StdEncoding.EncodeToString(pdf)
-	opt := SpoolOptions{Array: "presentedForm", MaxDecoded: 1 << 19, KeepRaw: 64, SizeHint: -1}
+	opt := SpoolOptions{Array: "presentedForm", MaxDecoded: 1 << 19, KeepRaw: 64, SizeHint: -1, HashValues: true}
 	cases := []struct {
 		name    string
 		data    string // the JSON string token of presentedForm[1].data
@@ -62,6 +63,8 @@ func TestSpoolInline(t *testing.T) {
 				assert.Equal(t, tc.invalid, d.Invalid)
 				assert.Equal(t, tc.tooBig, d.TooBig)
 				assert.True(t, bytes.Equal(tc.want, d.Data) && (tc.want == nil) == (d.Data == nil), "decoded %d bytes", len(d.Data))
+				checkDigests(t, sp.Inline[0])
+				checkDigests(t, d)
 				assert.Equal(t, sha256.Sum256([]byte(body)), sp.SHA256)
 				if len(tc.data) <= opt.KeepRaw {
 					assert.Equal(t, body, string(sp.Fill(func(d *InlineData) []byte { return d.Raw })), "the body again, byte for byte")
@@ -77,6 +80,19 @@ func TestSpoolInline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkDigests: the digests computed while decoding are those of the
+// decoded bytes, and set exactly when there are some.
+func checkDigests(t *testing.T, d *InlineData) {
+	t.Helper()
+	if d.Data == nil {
+		assert.False(t, d.Hashed)
+		return
+	}
+	require.True(t, d.Hashed)
+	assert.Equal(t, sha1.Sum(d.Data), d.SHA1)
+	assert.Equal(t, sha256.Sum256(d.Data), d.SHA256)
 }
 
 func TestSpoolInlineBinary(t *testing.T) {
@@ -144,7 +160,7 @@ func FuzzSpoolInline(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, array := range []string{"presentedForm", ""} {
-			sp, err := SpoolInline(bytes.NewReader(body), SpoolOptions{Array: array, MaxDecoded: 64, KeepRaw: 1 << 20, SizeHint: int64(len(body))})
+			sp, err := SpoolInline(bytes.NewReader(body), SpoolOptions{Array: array, MaxDecoded: 64, KeepRaw: 1 << 20, SizeHint: int64(len(body)), HashValues: true})
 			var fe *Error
 			if json.Valid(body) {
 				if err != nil && !errors.As(err, &fe) {
@@ -153,6 +169,9 @@ func FuzzSpoolInline(f *testing.F) {
 			}
 			if err != nil {
 				continue
+			}
+			for _, d := range sp.Inline {
+				checkDigests(t, d)
 			}
 			if got := sp.Fill(func(d *InlineData) []byte { return d.Raw }); !bytes.Equal(got, body) {
 				t.Fatalf("filled %q, want %q", got, body)

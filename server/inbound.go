@@ -78,6 +78,18 @@ func (r *streamed) inline() map[int]*mapping.InlineData {
 	return m
 }
 
+// digests returns the SHA-1 and SHA-256 of data computed while it was
+// decoded, when data is a value readStreamed decoded (the same bytes, not
+// a copy); ok is false otherwise.
+func (r *streamed) digests(data []byte) (sha1, sha256 []byte, ok bool) {
+	for _, d := range r.sp.Inline {
+		if d.Hashed && len(d.Data) == len(data) && (len(data) == 0 || &d.Data[0] == &data[0]) {
+			return d.SHA1[:], d.SHA256[:], true
+		}
+	}
+	return nil, nil, false
+}
+
 // standIn is what the validator sees of a value taken out: the value
 // itself when it was small enough to keep, else one that validates as the
 // value would (base64 or not); the mapping judges size and content.
@@ -104,7 +116,8 @@ func (s *Server) readStreamed(c *gin.Context, typ, array string, needHash bool) 
 		return nil, fhir.Errorf(http.StatusUnsupportedMediaType, "not-supported",
 			"send %s as application/fhir+json", typ)
 	}
-	sp, err := fhir.SpoolInline(c.Request.Body, fhir.SpoolOptions{Array: array, MaxDecoded: inlineLimit, KeepRaw: keepRaw, SizeHint: c.Request.ContentLength, SkipHash: !needHash})
+	sp, err := fhir.SpoolInline(c.Request.Body, fhir.SpoolOptions{Array: array, MaxDecoded: inlineLimit, KeepRaw: keepRaw, SizeHint: c.Request.ContentLength, SkipHash: !needHash,
+		HashValues: array != ""})
 	var (
 		mbe *http.MaxBytesError
 		fe  *fhir.Error

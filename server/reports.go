@@ -128,11 +128,16 @@ func (s *Server) storedReport(c *gin.Context, id string, in *mapping.ReportInput
 		if a.BinaryID != "" || a.Data == nil {
 			continue
 		}
-		sum := sha256.Sum256(a.Data)
-		bid := "dra-" + hashHex([]byte(domain), []byte(id), []byte(strconv.Itoa(a.Index)), sum[:])[:40]
-		inline[a.Index] = inlineArtifact{binaryID: bid, sha256: hex.EncodeToString(sum[:])}
+		// Hashed as they were decoded (readStreamed), not here again.
+		sum1, sum, ok := rd.digests(a.Data)
+		if !ok {
+			s256 := sha256.Sum256(a.Data)
+			sum1, sum = sha1Sum(a.Data), s256[:]
+		}
+		bid := "dra-" + hashHex([]byte(domain), []byte(id), []byte(strconv.Itoa(a.Index)), sum)[:40]
+		inline[a.Index] = inlineArtifact{binaryID: bid, sha256: hex.EncodeToString(sum)}
 		// Relative in the store, absolute when served (reportBody).
-		refs[a.Index] = mapping.AttachmentRef{URL: "Binary/" + bid, Size: int64(len(a.Data)), SHA1: sha1Sum(a.Data)}
+		refs[a.Index] = mapping.AttachmentRef{URL: "Binary/" + bid, Size: int64(len(a.Data)), SHA1: sum1}
 	}
 	var lost []int
 	resource := rd.sp.Fill(func(d *fhir.InlineData) []byte {

@@ -5,11 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
 )
 
 // TestArtifactCopy: artifacts are written with a binary COPY, their bytes
@@ -53,4 +56,132 @@ func TestArtifactCopy(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, b.Purged)
 	assert.Nil(t, b.Artifact.Data)
+}
+
+// openWithPool opens a store in a new schema and a pool on the same
+// schema, for looking at its tables; both closed by the test's end.
+func openWithPool(t *testing.T) (*sqlstore.Store, *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	return s, db
+}
+
+// TestArtifactChunks: since migration 0016 an artifact's bytes are rows of
+// report_artifact_chunks, none in report_artifacts.data; the purge deletes
+// them; a chunk missing makes the artifact an error, never bytes cut short,
+// and a claim fails its version rather than deliver it.
+func TestArtifactChunks(t *testing.T) {
+	ctx := context.Background()
+	s, db := openWithPool(t)
+
+	data := make([]byte, 100_000)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	old := time.Now().Add(-48 * time.Hour)
+	for i, id := range []string{"cut", "whole"} {
+		// cut first in the queue, so that the claim meets it first.
+		r := &store.Report{Domain: "acme", ID: id, AppointmentID: "A-" + id, Resource: []byte(`{}`), Submission: []byte(`{}`),
+			CreatedAt: old.Add(time.Duration(i) * time.Minute), Artifacts: []store.Artifact{{FileName: "a.pdf", ContentType: "application/pdf", Data: data, BinaryID: "dra-" + id}}}
+		require.NoError(t, s.CreateReport(ctx, r))
+	}
+	var (
+		inRow        []byte
+		chunks, rows int
+	)
+	require.NoError(t, db.QueryRow(ctx, `SELECT data, chunks, (SELECT count(*) FROM report_artifact_chunks WHERE report_id = 'whole')
+		FROM report_artifacts WHERE report_id = 'whole'`).Scan(&inRow, &chunks, &rows))
+	assert.Nil(t, inRow, "no bytes in the row")
+	assert.Equal(t, 13, chunks, "100,000 bytes in chunks of under 8,000")
+	assert.Equal(t, chunks, rows)
+
+	_, err := db.Exec(ctx, `DELETE FROM report_artifact_chunks WHERE report_id = 'cut' AND seq = 5`)
+	require.NoError(t, err)
+	_, err = s.ReportArtifact(ctx, "acme", "cut", 1, 0)
+	assert.Error(t, err, "a chunk missing")
+	_, err = s.ArtifactBinary(ctx, "acme", "dra-cut")
+	assert.Error(t, err, "a chunk missing")
+	a, err := s.ReportArtifact(ctx, "acme", "whole", 1, 0)
+	require.NoError(t, err)
+	assert.Equal(t, data, a.Data)
+
+	// Both are due, cut first: it fails, and the whole one is handed out.
+	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, "whole", job.ID)
+	assert.Equal(t, data, job.Artifacts[0].Data)
+	v, err := s.ReportVersion(ctx, "acme", "cut", 1)
+	require.NoError(t, err)
+	assert.Equal(t, store.DeliveryFailed, v.Delivery.State)
+	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "whole", 1, "guid", time.Now()))
+
+	n, err := s.PurgeBefore(ctx, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM report_artifact_chunks`).Scan(&rows))
+	assert.Zero(t, rows, "the purge deletes the chunks")
+}
+
+// TestUpgradeTo0016: a schema at 0015 holds an artifact's bytes in
+// report_artifacts.data; after 0016 that artifact still reads, is
+// delivered and purged as before, and new ones go to chunks beside it.
+func TestUpgradeTo0016(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	require.NoError(t, err)
+	data := []byte("%PDF-1.4 written at 0015")
+	old := time.Now().Add(-48 * time.Hour)
+	mk := func(id string) *store.Report {
+		return &store.Report{Domain: "acme", ID: id, AppointmentID: "A-" + id, Resource: []byte(`{}`), Submission: []byte(`{}`),
+			CreatedAt: old, Artifacts: []store.Artifact{{FileName: "a.pdf", ContentType: "application/pdf", Data: data, BinaryID: "dra-" + id}}}
+	}
+	require.NoError(t, s.CreateReport(ctx, mk("before")))
+	require.NoError(t, s.Close())
+
+	// Back to 0015's layout, the row as 0015 wrote it (bytes in data).
+	db, err := pgxpool.New(ctx, dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Exec(ctx, `UPDATE report_artifacts SET data = $1`, data)
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `DROP TABLE report_artifact_chunks; ALTER TABLE report_artifacts DROP COLUMN chunks;
+		DELETE FROM schema_migrations WHERE version = 16`)
+	require.NoError(t, err)
+
+	s, err = postgres.Open(ctx, dsn)
+	require.NoError(t, err, "0016 applies over 0015")
+	defer s.Close()
+	a, err := s.ReportArtifact(ctx, "acme", "before", 1, 0)
+	require.NoError(t, err)
+	assert.Equal(t, data, a.Data)
+	b, err := s.ArtifactBinary(ctx, "acme", "dra-before")
+	require.NoError(t, err)
+	assert.Equal(t, data, b.Artifact.Data)
+	require.NoError(t, s.CreateReport(ctx, mk("after")))
+	var inRow []byte
+	require.NoError(t, db.QueryRow(ctx, `SELECT data FROM report_artifacts WHERE report_id = 'after'`).Scan(&inRow))
+	assert.Nil(t, inRow, "new bytes go to chunks")
+
+	for range 2 {
+		job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())
+		require.NoError(t, err)
+		assert.Equal(t, data, job.Artifacts[0].Data, job.ID)
+		require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", job.ID, 1, "guid-"+job.ID, time.Now()))
+	}
+	n, err := s.PurgeBefore(ctx, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	var left int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM report_artifacts WHERE data IS NOT NULL OR chunks IS NOT NULL`).Scan(&left))
+	assert.Zero(t, left)
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM report_artifact_chunks`).Scan(&left))
+	assert.Zero(t, left)
 }

@@ -56,13 +56,7 @@ func TestOpenErrors(t *testing.T) {
 // others.
 func TestJTICleanup(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.DSN(t)
-	s, err := postgres.Open(ctx, dsn)
-	require.NoError(t, err)
-	defer s.Close()
-	db, err := pgxpool.New(ctx, dsn)
-	require.NoError(t, err)
-	defer db.Close()
+	s, db := openWithPool(t)
 	count := func(where string) int {
 		t.Helper()
 		var n int

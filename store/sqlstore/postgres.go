@@ -147,68 +147,148 @@ func (postgresDialect) lockEvents(ctx context.Context, tx *tx) error {
 	return err
 }
 
-// insertArtifacts writes the artifacts of a version with one binary COPY,
-// each one's bytes streamed through a pipe in 64 KiB messages: as a bytea
+// insertArtifacts writes the artifacts of a version with two binary
+// COPYs: their rows, then their bytes as rows of report_artifact_chunks
+// (migration 0016), streamed through a pipe in 64 KiB messages. As a bytea
 // parameter, the driver would copy the 2 MiB of a report's PDF twice (the
 // encoded parameter, then the Bind message), tripling the memory a report
-// costs while it is accepted. The binary format, unlike the text one,
-// costs the server no hex to parse. COPY is pgx's, below database/sql: it
-// runs on the transaction's own connection, inside the transaction.
+// costs while it is accepted; the binary format, unlike the text one,
+// costs the server no hex to parse; and COPY inserts the chunks in
+// batches, WAL records included. COPY is pgx's, below database/sql: it runs
+// on the transaction's own connection, inside the transaction.
 func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, _ []string) error {
 	return tx.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
 		}
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(writeArtifactRows(pw, r)) }()
-		_, err := c.Conn().PgConn().CopyFrom(ctx, pr, `COPY report_artifacts
-			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, data) FROM STDIN (FORMAT binary)`)
-		pr.Close() // a writer still at work stops
-		return err
+		if err := copyIn(ctx, c, `COPY report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, chunks) FROM STDIN (FORMAT binary)`,
+			func(w *copyWriter) { writeArtifactRows(w, r) }); err != nil {
+			return err
+		}
+		return copyIn(ctx, c, `COPY report_artifact_chunks (domain, report_id, version, idx, seq, data) FROM STDIN (FORMAT binary)`,
+			func(w *copyWriter) { writeChunkRows(w, r) })
 	})
 }
 
-// writeArtifactRows writes r's artifacts in COPY's binary format
-// (PostgreSQL docs, COPY, "Binary Format"): a signature, then per row the
-// field count and each field as a length and its bytes in the column
-// type's binary form; -1 after the last row.
-func writeArtifactRows(w io.Writer, r *store.Report) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.WriteString("PGCOPY\n\xff\r\n\x00")
-	be := func(n int, v uint64) {
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], v)
-		bw.Write(b[8-n:])
+// chunkSize is how many bytes of an artifact one report_artifact_chunks
+// row holds: as many as fit, with the row's key, in one heap tuple of a
+// PostgreSQL page (at most 8,160 bytes), since the column is STORAGE
+// PLAIN. The key's text columns are bounded by the primary keys' B-tree
+// entries (2,700 bytes), so there is always room for thousands.
+func chunkSize(r *store.Report) int { return 8000 - len(r.Domain) - len(r.ID) }
+
+// chunkCount is how many rows writeChunkRows writes for a's bytes; a
+// row per started chunk, none for an artifact without bytes (the purge's
+// NULL), one empty row for empty bytes, so that they read back empty, not
+// absent.
+func chunkCount(r *store.Report, a *store.Artifact) int {
+	if a.Data == nil {
+		return 0
 	}
-	be(4, 0) // flags
-	be(4, 0) // header extension length
-	field := func(b []byte) {
-		if b == nil {
-			be(4, math.MaxUint32) // -1: NULL
-			return
+	return max(1, (len(a.Data)+chunkSize(r)-1)/chunkSize(r))
+}
+
+// copyIn runs one COPY FROM STDIN in binary format, its rows written by
+// rows into a pipe that the driver reads from as the server takes them.
+func copyIn(ctx context.Context, c *stdlib.Conn, sql string, rows func(*copyWriter)) error {
+	pr, pw := io.Pipe()
+	go func() {
+		w := &copyWriter{bw: bufio.NewWriterSize(pw, 64<<10)}
+		w.bw.WriteString("PGCOPY\n\xff\r\n\x00")
+		w.be(4, 0) // flags
+		w.be(4, 0) // header extension length
+		rows(w)
+		w.be(2, math.MaxUint16) // -1: end
+		pw.CloseWithError(w.bw.Flush())
+	}()
+	_, err := c.Conn().PgConn().CopyFrom(ctx, pr, sql)
+	pr.Close() // a writer still at work stops
+	return err
+}
+
+// copyWriter writes COPY's binary format (PostgreSQL docs, COPY, "Binary
+// Format"): a signature, then per row the field count and each field as a
+// length and its bytes in the column type's binary form; -1 after the last
+// row. Errors stick in bw and come out of its Flush.
+type copyWriter struct {
+	bw *bufio.Writer
+	// b is be's scratch: a local array would escape (bufio may hand
+	// the slice to the pipe), an allocation per number written.
+	b [8]byte
+}
+
+func (w *copyWriter) be(n int, v uint64) {
+	binary.BigEndian.PutUint64(w.b[:], v)
+	w.bw.Write(w.b[8-n:])
+}
+
+// field writes a bytea or text field; nil is NULL.
+func (w *copyWriter) field(b []byte) {
+	if b == nil {
+		w.be(4, math.MaxUint32) // -1: NULL
+		return
+	}
+	w.be(4, uint64(len(b)))
+	w.bw.Write(b)
+}
+
+func (w *copyWriter) int4(v int) {
+	w.be(4, 4)
+	w.be(4, uint64(uint32(int32(v))))
+}
+
+// writeArtifactRows writes the report_artifacts rows of r's artifacts,
+// their bytes left to writeChunkRows.
+func writeArtifactRows(w *copyWriter, r *store.Report) {
+	for i := range r.Artifacts {
+		a := &r.Artifacts[i]
+		w.be(2, 10)
+		w.field([]byte(r.Domain))
+		w.field([]byte(r.ID))
+		w.int4(r.Version)
+		w.int4(a.Index)
+		w.field([]byte(a.FileName))
+		w.field([]byte(a.ContentType))
+		w.be(4, 8)
+		w.be(8, uint64(a.Size))
+		w.field([]byte(a.SHA256))
+		w.field([]byte(a.BinaryID))
+		if n := chunkCount(r, a); n > 0 {
+			w.int4(n)
+		} else {
+			w.field(nil)
 		}
-		be(4, uint64(len(b)))
-		bw.Write(b)
 	}
-	for _, a := range r.Artifacts {
-		be(2, 10)
-		field([]byte(r.Domain))
-		field([]byte(r.ID))
-		be(4, 4)
-		be(4, uint64(uint32(int32(r.Version))))
-		be(4, 4)
-		be(4, uint64(uint32(int32(a.Index))))
-		field([]byte(a.FileName))
-		field([]byte(a.ContentType))
-		be(4, 8)
-		be(8, uint64(a.Size))
-		field([]byte(a.SHA256))
-		field([]byte(a.BinaryID))
-		field(a.Data)
+}
+
+// writeChunkRows writes the report_artifact_chunks rows of r's artifacts.
+func writeChunkRows(w *copyWriter, r *store.Report) {
+	size := chunkSize(r)
+	domain, id := []byte(r.Domain), []byte(r.ID) // once, not per chunk
+	for i := range r.Artifacts {
+		a := &r.Artifacts[i]
+		for seq := range chunkCount(r, a) {
+			w.be(2, 6)
+			w.field(domain)
+			w.field(id)
+			w.int4(r.Version)
+			w.int4(a.Index)
+			w.int4(seq)
+			w.field(a.Data[seq*size : min(len(a.Data), (seq+1)*size)])
+		}
 	}
-	be(2, math.MaxUint16) // -1: end
-	return bw.Flush()
+}
+
+// artifactBytes reassembles an artifact's chunks (0016) in the query that
+// reads its row, or reads data for rows written before. A row whose chunks
+// are not all there reads as empty bytes, which scanArtifacts refuses by
+// their size, never as an artifact without bytes.
+func (postgresDialect) artifactBytes() string {
+	return `CASE WHEN a.chunks IS NULL THEN a.data ELSE COALESCE((SELECT string_agg(c.data, ''::bytea ORDER BY c.seq)
+		FROM report_artifact_chunks c
+		WHERE c.domain = a.domain AND c.report_id = a.report_id AND c.version = a.version AND c.idx = a.idx), ''::bytea) END`
 }
 
 // auditStaging: none; the patient rows go into audit_patients' index

@@ -30,13 +30,14 @@ const queueJoin = ` LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.app
 // noArtifactData.
 const artifactCols = `a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at`
 
-// artifactData are an artifact's bytes: in the row, or in the file it
-// names (SQLite since migration 0012, artifactfiles.go); noArtifactData
-// stands for them when the caller wants metadata only.
-const (
-	artifactData   = `a.data, a.data_file`
-	noArtifactData = `NULL, NULL`
-)
+// artifactData are an artifact's bytes: in the row, in the file it names
+// (SQLite since migration 0012, artifactfiles.go) or in its chunks
+// (PostgreSQL since 0016, dialect.artifactBytes), and the number of those
+// chunks; noArtifactData stands for them when the caller wants metadata
+// only.
+func artifactData(d dialect) string { return d.artifactBytes() + `, a.data_file, a.chunks` }
+
+const noArtifactData = `NULL, NULL, NULL`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -237,7 +238,7 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 	}
 	data := noArtifactData
 	if withData {
-		data = artifactData
+		data = artifactData(q.d)
 	}
 	rows, err := q.query(ctx, `SELECT `+artifactCols+`, `+data+`
 		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? ORDER BY a.idx`, domain, id, version)
@@ -258,9 +259,13 @@ func scanArtifacts(rows *sql.Rows, files *artifactFiles, add func(reportID strin
 			reportID string
 			version  int
 			file     sql.NullString
+			chunks   sql.NullInt64
 		)
 		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
-			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file); err != nil {
+			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &chunks); err != nil {
+			return err
+		}
+		if err := checkChunked(chunks, &a); err != nil {
 			return err
 		}
 		if err := loadArtifactFile(files, file, &a); err != nil {
@@ -269,6 +274,18 @@ func scanArtifacts(rows *sql.Rows, files *artifactFiles, add func(reportID strin
 		add(reportID, version, a)
 	}
 	return rows.Err()
+}
+
+// checkChunked refuses the bytes of an artifact stored in chunks (0016)
+// unless they are as long as its row says: a chunk missing is an error,
+// never an artifact served or delivered short (as a file missing or cut
+// is, artifactFileError).
+func checkChunked(chunks sql.NullInt64, a *store.Artifact) error {
+	if !chunks.Valid || a.Data == nil || int64(len(a.Data)) == a.Size {
+		return nil
+	}
+	return &artifactFileError{index: a.Index, permanent: true,
+		err: fmt.Errorf("artifact %d: its chunks hold %d bytes, its row says %d", a.Index, len(a.Data), a.Size)}
 }
 
 // loadArtifactFile reads an artifact's bytes from the file its row names,
@@ -291,7 +308,7 @@ func loadArtifactFile(files *artifactFiles, file sql.NullString, a *store.Artifa
 // ReportArtifact returns one artifact with its bytes. See store.Reports.
 func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
 	defer s.wrap(&err, "ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
-	rows, err := s.reader().query(ctx, `SELECT `+artifactCols+`, `+artifactData+`
+	rows, err := s.reader().query(ctx, `SELECT `+artifactCols+`, `+artifactData(s.d)+`
 		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? AND a.idx = ?`, domain, id, version, index)
 	if err != nil {
 		return nil, err
@@ -449,15 +466,18 @@ func (s *Store) ArtifactBinary(ctx context.Context, domain, binaryID string) (_ 
 func (s *Store) artifactBinary(ctx context.Context, domain, binaryID string) (*store.ReportBinary, sql.NullString, error) {
 	b := &store.ReportBinary{Domain: domain}
 	a := &b.Artifact
-	var file sql.NullString
-	err := s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData+`,
+	var (
+		file   sql.NullString
+		chunks sql.NullInt64
+	)
+	err := s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData(s.d)+`,
 			v.patient_ref, v.created_at, v.purged
 		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
 		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID).
 		Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
-			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
+			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &chunks, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
 	if err != nil {
 		return nil, file, notFound(err, "binary")
 	}
-	return b, file, nil
+	return b, file, checkChunked(chunks, a)
 }

@@ -156,7 +156,11 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 			if err := rows.Close(); err != nil {
 				return err
 			}
-			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL, data_file = NULL
+			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL, data_file = NULL, chunks = NULL
+				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
+				return err
+			}
+			if _, err := tx.exec(ctx, `DELETE FROM report_artifact_chunks
 				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
 				return err
 			}

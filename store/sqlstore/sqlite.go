@@ -177,6 +177,10 @@ func (*sqliteDialect) versionTable() string {
 func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
 func (d *sqliteDialect) artifactFiles() *artifactFiles { return d.files }
 
+// artifactBytes: rows written before 0012 hold their bytes; later ones name
+// a file (report_artifact_chunks stays empty here).
+func (d *sqliteDialect) artifactBytes() string { return `a.data` }
+
 // insertArtifacts writes each artifact's row naming the file that holds
 // its bytes (migration 0012; writeVersion wrote the files).
 func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error {
