@@ -73,7 +73,7 @@ func openWithPool(t *testing.T) (*sqlstore.Store, *pgxpool.Pool) {
 	return s, db
 }
 
-// TestArtifactChunks: since migration 0016 an artifact's bytes are rows of
+// TestArtifactChunks: since migration 0015 an artifact's bytes are rows of
 // report_artifact_chunks, none in report_artifacts.data; the purge deletes
 // them; a chunk missing makes the artifact an error, never bytes cut short,
 // and a claim fails its version rather than deliver it.
@@ -129,15 +129,15 @@ func TestArtifactChunks(t *testing.T) {
 	assert.Zero(t, rows, "the purge deletes the chunks")
 }
 
-// TestUpgradeTo0016: a schema at 0015 holds an artifact's bytes in
-// report_artifacts.data; after 0016 that artifact still reads, is
+// TestUpgradeTo0015: a schema at 0014 holds an artifact's bytes in
+// report_artifacts.data; after 0015 that artifact still reads, is
 // delivered and purged as before, and new ones go to chunks beside it.
-func TestUpgradeTo0016(t *testing.T) {
+func TestUpgradeTo0015(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	s, err := postgres.Open(ctx, dsn)
 	require.NoError(t, err)
-	data := []byte("%PDF-1.4 written at 0015")
+	data := []byte("%PDF-1.4 written at 0014")
 	old := time.Now().Add(-48 * time.Hour)
 	mk := func(id string) *store.Report {
 		return &store.Report{Domain: "acme", ID: id, AppointmentID: "A-" + id, Resource: []byte(`{}`), Submission: []byte(`{}`),
@@ -146,18 +146,18 @@ func TestUpgradeTo0016(t *testing.T) {
 	require.NoError(t, s.CreateReport(ctx, mk("before")))
 	require.NoError(t, s.Close())
 
-	// Back to 0015's layout, the row as 0015 wrote it (bytes in data).
+	// Back to 0014's layout, the row as 0014 wrote it (bytes in data).
 	db, err := pgxpool.New(ctx, dsn)
 	require.NoError(t, err)
 	defer db.Close()
 	_, err = db.Exec(ctx, `UPDATE report_artifacts SET data = $1`, data)
 	require.NoError(t, err)
 	_, err = db.Exec(ctx, `DROP TABLE report_artifact_chunks; ALTER TABLE report_artifacts DROP COLUMN chunks;
-		DELETE FROM schema_migrations WHERE version = 16`)
+		DELETE FROM schema_migrations WHERE version = 15`)
 	require.NoError(t, err)
 
 	s, err = postgres.Open(ctx, dsn)
-	require.NoError(t, err, "0016 applies over 0015")
+	require.NoError(t, err, "0015 applies over 0014")
 	defer s.Close()
 	a, err := s.ReportArtifact(ctx, "acme", "before", 1, 0)
 	require.NoError(t, err)

@@ -57,7 +57,7 @@ type dialect interface {
 	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error
 	// artifactBytes is the SQL expression of an artifact's bytes (alias
 	// a, report_artifacts) where the row holds or names them: data, or
-	// its chunks reassembled (PostgreSQL, migration 0016).
+	// its chunks reassembled (PostgreSQL, migration 0015).
 	artifactBytes() string
 	// insertAudits writes a checked batch of audit records and their
 	// patient rows (auditStaging().table()), skipping records whose

@@ -149,7 +149,7 @@ func (postgresDialect) lockEvents(ctx context.Context, tx *tx) error {
 
 // insertArtifacts writes the artifacts of a version with two binary
 // COPYs: their rows, then their bytes as rows of report_artifact_chunks
-// (migration 0016), streamed through a pipe in 64 KiB messages. As a bytea
+// (migration 0015), streamed through a pipe in 64 KiB messages. As a bytea
 // parameter, the driver would copy the 2 MiB of a report's PDF twice (the
 // encoded parameter, then the Bind message), tripling the memory a report
 // costs while it is accepted; the binary format, unlike the text one,
@@ -281,7 +281,7 @@ func writeChunkRows(w *copyWriter, r *store.Report) {
 	}
 }
 
-// artifactBytes reassembles an artifact's chunks (0016) in the query that
+// artifactBytes reassembles an artifact's chunks (0015) in the query that
 // reads its row, or reads data for rows written before. A row whose chunks
 // are not all there reads as empty bytes, which scanArtifacts refuses by
 // their size, never as an artifact without bytes.

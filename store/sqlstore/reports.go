@@ -32,7 +32,7 @@ const artifactCols = `a.report_id, a.version, a.idx, a.file_name, a.content_type
 
 // artifactData are an artifact's bytes: in the row, in the file it names
 // (SQLite since migration 0012, artifactfiles.go) or in its chunks
-// (PostgreSQL since 0016, dialect.artifactBytes), and the number of those
+// (PostgreSQL since 0015, dialect.artifactBytes), and the number of those
 // chunks; noArtifactData stands for them when the caller wants metadata
 // only.
 func artifactData(d dialect) string { return d.artifactBytes() + `, a.data_file, a.chunks` }
@@ -276,7 +276,7 @@ func scanArtifacts(rows *sql.Rows, files *artifactFiles, add func(reportID strin
 	return rows.Err()
 }
 
-// checkChunked refuses the bytes of an artifact stored in chunks (0016)
+// checkChunked refuses the bytes of an artifact stored in chunks (0015)
 // unless they are as long as its row says: a chunk missing is an error,
 // never an artifact served or delivered short (as a file missing or cut
 // is, artifactFileError).

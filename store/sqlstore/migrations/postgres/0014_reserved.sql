@@ -1,3 +1,3 @@
--- Placeholder: number 0014 belongs to a migration of another branch, written at the
--- same time as 0016. Delete this file when that branch is merged.
+-- Placeholder: number 0014 belongs to the comment watch's migration, written at the
+-- same time on another branch. Replaced when that branch is merged.
 SELECT 1;

@@ -1,4 +1,4 @@
--- PostgreSQL's 0016 moves artifact bytes into report_artifact_chunks. On
+-- PostgreSQL's 0015 moves artifact bytes into report_artifact_chunks. On
 -- SQLite they stay in files beside the database (0012): the table and the
 -- column exist so that both engines share their queries (the purge), and
 -- stay empty.
