@@ -371,6 +371,21 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 	srv := server.New(cfg)
 	sender.Resolve = srv.NotificationFocus(sender.Base)
 	go func() { defer wg.Done(); sender.Run(wctx) }()
+	if bg.ready != nil {
+		go func() {
+			if syncer != nil {
+				rctx, cancel := context.WithTimeout(wctx, readyWait)
+				for _, d := range bg.domains {
+					if _, err := syncer.Ready(rctx, d); err != nil {
+						log.Warn("worklist index: the first walk is not done yet", "domain", d, "error", err.Error())
+						break
+					}
+				}
+				cancel()
+			}
+			bg.ready()
+		}()
+	}
 	err := serveHTTP(ctx, ln, srv, bg.tls, log)
 	// The HTTP server has drained: no request can queue an audit record
 	// any more, and the store is still open for the last batch.
@@ -406,7 +421,15 @@ type background struct {
 	// BRIDGE_SUBSCRIPTION_ALLOW_NETS and _ERROR_AFTER.
 	subscriptionNets       []netip.Prefix
 	subscriptionErrorAfter time.Duration
+	// ready, when set, is called once the HTTP server is up and the
+	// first walk of each of domains has finished (at once without the
+	// index; after readyWait at most): the demo's banner.
+	ready func()
 }
+
+// readyWait bounds how long bg.ready waits for first walks: past it the
+// searches wait for their walk themselves (or answer 503).
+const readyWait = 2 * time.Minute
 
 func backgroundOptions(opts *options) (background, error) {
 	keep, err := retention.ParseDuration(opts.get("retention"))
@@ -589,7 +612,13 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 			example = id
 		}
 	}
-	fmt.Fprintf(m.Stdout, `qubs-fhir-bridge demo: FHIR R4 over a seeded QUBS simulator (synthetic patients only)
+	// The banner waits for the first walk of every seeded domain, so that
+	// a newcomer's first search is answered from the index, never with
+	// "being built" (a walk of the seed takes seconds; longer on a busy
+	// machine).
+	bg.domains = sim.Domains()
+	bg.ready = func() {
+		fmt.Fprintf(m.Stdout, `qubs-fhir-bridge demo: FHIR R4 over a seeded QUBS simulator (synthetic patients only)
 
   FHIR base:       %[1]s
   other domains:   %[2]s
@@ -612,11 +641,12 @@ event. Subscribe an endpoint of your own (docs/subscriptions.md):
 
 Ctrl-C stops it.
 `, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example, metricsLine(tel.url()),
-		hook.url, subs.TopicURLs[0], subs.ExtFilterCriteria, subs.ExtPayloadContent)
+			hook.url, subs.TopicURLs[0], subs.ExtFilterCriteria, subs.ExtPayloadContent)
+		m.MetricsURL = tel.url()
+		close(m.Ready)
+		go subscribeDemoHook(ctx, m.BridgeURL+"/fhir/"+sim.Domains()[0], hook.url, log)
+	}
 	tel.serve(log)
-	m.MetricsURL = tel.url()
-	close(m.Ready)
-	go subscribeDemoHook(ctx, m.BridgeURL+"/fhir/"+sim.Domains()[0], hook.url, log)
 	return serveWithDelivery(ctx, ln, cfg, st, client, bg, log)
 }
 
