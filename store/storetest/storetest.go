@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WorklistSync", testWorklistSync},
 		{"WorklistLease", testWorklistLease},
 		{"WorklistSearch", testWorklistSearch},
+		{"CommentWatch", testCommentWatch},
 		{"SubscriptionLifecycle", testSubscriptionLifecycle},
 		{"SubscriptionFailure", testSubscriptionFailure},
 		{"SubscriptionDeliveryEvents", testSubscriptionDeliveryEvents},
@@ -118,6 +119,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ReplicasAudit", testReplicasAudit},
 		{"ReplicasEvents", testReplicasEvents},
 		{"ReplicasWorklistLease", testReplicasWorklistLease},
+		{"ReplicasComments", testReplicasComments},
 		{"ReplicasDispatch", testReplicasDispatch},
 	}
 	for _, tt := range tests {
