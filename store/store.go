@@ -866,8 +866,9 @@ type CommentWatch interface {
 	// was never seen in the domain (EventCreated) or its Modified is
 	// later than seen (EventChanged), and either the study was polled
 	// since the watch began, or it arrived on the index since then, or
-	// Modified is since then: the first poll of a study that was there
-	// before the watch records what it has without telling it.
+	// Modified is since then (less a minute, for QUBS's clock and its
+	// whole seconds): the first poll of a study that was there before the
+	// watch records what it had without telling it.
 	// With owner set, owner must hold the lease (renewed to now+lease)
 	// and the study's poll is recorded; an empty owner is the bridge
 	// telling of a comment it created itself: news unless seen, with no

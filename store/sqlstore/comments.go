@@ -219,8 +219,15 @@ func (s *Store) commentBaseline(ctx context.Context, t *tx, domain, appointmentI
 	if polled != nil && !polled.Before(began) || arrived != nil && !arrived.Before(began) {
 		return func(time.Time) bool { return true }, nil
 	}
-	return func(m time.Time) bool { return !m.IsZero() && !m.Before(began) }, nil
+	since := began.Add(-commentClockMargin)
+	return func(m time.Time) bool { return !m.IsZero() && !m.Before(since) }, nil
 }
+
+// commentClockMargin widens "modified since the watch began" on a first
+// poll: QUBS's times are its clock's, in whole seconds, and a comment
+// added as the watch began must not fall on the wrong side of it.
+// Telling a comment a minute old as news costs less than losing one.
+const commentClockMargin = time.Minute
 
 // EndCommentWatch forgets the study's polls.
 func (s *Store) EndCommentWatch(ctx context.Context, domain, appointmentID string) (err error) {

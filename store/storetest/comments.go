@@ -75,15 +75,15 @@ func testCommentWatch(t *testing.T, s store.Store) {
 
 	// The first poll of A001: c1 predates the watch, c2 does not.
 	t1 := t0.Add(time.Minute)
-	_, err = s.RecordComments(ctx, "acme", "w1", time.Minute, "A001", []store.PolledComment{polled("A001", "c1", base)}, t1)
+	_, err = s.RecordComments(ctx, "acme", "w1", time.Minute, "A001", []store.PolledComment{polled("A001", "c1", base.Add(-time.Hour))}, t1)
 	assert.ErrorIs(t, err, store.ErrConflict, "a watcher without the lease records nothing")
-	assert.Equal(t, 1, recordPoll(t, s, "w2", "A001", t1, polled("A001", "c1", base), polled("A001", "c2", t0.Add(30*time.Second))))
+	assert.Equal(t, 1, recordPoll(t, s, "w2", "A001", t1, polled("A001", "c1", base.Add(-time.Hour)), polled("A001", "c2", t0.Add(30*time.Second))))
 	assert.Equal(t, []string{"created:A001.c2"}, commentEvents(t, s, 0))
-	assert.Zero(t, recordPoll(t, s, "w2", "A001", t1.Add(time.Second), polled("A001", "c1", base), polled("A001", "c2", t0.Add(30*time.Second))),
+	assert.Zero(t, recordPoll(t, s, "w2", "A001", t1.Add(time.Second), polled("A001", "c1", base.Add(-time.Hour)), polled("A001", "c2", t0.Add(30*time.Second))),
 		"polled again: nothing new, nothing repeated")
 	// Polled since the watch began: an edit and a new comment are news,
 	// whatever their times.
-	assert.Equal(t, 2, recordPoll(t, s, "w2", "A001", t1.Add(2*time.Second), polled("A001", "c1", base.Add(time.Second)), polled("A001", "c3", time.Time{})))
+	assert.Equal(t, 2, recordPoll(t, s, "w2", "A001", t1.Add(2*time.Second), polled("A001", "c1", base), polled("A001", "c3", time.Time{})))
 
 	// The bridge created c4 on A002 and told it; the watch's first poll
 	// of A002 finds it seen, and p1 (the patient's, seen through A001
