@@ -225,3 +225,37 @@ func TestCommentWatchNamedStudies(t *testing.T) {
 	res := r.cycle(t, r.watch("test-watch"))
 	assert.Equal(t, 1, res.Calls, "only the study a subscriber can match")
 }
+
+// TestCommentWatchRuns: the watch as serve runs it (its loop per domain,
+// paced by the rate): a comment added through the simulator's admin API
+// reaches the subscriber, and stopping the watch gives its lease up at
+// once.
+func TestCommentWatchRuns(t *testing.T) {
+	t.Parallel()
+	r := newCommentRig(t, withStore)
+	rcv := newReceiver(t)
+	r.subscribe(t, subscriptionJSON(store.EventTopicComments, rcv.srv.URL, store.PayloadIDOnly, nil, nil))
+	eventually(t, "the handshake", func() bool { return rcv.count() == 1 })
+	w := r.watch("serve-watch")
+	w.Rate, w.Idle = 100, 20*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Once the first round is done, a comment added now is news.
+	eventually(t, "a first round", func() bool { return commentCalls(r.sim) >= len(r.sim.PendingIDs(r.domain)) })
+	body := `{"domain":"` + r.domain + `","appointmentId":"` + r.sim.PendingIDs(r.domain)[5] + `","commentText":"Interpreter needed ` + phiMarker + `"}`
+	res, err := http.Post(r.sim.URL+"/_sim/comments", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusCreated, res.StatusCode)
+	eventually(t, "the comment told", func() bool { return rcv.count() == 2 })
+	assert.Equal(t, seq(1), eventNumbers(rcv.notes(t)))
+
+	cancel()
+	<-done
+	_, ok, err := r.st.TakeCommentLease(context.Background(), r.domain, "another-replica", time.Minute, time.Now())
+	require.NoError(t, err)
+	assert.True(t, ok, "a stopped watch gives its lease up")
+}

@@ -168,7 +168,10 @@ func (w *CommentWatch) loop(ctx context.Context, domain string) {
 		case res.Calls == 0:
 			backoff, wait = 0, w.idle()
 		default:
-			backoff, wait = 0, 0
+			// The batch waited between its calls; this is the wait after
+			// its last, so that a worklist smaller than a batch is not
+			// polled faster than the rate.
+			backoff, wait = 0, every
 			if res.Events > 0 {
 				w.log().Debug("comments told", "domain", domain, "events", res.Events, "qubs_calls", res.Calls)
 			}

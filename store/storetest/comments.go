@@ -75,8 +75,9 @@ func testCommentWatch(t *testing.T, s store.Store) {
 
 	// The first poll of A001: c1 predates the watch, c2 does not.
 	t1 := t0.Add(time.Minute)
-	_, err = s.RecordComments(ctx, "acme", "w1", time.Minute, "A001", []store.PolledComment{polled("A001", "c1", base.Add(-time.Hour))}, t1)
+	_, err = s.RecordComments(ctx, "acme", "w1", time.Minute, "A001", []store.PolledComment{polled("A001", "c2", t0.Add(30*time.Second))}, t1)
 	assert.ErrorIs(t, err, store.ErrConflict, "a watcher without the lease records nothing")
+	assert.Empty(t, commentEvents(t, s, 0))
 	assert.Equal(t, 1, recordPoll(t, s, "w2", "A001", t1, polled("A001", "c1", base.Add(-time.Hour)), polled("A001", "c2", t0.Add(30*time.Second))))
 	assert.Equal(t, []string{"created:A001.c2"}, commentEvents(t, s, 0))
 	assert.Zero(t, recordPoll(t, s, "w2", "A001", t1.Add(time.Second), polled("A001", "c1", base.Add(-time.Hour)), polled("A001", "c2", t0.Add(30*time.Second))),
