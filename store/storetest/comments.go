@@ -19,19 +19,10 @@ func polled(appt, guid string, modified time.Time) store.PolledComment {
 		FocusID: appt + "." + guid, AppointmentID: appt, Resource: []byte(`{"resourceType":"Communication"}`)}}
 }
 
-// commentEvents are the comments-topic events after seq after, as
-// "kind:focus".
+// commentEvents are the comments-topic events after seq after.
 func commentEvents(t *testing.T, s store.Store, after int64) []string {
 	t.Helper()
-	evs, err := s.EventsAfter(ctxT(t), after, 1000)
-	require.NoError(t, err)
-	var out []string
-	for _, e := range evs {
-		if e.Topic == store.EventTopicComments {
-			out = append(out, e.Kind+":"+e.FocusID)
-		}
-	}
-	return out
+	return topicEvents(t, s, store.EventTopicComments, after)
 }
 
 func recordPoll(t *testing.T, s store.Store, owner, appt string, now time.Time, cs ...store.PolledComment) int {
