@@ -237,7 +237,7 @@ func TestCommentWatchRuns(t *testing.T) {
 	r.subscribe(t, subscriptionJSON(store.EventTopicComments, rcv.srv.URL, store.PayloadIDOnly, nil, nil))
 	eventually(t, "the handshake", func() bool { return rcv.count() == 1 })
 	w := r.watch("serve-watch")
-	w.Rate, w.Idle = 100, 20*time.Millisecond
+	w.Rate, w.Idle, w.MinRound = 100, 20*time.Millisecond, 100*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()

@@ -847,12 +847,14 @@ type CommentWatch interface {
 	// TakeCommentLease makes owner the domain's comment watcher until
 	// now+lease when nobody else holds an unexpired lease, and reports
 	// whether it did and when the domain's watch began: now, when no
-	// watcher was active within lease (the first watch, or one resumed
-	// after a pause), else the time kept.
+	// watcher was active within ten leases (the first watch, or one
+	// resumed after a pause: not a QUBS outage's backoff nor a
+	// hand-over), else the time kept.
 	// Errors: ErrInvalid for an empty domain or owner, lease <= 0.
 	TakeCommentLease(ctx context.Context, domain, owner string, lease time.Duration, now time.Time) (began time.Time, ok bool, err error)
 	// ReleaseCommentLease gives owner's lease up (a no-op when it holds
-	// none); the watch's beginning is kept for a successor within lease.
+	// none); the watch's beginning is kept for a successor within ten
+	// leases.
 	ReleaseCommentLease(ctx context.Context, domain, owner string) error
 	// CommentStudies returns up to limit studies on the domain's index
 	// (not left), restricted to the ServiceRequest ids only when only is

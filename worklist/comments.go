@@ -54,6 +54,10 @@ type CommentWatch struct {
 	// Idle is how often a domain without a comments subscription, or
 	// whose watch another replica holds, looks again (2 s when 0).
 	Idle time.Duration
+	// MinRound is the shortest time in which the watch goes round a
+	// worklist smaller than a batch (10 s when 0): a handful of studies
+	// need not be listed several times a second.
+	MinRound time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
@@ -63,8 +67,8 @@ type CommentWatch struct {
 }
 
 // commentLease is how long a watcher's lease lasts without a poll: a
-// replica that died is replaced within it, and a watch idle for longer
-// begins anew (docs/subscriptions.md).
+// replica that died is replaced within it, and a watch idle for ten
+// times longer begins anew (docs/subscriptions.md).
 const commentLease = 30 * time.Second
 
 // maxCommentBackoff bounds the wait after QUBS errors.
@@ -119,6 +123,13 @@ func (w *CommentWatch) Run(ctx context.Context) {
 	}
 }
 
+func (w *CommentWatch) minRound() time.Duration {
+	if w.MinRound > 0 {
+		return w.MinRound
+	}
+	return 10 * time.Second
+}
+
 func (w *CommentWatch) idle() time.Duration {
 	if w.Idle > 0 {
 		return w.Idle
@@ -151,6 +162,7 @@ func (w *CommentWatch) loop(ctx context.Context, domain string) {
 			return
 		case <-time.After(wait):
 		}
+		begin := time.Now()
 		res, err := w.PollOnce(ctx, domain, every)
 		if held && !res.Held && err == nil {
 			// The last comments subscription went: another replica may
@@ -172,6 +184,10 @@ func (w *CommentWatch) loop(ctx context.Context, domain string) {
 			// its last, so that a worklist smaller than a batch is not
 			// polled faster than the rate.
 			backoff, wait = 0, every
+			if res.Calls < w.commentBatch() {
+				// The batch went round the whole worklist.
+				wait = max(every, w.minRound()-time.Since(begin))
+			}
 			if res.Events > 0 {
 				w.log().Debug("comments told", "domain", domain, "events", res.Events, "qubs_calls", res.Calls)
 			}

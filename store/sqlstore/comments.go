@@ -12,7 +12,8 @@ import (
 
 // TakeCommentLease takes the domain's comment-watch lease with one
 // conditional UPDATE, as TakeWorklistLease does; the same statement
-// starts the watch anew when no watcher was active within lease.
+// starts the watch anew when no watcher was active within ten leases
+// (CommentPause).
 func (s *Store) TakeCommentLease(ctx context.Context, domain, owner string, lease time.Duration, now time.Time) (began time.Time, ok bool, err error) {
 	defer s.wrap(&err, "TakeCommentLease(%q)", domain)
 	if domain == "" || owner == "" || lease <= 0 {
@@ -26,7 +27,7 @@ func (s *Store) TakeCommentLease(ctx context.Context, domain, owner string, leas
 		res, err := t.exec(ctx, `UPDATE comment_watch SET owner = ?, lease_until = ?, active_at = ?,
 				began = CASE WHEN began IS NULL OR active_at IS NULL OR active_at < ? THEN ? ELSE began END
 			WHERE domain = ? AND (owner = ? OR owner = '' OR lease_until IS NULL OR lease_until <= ?)`,
-			owner, s.tm(now.Add(lease)), s.tm(now), s.tm(now.Add(-lease)), s.tm(now), domain, owner, s.tm(now))
+			owner, s.tm(now.Add(lease)), s.tm(now), s.tm(now.Add(-commentPause*lease)), s.tm(now), domain, owner, s.tm(now))
 		if err != nil {
 			return err
 		}
@@ -228,6 +229,13 @@ func (s *Store) commentBaseline(ctx context.Context, t *tx, domain, appointmentI
 // added as the watch began must not fall on the wrong side of it.
 // Telling a comment a minute old as news costs less than losing one.
 const commentClockMargin = time.Minute
+
+// commentPause is, in leases, how long a domain's watch may go without
+// a watcher and still be the same watch: long enough for a hand-over and
+// for the backoff of a QUBS outage (comments added meanwhile are news),
+// short of a pause with no comments subscription (what was added then is
+// the new baseline).
+const commentPause = 10
 
 // EndCommentWatch forgets the study's polls.
 func (s *Store) EndCommentWatch(ctx context.Context, domain, appointmentID string) (err error) {

@@ -5,7 +5,7 @@
 --
 -- Per domain: who watches it (a lease, as worklist_sync), when the current
 -- watch began (comments older than that are the baseline, not news) and
--- when a watcher was last active (a watch idle for longer than its lease
+-- when a watcher was last active (a watch idle for longer than ten leases
 -- begins anew).
 CREATE TABLE comment_watch (
     domain       TEXT PRIMARY KEY,
