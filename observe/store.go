@@ -49,6 +49,7 @@ var storeOps = []string{
 	"append_events", "events_after",
 	"take_worklist_lease", "release_worklist_lease", "apply_worklist", "finish_worklist_sync", "leave_worklist",
 	"worklist_sync_state", "search_worklist",
+	"take_comment_lease", "comment_studies", "record_comments",
 	"create_subscription", "subscription", "search_subscriptions", "delete_subscription", "notifications",
 	"dispatch_events", "claim_notifications", "settle_notifications", "subscription_stats",
 }
@@ -442,4 +443,25 @@ func (s *observedStore) SubscriptionStats(ctx context.Context) (*store.Subscript
 	st, err := s.Store.SubscriptionStats(ctx)
 	c.end(err)
 	return st, err
+}
+
+func (s *observedStore) TakeCommentLease(ctx context.Context, domain, owner string, lease time.Duration, now time.Time) (time.Time, bool, error) {
+	ctx, c := s.begin(ctx, "take_comment_lease")
+	began, ok, err := s.Store.TakeCommentLease(ctx, domain, owner, lease, now)
+	c.end(err)
+	return began, ok, err
+}
+
+func (s *observedStore) CommentStudies(ctx context.Context, domain string, began time.Time, only []string, limit int) ([]store.CommentStudy, error) {
+	ctx, c := s.begin(ctx, "comment_studies")
+	out, err := s.Store.CommentStudies(ctx, domain, began, only, limit)
+	c.end(err)
+	return out, err
+}
+
+func (s *observedStore) RecordComments(ctx context.Context, domain, owner string, lease time.Duration, appointmentID string, cs []store.PolledComment, now time.Time) (int, error) {
+	ctx, c := s.begin(ctx, "record_comments")
+	n, err := s.Store.RecordComments(ctx, domain, owner, lease, appointmentID, cs, now)
+	c.end(err)
+	return n, err
 }

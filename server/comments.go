@@ -253,7 +253,7 @@ func (s *Server) createCommunication(c *gin.Context) error {
 		return err
 	}
 	disclose(c, "Communication/"+id, patientRefOf(a))
-	s.commentEvent(c, in.AppointmentID, id, out)
+	s.commentEvent(c, in.AppointmentID, cm, id, out)
 	base := fhir.BaseURL(c.Request, s.cfg.PublicURL, domain)
 	s.respondWrite(c, http.StatusCreated, base+"/Communication/"+id, 0, timeOr(cm.LastModifiedDateTime), out, "comment created in QUBS")
 	return nil

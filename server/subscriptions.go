@@ -17,8 +17,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/subs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // Subscriptions (R4 Subscriptions Backport IG, topic-based, rest-hook):
@@ -545,15 +547,19 @@ func (s *Server) kickSubscriptions() {
 	}
 }
 
-// commentEvent appends the comments-topic event of a Communication the
-// bridge created in QUBS. QUBS accepted the comment already, so a failure
-// here is logged, not answered: the comment exists whatever the log says.
-func (s *Server) commentEvent(c *gin.Context, appointmentID, id string, resource []byte) {
-	if s.cfg.Store == nil {
+// commentEvent records, with its comments-topic event, a comment the
+// bridge created in QUBS, through the comment watch's memory: the watch
+// polling the study later finds it seen and tells nothing, and a replay
+// of the create (QUBS answers the same comment) appends nothing. QUBS
+// accepted the comment already, so a failure here is logged, not
+// answered: the comment exists whatever the log says.
+func (s *Server) commentEvent(c *gin.Context, appointmentID string, cm *qubs.Comment, id string, resource []byte) {
+	if s.cfg.Store == nil || cm.GUID == "" {
 		return
 	}
-	err := s.cfg.Store.AppendEvents(c.Request.Context(), &store.Event{Domain: domainOf(c), Topic: store.EventTopicComments,
-		Kind: store.EventCreated, FocusType: "Communication", FocusID: id, AppointmentID: appointmentID, Resource: resource})
+	ev := &store.Event{FocusType: "Communication", FocusID: id, AppointmentID: appointmentID, Resource: resource}
+	_, err := s.cfg.Store.RecordComments(c.Request.Context(), domainOf(c), "", 0, appointmentID,
+		[]store.PolledComment{{GUID: cm.GUID, Modified: worklist.CommentModified(*cm), Event: ev}}, time.Now())
 	if err != nil {
 		s.log.Error("recording a comment event", "err", err)
 	}

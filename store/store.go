@@ -37,6 +37,7 @@ type Store interface {
 	Replay
 	Events
 	Worklist
+	CommentWatch
 	Subscriptions
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -838,6 +839,76 @@ type Worklist interface {
 	// SearchWorklist runs q. Errors: ErrInvalid for an unknown field,
 	// operator or cursor.
 	SearchWorklist(ctx context.Context, q WorklistQuery) (*WorklistPage, error)
+}
+
+// PolledComment is one comment or alert as QUBS listed it, for
+// RecordComments: its ids and time, no text.
+type PolledComment struct {
+	GUID string
+	// Modified is its lastModifiedDateTime (else its commentDateTime;
+	// zero when QUBS gives neither).
+	Modified time.Time
+	// Event is what to append when the comment is news (Domain, Topic,
+	// FocusType, FocusID, AppointmentID, Resource set by the caller); the
+	// store sets Kind (EventCreated, or EventChanged for an edit) and At.
+	Event *Event
+}
+
+// CommentStudy is a study on the worklist index as the comment watch
+// schedules it.
+type CommentStudy struct {
+	AppointmentID string
+	// ID is the ServiceRequest id, Patient its subject ("Patient/p1",
+	// "" when none).
+	ID, Patient string
+	// PolledAt is when its comments were last polled (nil never).
+	PolledAt *time.Time
+}
+
+// CommentWatch is the state of the comment watch (docs/subscriptions.md,
+// "Comments"): QUBS has no comment feed, so one replica per domain (a
+// lease, as the worklist sync's) polls the comments of the studies on the
+// worklist index and records, per comment, what it saw, appending an
+// event for what is news in the same transaction, so a crash neither
+// loses nor repeats one. Ids and times only: nothing here is PHI.
+type CommentWatch interface {
+	// TakeCommentLease makes owner the domain's comment watcher until
+	// now+lease when nobody else holds an unexpired lease, and reports
+	// whether it did and when the domain's watch began: now, when no
+	// watcher was active within ten leases (the first watch, or one
+	// resumed after a pause: not a QUBS outage's backoff nor a
+	// hand-over), else the time kept.
+	// Errors: ErrInvalid for an empty domain or owner, lease <= 0.
+	TakeCommentLease(ctx context.Context, domain, owner string, lease time.Duration, now time.Time) (began time.Time, ok bool, err error)
+	// ReleaseCommentLease gives owner's lease up (a no-op when it holds
+	// none); the watch's beginning is kept for a successor within ten
+	// leases.
+	ReleaseCommentLease(ctx context.Context, domain, owner string) error
+	// CommentStudies returns up to limit studies on the domain's index
+	// (not left), restricted to the ServiceRequest ids only when only is
+	// not nil, most due first: not polled since began and arrived since
+	// began; then changed (LastUpdated) since last polled; then not
+	// polled since began; then by when last polled.
+	CommentStudies(ctx context.Context, domain string, began time.Time, only []string, limit int) ([]CommentStudy, error)
+	// RecordComments records what a poll of one study's comments found at
+	// now and appends an event for each comment that is news, in one
+	// transaction, returning how many. A comment is news when its GUID
+	// was never seen in the domain (EventCreated) or its Modified is
+	// later than seen (EventChanged), and either the study was polled
+	// since the watch began, or it arrived on the index since then, or
+	// Modified is since then (less a minute, for QUBS's clock and its
+	// whole seconds): the first poll of a study that was there before the
+	// watch records what it had without telling it.
+	// With owner set, owner must hold the lease (renewed to now+lease)
+	// and the study's poll is recorded; an empty owner is the bridge
+	// telling of a comment it created itself: news unless seen, with no
+	// poll recorded.
+	// Errors: ErrInvalid for a comment without GUID or Event;
+	// ErrConflict when owner does not hold the lease.
+	RecordComments(ctx context.Context, domain, owner string, lease time.Duration, appointmentID string, cs []PolledComment, now time.Time) (int, error)
+	// EndCommentWatch forgets a study's polls (QUBS no longer has it);
+	// what was seen of its comments stays until retention.
+	EndCommentWatch(ctx context.Context, domain, appointmentID string) error
 }
 
 // Subscription statuses (FHIR R4 Subscription.status).

@@ -326,6 +326,17 @@ func (s *Syncer) Add(domain string) {
 	}
 }
 
+// Domains are the domains kept, in no order.
+func (s *Syncer) Domains() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.domains))
+	for d := range s.domains {
+		out = append(out, d)
+	}
+	return out
+}
+
 // SyncNow wakes domain's loop for a walk at once (tests, and a domain
 // just added).
 func (s *Syncer) SyncNow(domain string) {

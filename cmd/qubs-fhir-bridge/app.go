@@ -77,10 +77,10 @@ var commands = map[string][]string{
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
 		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level", "domains",
-		"worklist-index", "worklist-sync-interval"},
+		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
 		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level",
-		"worklist-index", "worklist-sync-interval"},
+		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
 }
@@ -352,14 +352,20 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 			}
 		}
 	}
+	var comments *worklist.CommentWatch
+	if syncer != nil {
+		comments = &worklist.CommentWatch{Store: st, QUBS: client, Syncer: syncer, Owner: replica, Rate: bg.commentRate,
+			Logger: log.With("component", "comments")}
+	}
 	pool := delivery.NewPool(bg.workers, worker)
 	cfg.Store, cfg.Kick = st, pool.Kick
 	sender, dispatcher := subscriptionWorkers(ln, &cfg, st, bg, fmt.Sprintf("%s-%d", host, os.Getpid()), log)
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if syncer != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); syncer.Run(wctx) }()
+		go func() { defer wg.Done(); comments.Run(wctx) }()
 	}
 	wg.Add(4)
 	go func() { defer wg.Done(); pool.Run(wctx) }()
@@ -414,6 +420,9 @@ type background struct {
 	// syncer keeps, walking each domain every worklistIntervals.
 	worklistIndex     bool
 	worklistIntervals worklist.Intervals
+	// commentRate is BRIDGE_COMMENT_POLL_RATE: the comment watch's QUBS
+	// calls per second per domain.
+	commentRate float64
 	// domains are BRIDGE_DOMAINS: indexed from the start (others from
 	// their first search).
 	domains []string
@@ -453,6 +462,10 @@ func backgroundOptions(opts *options) (background, error) {
 	}
 	if bg.worklistIntervals, err = worklist.ParseIntervals(opts.get("worklist-sync-interval")); err != nil {
 		return background{}, fmt.Errorf("BRIDGE_WORKLIST_SYNC_INTERVAL: %w", err)
+	}
+	bg.commentRate, err = strconv.ParseFloat(opts.get("comment-poll-rate"), 64)
+	if err != nil || !(bg.commentRate > 0 && bg.commentRate <= 100) {
+		return background{}, fmt.Errorf("BRIDGE_COMMENT_POLL_RATE %q: want a number of calls per second, above 0 and at most 100", opts.get("comment-poll-rate"))
 	}
 	bg.workers, err = strconv.Atoi(opts.get("delivery-workers"))
 	if err != nil || bg.workers < 1 || bg.workers > 64 {
@@ -606,8 +619,9 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 		return err
 	}
 	defer hook.close()
-	example := "ServiceRequest-id"
+	example, exampleAppt := "ServiceRequest-id", "appointment-id"
 	if ids := sim.PendingIDs(sim.Domains()[0]); len(ids) > 0 {
+		exampleAppt = ids[0]
 		if id, err := mapping.ServiceRequestID(ids[0]); err == nil {
 			example = id
 		}
@@ -635,13 +649,17 @@ Report on a study:
 Subscriptions (FHIR R4 Subscriptions Backport, rest-hook): a webhook receiver at
 %[6]s is subscribed to every topic and prints each notification
 here as a "webhook:" line; report on a study (above) to see a report-delivery
-event. Subscribe an endpoint of your own (docs/subscriptions.md):
+event. Add an alert in QUBS as its own users do, and the comment watch tells it
+once it polls that study (every studies / BRIDGE_COMMENT_POLL_RATE seconds):
+  curl -s -X POST '%[3]s/_sim/comments' \
+    -d '{"domain":"%[10]s","appointmentId":"%[11]s","commentText":"Contrast allergy","isAlert":true}'
+Subscribe an endpoint of your own (docs/subscriptions.md):
   curl -s -X POST '%[1]s/Subscription' -H 'Content-Type: application/fhir+json' \
     -d '{"resourceType":"Subscription","status":"requested","reason":"mine","criteria":"%[7]s","_criteria":{"extension":[{"url":"%[8]s","valueString":"ServiceRequest?modality=CT"}]},"channel":{"type":"rest-hook","endpoint":"http://127.0.0.1:9999/hook","payload":"application/fhir+json","_payload":{"extension":[{"url":"%[9]s","valueCode":"id-only"}]}}}'
 
 Ctrl-C stops it.
 `, base, strings.Join(sim.Domains()[1:], ", "), sim.URL, example, metricsLine(tel.url()),
-			hook.url, subs.TopicURLs[0], subs.ExtFilterCriteria, subs.ExtPayloadContent)
+			hook.url, subs.TopicURLs[0], subs.ExtFilterCriteria, subs.ExtPayloadContent, sim.Domains()[0], exampleAppt)
 		m.MetricsURL = tel.url()
 		close(m.Ready)
 		go subscribeDemoHook(ctx, m.BridgeURL+"/fhir/"+sim.Domains()[0], hook.url, log)

@@ -196,6 +196,7 @@ func TestStartupRefusals(t *testing.T) {
 		{"unreadable cert", with("BRIDGE_TLS_CERT", "/nonexistent.pem", "BRIDGE_TLS_KEY", "/nonexistent.key"), []string{"serve"}, "BRIDGE_TLS_CERT"},
 		{"bad retention", with("BRIDGE_RETENTION", "forever"), []string{"serve"}, "BRIDGE_RETENTION"},
 		{"bad rate limit", with("BRIDGE_RATE_LIMIT", "fast"), []string{"serve"}, "BRIDGE_RATE_LIMIT"},
+		{"bad comment poll rate", with("BRIDGE_COMMENT_POLL_RATE", "0"), []string{"serve"}, "BRIDGE_COMMENT_POLL_RATE"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,7 +215,7 @@ func TestHelpListsEveryEnvironmentVariable(t *testing.T) {
 	m := &Main{Stdout: &out, Stderr: &errOut, Getenv: envFrom(nil), Ready: make(chan struct{})}
 	require.NoError(t, m.Run(context.Background(), []string{"help"}))
 	for _, env := range []string{"QUBS_API_URL", "QUBS_TOKEN_URL", "QUBS_CLIENT_ID", "QUBS_CLIENT_SECRET", "QUBS_CLIENT_SECRET_FILE",
-		"BRIDGE_LISTEN", "BRIDGE_PUBLIC_URL", "BRIDGE_STORE", "BRIDGE_AUTH", "BRIDGE_DEFAULT_TIMEZONE", "BRIDGE_SITE_TIMEZONES"} {
+		"BRIDGE_LISTEN", "BRIDGE_PUBLIC_URL", "BRIDGE_STORE", "BRIDGE_AUTH", "BRIDGE_DEFAULT_TIMEZONE", "BRIDGE_SITE_TIMEZONES", "BRIDGE_COMMENT_POLL_RATE"} {
 		assert.Contains(t, out.String(), env)
 	}
 	assert.True(t, strings.Contains(out.String(), "--public-url"))

@@ -65,6 +65,7 @@ func (s *Sim) adminRoutes() *http.ServeMux {
 	m.HandleFunc("GET /_sim/churn", s.handleChurnGet)
 	m.HandleFunc("POST /_sim/churn", s.handleChurnSet)
 	m.HandleFunc("POST /_sim/churn/step", s.handleChurnStep)
+	m.HandleFunc("POST /_sim/comments", s.handleAddComment)
 	m.HandleFunc("/_sim/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusNotFound, "no such admin route")
 	})
@@ -148,4 +149,36 @@ func (s *Sim) handleInspect(w http.ResponseWriter, r *http.Request) {
 	v.Requests = len(s.Requests())
 	v.Faults = faultsJSON(s.Faults())
 	writeJSON(w, http.StatusOK, v)
+}
+
+// otherComment is a comment "someone else" adds in QUBS (a QUBS user, or
+// another partner): {"domain":"acme","appointmentId":"A1","commentText":
+// "...","isAlert":true}, or "patientId" instead of "appointmentId" for a
+// patient-level one.
+type otherComment struct {
+	Domain        string `json:"domain"`
+	AppointmentID string `json:"appointmentId"`
+	PatientID     string `json:"patientId"`
+	CommentText   string `json:"commentText"`
+	IsAlert       bool   `json:"isAlert"`
+}
+
+// handleAddComment adds a comment as QUBS's own users do, outside the
+// integration API (nothing in CreatedComments), for what watches QUBS
+// for comments: 201 with the comment.
+func (s *Sim) handleAddComment(w http.ResponseWriter, r *http.Request) {
+	var oc otherComment
+	if !s.decodeAdmin(w, r, &oc) {
+		return
+	}
+	if oc.CommentText == "" || (oc.AppointmentID == "") == (oc.PatientID == "") {
+		s.problem(w, r, http.StatusBadRequest, "commentText and one of appointmentId or patientId are required")
+		return
+	}
+	c := s.AddComment(oc.Domain, oc.AppointmentID, oc.PatientID, oc.CommentText, oc.IsAlert)
+	if c == nil {
+		s.problem(w, r, http.StatusNotFound, "no such domain or appointment")
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
 }

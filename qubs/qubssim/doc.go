@@ -29,6 +29,7 @@
 //	PUT  /presigned/upload/{token}                                 presigned report artifact upload (no bearer token)
 //	GET  /_sim/inspect                                             admin: what the simulator received
 //	GET|POST|DELETE /_sim/faults                                   admin: list, add, clear faults
+//	POST /_sim/comments                                            admin: a comment added in QUBS by someone else
 //
 // # Behaviour worth knowing
 //

@@ -222,6 +222,62 @@ func (s *Sim) PutComment(domain string, c qubs.Comment) string {
 	return c.GUID
 }
 
+// AddComment adds a comment now, as a QUBS user would (not through the
+// integration API): on the appointment, or, with appointmentID empty, on
+// the patient. It returns the comment, nil when the domain or the
+// appointment does not exist.
+func (s *Sim) AddComment(domain, appointmentID, patientID, text string, alert bool) *qubs.Comment {
+	now := s.clock.Now().UTC().Truncate(time.Second)
+	typ := map[[2]bool]qubs.CommentType{{false, false}: qubs.CommentAppointment, {false, true}: qubs.CommentAppointmentAlert,
+		{true, false}: qubs.CommentPatient, {true, true}: qubs.CommentPatientAlert}[[2]bool{appointmentID == "", alert}]
+	c := qubs.Comment{CommentType: typ, AppointmentID: appointmentID, PatientID: patientID, CommentText: text, IsAlert: alert,
+		CommentBy: &qubs.UserSummary{Username: "reception", Role: "Scheduler"}, CommentDateTime: &now, LastModifiedDateTime: &now}
+	if appointmentID != "" {
+		if a, ok := s.Appointment(domain, appointmentID); ok {
+			c.PatientID = a.PatientID
+		}
+	}
+	if c.GUID = s.PutComment(domain, c); c.GUID == "" {
+		return nil
+	}
+	return &c
+}
+
+// EditComment changes a comment's text as a QUBS user would, moving its
+// lastModifiedDateTime on; false when there is no such comment.
+func (s *Sim) EditComment(domain, guid, text string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dd := s.domains[domain]
+	if dd == nil {
+		return false
+	}
+	now := s.clock.Now().UTC().Truncate(time.Second)
+	edit := func(cs []*qubs.Comment) bool {
+		for _, c := range cs {
+			if c.GUID == guid {
+				if c.LastModifiedDateTime != nil && !now.After(*c.LastModifiedDateTime) {
+					now = c.LastModifiedDateTime.Add(time.Second) // an edit is always later
+				}
+				c.CommentText, c.LastModifiedDateTime = text, &now
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range dd.appts {
+		if edit(a.comments) {
+			return true
+		}
+	}
+	for _, cs := range dd.patientComments {
+		if edit(cs) {
+			return true
+		}
+	}
+	return false
+}
+
 // Reports returns the report submissions of an appointment, oldest first.
 func (s *Sim) Reports(domain, appointmentID string) []ReportRecord {
 	s.mu.Lock()

@@ -211,8 +211,18 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		if res, err = tx.exec(ctx, `DELETE FROM worklist_index WHERE left_at < ?`, c); err != nil {
 			return err
 		}
-		k, err = res.RowsAffected()
+		if k, err = res.RowsAffected(); err != nil {
+			return err
+		}
 		n += int(k)
+		// The comment watch's memory (ids and times, no PHI) goes with
+		// the studies it was about, and with comments QUBS stopped
+		// listing: nothing else would ever remove it.
+		if _, err = tx.exec(ctx, `DELETE FROM comment_studies WHERE NOT EXISTS (SELECT 1 FROM worklist_index w
+				WHERE w.domain = comment_studies.domain AND w.appointment_id = comment_studies.appointment_id)`); err != nil {
+			return err
+		}
+		_, err = tx.exec(ctx, `DELETE FROM comment_seen WHERE seen_at < ?`, c)
 		return err
 	})
 	return n, err

@@ -92,6 +92,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WorklistLease", testWorklistLease},
 		{"WorklistSearch", testWorklistSearch},
 		{"WorklistTaskAndStarted", testWorklistTaskAndStarted},
+		{"CommentWatch", testCommentWatch},
 		{"SubscriptionLifecycle", testSubscriptionLifecycle},
 		{"SubscriptionFailure", testSubscriptionFailure},
 		{"SubscriptionDeliveryEvents", testSubscriptionDeliveryEvents},
@@ -122,6 +123,7 @@ func RunReplicas(t *testing.T, opener Opener) {
 		{"ReplicasEvents", testReplicasEvents},
 		{"ReplicasWorklistLease", testReplicasWorklistLease},
 		{"ReplicasWorklistResources", testReplicasWorklistResources},
+		{"ReplicasComments", testReplicasComments},
 		{"ReplicasDispatch", testReplicasDispatch},
 	}
 	for _, tt := range tests {

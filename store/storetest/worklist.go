@@ -50,11 +50,17 @@ func worklistIDs(rows []store.WorklistRow) []string {
 
 func worklistEvents(t *testing.T, s store.Store, after int64) []string {
 	t.Helper()
+	return topicEvents(t, s, store.EventTopicWorklist, after)
+}
+
+// topicEvents are the events of topic after seq after, as "kind:focus".
+func topicEvents(t *testing.T, s store.Store, topic string, after int64) []string {
+	t.Helper()
 	evs, err := s.EventsAfter(ctxT(t), after, 1000)
 	require.NoError(t, err)
 	var out []string
 	for _, e := range evs {
-		if e.Topic == store.EventTopicWorklist {
+		if e.Topic == topic {
 			out = append(out, e.Kind+":"+e.FocusID)
 		}
 	}
