@@ -611,6 +611,17 @@ func (in *includer) addRaw(ref, patient string, body []byte) {
 	disclose(in.c, ref, patient)
 }
 
+// addDisclosed includes a resource whose disclosure its maker recorded
+// (and whose type the caller may read), encoded by the samply models
+// (so the Bundle checks it as it copies it).
+func (in *includer) addDisclosed(ref string, body json.RawMessage) {
+	if in.included[ref] {
+		return
+	}
+	in.included[ref] = true
+	in.bundle.AddInclude(in.base+"/"+ref, body)
+}
+
 // finish warns of what was withheld.
 func (in *includer) finish() {
 	if len(in.withheld) == 0 {

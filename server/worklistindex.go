@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
@@ -75,8 +76,13 @@ var indexedServiceRequestSearch = fhir.SearchSpec{
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
 	},
 	Includes:    serviceRequestSearch.Includes,
-	RevIncludes: []string{"Task:focus", "DiagnosticReport:based-on"},
+	RevIncludes: []string{"Task:focus", "DiagnosticReport:based-on", revDocuments},
 }
+
+// revDocuments is the _revinclude of the referral documents and other
+// attachments of the page's studies: they are in QUBS only, so it costs
+// one QUBS call per study on the page (never per study on the worklist).
+const revDocuments = "DocumentReference:related"
 
 // srSearch is the ServiceRequest SearchSpec this server serves.
 func (s *Server) srSearch() *fhir.SearchSpec {
@@ -93,7 +99,8 @@ func (s *Server) indexed() bool { return s.cfg.Worklist != nil && s.cfg.Store !=
 // worklist index: no QUBS call, whatever the filter.
 func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) error {
 	// Only the includes read the appointment kept with each row.
-	wq := store.WorklistQuery{ResourceOnly: len(q.Includes) == 0 && !slices.Contains(q.RevIncludes, "Task:focus")}
+	wq := store.WorklistQuery{ResourceOnly: len(q.Includes) == 0 && !slices.Contains(q.RevIncludes, "Task:focus") &&
+		!slices.Contains(q.RevIncludes, revDocuments)}
 	var err error
 	if wq.Sort, err = indexedSort(first(q.Params["_sort"])); err != nil {
 		return err
@@ -180,7 +187,8 @@ func indexError(err error) error {
 // store. None costs a QUBS call.
 func (s *Server) indexedIncludes(c *gin.Context, q *fhir.Query, bundle *fhir.Bundle, base string, rows []store.WorklistRow) error {
 	withTasks := slices.Contains(q.RevIncludes, "Task:focus")
-	if len(q.Includes) == 0 && !withTasks && !slices.Contains(q.RevIncludes, "DiagnosticReport:based-on") {
+	withDocs := slices.Contains(q.RevIncludes, revDocuments)
+	if len(q.Includes) == 0 && !withTasks && !withDocs && !slices.Contains(q.RevIncludes, "DiagnosticReport:based-on") {
 		return nil
 	}
 	ctx := c.Request.Context()
@@ -222,7 +230,60 @@ func (s *Server) indexedIncludes(c *gin.Context, q *fhir.Query, bundle *fhir.Bun
 			return err
 		}
 	}
+	if withDocs {
+		if err := s.includeDocuments(c, inc, appts); err != nil {
+			return err
+		}
+	}
 	inc.finish()
+	return nil
+}
+
+// documentFetches bounds the QUBS calls one page's documents make at once.
+const documentFetches = 8
+
+// includeDocuments adds the DocumentReferences of the appointments'
+// attachments, as DocumentReference?related= serves them: one QUBS call
+// per study, documentFetches at a time. A study that left QUBS since the
+// walk has none; any other QUBS failure fails the search (a page without
+// some of the documents asked for would look complete).
+func (s *Server) includeDocuments(c *gin.Context, inc *includer, appts []qubs.Appointment) error {
+	if !canRead(c, "DocumentReference") {
+		inc.withheld["DocumentReference"] = true
+		return nil
+	}
+	ctx, domain := c.Request.Context(), domainOf(c)
+	atts := make([][]qubs.Attachment, len(appts))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(documentFetches)
+	for i := range appts {
+		g.Go(func() error {
+			list, err := s.cfg.QUBS.ListAttachments(gctx, domain, appts[i].AppointmentID, qubs.AttachmentOptions{})
+			if qubs.KindOf(err) == qubs.KindNotFound {
+				return nil
+			}
+			atts[i] = list
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	skipped := 0
+	for i := range appts {
+		for _, att := range atts[i] {
+			doc, id, err := s.documentReference(c, &appts[i], att)
+			if unrepresentable(err) {
+				skipped++
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			inc.addDisclosed("DocumentReference/"+id, doc)
+		}
+	}
+	s.noteSkipped(c, inc.bundle, skipped, "attachments")
 	return nil
 }
 
