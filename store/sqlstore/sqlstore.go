@@ -43,6 +43,8 @@ type Store struct {
 	wstats worklistStats
 	// resources caches the ServiceRequests of index rows.
 	resources resourceCache
+	// stmts caches the read pool's statements of hot queries.
+	stmts stmtCache
 }
 
 // open makes the Store of d on its pools and migrates the database.
@@ -75,6 +77,7 @@ func (s *Store) Close() error {
 	for _, c := range s.closers {
 		errs = append(errs, c())
 	}
+	errs = append(errs, s.stmts.close())
 	if s.r != s.w {
 		errs = append(errs, s.r.Close())
 	}

@@ -677,7 +677,7 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 // ServiceRequests from the cache, and those it lacks from
 // worklist_content by key (the probe row past the page needs none).
 func (s *Store) worklistPage(ctx context.Context, r q, wq *store.WorklistQuery, page *store.WorklistPage, query string, args []any) error {
-	rows, err := r.query(ctx, query, args...)
+	rows, err := s.stmts.query(ctx, s.r, r, r.d.rebind(query), args...)
 	if err != nil {
 		return err
 	}
