@@ -217,37 +217,24 @@ func BenchmarkIndexedSearchParams(b *testing.B) {
 	// A study with a performer and a requester gives the values.
 	res, body := send(b, http.MethodGet, base+"performer:missing=false&_count=100", nil, nil)
 	require.Equal(b, http.StatusOK, res.StatusCode)
-	var one struct {
-		Entry []struct {
-			Resource struct {
-				ID         string `json:"id"`
-				Subject    struct{ Reference string }
-				Requester  struct{ Reference string }
-				Performer  []struct{ Reference string }
-				Identifier []struct{ System, Value string }
-				Code       struct {
-					Coding []struct{ System, Code string }
-				}
-				OccurrenceDateTime string
-				OccurrencePeriod   struct{ Start string }
-			} `json:"resource"`
+	type srFields struct {
+		ID         string `json:"id"`
+		Subject    struct{ Reference string }
+		Requester  struct{ Reference string }
+		Performer  []struct{ Reference string }
+		Identifier []struct{ System, Value string }
+		Code       struct {
+			Coding []struct{ System, Code string }
 		}
+		OccurrenceDateTime string
+		OccurrencePeriod   struct{ Start string }
 	}
+	type entry struct {
+		Resource srFields `json:"resource"`
+	}
+	var one struct{ Entry []entry }
 	require.NoError(b, json.Unmarshal(body, &one))
-	i := slices.IndexFunc(one.Entry, func(e struct {
-		Resource struct {
-			ID         string `json:"id"`
-			Subject    struct{ Reference string }
-			Requester  struct{ Reference string }
-			Performer  []struct{ Reference string }
-			Identifier []struct{ System, Value string }
-			Code       struct {
-				Coding []struct{ System, Code string }
-			}
-			OccurrenceDateTime string
-			OccurrencePeriod   struct{ Start string }
-		} `json:"resource"`
-	}) bool {
+	i := slices.IndexFunc(one.Entry, func(e entry) bool {
 		return e.Resource.Requester.Reference != ""
 	})
 	require.GreaterOrEqual(b, i, 0, "a study with a performer and a requester")

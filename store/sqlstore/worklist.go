@@ -383,20 +383,37 @@ func (s *Store) worklistContent(ctx context.Context, r q, domain string, ids []s
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
+		err = eachRow(rows, func() error {
 			var id string
 			var appt, res []byte
 			if err := rows.Scan(&id, &appt, &res); err != nil {
-				rows.Close()
 				return err
 			}
 			fn(id, appt, res)
-		}
-		if err := rows.Close(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// eachRow calls scan for each row of rows, then closes them; it stops at
+// the first error, and reports an error of the iteration itself
+// (rows.Err), which a loop ending on Next alone would drop.
+func eachRow(rows *sql.Rows, scan func() error) error {
+	for rows.Next() {
+		if err := scan(); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return err
+	}
+	return rows.Close()
 }
 
 // WorklistSyncState reads the domain's sync row.
@@ -646,22 +663,15 @@ func (s *Store) SearchWorklist(ctx context.Context, wq store.WorklistQuery) (pag
 			return err
 		}
 		page.Rows = make([]store.WorklistRow, 0, query.Count+1)
-		for rows.Next() {
+		var row *store.WorklistRow
+		withContent := func(dest ...any) error {
+			return rows.Scan(append(dest, &row.Resource, &row.Appointment)...)
+		}
+		return eachRow(rows, func() error {
 			page.Rows = append(page.Rows, store.WorklistRow{})
-			row := &page.Rows[len(page.Rows)-1]
-			scan := func(dest ...any) error {
-				return rows.Scan(append(dest, &row.Resource, &row.Appointment)...)
-			}
-			if err := scanWorklistRow(scan, row); err != nil {
-				rows.Close()
-				return err
-			}
-		}
-		if err := rows.Err(); err != nil {
-			rows.Close()
-			return err
-		}
-		return rows.Close()
+			row = &page.Rows[len(page.Rows)-1]
+			return scanWorklistRow(withContent, row)
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -682,31 +692,26 @@ func (s *Store) worklistPage(ctx context.Context, r q, wq *store.WorklistQuery, 
 		return err
 	}
 	page.Rows = make([]store.WorklistRow, 0, wq.Count+1)
-	for rows.Next() {
-		page.Rows = append(page.Rows, store.WorklistRow{})
+	err = eachRow(rows, func() error {
+		page.Rows = append(page.Rows, store.WorklistRow{Domain: wq.Domain})
 		w := &page.Rows[len(page.Rows)-1]
-		w.Domain = wq.Domain
-		if err := rows.Scan(&w.AppointmentID, &w.ID, &w.Patient, &w.PriorityRank, atPtr{&w.OccurrenceStart}, atPtr{&w.NeededBy},
-			&w.Digest, at{&w.LastUpdated}); err != nil {
-			rows.Close()
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
-		return err
-	}
-	if err := rows.Close(); err != nil {
+		return rows.Scan(&w.AppointmentID, &w.ID, &w.Patient, &w.PriorityRank, atPtr{&w.OccurrenceStart}, atPtr{&w.NeededBy},
+			&w.Digest, at{&w.LastUpdated})
+	})
+	if err != nil {
 		return err
 	}
 	served := page.Rows[:min(len(page.Rows), wq.Count)]
 	var missing []string
-	at := map[string]int{}
+	var at map[string]int // made only when the cache lacks something
 	for i := range served {
 		w := &served[i]
 		if res, ok := s.resources.get(wq.Domain, w.AppointmentID, w.Digest, w.LastUpdated); ok {
 			w.Resource = res
 			continue
+		}
+		if at == nil {
+			at = map[string]int{}
 		}
 		at[w.AppointmentID] = i
 		missing = append(missing, w.AppointmentID)
