@@ -102,8 +102,10 @@ func TestUpgradeFrom0001(t *testing.T) {
 
 	db, err := pgxpool.New(ctx, dsn)
 	require.NoError(t, err)
-	_, err = db.Exec(ctx, `DROP TABLE audit_patients, audit_events, jti_claims;
-		DELETE FROM schema_migrations WHERE version = 2`)
+	// Every migration of the audit tables goes, so that they apply again
+	// in order over 0001.
+	_, err = db.Exec(ctx, `DROP TABLE audit_patients, audit_events, jti_claims, audit_sets, audit_set_patients;
+		DELETE FROM schema_migrations WHERE version IN (2, 6, 8, 16)`)
 	require.NoError(t, err)
 	db.Close()
 

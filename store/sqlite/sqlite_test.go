@@ -119,8 +119,11 @@ func TestUpgradeFrom0001(t *testing.T) {
 
 	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
 	require.NoError(t, err)
+	// Every migration of the audit tables goes, so that they apply again
+	// in order over 0001.
 	for _, q := range []string{`DROP TABLE audit_patients`, `DROP TABLE audit_events`, `DROP TABLE jti_claims`,
-		`DELETE FROM schema_migrations WHERE version = 2`} {
+		`DROP TABLE audit_sets`, `DROP TABLE audit_set_patients`,
+		`DELETE FROM schema_migrations WHERE version IN (2, 6, 8, 16)`} {
 		_, err := db.ExecContext(ctx, q)
 		require.NoError(t, err, q)
 	}

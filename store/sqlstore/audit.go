@@ -1,7 +1,9 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,28 +15,54 @@ const auditCols = `a.domain, a.id, a.recorded, a.action, a.interaction, a.outcom
 	a.agent_id, a.agent_method, a.token_id, a.network_addr, a.patient_refs, a.entity_refs, a.query,
 	a.correlation_id, a.request_path`
 
-// auditInsert writes one audit_events row; the dialects' batch writers
-// reuse its column list.
+// auditInsert writes one audit_events row.
 const auditInsert = `INSERT INTO audit_events
 	(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-	 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`
+	 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`
 
-// auditArgs are auditInsert's arguments for a.
-func (s *Store) auditArgs(a *store.AuditRecord) []any {
+// auditArgs are auditInsert's arguments for a, whose patient set is set.
+func (s *Store) auditArgs(a *store.AuditRecord, set string) []any {
 	return []any{a.Domain, a.ID, s.tm(a.Recorded), a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID, a.AgentMethod,
 		a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs), a.Query,
-		a.CorrelationID, a.RequestPath}
+		a.CorrelationID, a.RequestPath, nullString(set)}
 }
 
-// auditPatientsInsert writes a record's patient rows (into audit_patients,
-// or where the dialect stages them) from the JSON array of its patient
-// references: four arguments (domain, recorded, id, the array) whatever
-// the number of patients.
-func (s *Store) auditPatientsInsert() string {
-	return `INSERT INTO ` + s.d.auditStaging().table() + ` (domain, patient_ref, recorded, audit_id)
-		SELECT ?, p.value, ?, ? FROM ` + s.d.jsonElements("?", "p") + `
-		WHERE TRUE ON CONFLICT DO NOTHING` // WHERE: SQLite would read ON as a join's
+// nullString is s as a column value, NULL when empty.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// auditSet is a patient set that records of a batch name (migration
+// 0016): its id, and the references of the first record naming it.
+type auditSet struct {
+	domain, id string
+	refs       []string
+}
+
+// patientSets gives each record of batch its patient set's id (ids[i], ""
+// for a record naming no patient) and returns the distinct sets with rows
+// of their own (not those naming one patient) in
+// (domain, id) order: PostgreSQL batches insert their set rows in that
+// order, so that two batches never wait for each other's in a cycle.
+func patientSets(batch []*store.AuditRecord) (ids []string, sets []auditSet) {
+	ids = make([]string, len(batch))
+	for i, a := range batch {
+		ids[i] = sqlutil.PatientSet(a.PatientRefs)
+		if ids[i] == "" || sqlutil.SingletonSet(ids[i]) {
+			continue
+		}
+		if !slices.ContainsFunc(sets, func(x auditSet) bool { return x.id == ids[i] && x.domain == a.Domain }) {
+			sets = append(sets, auditSet{domain: a.Domain, id: ids[i], refs: a.PatientRefs})
+		}
+	}
+	slices.SortFunc(sets, func(x, y auditSet) int {
+		return cmp.Or(strings.Compare(x.domain, y.domain), strings.Compare(x.id, y.id))
+	})
+	return ids, sets
 }
 
 func scanAudit(sc scanner) (*store.AuditRecord, error) {
@@ -57,7 +85,7 @@ func scanAudit(sc scanner) (*store.AuditRecord, error) {
 	return &a, nil
 }
 
-// RecordAudit stores an audit record and its patient index rows in one
+// RecordAudit stores an audit record, and its patient set if new, in one
 // transaction. See store.Audit.
 func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err error) {
 	if a == nil {
@@ -68,24 +96,18 @@ func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err erro
 	if err := sqlutil.PrepareAudit(a); err != nil {
 		return err
 	}
+	ids, sets := patientSets([]*store.AuditRecord{a})
 	return s.write(ctx, func(tx *tx) error {
-		res, err := tx.exec(ctx, auditInsert, s.auditArgs(a)...)
+		res, err := tx.exec(ctx, auditInsert, s.auditArgs(a, ids[0])...)
 		if err := changedOne(res, err, store.KindConflict, "audit record exists"); err != nil {
 			return err
 		}
-		if len(a.PatientRefs) == 0 {
-			return nil
-		}
-		if _, err := tx.exec(ctx, s.auditPatientsInsert(), a.Domain, s.tm(a.Recorded), a.ID,
-			sqlutil.EncodeRefs(a.PatientRefs)); err != nil {
-			return err
-		}
-		return s.d.auditStaging().added(ctx, tx, len(a.PatientRefs))
+		return s.d.insertAuditSets(ctx, tx, sets)
 	})
 }
 
-// RecordAudits stores a batch of audit records and their patient rows in
-// one transaction, the dialect's fastest way (insertAudits). See
+// RecordAudits stores a batch of audit records and their new patient sets
+// in one transaction, the dialect's fastest way (insertAudits). See
 // store.Audit.
 func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (err error) {
 	defer s.wrap(&err, "RecordAudits(%d)", len(batch))
@@ -182,24 +204,34 @@ func (s *Store) CountAudit(ctx context.Context, domain string, f store.AuditFilt
 	return n, err
 }
 
-// auditArm is one table a search reads records from: audit_events alone,
-// or, filtered by patient, audit_events joined with a table of patient
-// rows (audit_patients, and where the dialect stages them
-// audit_patients_staged; a row is in exactly one of them). at and id are
-// the columns the order and the cursor use; cols names them in the place
-// of the record's own, which they equal.
+// auditArm is one join a search reads records from: audit_events alone,
+// or, filtered by patient, audit_events joined with the patient's sets
+// (migration 0016), the records naming the patient alone, and
+// audit_patients (records written before 0016); a record is found through
+// exactly one of them. at and id are the columns the order and the cursor
+// use; cols names them in the place of the record's own, which they equal.
+// patient and patientCol are the table alias and column a search by
+// patient binds (with that table's domain), join the rest of the arm's
+// join condition.
 type auditArm struct {
-	from, cols, at, id string
+	from, cols, at, id        string
+	patient, patientCol, join string
 }
 
 var (
 	auditAll     = []auditArm{{from: "audit_events a", cols: auditCols, at: "a.recorded", id: "a.id"}}
 	auditPatient = []auditArm{
+		// The patient's sets, then each one's records through
+		// audit_events_patient_set: CROSS JOIN keeps SQLite to that order
+		// of the loops.
+		{from: "audit_set_patients m CROSS JOIN audit_events a", cols: auditCols, at: "a.recorded", id: "a.id",
+			patient: "m", patientCol: "patient_ref", join: "a.domain = m.domain AND a.patient_set = m.set_id"},
+		// Records naming the patient alone (sqlutil.PatientSet): one
+		// range of audit_events_patient_set, in order.
+		{from: "audit_events a", cols: auditCols, at: "a.recorded", id: "a.id", patient: "a", patientCol: "patient_set"},
+		// Records from before 0016, through their own rows, whose
+		// (recorded, audit_id) equal the record's (recorded, id).
 		patientArm("audit_events a JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id", "p"),
-		// The staged rows, not indexed by patient, are scanned once, each
-		// match looked up in audit_events by its key: CROSS JOIN keeps
-		// SQLite to that order of the loops (the join is in auditWhere).
-		patientArm("audit_patients_staged s CROSS JOIN audit_events a", "s"),
 	}
 )
 
@@ -208,35 +240,29 @@ func patientArm(from, alias string) auditArm {
 	return auditArm{
 		from: from,
 		cols: strings.Replace(strings.Replace(auditCols, "a.id,", id+",", 1), "a.recorded,", at+",", 1),
-		at:   at, id: id,
+		at:   at, id: id, patient: alias, patientCol: "patient_ref",
 	}
 }
 
 // auditArms is what a search with filter f reads.
 func (s *Store) auditArms(f store.AuditFilter) []auditArm {
-	switch {
-	case f.PatientRef == "":
+	if f.PatientRef == "" {
 		return auditAll
-	case s.d.auditStaging() == nil:
-		return auditPatient[:1]
 	}
 	return auditPatient
 }
 
-// auditWhere is the filter of one arm. Filtered by patient, the search
-// walks audit_patients' index, whose (recorded, audit_id) equal the
-// record's (recorded, id), and scans the staged rows.
+// auditWhere is the filter of one arm.
 func (s *Store) auditWhere(domain string, f store.AuditFilter, arm auditArm) (where []string, args []any) {
 	where = []string{"a.domain = ?"}
 	args = []any{domain}
 	if f.PatientRef != "" {
-		alias, _, _ := strings.Cut(arm.at, ".")
-		if alias == "s" {
-			where = append(where, "s.audit_id = a.id")
+		if arm.join != "" {
+			where = append(where, arm.join)
 		}
-		// The patient row's domain spelled out, so the index's leading
-		// column is bound.
-		where = append(where, alias+".domain = ?", alias+".patient_ref = ?")
+		// The patient table's domain spelled out, so that its index's
+		// leading column is bound.
+		where = append(where, arm.patient+".domain = ?", arm.patient+"."+arm.patientCol+" = ?")
 		args = append(args, domain, f.PatientRef)
 	}
 	if f.AgentID != "" {
@@ -258,10 +284,19 @@ func (s *Store) auditWhere(domain string, f store.AuditFilter, arm auditArm) (wh
 	return where, args
 }
 
-// PurgeAuditBefore deletes the audit records recorded before cutoff and
-// their patient rows, found by key through each record's patient_refs
-// (audit_patients has no foreign key since migration 0006), or still
-// staged (SQLite, migration 0008). See store.Audit.
+// PurgeAuditBefore deletes the audit records recorded before cutoff, the
+// patient rows of those written before migration 0016 (found by key
+// through each record's patient_refs: audit_patients has no foreign key
+// since 0006), and the patient sets that no remaining record names. See
+// store.Audit.
+//
+// A set is deleted only if no record names it once the purge's records
+// are gone, and a batch that finds a set's row writes no patient rows for
+// it: a batch committing a record that names a set the purge is deleting
+// would leave that record unfindable by patient. SQLite's writes are
+// serial; on PostgreSQL audit batches hold a shared advisory lock
+// (lockAuditSets) that the purge takes exclusively, so the two never
+// overlap and the purge's NOT EXISTS sees every committed record.
 func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
 	defer s.wrap(&err, "PurgeAuditBefore")
 	c := s.tm(sqlutil.Time(cutoff))
@@ -270,14 +305,21 @@ func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, 
 			WHERE (domain, patient_ref, recorded, audit_id) IN (
 				SELECT a.domain, j.value, a.recorded, a.id
 				FROM audit_events a CROSS JOIN `+s.d.jsonElements("a.patient_refs", "j")+`
-				WHERE a.recorded < ?)`, c); err != nil {
+				WHERE a.recorded < ? AND a.patient_set IS NULL)`, c); err != nil {
 			return err
 		}
-		if g := s.d.auditStaging(); g != nil {
-			if _, err := tx.exec(ctx, `DELETE FROM audit_patients_staged WHERE recorded < ?`, c); err != nil {
-				return err
-			}
-			g.purged(tx)
+		// The sets the purged records name, before they go.
+		rows, err := tx.query(ctx, `SELECT DISTINCT domain, patient_set FROM audit_events
+			WHERE recorded < ? AND patient_set IS NOT NULL`, c)
+		if err != nil {
+			return err
+		}
+		var sets [][2]string
+		if err := eachRow(rows, func() error {
+			sets = append(sets, [2]string{})
+			return rows.Scan(&sets[len(sets)-1][0], &sets[len(sets)-1][1])
+		}); err != nil {
+			return err
 		}
 		res, err := tx.exec(ctx, `DELETE FROM audit_events WHERE recorded < ?`, c)
 		if err != nil {
@@ -285,7 +327,25 @@ func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, 
 		}
 		k, err := res.RowsAffected()
 		n = int(k)
-		return err
+		if err != nil || len(sets) == 0 {
+			return err
+		}
+		if err := s.d.lockAuditSets(ctx, tx, true); err != nil {
+			return err
+		}
+		for _, set := range sets {
+			const unnamed = `s.domain = ? AND s.set_id = ? AND NOT EXISTS (
+				SELECT 1 FROM audit_events a WHERE a.domain = s.domain AND a.patient_set = s.set_id)`
+			if _, err := tx.exec(ctx, `DELETE FROM audit_set_patients WHERE (domain, patient_ref, set_id) IN (
+				SELECT s.domain, j.value, s.set_id FROM audit_sets AS s CROSS JOIN `+s.d.jsonElements("s.patient_refs", "j")+`
+				WHERE `+unnamed+`)`, set[0], set[1]); err != nil {
+				return err
+			}
+			if _, err := tx.exec(ctx, `DELETE FROM audit_sets AS s WHERE `+unnamed, set[0], set[1]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return n, err
 }

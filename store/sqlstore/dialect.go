@@ -60,13 +60,15 @@ type dialect interface {
 	// its chunks reassembled (PostgreSQL, migration 0015).
 	artifactBytes() string
 	// insertAudits writes a checked batch of audit records and their
-	// patient rows (auditStaging().table()), skipping records whose
-	// (domain, id) exists.
+	// new patient sets (insertAuditSets), skipping records whose (domain,
+	// id) exists.
 	insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error
-	// auditStaging is where the audit's patient rows gather before they
-	// move into audit_patients (SQLite, migration 0008); nil where they
-	// go there directly (PostgreSQL).
-	auditStaging() *auditStaging
+	// insertAuditSets writes those of sets not in audit_sets yet, with
+	// their patient rows (migration 0016).
+	insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error
+	// lockAuditSets keeps audit batches (shared) and the retention purge
+	// (exclusive) apart where writes can overlap (PostgreSQL).
+	lockAuditSets(ctx context.Context, tx *tx, exclusive bool) error
 	// artifactFiles is where artifacts' bytes are kept when not in
 	// report_artifacts.data (SQLite, migration 0012); nil where they are
 	// (PostgreSQL).

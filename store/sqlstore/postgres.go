@@ -291,14 +291,25 @@ func (postgresDialect) artifactBytes() string {
 		WHERE c.domain = a.domain AND c.report_id = a.report_id AND c.version = a.version AND c.idx = a.idx), ''::bytea) END`
 }
 
-// auditStaging: none; the patient rows go into audit_patients' index
-// directly (docs/store.md, "Audit trail", says why).
-func (postgresDialect) auditStaging() *auditStaging   { return nil }
 func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 
+// lockAuditSets takes the audit sets' advisory lock, keyed by the schema
+// like lockEvents, until the transaction ends: shared by audit batches,
+// exclusive for the retention purge (PurgeAuditBefore says why). A
+// statement of its own, before anything reads audit_sets: a statement's
+// snapshot is taken when it starts, so a lock taken inside the statement
+// that reads could still see a set the purge deleted.
+func (postgresDialect) lockAuditSets(ctx context.Context, tx *tx, exclusive bool) error {
+	fn := "pg_advisory_xact_lock_shared"
+	if exclusive {
+		fn = "pg_advisory_xact_lock"
+	}
+	_, err := tx.exec(ctx, `SELECT `+fn+`(hashtextextended('qubs-fhir-bridge/audit-sets/' || current_schema(), 0))`)
+	return err
+}
+
 // insertAudits writes the batch in one statement over column arrays
-// (unnest), the patient rows joined to the records that statement
-// inserted.
+// (unnest), after its new patient sets (insertAuditSets).
 //
 // A batch of successful reads and searches commits with synchronous_commit
 // off: the commit returns once the records are in PostgreSQL's write-ahead
@@ -311,24 +322,28 @@ func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 // or refused request keeps the server's setting: those records are
 // promised durable before their answer is sent, like the report they are
 // about.
-func (postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
-	// One array per column: text, except recorded (3rd).
-	text := make([][]string, 16)
-	at := make([]time.Time, 0, len(batch))
-	var pDomain, pID, pRef []string
-	var pAt []time.Time
-	for _, a := range batch {
-		at = append(at, a.Recorded)
-		for i, v := range [...]string{a.Domain, a.ID, "", a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
-			a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs),
-			a.Query, a.CorrelationID, a.RequestPath} {
-			text[i] = append(text[i], v)
-		}
-		for _, p := range a.PatientRefs {
-			pDomain, pID, pRef, pAt = append(pDomain, a.Domain), append(pID, a.ID), append(pRef, p), append(pAt, a.Recorded)
+func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
+	if readsOnly(batch) {
+		if _, err := tx.exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
 		}
 	}
-	args := make([]any, 0, 20)
+	ids, sets := patientSets(batch)
+	if err := d.insertAuditSets(ctx, tx, sets); err != nil {
+		return err
+	}
+	// One array per column: text, except recorded (3rd).
+	text := make([][]string, 17)
+	at := make([]time.Time, 0, len(batch))
+	for i, a := range batch {
+		at = append(at, a.Recorded)
+		for j, v := range [...]string{a.Domain, a.ID, "", a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
+			a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs),
+			a.Query, a.CorrelationID, a.RequestPath, ids[i]} {
+			text[j] = append(text[j], v)
+		}
+	}
+	args := make([]any, 0, len(text))
 	for i, col := range text {
 		if i == 2 {
 			args = append(args, at)
@@ -336,25 +351,76 @@ func (postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.
 		}
 		args = append(args, col)
 	}
-	args = append(args, pDomain, pID, pRef, pAt)
-	if readsOnly(batch) {
-		if _, err := tx.exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO audit_events
+			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
+		SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, NULLIF(c17, '')
+		FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+			$15::text[], $16::text[], $17::text[])
+			AS r (c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
+		ON CONFLICT (domain, id) DO NOTHING`, args...)
+	return err
+}
+
+// insertAuditSets writes the sets that are not in audit_sets yet, each
+// with its patient rows (migration 0016), under the shared lock
+// (lockAuditSets): one lookup for the batch when every set is known, as
+// when the same worklist pages are read again and again. A set another
+// replica is writing at the same moment is waited for (its row's
+// uniqueness) and then skipped, so its rows are written once.
+func (d postgresDialect) insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error {
+	if len(sets) == 0 {
+		return nil
+	}
+	if err := d.lockAuditSets(ctx, tx, false); err != nil {
+		return err
+	}
+	domains, ids := make([]string, len(sets)), make([]string, len(sets))
+	for i, set := range sets {
+		domains[i], ids[i] = set.domain, set.id
+	}
+	known := make(map[[2]string]bool, len(sets))
+	rows, err := tx.tx.QueryContext(ctx, `SELECT s.domain, s.set_id FROM audit_sets s
+		JOIN unnest($1::text[], $2::text[]) AS b (domain, set_id) ON s.domain = b.domain AND s.set_id = b.set_id`,
+		domains, ids)
+	if err != nil {
+		return err
+	}
+	var k [2]string
+	if err := eachRow(rows, func() error {
+		err := rows.Scan(&k[0], &k[1])
+		known[k] = true
+		return err
+	}); err != nil {
+		return err
+	}
+	if len(known) == len(sets) {
+		return nil
+	}
+	// The new ones, in (domain, id) order like every batch's, so that two
+	// batches never wait for each other in a cycle.
+	var newDomains, newIDs, newRefs, pDomains, pIDs, pRefs []string
+	for _, set := range sets {
+		if known[[2]string{set.domain, set.id}] {
+			continue
+		}
+		newDomains, newIDs = append(newDomains, set.domain), append(newIDs, set.id)
+		newRefs = append(newRefs, sqlutil.EncodeRefs(set.refs))
+		for _, p := range set.refs {
+			pDomains, pIDs, pRefs = append(pDomains, set.domain), append(pIDs, set.id), append(pRefs, p)
 		}
 	}
-	_, err := tx.tx.ExecContext(ctx, `WITH ins AS (
-		INSERT INTO audit_events
-			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-			$15::text[], $16::text[])
-		ON CONFLICT (domain, id) DO NOTHING
-		RETURNING domain, id)
-		INSERT INTO audit_patients (domain, audit_id, patient_ref, recorded)
-		SELECT p.domain, p.id, p.ref, p.recorded
-		FROM unnest($17::text[], $18::text[], $19::text[], $20::timestamptz[]) AS p (domain, id, ref, recorded)
-		JOIN ins ON ins.domain = p.domain AND ins.id = p.id`, args...)
+	_, err = tx.tx.ExecContext(ctx, `WITH ins AS (
+		INSERT INTO audit_sets (domain, set_id, patient_refs)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+		ON CONFLICT (domain, set_id) DO NOTHING
+		RETURNING domain, set_id)
+		INSERT INTO audit_set_patients (domain, patient_ref, set_id)
+		SELECT p.domain, p.ref, p.set_id
+		FROM unnest($4::text[], $5::text[], $6::text[]) AS p (domain, set_id, ref)
+		JOIN ins ON ins.domain = p.domain AND ins.set_id = p.set_id
+		ON CONFLICT DO NOTHING`, newDomains, newIDs, newRefs, pDomains, pIDs, pRefs)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -108,7 +109,7 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 		w.Close()
 		return nil, err
 	}
-	d := &sqliteDialect{w: w, staging: newAuditStaging(), files: files}
+	d := &sqliteDialect{w: w, files: files}
 	s, err := open(ctx, d, w, r)
 	if err != nil {
 		r.Close()
@@ -145,10 +146,8 @@ type sqliteDialect struct {
 	w *sql.DB // the write pool, where insertAudits' statements are prepared
 	// ckpt checkpoints the WAL off the write path (checkpoint.go).
 	ckpt *checkpointer
-	// audit holds insertAudits' prepared statements.
-	events, patients *sql.Stmt
-	// staging counts and moves the staged audit patient rows.
-	staging *auditStaging
+	// insertAudits' and insertAuditSets' prepared statements.
+	events, setExists, setInsert, setPatients *sql.Stmt
 	// files holds the artifacts' bytes (artifactfiles.go).
 	files *artifactFiles
 }
@@ -174,8 +173,10 @@ func (*sqliteDialect) versionTable() string {
 		applied_at INTEGER NOT NULL)`
 }
 
-func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
 func (d *sqliteDialect) artifactFiles() *artifactFiles { return d.files }
+
+// lockAuditSets: nothing to lock, the write transactions are serial.
+func (*sqliteDialect) lockAuditSets(context.Context, *tx, bool) error { return nil }
 
 // artifactBytes: rows written before 0012 hold their bytes; later ones name
 // a file (report_artifact_chunks stays empty here).
@@ -199,56 +200,75 @@ func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Re
 	return nil
 }
 
-// insertAudits writes the batch with two prepared statements per record.
-// Most batches are small (a read's record names one patient), so what a
-// statement costs to parse showed more than what it does: both statements
-// are prepared once per store, not once per batch. Both are INSERT OR
-// IGNORE or plain appends, which cannot abort half-way, so SQLite keeps no
-// statement journal for them: a record that exists (a retried batch) is
-// skipped with its patient rows; the other constraints (NOT NULL, the
-// CHECKs) are checked by sqlutil.PrepareAudit first, so IGNORE never hides
-// an invalid record.
-//
-// The patient rows are appended to audit_patients_staged, and moved into
-// audit_patients in the same transaction once auditStagedRows have
-// gathered (migration 0008 says why).
+// insertAudits writes the batch with one prepared statement per record,
+// and its patient sets (insertAuditSets). Most batches are small (a read's
+// record names one patient), so what a statement costs to parse showed
+// more than what it does: the statements are prepared once per store, not
+// once per batch. INSERT OR IGNORE cannot abort half-way, so SQLite keeps
+// no statement journal for it: a record that exists (a retried batch) is
+// skipped; the other constraints (NOT NULL, the CHECKs) are checked by
+// sqlutil.PrepareAudit first, so IGNORE never hides an invalid record.
 func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
-	events, patients := tx.tx.StmtContext(ctx, d.events), tx.tx.StmtContext(ctx, d.patients)
-	staged := 0
-	for _, a := range batch {
-		refs := sqlutil.EncodeRefs(a.PatientRefs)
-		res, err := events.ExecContext(ctx, a.Domain, a.ID, a.Recorded.UnixMicro(), a.Action, a.Interaction, a.Outcome,
-			a.OutcomeDesc, a.AgentID, a.AgentMethod, a.TokenID, a.NetworkAddr, refs, sqlutil.EncodeRefs(a.EntityRefs),
-			a.Query, a.CorrelationID, a.RequestPath)
-		if err != nil {
+	events := tx.tx.StmtContext(ctx, d.events)
+	ids, sets := patientSets(batch)
+	for i, a := range batch {
+		if _, err := events.ExecContext(ctx, a.Domain, a.ID, a.Recorded.UnixMicro(), a.Action, a.Interaction, a.Outcome,
+			a.OutcomeDesc, a.AgentID, a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs),
+			sqlutil.EncodeRefs(a.EntityRefs), a.Query, a.CorrelationID, a.RequestPath, nullString(ids[i])); err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 || len(a.PatientRefs) == 0 {
-			continue // exists (a retried batch), or names no patient
-		}
-		// The patient rows come from the JSON array just stored: four
-		// arguments whatever the number of patients.
-		if _, err := patients.ExecContext(ctx, a.Domain, a.Recorded.UnixMicro(), a.ID, refs); err != nil {
-			return err
-		}
-		staged += len(a.PatientRefs)
 	}
-	return d.staging.added(ctx, tx, staged)
+	return d.insertAuditSets(ctx, tx, sets)
+}
+
+// insertAuditSets writes the sets that are not in audit_sets yet, each
+// with its patient rows (migration 0016): a worklist page read again
+// costs one lookup here, not a hundred rows.
+func (d *sqliteDialect) insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error {
+	if len(sets) == 0 {
+		return nil
+	}
+	exists, insert, patients := tx.tx.StmtContext(ctx, d.setExists), tx.tx.StmtContext(ctx, d.setInsert),
+		tx.tx.StmtContext(ctx, d.setPatients)
+	for _, set := range sets {
+		var one int
+		switch err := exists.QueryRowContext(ctx, set.domain, set.id).Scan(&one); {
+		case err == nil:
+			continue
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		refs := sqlutil.EncodeRefs(set.refs)
+		if _, err := insert.ExecContext(ctx, set.domain, set.id, refs); err != nil {
+			return err
+		}
+		if _, err := patients.ExecContext(ctx, set.domain, set.id, refs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // prepareAudits prepares insertAudits' statements on the write pool,
 // once the tables exist. (Not at first use: inside a write transaction the
 // pool's one connection is taken.)
 func (d *sqliteDialect) prepareAudits(ctx context.Context) (err error) {
-	if d.events, err = d.w.PrepareContext(ctx, `INSERT OR IGNORE INTO audit_events
-		(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-		 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
-		return err
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&d.events, `INSERT OR IGNORE INTO audit_events
+			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&d.setExists, `SELECT 1 FROM audit_sets WHERE domain = ? AND set_id = ?`},
+		{&d.setInsert, `INSERT INTO audit_sets (domain, set_id, patient_refs) VALUES (?, ?, ?)`},
+		{&d.setPatients, `INSERT OR IGNORE INTO audit_set_patients (domain, patient_ref, set_id)
+			SELECT ?1, value, ?2 FROM json_each(?3)`},
+	} {
+		if *p.stmt, err = d.w.PrepareContext(ctx, p.query); err != nil {
+			return err
+		}
 	}
-	d.patients, err = d.w.PrepareContext(ctx, `INSERT INTO audit_patients_staged (domain, patient_ref, recorded, audit_id)
-		SELECT ?, value, ?, ? FROM json_each(?)`)
-	return err
+	return nil
 }

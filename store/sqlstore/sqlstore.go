@@ -117,8 +117,8 @@ type tx struct {
 	tx   *sql.Tx
 	conn *sql.Conn
 	// settled run once the transaction has ended, told whether it
-	// committed: for state kept beside the database (the audit's count
-	// of staged rows) that must follow its commits and rollbacks.
+	// committed: for state kept beside the database (artifact
+	// files to remove) that must follow its commits and rollbacks.
 	settled []func(committed bool)
 }
 

@@ -2,6 +2,7 @@ package sqlutil
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
@@ -221,3 +222,43 @@ func CheckJTI(issuer, jti string, expires time.Time) error {
 	}
 	return nil
 }
+
+// PatientSet names the set of patients refs holds (migration 0016). A
+// record naming one patient (a read) names the reference itself: its
+// record is found by patient_set alone, with no set rows. Otherwise the set
+// is the hex of the first 16 bytes of the SHA-256 of the distinct
+// references, sorted, one per line (never a reference: it has no "/"), and
+// records naming the same patients, in any order, share it and its rows
+// in audit_set_patients, so that a worklist page read again and again
+// costs its patient rows once, not per read. "" when refs is empty.
+// References never hold a newline (PrepareAudit), so the encoding is
+// unambiguous.
+func PatientSet(refs []string) string {
+	if len(refs) == 0 {
+		return ""
+	}
+	sorted := refs
+	if !slices.IsSorted(refs) {
+		sorted = slices.Sorted(slices.Values(refs))
+	}
+	if sorted[0] == sorted[len(sorted)-1] {
+		return sorted[0]
+	}
+	n := 0
+	for _, r := range sorted {
+		n += len(r) + 1
+	}
+	b := make([]byte, 0, n) // one allocation for the hundred of a page
+	for i, r := range sorted {
+		if i > 0 && r == sorted[i-1] {
+			continue
+		}
+		b = append(append(b, r...), '\n')
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// SingletonSet reports whether a PatientSet names one patient, and so has
+// no rows of its own.
+func SingletonSet(set string) bool { return strings.Contains(set, "/") }

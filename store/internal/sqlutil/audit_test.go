@@ -98,3 +98,21 @@ func TestCheckJTI(t *testing.T) {
 	assert.ErrorIs(t, CheckJTI("c", "", time.Now()), store.ErrInvalid)
 	assert.ErrorIs(t, CheckJTI("c", "j", time.Time{}), store.ErrInvalid)
 }
+
+// TestPatientSet: a set is the same whatever the order and repeats of its
+// references, one patient names the reference itself, and different
+// patients never share a name.
+func TestPatientSet(t *testing.T) {
+	assert.Equal(t, "", PatientSet(nil))
+	assert.Equal(t, "Patient/1", PatientSet([]string{"Patient/1"}))
+	assert.Equal(t, "Patient/1", PatientSet([]string{"Patient/1", "Patient/1"}))
+	assert.True(t, SingletonSet(PatientSet([]string{"Patient/1"})))
+
+	ab := PatientSet([]string{"Patient/a", "Patient/b"})
+	assert.Len(t, ab, 32)
+	assert.False(t, SingletonSet(ab))
+	assert.Equal(t, ab, PatientSet([]string{"Patient/b", "Patient/a", "Patient/b"}))
+	assert.NotEqual(t, ab, PatientSet([]string{"Patient/a", "Patient/b", "Patient/c"}))
+	// The separator keeps "ab"+"c" apart from "a"+"bc".
+	assert.NotEqual(t, PatientSet([]string{"Patient/ab", "Patient/c"}), PatientSet([]string{"Patient/a", "Patient/bc"}))
+}
