@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/proccpu"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
@@ -94,8 +95,11 @@ type Round struct {
 	RPS      float64
 	P50, P99 time.Duration
 	// CPU is the CPU time of the side's own process (bridge or proxy) per
-	// request, SimCPU the simulator's.
-	CPU, SimCPU time.Duration
+	// request, SimCPU the simulator's. DBCPU is the local PostgreSQL
+	// server's (every process named postgres, whoever it serves) when the
+	// bridge's store is PostgreSQL, else zero: on the same cores it costs
+	// throughput like the bridge's own.
+	CPU, SimCPU, DBCPU time.Duration
 }
 
 // Comparison holds the rounds of one workload, bridge and proxy.
@@ -483,7 +487,9 @@ func (r *runner) round(ctx context.Context, d time.Duration, s side) (Round, err
 	if err != nil {
 		return Round{}, err
 	}
+	db0 := r.dbCPU()
 	res := drive(ctx, r.cfg.Clients, d, s.step)
+	db1 := r.dbCPU()
 	cpu1, err := cpuTime(s.proc.pid())
 	if err != nil {
 		return Round{}, err
@@ -502,8 +508,17 @@ func (r *runner) round(ctx context.Context, d time.Duration, s side) (Round, err
 	return Round{
 		Requests: res.requests, RPS: float64(res.requests) / res.elapsed.Seconds(),
 		P50: quantile(res.lat, 0.50), P99: quantile(res.lat, 0.99),
-		CPU: (cpu1 - cpu0) / n, SimCPU: (sim1 - sim0) / n,
+		CPU: (cpu1 - cpu0) / n, SimCPU: (sim1 - sim0) / n, DBCPU: (db1 - db0) / n,
 	}, nil
+}
+
+// dbCPU is the local PostgreSQL server's CPU time so far, when the bridge's
+// store is PostgreSQL (zero otherwise, and when it runs elsewhere).
+func (r *runner) dbCPU() time.Duration {
+	if !isPostgres(r.cfg.Store) {
+		return 0
+	}
+	return proccpu.Named("postgres")
 }
 
 // worklist: every client walks the worklist page by page, following next

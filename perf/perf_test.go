@@ -19,26 +19,6 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 )
 
-func TestParseStat(t *testing.T) {
-	// A command name may hold spaces and parentheses; utime 250 and stime
-	// 50 ticks are fields 14 and 15.
-	line := "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 12 0 999 123456 789 18446744073709551615\n"
-	got, err := parseStat([]byte(line))
-	require.NoError(t, err)
-	assert.Equal(t, 3*time.Second, got)
-
-	for name, bad := range map[string]string{
-		"no command":  "4242 S 1 2 3",
-		"too short":   "4242 (x) S 1 2 3",
-		"not numbers": "4242 (x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 a b 0 0",
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := parseStat([]byte(bad))
-			assert.Error(t, err)
-		})
-	}
-}
-
 func TestParseStatus(t *testing.T) {
 	m, err := parseStatus([]byte("Name:\tx\nVmPeak:\t  9999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\nThreads:\t5\n"))
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package perf
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/proccpu"
 )
 
 // Launcher returns the command that runs the program (this binary) with
@@ -153,40 +154,8 @@ func tail(b []byte) string {
 	return string(b)
 }
 
-// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100
-// on every Linux architecture Go supports (it is fixed by the kernel ABI,
-// whatever CONFIG_HZ the kernel runs at).
-const clockTick = 100
-
 // cpuTime is the CPU time (user and system) the process has used so far.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("reading the CPU time of process %d (the bench needs Linux /proc): %w", pid, err)
-	}
-	return parseStat(b)
-}
-
-// parseStat reads utime and stime, fields 14 and 15 of /proc/PID/stat. The
-// command name (field 2) may hold spaces and parentheses, so fields are
-// counted from the last ')'.
-func parseStat(b []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat: no command name")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state), so field n is f[n-3].
-	if len(f) < 13 {
-		return 0, errors.New("malformed /proc stat: too few fields")
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat: utime or stime is not a number")
-	}
-	return time.Duration(utime+stime) * time.Second / clockTick, nil
-}
+func cpuTime(pid int) (time.Duration, error) { return proccpu.Of(pid) }
 
 // memory is the resident set of a process now (VmRSS) and at its peak
 // (VmHWM), in bytes.

@@ -48,6 +48,7 @@ type Summary struct {
 	P50, P99 time.Duration
 	CPU      time.Duration
 	SimCPU   time.Duration
+	DBCPU    time.Duration
 }
 
 // Summarize takes the median of each figure over the rounds.
@@ -67,6 +68,7 @@ func Summarize(rounds []Round) Summary {
 		P50: dur(func(r Round) time.Duration { return r.P50 }),
 		P99: dur(func(r Round) time.Duration { return r.P99 }),
 		CPU: dur(func(r Round) time.Duration { return r.CPU }), SimCPU: dur(func(r Round) time.Duration { return r.SimCPU }),
+		DBCPU: dur(func(r Round) time.Duration { return r.DBCPU }),
 	}
 }
 
@@ -166,6 +168,10 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	row("", "latency p50", fmtDur(wb.P50), fmtDur(wp.P50), fmtRatio(float64(wb.P50), float64(wp.P50)))
 	row("", "latency p99", fmtDur(wb.P99), fmtDur(wp.P99), fmtRatio(float64(wb.P99), float64(wp.P99)))
 	row("", "CPU per page (own process)", fmtDur(wb.CPU), fmtDur(wp.CPU), fmtRatio(float64(wb.CPU), float64(wp.CPU)))
+	if isPostgres(c.Store) {
+		row("", "PostgreSQL server CPU per page", fmtDur(wb.DBCPU), "—", "")
+		row("", "CPU per page, own process + PostgreSQL", fmtDur(wb.CPU+wb.DBCPU), fmtDur(wp.CPU), fmtRatio(float64(wb.CPU+wb.DBCPU), float64(wp.CPU)))
+	}
 	row("", "QUBS (simulator) CPU per page", fmtDur(wb.SimCPU), fmtDur(wp.SimCPU), fmtRatio(float64(wb.SimCPU), float64(wp.SimCPU)))
 	wl := r.Walk
 	row("", fmt.Sprintf("QUBS calls per page, full walk (%d pages, %d studies)", wl.BridgePages, wl.BridgeEntries),
@@ -177,6 +183,9 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	row("", "latency p50", fmtDur(rb.P50), fmtDur(rp.P50), fmtRatio(float64(rb.P50), float64(rp.P50)))
 	row("", "latency p99", fmtDur(rb.P99), fmtDur(rp.P99), fmtRatio(float64(rb.P99), float64(rp.P99)))
 	row("", "CPU per read (own process)", fmtDur(rb.CPU), fmtDur(rp.CPU), fmtRatio(float64(rb.CPU), float64(rp.CPU)))
+	if isPostgres(c.Store) {
+		row("", "PostgreSQL server CPU per read", fmtDur(rb.DBCPU), "—", "")
+	}
 	rw := fmt.Sprintf("report with a %s PDF (%s of JSON)", fmtBytes(int64(rep.PayloadBytes)), fmtBytes(int64(rep.RequestBytes)))
 	floor := medianDur(rep.Floor)
 	row(rw, fmt.Sprintf("POST latency, `return=minimal` (median of %d)", len(rep.Minimal)), fmtDur(medianDur(rep.Minimal)), fmtDur(floor)+" (floor)", fmtRatio(float64(medianDur(rep.Minimal)), float64(floor)))
