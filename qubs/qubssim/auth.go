@@ -58,7 +58,7 @@ func (s *Sim) verifyJWT(tok string) (jwtClaims, string) {
 	if err != nil || json.Unmarshal(hb, &hdr) != nil || hdr.Alg != "HS256" {
 		return c, "bearer token has an unsupported header"
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(parts[2])
 	m := hmac.New(sha256.New, s.jwtKey)
 	m.Write([]byte(parts[0] + "." + parts[1]))
 	if err != nil || !hmac.Equal(sig, m.Sum(nil)) {
