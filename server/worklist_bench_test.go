@@ -9,6 +9,10 @@ import (
 	"testing"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 )
 
 // BenchmarkWorklistWalk is what the bench harness's worklist clients do,
@@ -57,7 +61,25 @@ func nextLink(body []byte, srvURL string) string {
 // process: 16 clients reading pending ServiceRequests by id, with the
 // audit on SQLite. cpu-µs/op includes the simulator.
 func BenchmarkReadParallel(b *testing.B) {
-	e := newEnv(b, withStore(b), noKick())
+	readParallel(b, newEnv(b, withStore(b), noKick()))
+}
+
+// BenchmarkReadParallelPostgres is BenchmarkReadParallel on PostgreSQL,
+// each read waiting for its audit record's commit as serve's default
+// (BRIDGE_AUDIT_WAIT=auto) makes it there; pg-cpu-µs/op is the database
+// server's CPU per read (every postgres process's, so other work on the
+// same server counts too).
+func BenchmarkReadParallelPostgres(b *testing.B) {
+	commitReads := func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.AuditCommitReads = true }
+	e := newEnv(b, withPostgres(b), commitReads, noKick())
+	pg0 := pgtest.ServerCPU()
+	readParallel(b, e)
+	if b.N > 0 {
+		b.ReportMetric(float64((pgtest.ServerCPU()-pg0).Microseconds())/float64(b.N), "pg-cpu-µs/op")
+	}
+}
+
+func readParallel(b *testing.B, e *env) {
 	h := e.srv.Config.Handler
 	var paths []string
 	for _, id := range e.sim.PendingIDs("acme")[:200] {
