@@ -9,9 +9,6 @@ import (
 	"testing"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 )
 
@@ -70,8 +67,7 @@ func BenchmarkReadParallel(b *testing.B) {
 // server's CPU per read (every postgres process's, so other work on the
 // same server counts too).
 func BenchmarkReadParallelPostgres(b *testing.B) {
-	commitReads := func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.AuditCommitReads = true }
-	e := newEnv(b, withPostgres(b), commitReads, noKick())
+	e := newEnv(b, withPostgres(b), commitReads(), noKick())
 	pg0 := pgtest.ServerCPU()
 	readParallel(b, e)
 	if b.N > 0 {

@@ -300,16 +300,25 @@ func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 // snapshot is taken when it starts, so a lock taken inside the statement
 // that reads could still see a set the purge deleted.
 func (postgresDialect) lockAuditSets(ctx context.Context, tx *tx, exclusive bool) error {
+	_, err := tx.exec(ctx, auditSetsLock(exclusive))
+	return err
+}
+
+func auditSetsLock(exclusive bool) string {
 	fn := "pg_advisory_xact_lock_shared"
 	if exclusive {
 		fn = "pg_advisory_xact_lock"
 	}
-	_, err := tx.exec(ctx, `SELECT `+fn+`(hashtextextended('qubs-fhir-bridge/audit-sets/' || current_schema(), 0))`)
-	return err
+	return `SELECT ` + fn + `(hashtextextended('qubs-fhir-bridge/audit-sets/' || current_schema(), 0))`
 }
 
 // insertAudits writes the batch in one statement over column arrays
-// (unnest), after its new patient sets (insertAuditSets).
+// (unnest), which also finds the batch's patient sets not written yet;
+// those, if any, are written next (writeAuditSets). A read waits for its
+// batch's commit (docs/audit.md), and on loopback a round trip costs both
+// processes more CPU than these statements do, so a batch takes four in
+// the usual case, as before patient sets: BEGIN, the settings and the
+// lock in one simple query, the INSERT, COMMIT.
 //
 // A batch of successful reads and searches commits with synchronous_commit
 // off: the commit returns once the records are in PostgreSQL's write-ahead
@@ -323,16 +332,21 @@ func (postgresDialect) lockAuditSets(ctx context.Context, tx *tx, exclusive bool
 // promised durable before their answer is sent, like the report they are
 // about.
 func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
+	ids, sets := patientSets(batch)
+	var prelude []string
 	if readsOnly(batch) {
-		if _, err := tx.exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+		prelude = append(prelude, `SET LOCAL synchronous_commit = off`)
+	}
+	if len(sets) > 0 {
+		prelude = append(prelude, auditSetsLock(false))
+	}
+	if len(prelude) > 0 {
+		// Without arguments, one simple query of several statements.
+		if _, err := tx.exec(ctx, strings.Join(prelude, "; ")); err != nil {
 			return err
 		}
 	}
-	ids, sets := patientSets(batch)
-	if err := d.insertAuditSets(ctx, tx, sets); err != nil {
-		return err
-	}
-	// One array per column: text, except recorded (3rd).
+	// One array per column: text, except recorded (3rd); then the sets.
 	text := make([][]string, 17)
 	at := make([]time.Time, 0, len(batch))
 	for i, a := range batch {
@@ -343,7 +357,7 @@ func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*stor
 			text[j] = append(text[j], v)
 		}
 	}
-	args := make([]any, 0, len(text))
+	args := make([]any, 0, len(text)+2)
 	for i, col := range text {
 		if i == 2 {
 			args = append(args, at)
@@ -351,7 +365,7 @@ func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*stor
 		}
 		args = append(args, col)
 	}
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO audit_events
+	const insert = `INSERT INTO audit_events
 			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
 			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
 		SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, NULLIF(c17, '')
@@ -359,16 +373,29 @@ func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*stor
 			$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
 			$15::text[], $16::text[], $17::text[])
 			AS r (c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
-		ON CONFLICT (domain, id) DO NOTHING`, args...)
-	return err
+		ON CONFLICT (domain, id) DO NOTHING`
+	if len(sets) == 0 {
+		_, err := tx.tx.ExecContext(ctx, insert, args...)
+		return err
+	}
+	// The INSERT runs to completion whatever the query reads (a WITH's
+	// data-modifying statement always does); the query names the sets
+	// not written yet, read under the lock taken above.
+	domains, setIDs := setKeys(sets)
+	rows, err := tx.tx.QueryContext(ctx, `WITH ins AS (`+insert+`)
+		SELECT b.domain, b.set_id FROM unnest($18::text[], $19::text[]) AS b (domain, set_id)
+		WHERE NOT EXISTS (SELECT 1 FROM audit_sets s WHERE s.domain = b.domain AND s.set_id = b.set_id)`,
+		append(args, domains, setIDs)...)
+	if err != nil {
+		return err
+	}
+	return d.writeAuditSets(ctx, tx, sets, rows)
 }
 
 // insertAuditSets writes the sets that are not in audit_sets yet, each
 // with its patient rows (migration 0016), under the shared lock
-// (lockAuditSets): one lookup for the batch when every set is known, as
-// when the same worklist pages are read again and again. A set another
-// replica is writing at the same moment is waited for (its row's
-// uniqueness) and then skipped, so its rows are written once.
+// (lockAuditSets): one lookup when every set is known, as when the same
+// worklist pages are read again and again.
 func (d postgresDialect) insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error {
 	if len(sets) == 0 {
 		return nil
@@ -376,33 +403,46 @@ func (d postgresDialect) insertAuditSets(ctx context.Context, tx *tx, sets []aud
 	if err := d.lockAuditSets(ctx, tx, false); err != nil {
 		return err
 	}
-	domains, ids := make([]string, len(sets)), make([]string, len(sets))
-	for i, set := range sets {
-		domains[i], ids[i] = set.domain, set.id
-	}
-	known := make(map[[2]string]bool, len(sets))
-	rows, err := tx.tx.QueryContext(ctx, `SELECT s.domain, s.set_id FROM audit_sets s
-		JOIN unnest($1::text[], $2::text[]) AS b (domain, set_id) ON s.domain = b.domain AND s.set_id = b.set_id`,
-		domains, ids)
+	domains, setIDs := setKeys(sets)
+	rows, err := tx.tx.QueryContext(ctx, `SELECT b.domain, b.set_id FROM unnest($1::text[], $2::text[]) AS b (domain, set_id)
+		WHERE NOT EXISTS (SELECT 1 FROM audit_sets s WHERE s.domain = b.domain AND s.set_id = b.set_id)`,
+		domains, setIDs)
 	if err != nil {
 		return err
 	}
+	return d.writeAuditSets(ctx, tx, sets, rows)
+}
+
+// setKeys are the sets' domains and ids as column arrays.
+func setKeys(sets []auditSet) (domains, ids []string) {
+	domains, ids = make([]string, len(sets)), make([]string, len(sets))
+	for i, set := range sets {
+		domains[i], ids[i] = set.domain, set.id
+	}
+	return domains, ids
+}
+
+// writeAuditSets writes those of sets that missing (rows of domain and
+// set id) names, with their patient rows, in (domain, id) order like every
+// batch's, so that two batches never wait for each other in a cycle. A
+// set another replica is writing at the same moment is waited for (its
+// row's uniqueness) and then skipped, so its rows are written once.
+func (postgresDialect) writeAuditSets(ctx context.Context, tx *tx, sets []auditSet, missing *sql.Rows) error {
+	var want map[[2]string]bool
 	var k [2]string
-	if err := eachRow(rows, func() error {
-		err := rows.Scan(&k[0], &k[1])
-		known[k] = true
+	if err := eachRow(missing, func() error {
+		if want == nil {
+			want = map[[2]string]bool{}
+		}
+		err := missing.Scan(&k[0], &k[1])
+		want[k] = true
 		return err
-	}); err != nil {
+	}); err != nil || want == nil {
 		return err
 	}
-	if len(known) == len(sets) {
-		return nil
-	}
-	// The new ones, in (domain, id) order like every batch's, so that two
-	// batches never wait for each other in a cycle.
 	var newDomains, newIDs, newRefs, pDomains, pIDs, pRefs []string
 	for _, set := range sets {
-		if known[[2]string{set.domain, set.id}] {
+		if !want[[2]string{set.domain, set.id}] {
 			continue
 		}
 		newDomains, newIDs = append(newDomains, set.domain), append(newIDs, set.id)
@@ -411,7 +451,7 @@ func (d postgresDialect) insertAuditSets(ctx context.Context, tx *tx, sets []aud
 			pDomains, pIDs, pRefs = append(pDomains, set.domain), append(pIDs, set.id), append(pRefs, p)
 		}
 	}
-	_, err = tx.tx.ExecContext(ctx, `WITH ins AS (
+	_, err := tx.tx.ExecContext(ctx, `WITH ins AS (
 		INSERT INTO audit_sets (domain, set_id, patient_refs)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 		ON CONFLICT (domain, set_id) DO NOTHING
