@@ -73,11 +73,10 @@ func openWithPool(t *testing.T) (*sqlstore.Store, *pgxpool.Pool) {
 	return s, db
 }
 
-// TestArtifactChunks: since migration 0017 an artifact's bytes are rows of
-// artifact_blob_chunks (from 0015, of report_artifact_chunks), none in
-// report_artifacts.data; the purge deletes them; a chunk missing makes the
-// artifact an error, never bytes cut short, and a claim fails its version
-// rather than deliver it.
+// TestArtifactChunks: since migration 0015 an artifact's bytes are rows of
+// report_artifact_chunks, none in report_artifacts.data; the purge deletes
+// them; a chunk missing makes the artifact an error, never bytes cut short,
+// and a claim fails its version rather than deliver it.
 func TestArtifactChunks(t *testing.T) {
 	ctx := context.Background()
 	s, db := openWithPool(t)
@@ -97,14 +96,13 @@ func TestArtifactChunks(t *testing.T) {
 		inRow        []byte
 		chunks, rows int
 	)
-	require.NoError(t, db.QueryRow(ctx, `SELECT data, chunks, (SELECT count(*) FROM artifact_blob_chunks c WHERE c.blob_id = a.blob_id)
-		FROM report_artifacts a WHERE report_id = 'whole'`).Scan(&inRow, &chunks, &rows))
+	require.NoError(t, db.QueryRow(ctx, `SELECT data, chunks, (SELECT count(*) FROM report_artifact_chunks WHERE report_id = 'whole')
+		FROM report_artifacts WHERE report_id = 'whole'`).Scan(&inRow, &chunks, &rows))
 	assert.Nil(t, inRow, "no bytes in the row")
 	assert.Equal(t, 13, chunks, "100,000 bytes in chunks of under 8,000")
 	assert.Equal(t, chunks, rows)
 
-	_, err := db.Exec(ctx, `DELETE FROM artifact_blob_chunks
-		WHERE blob_id = (SELECT blob_id FROM report_artifacts WHERE report_id = 'cut') AND seq = 5`)
+	_, err := db.Exec(ctx, `DELETE FROM report_artifact_chunks WHERE report_id = 'cut' AND seq = 5`)
 	require.NoError(t, err)
 	_, err = s.ReportArtifact(ctx, "acme", "cut", 1, 0)
 	assert.Error(t, err, "a chunk missing")
@@ -127,8 +125,8 @@ func TestArtifactChunks(t *testing.T) {
 	n, err := s.PurgeBefore(ctx, time.Now().Add(-24*time.Hour))
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
-	require.NoError(t, db.QueryRow(ctx, `SELECT (SELECT count(*) FROM artifact_blob_chunks) + (SELECT count(*) FROM artifact_blobs)`).Scan(&rows))
-	assert.Zero(t, rows, "the purge deletes the blobs and their chunks")
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM report_artifact_chunks`).Scan(&rows))
+	assert.Zero(t, rows, "the purge deletes the chunks")
 }
 
 // TestUpgradeTo0015: a schema at 0014 holds an artifact's bytes in

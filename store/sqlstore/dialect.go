@@ -51,15 +51,10 @@ type dialect interface {
 	// write transactions are serial anyway.
 	lockEvents(ctx context.Context, tx *tx) error
 
-	// insertArtifacts writes the artifacts of a new version r; names
-	// are where their bytes were put before ("" for none): the files
-	// artifactFiles wrote (SQLite) or the blobs startBlobs wrote
-	// (PostgreSQL).
-	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, names []string) error
-	// blobs reports whether artifact bytes go to blobs written beside
-	// the version's transaction (PostgreSQL, migration 0017,
-	// artifactblobs.go).
-	blobs() bool
+	// insertArtifacts writes the artifacts of a new version r; files
+	// are the names artifactFiles gave their bytes ("" for none), nil
+	// where they go into the rows.
+	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error
 	// artifactBytes is the SQL expression of an artifact's bytes (alias
 	// a, report_artifacts) where the row holds or names them: data, or
 	// its chunks reassembled (PostgreSQL, migration 0015).

@@ -65,10 +65,6 @@ func OpenPostgres(ctx context.Context, url string) (_ *Store, err error) {
 		db.Close()
 		return nil, err
 	}
-	if _, err := s.sweepBlobs(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("sweeping artifact blobs: %w", err)
-	}
 	return s, nil
 }
 
@@ -151,41 +147,47 @@ func (postgresDialect) lockEvents(ctx context.Context, tx *tx) error {
 	return err
 }
 
-// insertArtifacts writes the rows of a version's artifacts with a binary
-// COPY, each naming its bytes' blob (ids, written and committed by
-// startBlobs since 0017; from 0015 to 0017 this COPY was followed by one of
-// report_artifact_chunks rows, which are still read). As bytea parameters,
-// the driver would copy a report's 2 MiB PDF twice (the encoded parameter,
-// then the Bind message), tripling the memory a report costs while it is
-// accepted; the binary format, unlike the text one, costs the server no
-// hex to parse; and COPY inserts the chunks in batches, WAL records
-// included. COPY is pgx's, below database/sql: it runs on the
-// transaction's own connection, inside the transaction.
-func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, ids []string) error {
+// insertArtifacts writes the artifacts of a version with two binary
+// COPYs: their rows, then their bytes as rows of report_artifact_chunks
+// (migration 0015), streamed through a pipe in 64 KiB messages. As a bytea
+// parameter, the driver would copy the 2 MiB of a report's PDF twice (the
+// encoded parameter, then the Bind message), tripling the memory a report
+// costs while it is accepted; the binary format, unlike the text one,
+// costs the server no hex to parse; and COPY inserts the chunks in
+// batches, WAL records included. COPY is pgx's, below database/sql: it runs
+// on the transaction's own connection, inside the transaction.
+func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, _ []string) error {
 	return tx.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
 		}
-		return copyIn(ctx, c, `COPY report_artifacts
-			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, chunks, blob_id) FROM STDIN (FORMAT binary)`,
-			func(w *copyWriter) { writeArtifactRows(w, r, ids) })
+		if err := copyIn(ctx, c, `COPY report_artifacts
+			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, chunks) FROM STDIN (FORMAT binary)`,
+			func(w *copyWriter) { writeArtifactRows(w, r) }); err != nil {
+			return err
+		}
+		return copyIn(ctx, c, `COPY report_artifact_chunks (domain, report_id, version, idx, seq, data) FROM STDIN (FORMAT binary)`,
+			func(w *copyWriter) { writeChunkRows(w, r) })
 	})
 }
 
-// blobs: artifact bytes go to blobs written beside the version's
-// transaction (artifactblobs.go).
-func (postgresDialect) blobs() bool { return true }
+// chunkSize is how many bytes of an artifact one report_artifact_chunks
+// row holds: as many as fit, with the row's key, in one heap tuple of a
+// PostgreSQL page (at most 8,160 bytes), since the column is STORAGE
+// PLAIN. The key's text columns are bounded by the primary keys' B-tree
+// entries (2,700 bytes), so there is always room for thousands.
+func chunkSize(r *store.Report) int { return 8000 - len(r.Domain) - len(r.ID) }
 
-// chunkCount is how many rows of size bytes hold a's bytes: a row per
-// started chunk, none for an artifact without bytes (the purge's NULL),
-// one empty row for empty bytes, so that they read back empty, not
+// chunkCount is how many rows writeChunkRows writes for a's bytes; a
+// row per started chunk, none for an artifact without bytes (the purge's
+// NULL), one empty row for empty bytes, so that they read back empty, not
 // absent.
-func chunkCount(size int, a *store.Artifact) int {
+func chunkCount(r *store.Report, a *store.Artifact) int {
 	if a.Data == nil {
 		return 0
 	}
-	return max(1, (len(a.Data)+size-1)/size)
+	return max(1, (len(a.Data)+chunkSize(r)-1)/chunkSize(r))
 }
 
 // copyIn runs one COPY FROM STDIN in binary format, its rows written by
@@ -238,11 +240,11 @@ func (w *copyWriter) int4(v int) {
 }
 
 // writeArtifactRows writes the report_artifacts rows of r's artifacts,
-// each naming its blob (ids[i], "" for none).
-func writeArtifactRows(w *copyWriter, r *store.Report, ids []string) {
+// their bytes left to writeChunkRows.
+func writeArtifactRows(w *copyWriter, r *store.Report) {
 	for i := range r.Artifacts {
 		a := &r.Artifacts[i]
-		w.be(2, 11)
+		w.be(2, 10)
 		w.field([]byte(r.Domain))
 		w.field([]byte(r.ID))
 		w.int4(r.Version)
@@ -253,28 +255,40 @@ func writeArtifactRows(w *copyWriter, r *store.Report, ids []string) {
 		w.be(8, uint64(a.Size))
 		w.field([]byte(a.SHA256))
 		w.field([]byte(a.BinaryID))
-		if n := chunkCount(blobChunkSize, a); n > 0 {
+		if n := chunkCount(r, a); n > 0 {
 			w.int4(n)
-			w.field([]byte(ids[i]))
 		} else {
-			w.field(nil)
 			w.field(nil)
 		}
 	}
 }
 
-// artifactBytes reassembles an artifact's chunks in the query that reads
-// its row: its blob's (0017), or its own (rows written from 0015 to 0017);
-// rows written before hold their bytes in data. A row whose chunks are
-// not all there reads as bytes too short, which scanArtifacts refuses by
+// writeChunkRows writes the report_artifact_chunks rows of r's artifacts.
+func writeChunkRows(w *copyWriter, r *store.Report) {
+	size := chunkSize(r)
+	domain, id := []byte(r.Domain), []byte(r.ID) // once, not per chunk
+	for i := range r.Artifacts {
+		a := &r.Artifacts[i]
+		for seq := range chunkCount(r, a) {
+			w.be(2, 6)
+			w.field(domain)
+			w.field(id)
+			w.int4(r.Version)
+			w.int4(a.Index)
+			w.int4(seq)
+			w.field(a.Data[seq*size : min(len(a.Data), (seq+1)*size)])
+		}
+	}
+}
+
+// artifactBytes reassembles an artifact's chunks (0015) in the query that
+// reads its row, or reads data for rows written before. A row whose chunks
+// are not all there reads as empty bytes, which scanArtifacts refuses by
 // their size, never as an artifact without bytes.
 func (postgresDialect) artifactBytes() string {
-	return `CASE WHEN a.chunks IS NULL THEN a.data
-		WHEN a.blob_id IS NOT NULL THEN COALESCE((SELECT string_agg(c.data, ''::bytea ORDER BY c.seq)
-			FROM artifact_blob_chunks c WHERE c.blob_id = a.blob_id), ''::bytea)
-		ELSE COALESCE((SELECT string_agg(c.data, ''::bytea ORDER BY c.seq)
-			FROM report_artifact_chunks c
-			WHERE c.domain = a.domain AND c.report_id = a.report_id AND c.version = a.version AND c.idx = a.idx), ''::bytea) END`
+	return `CASE WHEN a.chunks IS NULL THEN a.data ELSE COALESCE((SELECT string_agg(c.data, ''::bytea ORDER BY c.seq)
+		FROM report_artifact_chunks c
+		WHERE c.domain = a.domain AND c.report_id = a.report_id AND c.version = a.version AND c.idx = a.idx), ''::bytea) END`
 }
 
 // auditStaging: none; the patient rows go into audit_patients' index

@@ -74,7 +74,7 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 			return err
 		}
 	}
-	return s.writeVersion(ctx, r, func(tx *tx, names func() ([]string, error)) error {
+	return s.writeVersion(ctx, r, func(tx *tx, files []string) error {
 		// ON CONFLICT waits for a concurrent insert of the same id to end,
 		// then does nothing if it committed: exactly one create wins.
 		res, err := tx.exec(ctx, `INSERT INTO reports
@@ -85,7 +85,7 @@ func (s *Store) CreateReport(ctx context.Context, r *store.Report) (err error) {
 		if err := changedOne(res, err, store.KindConflict, "report exists"); err != nil {
 			return err
 		}
-		if err := s.insertVersion(ctx, tx, r, names); err != nil {
+		if err := s.insertVersion(ctx, tx, r, files); err != nil {
 			return err
 		}
 		return s.auditWithin(ctx, tx, r.Audit)
@@ -106,7 +106,7 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			return err
 		}
 	}
-	return s.writeVersion(ctx, r, func(tx *tx, names func() ([]string, error)) error {
+	return s.writeVersion(ctx, r, func(tx *tx, files []string) error {
 		// The report row's lock serialises concurrent updates: each gets
 		// its own version number.
 		var (
@@ -131,7 +131,7 @@ func (s *Store) UpdateReport(ctx context.Context, r *store.Report, ifMatch int) 
 			r.Version, r.PatientRef, r.Status, s.tm(r.CreatedAt), r.Domain, r.ID); err != nil {
 			return err
 		}
-		if err := s.insertVersion(ctx, tx, r, names); err != nil {
+		if err := s.insertVersion(ctx, tx, r, files); err != nil {
 			return err
 		}
 		return s.auditWithin(ctx, tx, r.Audit)
@@ -149,47 +149,30 @@ func (s *Store) auditWithin(ctx context.Context, tx *tx, a *store.AuditRecord) e
 }
 
 // writeVersion runs the write transaction of a new version r, its
-// artifacts' bytes put where insertArtifacts names them; fn gets a
-// function that returns their names, for insertVersion. What a
-// transaction that does not commit leaves behind is removed.
-//
-// SQLite: the files (migration 0012) are written and synced before the
-// transaction begins: the fsync, the longest part of a report's write,
-// then waits outside the database's one write lock, beside other writers
-// rather than in front of them.
-//
-// PostgreSQL: the blobs (migration 0017) are written on a connection of
-// their own while the transaction runs its other statements, and waited
-// for only when the artifact rows are inserted (artifactblobs.go).
-func (s *Store) writeVersion(ctx context.Context, r *store.Report, fn func(tx *tx, names func() ([]string, error)) error) error {
-	if af := s.d.artifactFiles(); af != nil {
-		files, err := af.writeAll(r.Artifacts)
-		if err != nil {
-			return err
-		}
-		if err := s.write(ctx, func(tx *tx) error { return fn(tx, func() ([]string, error) { return files, nil }) }); err != nil {
-			af.removeAll(files)
-			return err
-		}
-		return nil
+// artifacts' files (SQLite, migration 0012) written and synced before it
+// begins: the fsync, the longest part of a report's write, then waits
+// outside the database's one write lock, beside other writers rather than
+// in front of them. fn gets the files' names for insertVersion. Files of
+// a transaction that does not commit are removed.
+func (s *Store) writeVersion(ctx context.Context, r *store.Report, fn func(tx *tx, files []string) error) error {
+	af := s.d.artifactFiles()
+	if af == nil {
+		return s.write(ctx, func(tx *tx) error { return fn(tx, nil) })
 	}
-	if !s.d.blobs() || len(r.Artifacts) == 0 {
-		return s.write(ctx, func(tx *tx) error { return fn(tx, func() ([]string, error) { return nil, nil }) })
-	}
-	b, err := s.startBlobs(ctx, r)
+	files, err := af.writeAll(r.Artifacts)
 	if err != nil {
 		return err
 	}
-	if err := s.write(ctx, func(tx *tx) error { return fn(tx, func() ([]string, error) { return b.wait(ctx) }) }); err != nil {
-		s.dropBlobs(b)
+	if err := s.write(ctx, func(tx *tx) error { return fn(tx, files) }); err != nil {
+		af.removeAll(files)
 		return err
 	}
 	return nil
 }
 
 // insertVersion queues r in its appointment's delivery queue and writes its
-// version row and artifacts (names: see writeVersion).
-func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report, names func() ([]string, error)) error {
+// version row and artifacts (files: see dialect.insertArtifacts).
+func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report, files []string) error {
 	// The new version is the newest of its appointment, so its due time is
 	// the queue's; older pending versions are superseded at the next claim.
 	// The upsert locks the queue row until commit (SQLite: the write lock
@@ -214,11 +197,7 @@ func (s *Store) insertVersion(ctx context.Context, tx *tx, r *store.Report, name
 	if len(r.Artifacts) == 0 {
 		return nil
 	}
-	n, err := names()
-	if err != nil {
-		return err
-	}
-	return s.d.insertArtifacts(ctx, tx, r, n)
+	return s.d.insertArtifacts(ctx, tx, r, files)
 }
 
 // Report returns the latest version of a report. See store.Reports.

@@ -139,38 +139,29 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		n = len(keys)
 		var files []string
 		for _, k := range keys {
-			// RETURNING would name the new values, NULL: the names first.
-			rows, err := tx.query(ctx, `SELECT data_file, blob_id FROM report_artifacts
-				WHERE domain = ? AND report_id = ? AND version = ? AND (data_file IS NOT NULL OR blob_id IS NOT NULL)`, k.domain, k.id, k.version)
+			// RETURNING would name the new value, NULL: the names first.
+			rows, err := tx.query(ctx, `SELECT data_file FROM report_artifacts
+				WHERE domain = ? AND report_id = ? AND version = ? AND data_file IS NOT NULL`, k.domain, k.id, k.version)
 			if err != nil {
 				return err
 			}
-			var blobs []string
 			for rows.Next() {
-				var f, b sql.NullString
-				if err := rows.Scan(&f, &b); err != nil {
+				var f string
+				if err := rows.Scan(&f); err != nil {
 					rows.Close()
 					return err
 				}
-				if f.Valid {
-					files = append(files, f.String)
-				}
-				if b.Valid {
-					blobs = append(blobs, b.String)
-				}
+				files = append(files, f)
 			}
 			if err := rows.Close(); err != nil {
 				return err
 			}
-			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL, data_file = NULL, chunks = NULL, blob_id = NULL
+			if _, err := tx.exec(ctx, `UPDATE report_artifacts SET data = NULL, data_file = NULL, chunks = NULL
 				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
 				return err
 			}
 			if _, err := tx.exec(ctx, `DELETE FROM report_artifact_chunks
 				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
-				return err
-			}
-			if err := deleteBlobs(ctx, tx, blobs); err != nil {
 				return err
 			}
 		}

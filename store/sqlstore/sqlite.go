@@ -176,7 +176,6 @@ func (*sqliteDialect) versionTable() string {
 
 func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
 func (d *sqliteDialect) artifactFiles() *artifactFiles { return d.files }
-func (d *sqliteDialect) blobs() bool                   { return false }
 
 // artifactBytes: rows written before 0012 hold their bytes; later ones name
 // a file (report_artifact_chunks stays empty here).
