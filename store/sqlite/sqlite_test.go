@@ -122,7 +122,7 @@ func TestUpgradeFrom0001(t *testing.T) {
 	// Every migration of the audit tables goes, so that they apply again
 	// in order over 0001.
 	for _, q := range []string{`DROP TABLE audit_patients`, `DROP TABLE audit_events`, `DROP TABLE jti_claims`,
-		`DROP TABLE audit_sets`, `DROP TABLE audit_set_patients`,
+		`DROP TABLE audit_sets`, `DROP TABLE audit_set_patients`, `DROP TABLE audit_patients_staged`,
 		`DELETE FROM schema_migrations WHERE version IN (2, 6, 8, 16)`} {
 		_, err := db.ExecContext(ctx, q)
 		require.NoError(t, err, q)

@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"cmp"
 	"context"
+	"database/sql"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -14,19 +16,6 @@ import (
 const auditCols = `a.domain, a.id, a.recorded, a.action, a.interaction, a.outcome, a.outcome_desc,
 	a.agent_id, a.agent_method, a.token_id, a.network_addr, a.patient_refs, a.entity_refs, a.query,
 	a.correlation_id, a.request_path`
-
-// auditInsert writes one audit_events row.
-const auditInsert = `INSERT INTO audit_events
-	(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-	 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, id) DO NOTHING`
-
-// auditArgs are auditInsert's arguments for a, whose patient set is set.
-func (s *Store) auditArgs(a *store.AuditRecord, set string) []any {
-	return []any{a.Domain, a.ID, s.tm(a.Recorded), a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID, a.AgentMethod,
-		a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs), a.Query,
-		a.CorrelationID, a.RequestPath, nullString(set)}
-}
 
 // nullString is s as a column value, NULL when empty.
 func nullString(s string) any {
@@ -96,13 +85,15 @@ func (s *Store) RecordAudit(ctx context.Context, a *store.AuditRecord) (err erro
 	if err := sqlutil.PrepareAudit(a); err != nil {
 		return err
 	}
-	ids, sets := patientSets([]*store.AuditRecord{a})
 	return s.write(ctx, func(tx *tx) error {
-		res, err := tx.exec(ctx, auditInsert, s.auditArgs(a, ids[0])...)
-		if err := changedOne(res, err, store.KindConflict, "audit record exists"); err != nil {
+		var one int
+		switch err := tx.queryRow(ctx, `SELECT 1 FROM audit_events WHERE domain = ? AND id = ?`, a.Domain, a.ID).Scan(&one); {
+		case err == nil:
+			return store.E(store.KindConflict, "audit record exists")
+		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		return s.d.insertAuditSets(ctx, tx, sets)
+		return s.d.insertAudits(ctx, tx, []*store.AuditRecord{a})
 	})
 }
 
@@ -226,30 +217,39 @@ var (
 		// of the loops.
 		{from: "audit_set_patients m CROSS JOIN audit_events a", cols: auditCols, at: "a.recorded", id: "a.id",
 			patient: "m", patientCol: "patient_ref", join: "a.domain = m.domain AND a.patient_set = m.set_id"},
-		// Records naming the patient alone (sqlutil.PatientSet): one
-		// range of audit_events_patient_set, in order.
-		{from: "audit_events a", cols: auditCols, at: "a.recorded", id: "a.id", patient: "a", patientCol: "patient_set"},
-		// Records from before 0016, through their own rows, whose
-		// (recorded, audit_id) equal the record's (recorded, id).
-		patientArm("audit_events a JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id", "p"),
+		// Records from before 0016, and on SQLite those naming one
+		// patient once moved, through their own rows, whose (recorded,
+		// audit_id) equal the record's (recorded, id).
+		patientArm("audit_events a JOIN audit_patients p ON p.domain = a.domain AND p.audit_id = a.id", "p", ""),
+		// Where the dialect stages (SQLite): the staged rows, not indexed
+		// by patient, scanned once, each match looked up in audit_events
+		// by its key; CROSS JOIN keeps SQLite to that order of the loops.
+		patientArm("audit_patients_staged g CROSS JOIN audit_events a", "g", "g.audit_id = a.id"),
 	}
+	// auditSingle: records naming the patient alone, where they name it
+	// as their set (PostgreSQL): one range of audit_events_patient_set,
+	// in order.
+	auditSingle = auditArm{from: "audit_events a", cols: auditCols, at: "a.recorded", id: "a.id", patient: "a", patientCol: "patient_set"}
 )
 
-func patientArm(from, alias string) auditArm {
+func patientArm(from, alias, join string) auditArm {
 	at, id := alias+".recorded", alias+".audit_id"
 	return auditArm{
 		from: from,
 		cols: strings.Replace(strings.Replace(auditCols, "a.id,", id+",", 1), "a.recorded,", at+",", 1),
-		at:   at, id: id, patient: alias, patientCol: "patient_ref",
+		at:   at, id: id, patient: alias, patientCol: "patient_ref", join: join,
 	}
 }
 
 // auditArms is what a search with filter f reads.
 func (s *Store) auditArms(f store.AuditFilter) []auditArm {
-	if f.PatientRef == "" {
+	switch {
+	case f.PatientRef == "":
 		return auditAll
+	case s.d.auditStaging() != nil:
+		return auditPatient
 	}
-	return auditPatient
+	return []auditArm{auditPatient[0], auditSingle, auditPatient[1]}
 }
 
 // auditWhere is the filter of one arm.
@@ -307,6 +307,12 @@ func (s *Store) PurgeAuditBefore(ctx context.Context, cutoff time.Time) (n int, 
 				FROM audit_events a CROSS JOIN `+s.d.jsonElements("a.patient_refs", "j")+`
 				WHERE a.recorded < ? AND a.patient_set IS NULL)`, c); err != nil {
 			return err
+		}
+		if g := s.d.auditStaging(); g != nil {
+			if _, err := tx.exec(ctx, `DELETE FROM audit_patients_staged WHERE recorded < ?`, c); err != nil {
+				return err
+			}
+			g.purged(tx)
 		}
 		// The sets the purged records name, before they go.
 		rows, err := tx.query(ctx, `SELECT DISTINCT domain, patient_set FROM audit_events

@@ -66,6 +66,11 @@ type dialect interface {
 	// insertAuditSets writes those of sets not in audit_sets yet, with
 	// their patient rows (migration 0016).
 	insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error
+	// auditStaging is where single-patient audit records' patient rows
+	// gather before they move into audit_patients (SQLite, migrations
+	// 0008 and 0016); nil where such records name their patient as
+	// their set (PostgreSQL).
+	auditStaging() *auditStaging
 	// lockAuditSets keeps audit batches (shared) and the retention purge
 	// (exclusive) apart where writes can overlap (PostgreSQL).
 	lockAuditSets(ctx context.Context, tx *tx, exclusive bool) error

@@ -293,6 +293,11 @@ func (postgresDialect) artifactBytes() string {
 
 func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 
+// auditStaging: none; a record naming one patient is found through
+// audit_events_patient_set (its WAL records rows, not the pages a commit
+// touched, which is what staging saves SQLite).
+func (postgresDialect) auditStaging() *auditStaging { return nil }
+
 // lockAuditSets takes the audit sets' advisory lock, keyed by the schema
 // like lockEvents, until the transaction ends: shared by audit batches,
 // exclusive for the retention purge (PurgeAuditBefore says why). A

@@ -5,8 +5,8 @@
 -- names its set (patient_set: sqlutil.PatientSet, a hash of the sorted
 -- references), and a set's patient rows are written once, by the first
 -- record that names it. The search by patient reads the records of the
--- patient's sets, and audit_patients for the records written before this
--- migration, which keep their rows there (read-only from now on).
+-- patient's sets, and audit_patients (with its staged rows) for the
+-- records written before this migration and those naming one patient.
 --
 -- audit_sets says which sets are complete: a set's row and its patient
 -- rows are written in one transaction, and a batch writes the patient
@@ -29,9 +29,7 @@ CREATE TABLE audit_set_patients (
 ALTER TABLE audit_events ADD COLUMN patient_set TEXT;
 CREATE INDEX audit_events_patient_set ON audit_events (domain, patient_set, recorded, id)
     WHERE patient_set IS NOT NULL;
--- The staged rows of 0008 join the rest; staging is no longer needed: a
--- batch now writes a few set rows, not a hundred patient rows a record.
-INSERT OR IGNORE INTO audit_patients (domain, patient_ref, recorded, audit_id)
-    SELECT domain, patient_ref, recorded, audit_id FROM audit_patients_staged
-    ORDER BY patient_ref, domain, recorded, audit_id;
-DROP TABLE audit_patients_staged;
+-- A record naming one patient (a read) names no set here: its patient row
+-- is still staged (0008) and moved into audit_patients, which SQLite's WAL
+-- writes a page at a time far more cheaply than an index entry per read
+-- (docs/audit.md). So patient_set is NULL for it too.

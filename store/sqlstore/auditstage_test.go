@@ -1,0 +1,92 @@
+package sqlstore_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/storetest"
+)
+
+// TestConformanceAuditMoved runs the suite on SQLite with the audit's
+// staged patient rows moved into audit_patients as soon as three have
+// gathered, so that searches by patient read rows from both tables at
+// once (migration 0008); the default, 32,768, leaves them all staged in
+// the suite.
+func TestConformanceAuditMoved(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "bridge.db"))
+		require.NoError(t, err)
+		sqlstore.SetAuditMoveAt(s, 3)
+		t.Cleanup(func() { assert.NoError(t, s.Close()) })
+		return s
+	})
+}
+
+// TestAuditStagingMoves looks into the file: each way of writing an audit
+// record naming one patient (RecordAudit, RecordAudits, a report write's
+// own record) stages its patient row, a record naming several stages
+// nothing (it names a set, migration 0016), the write that brings the rows
+// to the threshold moves them all, and a Store opened on staged rows
+// counts them before adding its own.
+func TestAuditStagingMoves(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	open := func() *sqlstore.Store {
+		s, err := sqlstore.OpenSQLite(ctx, path)
+		require.NoError(t, err)
+		sqlstore.SetAuditMoveAt(s, 5)
+		return s
+	}
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	defer db.Close()
+	rows := func() (staged, moved int) {
+		t.Helper()
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT
+			(SELECT count(*) FROM audit_patients_staged), (SELECT count(*) FROM audit_patients)`).Scan(&staged, &moved))
+		return staged, moved
+	}
+	rec := func(patients ...string) *store.AuditRecord {
+		return &store.AuditRecord{Domain: "acme", Action: store.AuditActionRead, Interaction: "read",
+			Outcome: store.AuditOutcomeSuccess, PatientRefs: patients}
+	}
+
+	s := open()
+	require.NoError(t, s.RecordAudit(ctx, rec("Patient/1")))
+	require.NoError(t, s.RecordAudits(ctx, []*store.AuditRecord{rec("Patient/3"), rec(), rec("Patient/2", "Patient/3")}))
+	require.NoError(t, s.RecordAudit(ctx, rec("Patient/2")))
+	staged, moved := rows()
+	assert.Equal(t, [2]int{3, 0}, [2]int{staged, moved})
+	require.NoError(t, s.Close())
+
+	// A new Store does not know the count: it reads it in its first write.
+	s = open()
+	defer s.Close()
+	r := &store.Report{Domain: "acme", ID: "r1", AppointmentID: "A1", PatientRef: "Patient/4", Status: "preliminary",
+		Resource: []byte(`{"resourceType":"DiagnosticReport","id":"r1"}`), Submission: []byte(`{}`),
+		CreatedAt: time.Now()}
+	r.Audit = &store.AuditRecord{Domain: "acme", Action: store.AuditActionCreate, Interaction: "create",
+		Outcome: store.AuditOutcomeSuccess, PatientRefs: []string{"Patient/4"},
+		EntityRefs: []string{"DiagnosticReport/r1/_history/1"}}
+	require.NoError(t, s.CreateReport(ctx, r))
+	staged, moved = rows()
+	assert.Equal(t, [2]int{4, 0}, [2]int{staged, moved})
+	require.NoError(t, s.RecordAudits(ctx, []*store.AuditRecord{rec("Patient/5")}))
+	staged, moved = rows()
+	assert.Equal(t, [2]int{0, 5}, [2]int{staged, moved}, "the fifth row moves them all")
+
+	for _, p := range []string{"Patient/1", "Patient/4", "Patient/5"} {
+		got, _, err := s.SearchAudit(ctx, "acme", store.AuditFilter{PatientRef: p})
+		require.NoError(t, err)
+		assert.Len(t, got, 1, p)
+	}
+}
