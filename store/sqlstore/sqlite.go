@@ -87,8 +87,8 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 	// WAL is a property of the file, set once; doing it outside the
 	// pragma list lets a concurrent Open's lock be waited for like any
 	// other (busy_timeout), and lets a failure say what failed.
-	var mode string
-	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+	mode, err := setWAL(ctx, w)
+	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("setting WAL mode: %w", err)
 	}
@@ -134,6 +134,31 @@ func OpenSQLite(ctx context.Context, path string) (_ *Store, err error) {
 	s.closers = append(s.closers, d.ckpt.close)
 	return s, nil
 }
+
+// setWAL switches the file to WAL mode and returns the mode it is in.
+// The switch needs the file's exclusive lock, and when a concurrent Open
+// holds a lock SQLite may answer SQLITE_BUSY at once, without waiting for
+// busy_timeout (TestReplicas/ConcurrentOpen saw it now and then): so it is
+// retried, for as long as busy_timeout would have waited.
+func setWAL(ctx context.Context, w *sql.DB) (mode string, err error) {
+	deadline := time.Now().Add(busyTimeout)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		err = w.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		var code interface{ Code() int }
+		if err == nil || !errors.As(err, &code) || code.Code()&0xff != sqliteBusy || time.Now().After(deadline) {
+			return mode, err
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return "", err
+		}
+	}
+}
+
+// sqliteBusy is SQLITE_BUSY, the primary result code (the low byte) of a
+// lock another connection holds.
+const sqliteBusy = 5
 
 // analyze does nothing: without statistics SQLite's planner already
 // walks the (domain, key, id) indexes for a page, and with them
