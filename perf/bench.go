@@ -51,6 +51,10 @@ type Config struct {
 	// BridgeLogLevel is the bridge's BRIDGE_LOG_LEVEL; "info" is serve's
 	// default and logs a line per request, part of the real cost.
 	BridgeLogLevel string
+	// AuditWait is the bridge's BRIDGE_AUDIT_WAIT: "auto" (serve's
+	// default: reads wait for their audit record's commit on PostgreSQL,
+	// not on SQLite), "commit" or "queue".
+	AuditWait string
 
 	// Store is where the bridges keep their data: "" for SQLite (serve's
 	// default) in the run's temporary directory, or a postgres:// URL,
@@ -65,6 +69,7 @@ func DefaultConfig() Config {
 		Rounds: 3, Duration: 5 * time.Second, ReadDuration: 3 * time.Second, Warmup: time.Second,
 		Clients: 16, Count: 100, Domain: "acme", Seed: 1, Appointments: 1200,
 		ReportPosts: 5, ConcurrentPosts: 8, BridgeLogLevel: "info",
+		AuditWait: "auto",
 	}
 }
 
@@ -82,6 +87,8 @@ func (c Config) check() error {
 		return fmt.Errorf("bench: the PDF must be at most %d bytes, what QUBS accepts", qubs.MaxUploadBytes)
 	case c.Appointments < 1 || c.Appointments > 100_000:
 		return errors.New("bench: appointments must be within 1..100000")
+	case c.AuditWait != "auto" && c.AuditWait != "commit" && c.AuditWait != "queue":
+		return fmt.Errorf("bench: audit-wait %q: want auto, commit or queue", c.AuditWait)
 	case c.Store != "" && !isPostgres(c.Store):
 		return errors.New("bench: the store must be empty (SQLite) or a postgres:// URL")
 	}
@@ -267,7 +274,7 @@ func (r *runner) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	r.logf("starting the bridge (%s store, audit on, log level %s)", r.cfg.storeName(), r.cfg.BridgeLogLevel)
+	r.logf("starting the bridge (%s store, audit on, reads waiting for %s, log level %s)", r.cfg.storeName(), r.cfg.auditWaitName(), r.cfg.BridgeLogLevel)
 	if r.bridge, r.bridgeURL, err = r.startBridge(ctx); err != nil {
 		return err
 	}
@@ -297,6 +304,7 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 		// limit would measure the limiter.
 		"BRIDGE_RATE_LIMIT=0",
 		"BRIDGE_LOG_LEVEL="+r.cfg.BridgeLogLevel,
+		"BRIDGE_AUDIT_WAIT="+r.cfg.AuditWait,
 		"BRIDGE_SITE_TIMEZONES="+r.zones,
 	)
 	u := "http://" + addr

@@ -152,8 +152,8 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "## qubs-fhir-bridge bench, %s\n\n", r.Started.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "Machine: %d × %s, %s, %s; load average %s at the start. ", m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, m.LoadAvg)
 	fmt.Fprintf(w, "Run: %d rounds (bridge, proxy, bridge, ...) of %v (worklist) and %v (reads) per side after %v of warm-up, %d clients, `_count=%d`, "+
-		"%d appointments per domain (seed %d), bridge on %s with the audit on, log level %s; took %v.\n\n",
-		c.Rounds, c.Duration, c.ReadDuration, c.Warmup, c.Clients, c.Count, c.Appointments, c.Seed, c.storeName(), c.BridgeLogLevel, r.Took.Round(time.Second))
+		"%d appointments per domain (seed %d), bridge on %s with the audit on (a read waits for %s), log level %s; took %v.\n\n",
+		c.Rounds, c.Duration, c.ReadDuration, c.Warmup, c.Clients, c.Count, c.Appointments, c.Seed, c.storeName(), c.auditWaitName(), c.BridgeLogLevel, r.Took.Round(time.Second))
 
 	wb, wp := Summarize(r.Worklist.Bridge), Summarize(r.Worklist.Proxy)
 	rb, rp := Summarize(r.Read.Bridge), Summarize(r.Read.Proxy)

@@ -71,3 +71,16 @@ func (r *runner) pgExec(ctx context.Context, sql string) error {
 	}
 	return nil
 }
+
+// auditWaitName says what a successful read waits for under the bridge's
+// BRIDGE_AUDIT_WAIT (docs/configuration.md): its audit record's commit,
+// or its place in the audit writer's queue.
+func (c Config) auditWaitName() string {
+	switch {
+	case c.AuditWait == "commit", c.AuditWait == "auto" && isPostgres(c.Store):
+		return "its audit record's commit"
+	case c.AuditWait == "queue", c.AuditWait == "auto":
+		return "its audit record's place in the queue"
+	}
+	return "BRIDGE_AUDIT_WAIT=" + c.AuditWait
+}

@@ -55,6 +55,8 @@ func (s *Server) audit() gin.HandlerFunc {
 		return func(c *gin.Context) { c.Next() }
 	}
 	return func(c *gin.Context) {
+		s.auditor.begin()
+		defer s.auditor.end()
 		w := &auditResponseWriter{ResponseWriter: c.Writer, s: s, c: c}
 		c.Writer = w
 		c.Next()

@@ -34,6 +34,17 @@ const (
 	// second, 10 ms gathers about 25.
 	auditLinger      = 50 * time.Millisecond
 	auditLingerBatch = 256
+	// auditGather is how long a batch that requests wait for may wait
+	// for the records of other requests still being handled, while not
+	// every request in flight waits for it already. On PostgreSQL a
+	// batch costs a round trip, which on the machine of
+	// docs/performance.md costs the bridge and the server more CPU than
+	// several records do (BenchmarkRecordAudits/postgres/read: 13 µs and
+	// 32 µs of PostgreSQL per record in batches of 16, 38 and 72 in
+	// batches of 4), and the batches of reads waiting for their commit
+	// held 5-7 records at 16 clients. A bound, rarely reached: a batch
+	// goes as soon as every request in flight waits.
+	auditGather = time.Millisecond
 )
 
 var (
@@ -59,6 +70,7 @@ type auditWriter struct {
 	log      *slog.Logger
 	capacity int
 	metrics  *observe.Metrics // nil: off
+	gather   time.Duration    // auditGather; tests set their own
 
 	mu    sync.Mutex
 	queue []*store.AuditRecord // enqueued, not yet taken by the writer
@@ -73,8 +85,11 @@ type auditWriter struct {
 	changed chan struct{}
 	closing bool
 	// waiters counts requests waiting for a commit; while there are any,
-	// batches do not linger.
+	// batches do not linger, but gather (see linger).
 	waiters int
+	// active counts the requests in flight (begin, end): those that may
+	// still add a record to the batch being gathered.
+	active int
 
 	wake  chan struct{} // a record was enqueued, or Close began
 	hurry chan struct{} // someone waits for a commit, or Close began
@@ -89,7 +104,7 @@ func newAuditWriter(st store.Audit, capacity int, log *slog.Logger) *auditWriter
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	w := &auditWriter{
-		st: st, log: log, capacity: capacity,
+		st: st, log: log, capacity: capacity, gather: auditGather,
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		hurry:   make(chan struct{}, 1),
@@ -164,6 +179,27 @@ func (w *auditWriter) wait(ctx context.Context, seq uint64) error {
 		case <-changed:
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the audit commit: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// begin and end bracket a request that may queue a record, so that a
+// batch being gathered knows whether any may still come (see linger).
+func (w *auditWriter) begin() {
+	w.mu.Lock()
+	w.active++
+	w.mu.Unlock()
+}
+
+func (w *auditWriter) end() {
+	w.mu.Lock()
+	w.active--
+	waited := w.waiters > 0
+	w.mu.Unlock()
+	if waited {
+		select {
+		case w.hurry <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -250,23 +286,58 @@ func (w *auditWriter) run() {
 	}
 }
 
-// linger lets a small batch grow for up to auditLinger, unless a request
-// waits for a commit or Close begins (both hurry it). Nobody's answer waits
-// for it then (reads in BRIDGE_AUDIT_WAIT=queue mode wait only for room),
-// and the records a crash can lose stay bounded by the buffer.
+// linger lets a batch grow before it is written. A small batch nobody
+// waits for may grow for up to auditLinger (Close and the first request
+// to wait for a commit hurry it): nobody's answer waits for it (reads in
+// BRIDGE_AUDIT_WAIT=queue mode wait only for room), and the records a
+// crash can lose stay bounded by the buffer. A batch that requests wait
+// for gathers the records of the other requests in flight for up to
+// auditGather, and goes as soon as every request in flight waits for it,
+// since no record can come then; each new waiter and each request
+// ending wakes it to check.
 func (w *auditWriter) linger() {
-	w.mu.Lock()
-	small := len(w.queue) > 0 && len(w.queue) < min(auditLingerBatch, w.capacity/2) && w.waiters == 0 && !w.closing
-	w.mu.Unlock()
-	if !small {
-		return
-	}
-	t := time.NewTimer(auditLinger)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-w.hurry:
-	case <-w.ctx.Done():
+	var deadline time.Time
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		w.mu.Lock()
+		queued, waiters, active, closing, gather := len(w.queue), w.waiters, w.active, w.closing, w.gather
+		w.mu.Unlock()
+		if queued == 0 || closing || queued >= min(auditLingerBatch, w.capacity/2) {
+			return
+		}
+		wait := auditLinger
+		if waiters > 0 {
+			if waiters >= active {
+				return
+			}
+			if deadline.IsZero() {
+				deadline = time.Now().Add(gather)
+			}
+			if wait = time.Until(deadline); wait <= 0 {
+				return
+			}
+		} else if !deadline.IsZero() {
+			return // its waiters are gone; gathered long enough
+		}
+		if t == nil {
+			t = time.NewTimer(wait)
+		} else {
+			t.Reset(wait)
+		}
+		select {
+		case <-t.C:
+			if waiters == 0 {
+				return
+			}
+		case <-w.hurry:
+		case <-w.ctx.Done():
+			return
+		}
 	}
 }
 

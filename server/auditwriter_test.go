@@ -32,6 +32,7 @@ type faultyAudit struct {
 	gate                  chan struct{} // nil: not held
 	failBefore, failAfter int
 	calls                 int
+	sizes                 []int // of the batches written
 }
 
 func (f *faultyAudit) RecordAudits(ctx context.Context, batch []*store.AuditRecord) error {
@@ -56,6 +57,9 @@ func (f *faultyAudit) RecordAudits(ctx context.Context, batch []*store.AuditReco
 	err := f.Store.RecordAudits(ctx, batch)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err == nil {
+		f.sizes = append(f.sizes, len(batch))
+	}
 	if err == nil && f.failAfter > 0 {
 		f.failAfter--
 		return store.E(store.KindInternal, "injected failure after commit")
@@ -133,6 +137,67 @@ func TestAuditWriterBackPressure(t *testing.T) {
 	require.NoError(t, <-queued)
 	require.NoError(t, w.close(ctx))
 	assert.Equal(t, wantIDs(5), storedIDs(t, st), "every record once, none dropped")
+}
+
+// TestAuditWriterGathers: a batch that a request waits for gathers the
+// records of the other requests in flight, and goes once every request in
+// flight waits for it, or when the gathering time is up.
+func TestAuditWriterGathers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := newFaultyAudit(t)
+	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler))
+	w.mu.Lock()
+	w.gather = time.Hour // only "every request waits" can end it in time
+	w.mu.Unlock()
+	waitFor := func(rec *store.AuditRecord) <-chan error {
+		seq, err := w.enqueue(ctx, rec)
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- w.wait(ctx, seq) }()
+		return done
+	}
+	waiting := func(n int) func() bool {
+		return func() bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.waiters == n
+		}
+	}
+	// Three requests in flight: two wait for their records, the third
+	// ends without one (an answer not audited, or not waiting).
+	w.begin()
+	w.begin()
+	w.begin()
+	a := waitFor(testRecord(0))
+	eventually(t, waiting(1))
+	b := waitFor(testRecord(1))
+	eventually(t, waiting(2))
+	st.mu.Lock()
+	assert.Empty(t, st.sizes, "nothing written while a request in flight may still add a record")
+	st.mu.Unlock()
+	w.end()
+	require.NoError(t, <-a)
+	require.NoError(t, <-b)
+	w.end()
+	w.end()
+	st.mu.Lock()
+	assert.Equal(t, []int{2}, st.sizes, "one batch for both")
+	st.mu.Unlock()
+
+	// A request in flight that never records: the batch goes when the
+	// gathering time is up.
+	w.mu.Lock()
+	w.gather = 20 * time.Millisecond
+	w.mu.Unlock()
+	w.begin()
+	w.begin()
+	require.NoError(t, <-waitFor(testRecord(2)))
+	w.end()
+	w.end()
+	require.NoError(t, w.close(ctx))
+	assert.Equal(t, wantIDs(3), storedIDs(t, st))
 }
 
 func TestAuditWriterRetries(t *testing.T) {

@@ -77,6 +77,7 @@ func benchFlags(cfg *perf.Config) []benchFlag {
 		intFlag("report-posts", "sequential report POSTs with return=minimal, and as many without", &cfg.ReportPosts),
 		intFlag("concurrent-posts", "report POSTs sent at once", &cfg.ConcurrentPosts),
 		strFlag("bridge-log-level", "BRIDGE_LOG_LEVEL of the bridge under test", &cfg.BridgeLogLevel),
+		strFlag("audit-wait", "BRIDGE_AUDIT_WAIT of the bridge under test: auto, commit or queue", &cfg.AuditWait),
 		strFlag("store", "the bridges' store: empty for SQLite, or a postgres:// URL (a schema per bridge, dropped at the end)", &cfg.Store),
 	}
 }

@@ -52,7 +52,7 @@ func tinyBench() perf.Config {
 	return perf.Config{
 		Rounds: 2, Duration: 300 * time.Millisecond, ReadDuration: 200 * time.Millisecond, Warmup: 100 * time.Millisecond,
 		Clients: 2, Count: 20, Domain: "acme", Seed: 1, Appointments: 120,
-		ReportPosts: 1, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn",
+		ReportPosts: 1, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn", AuditWait: "auto",
 	}
 }
 

@@ -110,6 +110,11 @@ func (s *Store) RecordAudits(ctx context.Context, batch []*store.AuditRecord) (e
 	if len(batch) == 0 {
 		return nil
 	}
+	if p, ok := s.d.(interface {
+		recordAudits(context.Context, *sql.DB, []*store.AuditRecord) error
+	}); ok {
+		return p.recordAudits(ctx, s.w, batch)
+	}
 	return s.write(ctx, func(tx *tx) error { return s.d.insertAudits(ctx, tx, batch) })
 }
 

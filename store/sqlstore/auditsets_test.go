@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -216,4 +217,32 @@ func TestAuditSetsPurgeRace(t *testing.T) {
 		wg.Wait()
 		require.Equal(t, []string{fmt.Sprintf("new-%d", i)}, patientAudits(t, s, patient), "round %d", i)
 	}
+}
+
+// TestPostgresAuditBatchRefused: a batch one of whose statements fails
+// in the pipeline (recordAudits) writes nothing, and leaves its
+// connection usable: here the pool's only one, so a transaction left open
+// would fail the batches after it.
+func TestPostgresAuditBatchRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := sqlstore.OpenPostgres(ctx, strings.Replace(pgtest.DSN(t), "pool_max_conns=4", "pool_max_conns=1", 1))
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	good := pageRecord("good-1", at, "Patient/p1", "Patient/p2")
+	bad := pageRecord("bad-1", at, "Patient/p3", "Patient/p4")
+	bad.OutcomeDesc = "a NUL \x00 PostgreSQL's text refuses"
+	for _, readsOnly := range []bool{true, false} {
+		if !readsOnly {
+			bad.Outcome, bad.ID = store.AuditOutcomeMinorFailure, "bad-2"
+		}
+		require.Error(t, st.RecordAudits(ctx, []*store.AuditRecord{good, bad}))
+		assert.Empty(t, patientAudits(t, st, "Patient/p1"), "nothing of a refused batch")
+	}
+	for i := range 3 {
+		require.NoError(t, st.RecordAudits(ctx, []*store.AuditRecord{pageRecord("next-"+strconv.Itoa(i), at, "Patient/p1", "Patient/p2")}))
+	}
+	assert.Len(t, patientAudits(t, st, "Patient/p1"), 3)
+	assert.Len(t, patientAudits(t, st, "Patient/p2"), 3)
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -338,6 +339,47 @@ func auditSetsLock(exclusive bool) string {
 // about.
 func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
 	ids, sets := patientSets(batch)
+	if prelude := auditPrelude(batch, sets); prelude != "" {
+		// Without arguments, one simple query of several statements.
+		if _, err := tx.exec(ctx, prelude); err != nil {
+			return err
+		}
+	}
+	args := auditArgs(batch, ids)
+	if len(sets) == 0 {
+		_, err := tx.tx.ExecContext(ctx, insertAuditsSQL, args...)
+		return err
+	}
+	// The INSERT runs to completion whatever the query reads (a WITH's
+	// data-modifying statement always does); the query names the sets
+	// not written yet, read under the lock taken above.
+	domains, setIDs := setKeys(sets)
+	rows, err := tx.tx.QueryContext(ctx, `WITH ins AS (`+insertAuditsSQL+`)
+		SELECT b.domain, b.set_id FROM unnest($18::text[], $19::text[]) AS b (domain, set_id)
+		WHERE NOT EXISTS (SELECT 1 FROM audit_sets s WHERE s.domain = b.domain AND s.set_id = b.set_id)`,
+		append(args, domains, setIDs)...)
+	if err != nil {
+		return err
+	}
+	return d.writeAuditSets(ctx, tx, sets, rows)
+}
+
+// insertAuditsSQL inserts a batch of audit records from column arrays
+// (auditArgs).
+const insertAuditsSQL = `INSERT INTO audit_events
+		(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
+		 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
+	SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, NULLIF(c17, '')
+	FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+		$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+		$15::text[], $16::text[], $17::text[])
+		AS r (c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
+	ON CONFLICT (domain, id) DO NOTHING`
+
+// auditPrelude is what a batch runs before its INSERT, as one simple
+// query ("" for nothing): the commit's setting (see insertAudits) and
+// the sets' shared lock (lockAuditSets), a statement of its own.
+func auditPrelude(batch []*store.AuditRecord, sets []auditSet) string {
 	var prelude []string
 	if readsOnly(batch) {
 		prelude = append(prelude, `SET LOCAL synchronous_commit = off`)
@@ -345,13 +387,12 @@ func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*stor
 	if len(sets) > 0 {
 		prelude = append(prelude, auditSetsLock(false))
 	}
-	if len(prelude) > 0 {
-		// Without arguments, one simple query of several statements.
-		if _, err := tx.exec(ctx, strings.Join(prelude, "; ")); err != nil {
-			return err
-		}
-	}
-	// One array per column: text, except recorded (3rd); then the sets.
+	return strings.Join(prelude, "; ")
+}
+
+// auditArgs are insertAuditsSQL's arguments: one array per column, text
+// except recorded (the 3rd); ids are the records' patient sets.
+func auditArgs(batch []*store.AuditRecord, ids []string) []any {
 	text := make([][]string, 17)
 	at := make([]time.Time, 0, len(batch))
 	for i, a := range batch {
@@ -370,31 +411,83 @@ func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*stor
 		}
 		args = append(args, col)
 	}
-	const insert = `INSERT INTO audit_events
-			(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-			 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
-		SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, NULLIF(c17, '')
-		FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-			$15::text[], $16::text[], $17::text[])
-			AS r (c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
-		ON CONFLICT (domain, id) DO NOTHING`
-	if len(sets) == 0 {
-		_, err := tx.tx.ExecContext(ctx, insert, args...)
-		return err
-	}
-	// The INSERT runs to completion whatever the query reads (a WITH's
-	// data-modifying statement always does); the query names the sets
-	// not written yet, read under the lock taken above.
-	domains, setIDs := setKeys(sets)
-	rows, err := tx.tx.QueryContext(ctx, `WITH ins AS (`+insert+`)
-		SELECT b.domain, b.set_id FROM unnest($18::text[], $19::text[]) AS b (domain, set_id)
-		WHERE NOT EXISTS (SELECT 1 FROM audit_sets s WHERE s.domain = b.domain AND s.set_id = b.set_id)`,
-		append(args, domains, setIDs)...)
+	return args
+}
+
+// recordAudits writes a batch of the audit writer's in one round trip: a
+// pipeline of BEGIN, the prelude, the INSERT, the sets' rows and COMMIT,
+// sent together and answered together. On this machine's loopback a
+// round trip costs the bridge and PostgreSQL more CPU than these
+// statements do, and a read waits for its batch's commit, so the four or
+// five round trips of insertAudits were most of a read's audit
+// (docs/performance.md, "Reads on PostgreSQL: one round trip a batch").
+// The sets are written without first asking which are missing (that
+// answer would cost a round trip of its own): a set already written is
+// one probe of audit_sets' key (ON CONFLICT DO NOTHING writes nothing)
+// and, having no RETURNING row, no patient rows.
+//
+// A statement that fails skips the rest of the pipeline, COMMIT
+// included, and leaves the transaction open and failed: pgx's database/sql
+// driver then discards the connection when it is returned to the pool
+// (its ResetSession), which ends the transaction
+// (TestPostgresAuditBatchRefused). A batch whose answer is lost after its
+// COMMIT was sent may be written again: the records' keys make that a
+// no-op (ON CONFLICT DO NOTHING), as for insertAudits.
+func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*store.AuditRecord) error {
+	ids, sets := patientSets(batch)
+	conn, err := w.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	return d.writeAuditSets(ctx, tx, sets, rows)
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
+		}
+		pc := c.Conn()
+		b := &pgx.Batch{}
+		b.Queue(`BEGIN`)
+		if readsOnly(batch) {
+			b.Queue(`SET LOCAL synchronous_commit = off`)
+		}
+		if len(sets) > 0 {
+			b.Queue(auditSetsLock(false))
+		}
+		b.Queue(insertAuditsSQL, auditArgs(batch, ids)...)
+		if len(sets) > 0 {
+			b.Queue(insertAuditSetsSQL, auditSetArgs(sets)...)
+		}
+		b.Queue(`COMMIT`)
+		return pc.SendBatch(ctx, b).Close()
+	})
+}
+
+// insertAuditSetsSQL writes patient sets (auditSetArgs) not written yet
+// with their patient rows, taken from the set's own JSON array, so that a
+// batch sends a set's references once (a page's set names 100). Those
+// of a set written before, or by another replica at the same moment
+// (whose commit its key waits for), are skipped: a set's rows are
+// written once.
+const insertAuditSetsSQL = `WITH ins AS (
+		INSERT INTO audit_sets (domain, set_id, patient_refs)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+		ON CONFLICT (domain, set_id) DO NOTHING
+		RETURNING domain, set_id, patient_refs)
+	INSERT INTO audit_set_patients (domain, patient_ref, set_id)
+	SELECT ins.domain, p.ref, ins.set_id
+	FROM ins, jsonb_array_elements_text(CAST(ins.patient_refs AS jsonb)) AS p (ref)
+	ON CONFLICT DO NOTHING`
+
+// auditSetArgs are insertAuditSetsSQL's arguments for sets, in their
+// (domain, id) order, so that two batches never wait for each other in
+// a cycle.
+func auditSetArgs(sets []auditSet) []any {
+	domains, ids, refs := make([]string, len(sets)), make([]string, len(sets)), make([]string, len(sets))
+	for i, set := range sets {
+		domains[i], ids[i], refs[i] = set.domain, set.id, sqlutil.EncodeRefs(set.refs)
+	}
+	return []any{domains, ids, refs}
 }
 
 // insertAuditSets writes the sets that are not in audit_sets yet, each
@@ -445,27 +538,13 @@ func (postgresDialect) writeAuditSets(ctx context.Context, tx *tx, sets []auditS
 	}); err != nil || want == nil {
 		return err
 	}
-	var newDomains, newIDs, newRefs, pDomains, pIDs, pRefs []string
+	var missingSets []auditSet
 	for _, set := range sets {
-		if !want[[2]string{set.domain, set.id}] {
-			continue
-		}
-		newDomains, newIDs = append(newDomains, set.domain), append(newIDs, set.id)
-		newRefs = append(newRefs, sqlutil.EncodeRefs(set.refs))
-		for _, p := range set.refs {
-			pDomains, pIDs, pRefs = append(pDomains, set.domain), append(pIDs, set.id), append(pRefs, p)
+		if want[[2]string{set.domain, set.id}] {
+			missingSets = append(missingSets, set)
 		}
 	}
-	_, err := tx.tx.ExecContext(ctx, `WITH ins AS (
-		INSERT INTO audit_sets (domain, set_id, patient_refs)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-		ON CONFLICT (domain, set_id) DO NOTHING
-		RETURNING domain, set_id)
-		INSERT INTO audit_set_patients (domain, patient_ref, set_id)
-		SELECT p.domain, p.ref, p.set_id
-		FROM unnest($4::text[], $5::text[], $6::text[]) AS p (domain, set_id, ref)
-		JOIN ins ON ins.domain = p.domain AND ins.set_id = p.set_id
-		ON CONFLICT DO NOTHING`, newDomains, newIDs, newRefs, pDomains, pIDs, pRefs)
+	_, err := tx.tx.ExecContext(ctx, insertAuditSetsSQL, auditSetArgs(missingSets)...)
 	return err
 }
 
