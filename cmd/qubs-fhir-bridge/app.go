@@ -76,10 +76,10 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level", "domains",
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level", "domains",
 		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level",
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level",
 		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
@@ -336,7 +336,7 @@ func checkQUBSCredentials(ctx context.Context, client *qubs.Client, log *slog.Lo
 func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, st store.Store, client *qubs.Client, bg background, log *slog.Logger) error {
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s-%d", host, os.Getpid())
-	worker := delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: replica, Observer: bg.deliveryObserver}
+	worker := delivery.Worker{Store: st, QUBS: client, Logger: log.With("component", "delivery"), Name: replica, Observer: bg.deliveryObserver, Lease: bg.lease}
 	var syncer *worklist.Syncer
 	if bg.worklistIndex {
 		syncer = &worklist.Syncer{Store: st, QUBS: client, Zones: cfg.Zones, Owner: replica, Intervals: bg.worklistIntervals, Logger: log.With("component", "worklist")}
@@ -409,7 +409,8 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 type background struct {
 	retention      time.Duration
 	auditRetention time.Duration
-	workers        int         // delivery workers
+	workers        int // delivery workers
+	lease          time.Duration
 	tls            *tls.Config // nil serves plain HTTP
 	// deliveryObserver watches the delivery workers (metrics, traces);
 	// nil when both are off.
@@ -470,6 +471,10 @@ func backgroundOptions(opts *options) (background, error) {
 	bg.workers, err = strconv.Atoi(opts.get("delivery-workers"))
 	if err != nil || bg.workers < 1 || bg.workers > 64 {
 		return background{}, fmt.Errorf("BRIDGE_DELIVERY_WORKERS %q: want 1..64", opts.get("delivery-workers"))
+	}
+	bg.lease, err = time.ParseDuration(opts.get("delivery-lease"))
+	if err != nil || bg.lease < 2*time.Second || bg.lease > 10*time.Minute {
+		return background{}, fmt.Errorf("BRIDGE_DELIVERY_LEASE %q: want a duration within 2s..10m", opts.get("delivery-lease"))
 	}
 	if bg.subscriptionNets, err = subs.ParseNets(opts.get("subscription-allow-nets")); err != nil {
 		return background{}, fmt.Errorf("BRIDGE_SUBSCRIPTION_ALLOW_NETS: %w", err)

@@ -51,6 +51,9 @@ func TestChaosDelivery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs bridge processes and kills them")
 	}
+	// Each run waits for the killed process's delivery leases to expire
+	// (chaosLease), not computing: run them together.
+	t.Parallel()
 	sqlite := func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "bridge.db") }
 	pg := func(t *testing.T) string { return pgtest.DSN(t) }
 	configs := map[string]chaosConfig{
@@ -65,10 +68,19 @@ func TestChaosDelivery(t *testing.T) {
 	}
 	for _, used := range qubssim.UsedUploadURLs {
 		for name, cfg := range configs {
-			t.Run(used.String()+"/"+name, func(t *testing.T) { runChaos(t, name, used, cfg) })
+			t.Run(used.String()+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				runChaos(t, name, used, cfg)
+			})
 		}
 	}
 }
+
+// chaosLease is the bridges' BRIDGE_DELIVERY_LEASE: how long the drain
+// after a kill waits for the killed process's deliveries (20 s with the
+// default). Short, so that takeovers happen while work is still going on
+// elsewhere, which the default would rarely show in a run this size.
+const chaosLease = "4s"
 
 // bridgeProc is one bridge process.
 type bridgeProc struct {
@@ -81,7 +93,7 @@ func startBridge(t *testing.T, sim *qubssim.Server, dsn, logPath string) *bridge
 	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	require.NoError(t, err)
-	cmd, base := startServe(t, sim, dsn, logf, "BRIDGE_LOG_LEVEL=info")
+	cmd, base := startServe(t, sim, dsn, logf, "BRIDGE_LOG_LEVEL=info", "BRIDGE_DELIVERY_LEASE="+chaosLease)
 	p := &bridgeProc{cmd: cmd, base: base, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })
