@@ -305,7 +305,9 @@ var (
 
 // heartbeat renews the job's lease every quarter lease while the attempt
 // runs. Its context ends when the lease is lost (another worker may hold
-// the job now) or could not be renewed before it ran out.
+// the job now) or when the lease was not renewed by 7/8 of it: a store
+// that stops answering must not leave the attempt running past its lease,
+// into another worker's, so each renewal is bounded by that point too.
 type heartbeat struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -322,23 +324,35 @@ func (w *Worker) heartbeat(ctx context.Context, r *store.Report) *heartbeat {
 	if r.Delivery.LeaseUntil != nil {
 		until = *r.Delivery.LeaseUntil
 	}
+	// giveUp is when a lease ending at until must be renewed by.
+	giveUp := func() time.Duration { return until.Add(-w.Lease / 8).Sub(w.Now()) }
 	go func() {
 		defer close(hb.done)
 		t := time.NewTicker(w.Lease / 4)
 		defer t.Stop()
+		late := time.NewTimer(giveUp())
+		defer late.Stop()
 		for {
 			select {
 			case <-hctx.Done():
 				return
+			case <-late.C:
+				cancel(errLeaseLost)
+				return
 			case <-t.C:
 			}
 			now := w.Now()
-			if err := hb.renew(now); err == nil {
+			rctx, rcancel := context.WithTimeout(hctx, giveUp())
+			err := hb.renew(rctx, now)
+			rcancel()
+			switch {
+			case err == nil:
 				until = now.Add(w.Lease)
-			} else if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+				late.Reset(giveUp())
+			case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
 				cancel(errLeaseLost)
 				return
-			} else if !w.Now().Before(until.Add(-w.Lease / 8)) {
+			case giveUp() <= 0:
 				// The store did not answer in time: the lease is about to
 				// run out, and another worker may take the job.
 				cancel(errLeaseLost)
@@ -350,8 +364,8 @@ func (w *Worker) heartbeat(ctx context.Context, r *store.Report) *heartbeat {
 }
 
 // renew extends the lease and notes whether a newer version waits.
-func (hb *heartbeat) renew(now time.Time) error {
-	newer, err := hb.w.Store.RenewLease(hb.ctx, hb.w.Name, hb.r.Domain, hb.r.ID, hb.r.Version, hb.w.Lease, now)
+func (hb *heartbeat) renew(ctx context.Context, now time.Time) error {
+	newer, err := hb.w.Store.RenewLease(ctx, hb.w.Name, hb.r.Domain, hb.r.ID, hb.r.Version, hb.w.Lease, now)
 	if err != nil {
 		return err
 	}
@@ -368,7 +382,7 @@ func (hb *heartbeat) newest() error {
 	if hb.newer.Load() {
 		return errNewer
 	}
-	if err := hb.renew(hb.w.Now()); err != nil {
+	if err := hb.renew(hb.ctx, hb.w.Now()); err != nil {
 		return err
 	}
 	if hb.newer.Load() {

@@ -106,3 +106,40 @@ func TestStuckDeliveryWarns(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, r.Delivery.LastError, "transient: ")
 }
+
+// stalledRenewals is a store whose lease renewals never answer: they wait
+// until their context ends, as a database that stopped responding would.
+type stalledRenewals struct{ store.Store }
+
+func (stalledRenewals) RenewLease(ctx context.Context, _, _, _ string, _ int, _ time.Duration, _ time.Time) (bool, error) {
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+// TestHeartbeatGivesUpOnStalledStore: when the store stops answering the
+// heartbeat, the attempt is called off before its lease runs out (by 7/8
+// of it), not left running into the lease another worker may then take,
+// and the job is left to be claimed again.
+func TestHeartbeatGivesUpOnStalledStore(t *testing.T) {
+	f := newFixture(t)
+	appt := f.sim.PendingIDs("acme")[10]
+	f.accept(t, "r1", appt, "final", "text")
+	w := f.worker("stalled")
+	w.Store, w.Lease = stalledRenewals{f.store}, 2*time.Second
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.DeliverOne(context.Background())
+		done <- err
+	}()
+	// The renewal right before the submission (newest) stalls too.
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second): // the attempt's own timeout is 5 minutes
+		t.Fatal("the attempt outlived its lease")
+	}
+	assert.Empty(t, f.sim.Reports("acme", appt))
+	r, err := f.store.Report(context.Background(), "acme", "r1")
+	require.NoError(t, err)
+	assert.Equal(t, store.DeliveryPending, r.Delivery.State)
+}

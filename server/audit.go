@@ -55,8 +55,9 @@ func (s *Server) audit() gin.HandlerFunc {
 		return func(c *gin.Context) { c.Next() }
 	}
 	return func(c *gin.Context) {
-		s.auditor.begin()
-		defer s.auditor.end()
+		pending := s.auditor.begin()
+		state(c).auditPending = pending
+		defer pending.leave()
 		w := &auditResponseWriter{ResponseWriter: c.Writer, s: s, c: c}
 		c.Writer = w
 		c.Next()
@@ -156,6 +157,7 @@ func (s *Server) recordAudit(c *gin.Context, status int) error {
 	if err != nil {
 		return err
 	}
+	state(c).auditPending.leave()
 	if rec.Outcome == store.AuditOutcomeSuccess && rec.Action != store.AuditActionCreate &&
 		rec.Action != store.AuditActionUpdate && rec.Action != store.AuditActionDelete && !s.cfg.AuditCommitReads {
 		return nil
@@ -194,6 +196,7 @@ func (s *Server) storeAudited(c *gin.Context, r *store.Report, status int, write
 	if err == nil && r.Audit != nil {
 		state(c).auditStored = status
 		s.auditor.metrics.AuditWithWrite()
+		state(c).auditPending.leave() // its record is committed already
 	}
 	return err
 }

@@ -35,15 +35,15 @@ const (
 	auditLinger      = 50 * time.Millisecond
 	auditLingerBatch = 256
 	// auditGather is how long a batch that requests wait for may wait
-	// for the records of other requests still being handled, while not
-	// every request in flight waits for it already. On PostgreSQL a
+	// for the records of the other requests in flight that have not
+	// queued theirs yet. On PostgreSQL a
 	// batch costs a round trip, which on the machine of
 	// docs/performance.md costs the bridge and the server more CPU than
 	// several records do (BenchmarkRecordAudits/postgres/read: 13 µs and
 	// 32 µs of PostgreSQL per record in batches of 16, 38 and 72 in
 	// batches of 4), and the batches of reads waiting for their commit
-	// held 5-7 records at 16 clients. A bound, rarely reached: a batch
-	// goes as soon as every request in flight waits.
+	// held 5-7 records at 16 clients. A bound: a batch goes as soon as
+	// no request in flight may still queue a record.
 	auditGather = time.Millisecond
 )
 
@@ -70,7 +70,9 @@ type auditWriter struct {
 	log      *slog.Logger
 	capacity int
 	metrics  *observe.Metrics // nil: off
-	gather   time.Duration    // auditGather; tests set their own
+	// gather and lingerFor are auditGather and auditLinger; tests set
+	// their own.
+	gather, lingerFor time.Duration
 
 	mu    sync.Mutex
 	queue []*store.AuditRecord // enqueued, not yet taken by the writer
@@ -87,8 +89,8 @@ type auditWriter struct {
 	// waiters counts requests waiting for a commit; while there are any,
 	// batches do not linger, but gather (see linger).
 	waiters int
-	// active counts the requests in flight (begin, end): those that may
-	// still add a record to the batch being gathered.
+	// active counts the requests in flight that may still add a record
+	// to the batch being gathered (begin, auditPending.leave).
 	active int
 
 	wake  chan struct{} // a record was enqueued, or Close began
@@ -104,7 +106,7 @@ func newAuditWriter(st store.Audit, capacity int, log *slog.Logger) *auditWriter
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	w := &auditWriter{
-		st: st, log: log, capacity: capacity, gather: auditGather,
+		st: st, log: log, capacity: capacity, gather: auditGather, lingerFor: auditLinger,
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		hurry:   make(chan struct{}, 1),
@@ -183,15 +185,29 @@ func (w *auditWriter) wait(ctx context.Context, seq uint64) error {
 	}
 }
 
-// begin and end bracket a request that may queue a record, so that a
-// batch being gathered knows whether any may still come (see linger).
-func (w *auditWriter) begin() {
+// begin counts a request that may queue a record until it leaves: once
+// its record is queued or stored with its write, or it ends without one.
+// A batch being gathered goes when none is left (see linger).
+func (w *auditWriter) begin() *auditPending {
 	w.mu.Lock()
 	w.active++
 	w.mu.Unlock()
+	return &auditPending{w: w}
 }
 
-func (w *auditWriter) end() {
+// auditPending is one request counted by begin.
+type auditPending struct {
+	w    *auditWriter
+	left bool // only the request's own goroutine reads or writes it
+}
+
+// leave uncounts the request; calls after the first do nothing.
+func (p *auditPending) leave() {
+	if p == nil || p.left {
+		return
+	}
+	p.left = true
+	w := p.w
 	w.mu.Lock()
 	w.active--
 	waited := w.waiters > 0
@@ -287,16 +303,16 @@ func (w *auditWriter) run() {
 }
 
 // linger lets a batch grow before it is written. A small batch nobody
-// waits for may grow for up to auditLinger (Close and the first request
-// to wait for a commit hurry it): nobody's answer waits for it (reads in
-// BRIDGE_AUDIT_WAIT=queue mode wait only for room), and the records a
-// crash can lose stay bounded by the buffer. A batch that requests wait
-// for gathers the records of the other requests in flight for up to
-// auditGather, and goes as soon as every request in flight waits for it,
-// since no record can come then; each new waiter and each request
-// ending wakes it to check.
+// waits for may grow for up to auditLinger from when linger began (Close
+// and the first request to wait for a commit cut it short): nobody's
+// answer waits for it (reads in BRIDGE_AUDIT_WAIT=queue mode wait only
+// for room), and the records a crash can lose stay bounded by the buffer.
+// A batch that requests wait for gathers the records of the requests in
+// flight that have not queued theirs yet (active), for up to the
+// writer's gather time, and goes as soon as none is left; each new waiter
+// and each request leaving wakes it to check.
 func (w *auditWriter) linger() {
-	var deadline time.Time
+	var lingerEnd, gatherEnd time.Time
 	var t *time.Timer
 	defer func() {
 		if t != nil {
@@ -305,24 +321,31 @@ func (w *auditWriter) linger() {
 	}()
 	for {
 		w.mu.Lock()
-		queued, waiters, active, closing, gather := len(w.queue), w.waiters, w.active, w.closing, w.gather
+		queued, waiters, active, closing, gather, lingerFor := len(w.queue), w.waiters, w.active, w.closing, w.gather, w.lingerFor
 		w.mu.Unlock()
 		if queued == 0 || closing || queued >= min(auditLingerBatch, w.capacity/2) {
 			return
 		}
-		wait := auditLinger
-		if waiters > 0 {
-			if waiters >= active {
-				return
+		var end time.Time
+		switch {
+		case waiters > 0 && active <= 0:
+			return // no record can come: the waiters' batch goes now
+		case waiters > 0:
+			if gatherEnd.IsZero() {
+				gatherEnd = time.Now().Add(gather)
 			}
-			if deadline.IsZero() {
-				deadline = time.Now().Add(gather)
+			end = gatherEnd
+		case !gatherEnd.IsZero():
+			return // its waiters gave up; it gathered long enough
+		default:
+			if lingerEnd.IsZero() {
+				lingerEnd = time.Now().Add(lingerFor)
 			}
-			if wait = time.Until(deadline); wait <= 0 {
-				return
-			}
-		} else if !deadline.IsZero() {
-			return // its waiters are gone; gathered long enough
+			end = lingerEnd
+		}
+		wait := time.Until(end)
+		if wait <= 0 {
+			return
 		}
 		if t == nil {
 			t = time.NewTimer(wait)
@@ -331,9 +354,6 @@ func (w *auditWriter) linger() {
 		}
 		select {
 		case <-t.C:
-			if waiters == 0 {
-				return
-			}
 		case <-w.hurry:
 		case <-w.ctx.Done():
 			return

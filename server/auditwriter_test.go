@@ -140,8 +140,8 @@ func TestAuditWriterBackPressure(t *testing.T) {
 }
 
 // TestAuditWriterGathers: a batch that a request waits for gathers the
-// records of the other requests in flight, and goes once every request in
-// flight waits for it, or when the gathering time is up.
+// records of the other requests in flight, and goes once none of them may
+// still queue one, or when the gathering time is up.
 func TestAuditWriterGathers(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -149,11 +149,15 @@ func TestAuditWriterGathers(t *testing.T) {
 	st := newFaultyAudit(t)
 	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler))
 	w.mu.Lock()
-	w.gather = time.Hour // only "every request waits" can end it in time
+	w.gather = time.Hour    // only "no request left" can end it in time
+	w.lingerFor = time.Hour // nor may a batch nobody waits for go early
 	w.mu.Unlock()
-	waitFor := func(rec *store.AuditRecord) <-chan error {
+	// A request as recordAudit handles it: queued, no longer pending,
+	// then waiting for the commit.
+	waitFor := func(p *auditPending, rec *store.AuditRecord) <-chan error {
 		seq, err := w.enqueue(ctx, rec)
 		require.NoError(t, err)
+		p.leave()
 		done := make(chan error, 1)
 		go func() { done <- w.wait(ctx, seq) }()
 		return done
@@ -166,36 +170,34 @@ func TestAuditWriterGathers(t *testing.T) {
 		}
 	}
 	// Three requests in flight: two wait for their records, the third
-	// ends without one (an answer not audited, or not waiting).
-	w.begin()
-	w.begin()
-	w.begin()
-	a := waitFor(testRecord(0))
+	// ends without one.
+	pa, pb, pc := w.begin(), w.begin(), w.begin()
+	a := waitFor(pa, testRecord(0))
 	eventually(t, waiting(1))
-	b := waitFor(testRecord(1))
+	b := waitFor(pb, testRecord(1))
 	eventually(t, waiting(2))
 	st.mu.Lock()
 	assert.Empty(t, st.sizes, "nothing written while a request in flight may still add a record")
 	st.mu.Unlock()
-	w.end()
+	pc.leave()
 	require.NoError(t, <-a)
 	require.NoError(t, <-b)
-	w.end()
-	w.end()
+	pa.leave() // again, as the middleware does at the end: no effect
 	st.mu.Lock()
 	assert.Equal(t, []int{2}, st.sizes, "one batch for both")
 	st.mu.Unlock()
+	w.mu.Lock()
+	assert.Zero(t, w.active)
+	w.mu.Unlock()
 
 	// A request in flight that never records: the batch goes when the
 	// gathering time is up.
 	w.mu.Lock()
 	w.gather = 20 * time.Millisecond
 	w.mu.Unlock()
-	w.begin()
-	w.begin()
-	require.NoError(t, <-waitFor(testRecord(2)))
-	w.end()
-	w.end()
+	slow := w.begin()
+	require.NoError(t, <-waitFor(w.begin(), testRecord(2)))
+	slow.leave()
 	require.NoError(t, w.close(ctx))
 	assert.Equal(t, wantIDs(3), storedIDs(t, st))
 }

@@ -29,6 +29,10 @@ type reqState struct {
 	// auditStored is the status of an answer whose audit record was
 	// stored with the write it is about (storeAudited); 0 when none was.
 	auditStored int
+	// auditPending is the request's place among those that may still
+	// queue a record (auditWriter.begin); left once its record is queued
+	// or stored with its write.
+	auditPending *auditPending
 }
 
 // disclosure is the resources an answer carried and the patients they are

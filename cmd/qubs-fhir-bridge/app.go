@@ -473,8 +473,10 @@ func backgroundOptions(opts *options) (background, error) {
 		return background{}, fmt.Errorf("BRIDGE_DELIVERY_WORKERS %q: want 1..64", opts.get("delivery-workers"))
 	}
 	bg.lease, err = time.ParseDuration(opts.get("delivery-lease"))
-	if err != nil || bg.lease < 2*time.Second || bg.lease > 10*time.Minute {
-		return background{}, fmt.Errorf("BRIDGE_DELIVERY_LEASE %q: want a duration within 2s..10m", opts.get("delivery-lease"))
+	// At least 10 s: leases are compared on each replica's clock
+	// (docs/store.md, "Clocks"), so they must dwarf the clocks' skew.
+	if err != nil || bg.lease < 10*time.Second || bg.lease > 10*time.Minute {
+		return background{}, fmt.Errorf("BRIDGE_DELIVERY_LEASE %q: want a duration within 10s..10m", opts.get("delivery-lease"))
 	}
 	if bg.subscriptionNets, err = subs.ParseNets(opts.get("subscription-allow-nets")); err != nil {
 		return background{}, fmt.Errorf("BRIDGE_SUBSCRIPTION_ALLOW_NETS: %w", err)

@@ -76,11 +76,10 @@ func TestChaosDelivery(t *testing.T) {
 	}
 }
 
-// chaosLease is the bridges' BRIDGE_DELIVERY_LEASE: how long the drain
-// after a kill waits for the killed process's deliveries (20 s with the
-// default). Short, so that takeovers happen while work is still going on
-// elsewhere, which the default would rarely show in a run this size.
-const chaosLease = "4s"
+// chaosLease is the bridges' BRIDGE_DELIVERY_LEASE, its least: how long
+// the drain after a kill waits for the killed process's deliveries (20 s
+// with the default).
+const chaosLease = "10s"
 
 // bridgeProc is one bridge process.
 type bridgeProc struct {

@@ -77,7 +77,7 @@ func newOptions() *options {
 	// but answers 429 with Retry-After, which the client honours) while a
 	// slow call no longer holds up every other appointment.
 	add("delivery-workers", "BRIDGE_DELIVERY_WORKERS", "4", "delivery workers per replica (1..64); each works one appointment at a time", false)
-	add("delivery-lease", "BRIDGE_DELIVERY_LEASE", "20s", "how long a replica holds an appointment's delivery without renewing it (renewed every quarter of it): how soon a killed replica's deliveries are taken over; 2s..10m", false)
+	add("delivery-lease", "BRIDGE_DELIVERY_LEASE", "20s", "how long a replica holds an appointment's delivery without renewing it (renewed every quarter of it): how soon a killed replica's deliveries are taken over; 10s..10m", false)
 	add("worklist-index", "BRIDGE_WORKLIST_INDEX", "on", "on: keep an index of each domain's worklist in the store and serve ServiceRequest searches from it (docs/worklist-index.md); off: search QUBS as it goes", false)
 	add("comment-poll-rate", "BRIDGE_COMMENT_POLL_RATE", "5", "QUBS calls per second per domain with which the comment watch polls the comments of indexed studies while a comments Subscription exists there (a study is re-polled every studies/rate seconds)", false)
 	add("worklist-sync-interval", "BRIDGE_WORKLIST_SYNC_INTERVAL", "30s", `how often the index walks each domain's QUBS worklist, with per-domain overrides: "30s;acme=10s;coastal=2m"`, false)

@@ -197,7 +197,7 @@ func TestStartupRefusals(t *testing.T) {
 		{"bad retention", with("BRIDGE_RETENTION", "forever"), []string{"serve"}, "BRIDGE_RETENTION"},
 		{"bad rate limit", with("BRIDGE_RATE_LIMIT", "fast"), []string{"serve"}, "BRIDGE_RATE_LIMIT"},
 		{"bad comment poll rate", with("BRIDGE_COMMENT_POLL_RATE", "0"), []string{"serve"}, "BRIDGE_COMMENT_POLL_RATE"},
-		{"delivery lease too short", with("BRIDGE_DELIVERY_LEASE", "1s"), []string{"serve"}, "BRIDGE_DELIVERY_LEASE"},
+		{"delivery lease too short", with("BRIDGE_DELIVERY_LEASE", "5s"), []string{"serve"}, "BRIDGE_DELIVERY_LEASE"},
 		{"delivery lease not a duration", with("BRIDGE_DELIVERY_LEASE", "20"), []string{"serve"}, "BRIDGE_DELIVERY_LEASE"},
 	}
 	for _, tc := range cases {

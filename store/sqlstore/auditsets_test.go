@@ -220,24 +220,48 @@ func TestAuditSetsPurgeRace(t *testing.T) {
 }
 
 // TestPostgresAuditBatchRefused: a batch one of whose statements fails
-// in the pipeline (recordAudits) writes nothing, and leaves its
-// connection usable: here the pool's only one, so a transaction left open
-// would fail the batches after it.
+// in the pipeline (recordAudits) writes nothing, is reported invalid when
+// PostgreSQL refuses its data (so that the audit writer sets that record
+// aside rather than retrying the batch for ever), and leaves the pool
+// usable: here one connection, so a transaction left open would fail the
+// batches after it.
 func TestPostgresAuditBatchRefused(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, err := sqlstore.OpenPostgres(ctx, strings.Replace(pgtest.DSN(t), "pool_max_conns=4", "pool_max_conns=1", 1))
+	dsn := strings.Replace(pgtest.DSN(t), "pool_max_conns=4", "pool_max_conns=1", 1)
+	st, err := sqlstore.OpenPostgres(ctx, dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
+	// What PrepareAudit cannot foresee, as a data exception (class 22).
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Del("pool_max_conns") // pgxpool's, not the server's
+	u.RawQuery = q.Encode()
+	db, err := sql.Open("pgx", u.String())
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	_, err = db.Exec(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.outcome_desc = 'refuse me' THEN
+				RAISE EXCEPTION 'refused' USING ERRCODE = '22023';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()`)
+	require.NoError(t, err)
+
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	good := pageRecord("good-1", at, "Patient/p1", "Patient/p2")
 	bad := pageRecord("bad-1", at, "Patient/p3", "Patient/p4")
-	bad.OutcomeDesc = "a NUL \x00 PostgreSQL's text refuses"
+	bad.OutcomeDesc = "refuse me"
 	for _, readsOnly := range []bool{true, false} {
 		if !readsOnly {
 			bad.Outcome, bad.ID = store.AuditOutcomeMinorFailure, "bad-2"
 		}
-		require.Error(t, st.RecordAudits(ctx, []*store.AuditRecord{good, bad}))
+		err := st.RecordAudits(ctx, []*store.AuditRecord{good, bad})
+		require.ErrorIs(t, err, store.ErrInvalid)
+		assert.NotContains(t, err.Error(), "refuse me", "the data is not quoted")
 		assert.Empty(t, patientAudits(t, st, "Patient/p1"), "nothing of a refused batch")
 	}
 	for i := range 3 {
@@ -245,4 +269,22 @@ func TestPostgresAuditBatchRefused(t *testing.T) {
 	}
 	assert.Len(t, patientAudits(t, st, "Patient/p1"), 3)
 	assert.Len(t, patientAudits(t, st, "Patient/p2"), 3)
+}
+
+// TestAuditHostileText: a NUL or bytes that are not UTF-8 in the text a
+// client chose (a parameter name, a correlation id) are stored replaced,
+// on both engines, instead of failing the batch they are in.
+func TestAuditHostileText(t *testing.T) {
+	t.Parallel()
+	for _, postgres := range []bool{false, true} {
+		r := openRaw(t, postgres)
+		rec := pageRecord("hostile", time.Now().UTC(), "Patient/p1", "Patient/p2")
+		rec.Query, rec.CorrelationID = "ServiceRequest?\x00,a\xff", "c\x00d"
+		require.NoError(t, r.RecordAudits(context.Background(), []*store.AuditRecord{rec, pageRecord("fine", time.Now().UTC(), "Patient/p1")}))
+		got, err := r.AuditEvent(context.Background(), "acme", "hostile")
+		require.NoError(t, err)
+		assert.Equal(t, "ServiceRequest?\uFFFD,a\uFFFD", got.Query)
+		assert.Equal(t, "c\uFFFDd", got.CorrelationID)
+		assert.Len(t, patientAudits(t, r, "Patient/p1"), 2)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -427,10 +429,10 @@ func auditArgs(batch []*store.AuditRecord, ids []string) []any {
 // and, having no RETURNING row, no patient rows.
 //
 // A statement that fails skips the rest of the pipeline, COMMIT
-// included, and leaves the transaction open and failed: pgx's database/sql
-// driver then discards the connection when it is returned to the pool
-// (its ResetSession), which ends the transaction
-// (TestPostgresAuditBatchRefused). A batch whose answer is lost after its
+// included, and leaves the transaction open and failed: the connection
+// is then discarded, which ends it (TestPostgresAuditBatchRefused). The
+// first batch on a connection costs one more round trip, pgx preparing
+// the statements. A batch whose answer is lost after its
 // COMMIT was sent may be written again: the records' keys make that a
 // no-op (ON CONFLICT DO NOTHING), as for insertAudits.
 func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*store.AuditRecord) error {
@@ -459,7 +461,25 @@ func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*sto
 			b.Queue(insertAuditSetsSQL, auditSetArgs(sets)...)
 		}
 		b.Queue(`COMMIT`)
-		return pc.SendBatch(ctx, b).Close()
+		err := pc.SendBatch(ctx, b).Close()
+		if err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+			// A data exception: a record holds what PostgreSQL refuses
+			// (PrepareAudit cleans what it knows of). Retrying the batch
+			// cannot help; as invalid, the audit writer writes its records
+			// one by one and sets only the refused one aside. The code
+			// alone: the message may quote the data.
+			err = store.E(store.KindInvalid, "PostgreSQL refused an audit record (SQLSTATE %s)", pgErr.Code)
+		}
+		if pc.PgConn().TxStatus() != 'I' {
+			// Left in the failed transaction: dropped now, rather than
+			// held idle in it until the pool hands it out again.
+			return errors.Join(err, driver.ErrBadConn)
+		}
+		return err
 	})
 }
 

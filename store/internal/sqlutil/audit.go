@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -113,6 +114,14 @@ func PrepareAudit(a *store.AuditRecord) error {
 		if !ValidRelativeRef(e) {
 			return invalid("audit entity reference %q is not Type/id or Type/id/_history/version", e)
 		}
+	}
+	// Text a client chose (a search's parameter names, a correlation id)
+	// may hold a NUL or bytes that are not UTF-8, which PostgreSQL's text
+	// refuses: such a record would fail its whole batch again and again.
+	// It is kept, with those replaced.
+	for _, f := range []*string{&a.Query, &a.OutcomeDesc, &a.AgentID, &a.AgentMethod, &a.TokenID,
+		&a.NetworkAddr, &a.CorrelationID, &a.RequestPath} {
+		*f = CleanText(*f)
 	}
 	if a.ID == "" {
 		a.ID = NewAuditID()
@@ -262,3 +271,12 @@ func PatientSet(refs []string) string {
 // SingletonSet reports whether a PatientSet names one patient, and so has
 // no rows of its own.
 func SingletonSet(set string) bool { return strings.Contains(set, "/") }
+
+// CleanText is s with every NUL and every byte sequence that is not
+// UTF-8 replaced by U+FFFD, the text any engine stores.
+func CleanText(s string) string {
+	if utf8.ValidString(s) && !strings.Contains(s, "\x00") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
