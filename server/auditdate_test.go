@@ -45,21 +45,20 @@ func TestAuditEventDates(t *testing.T) {
 
 // TestAuditHostileParameterNames: a search whose parameter names hold a
 // NUL or bytes that are not UTF-8, which PostgreSQL's text refuses, is
-// answered and audited like any other, and the audit trail goes on: its
-// record once failed its batch for ever, so that the buffer filled and
-// every answer became a 503.
+// refused (400) and audited like any other, and the audit trail goes on:
+// its record once failed its batch for ever, so that the buffer filled
+// and every answer became a 503.
 func TestAuditHostileParameterNames(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withPostgres(t))
 	for _, q := range []string{"%00=1", "%FF%FE=1", "a%00b=1"} {
-		// Unknown parameters are ignored (FHIR's lenient handling).
-		assert.Equal(t, http.StatusOK, get(t, e.base+"/ServiceRequest?"+q+"&_count=1").status, q)
+		assert.Equal(t, http.StatusBadRequest, get(t, e.base+"/ServiceRequest?"+q+"&_count=1").status, q)
 	}
 	// An AuditEvent search waits until every record before it is
 	// committed: it times out if the writer is stuck.
 	r := get(t, e.base+"/AuditEvent?action=E&_count=50")
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
-	assert.Len(t, entries(r.json(t), "match"), 3, "the three searches, recorded")
+	assert.Len(t, entries(r.json(t), "match"), 3, "the three refused searches, recorded")
 	_, srID := firstPending(t, e.sim, 0)
 	assert.Equal(t, http.StatusOK, get(t, e.base+"/ServiceRequest/"+srID).status)
 }

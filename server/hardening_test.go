@@ -57,3 +57,29 @@ func TestDefaultBodyLimitFitsTwentyArtifacts(t *testing.T) {
 	assert.GreaterOrEqual(t, server.DefaultMaxBodyBytes, 20*base64Of2MiB, "twenty 2 MiB artifacts in base64 must fit")
 	assert.Less(t, server.DefaultMaxBodyBytes, 21*base64Of2MiB, "and not much more")
 }
+
+// TestUnreadableURLs: a path or query holding a NUL or bytes that are not
+// UTF-8 once decoded is refused with a 400 OperationOutcome before any
+// work, on every kind of route. On PostgreSQL, whose text refuses them,
+// reads of reports and binaries and AuditEvent searches once answered
+// 500.
+func TestUnreadableURLs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withPostgres(t))
+	for _, p := range []string{
+		"/DiagnosticReport/%00", "/Binary/a%00b", "/ServiceRequest/%FF", "/AuditEvent?agent=%00",
+		"/ServiceRequest?identifier=a%FFb", "/ServiceRequest?identifier=%C0%80", "/ServiceRequest?code=%00",
+		"/ImagingStudy?identifier=%00", "/Task?owner=%00", "/DiagnosticReport?identifier=%00",
+		"/Subscription?status=%00", "/ServiceRequest?%00=1", "/ServiceRequest?_count=10&_sort=%E2%82",
+	} {
+		r := get(t, e.base+p)
+		assert.Equal(t, http.StatusBadRequest, r.status, "%s: %s", p, r.body)
+		if r.status == http.StatusBadRequest {
+			outcome(t, r)
+		}
+	}
+	// Unicode, escaped or not, is fine.
+	for _, p := range []string{"/ServiceRequest?identifier=caf%C3%A9", "/ServiceRequest?code=%E2%82%AC&_count=1"} {
+		assert.Equal(t, http.StatusOK, get(t, e.base+p).status, p)
+	}
+}

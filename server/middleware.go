@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -127,6 +129,52 @@ func (s *Server) declaredLength() gin.HandlerFunc {
 		}
 	}
 }
+
+// readableURL refuses, on FHIR routes, a path or query that holds a NUL
+// or bytes that are not UTF-8 once decoded: no FHIR id, search parameter
+// or value can (FHIR strings are Unicode, without NUL), and PostgreSQL's
+// text refuses them, which would answer 500 where the client is wrong.
+func (s *Server) readableURL() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if part := unreadable(c.Request.URL); part != "" {
+			s.renderError(c, fhir.Errorf(http.StatusBadRequest, "value",
+				"the request's %s holds a NUL or bytes that are not UTF-8", part))
+			c.Abort()
+			return
+		}
+		c.Next()
+	}
+}
+
+// unreadable names the part of u that holds a NUL or bytes that are not
+// UTF-8 once decoded ("path", "query"), or is "".
+func unreadable(u *url.URL) string {
+	if !readable(u.Path) {
+		return "path"
+	}
+	raw := u.RawQuery
+	plain := true // nothing escaped, all printable ASCII: the usual query
+	for i := 0; i < len(raw) && plain; i++ {
+		plain = raw[i] != '%' && raw[i] >= 0x20 && raw[i] < 0x7f
+	}
+	if plain {
+		return ""
+	}
+	for part := range strings.SplitSeq(raw, "&") {
+		for field := range strings.SplitSeq(part, "=") {
+			v, err := url.QueryUnescape(field)
+			if err != nil {
+				continue // the handler refuses what it cannot parse
+			}
+			if !readable(v) {
+				return "query"
+			}
+		}
+	}
+	return ""
+}
+
+func readable(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }
 
 func (s *Server) tooLarge(c *gin.Context) bool {
 	if c.Request.ContentLength <= s.cfg.MaxBodyBytes {

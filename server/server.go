@@ -294,7 +294,7 @@ func (s *Server) routes() *gin.Engine {
 	// Whether QUBS lets the bridge reach the domain is asked last, so that
 	// only authenticated callers, at their allowed rate, can make the
 	// bridge ask.
-	fhirBase := e.Group(fhirBasePattern, s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.declaredLength(), s.knownDomain())
+	fhirBase := e.Group(fhirBasePattern, s.domain(), s.audit(), s.authenticate(), s.rateLimit(), s.declaredLength(), s.readableURL(), s.knownDomain())
 	// Binary read answers in the attachment's own media type, so it is
 	// outside JSON negotiation; every other route negotiates first.
 	s.registerFHIR(fhirBase, fhirBase.Group("", s.negotiate()))
