@@ -55,8 +55,8 @@ func (s *Server) audit() gin.HandlerFunc {
 		return func(c *gin.Context) { c.Next() }
 	}
 	return func(c *gin.Context) {
-		pending := s.auditor.begin()
-		state(c).auditPending = pending
+		pending := &state(c).auditPending
+		s.auditor.begin(pending)
 		defer pending.leave()
 		w := &auditResponseWriter{ResponseWriter: c.Writer, s: s, c: c}
 		c.Writer = w

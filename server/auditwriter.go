@@ -188,14 +188,15 @@ func (w *auditWriter) wait(ctx context.Context, seq uint64) error {
 // begin counts a request that may queue a record until it leaves: once
 // its record is queued or stored with its write, or it ends without one.
 // A batch being gathered goes when none is left (see linger).
-func (w *auditWriter) begin() *auditPending {
+func (w *auditWriter) begin(p *auditPending) {
 	w.mu.Lock()
 	w.active++
 	w.mu.Unlock()
-	return &auditPending{w: w}
+	*p = auditPending{w: w}
 }
 
-// auditPending is one request counted by begin.
+// auditPending is one request counted by begin (a field of its state, so
+// that counting allocates nothing).
 type auditPending struct {
 	w    *auditWriter
 	left bool // only the request's own goroutine reads or writes it
@@ -203,8 +204,8 @@ type auditPending struct {
 
 // leave uncounts the request; calls after the first do nothing.
 func (p *auditPending) leave() {
-	if p == nil || p.left {
-		return
+	if p.w == nil || p.left {
+		return // not counted, or left already
 	}
 	p.left = true
 	w := p.w

@@ -171,7 +171,12 @@ func TestAuditWriterGathers(t *testing.T) {
 	}
 	// Three requests in flight: two wait for their records, the third
 	// ends without one.
-	pa, pb, pc := w.begin(), w.begin(), w.begin()
+	begin := func() *auditPending {
+		p := &auditPending{}
+		w.begin(p)
+		return p
+	}
+	pa, pb, pc := begin(), begin(), begin()
 	a := waitFor(pa, testRecord(0))
 	eventually(t, waiting(1))
 	b := waitFor(pb, testRecord(1))
@@ -195,8 +200,8 @@ func TestAuditWriterGathers(t *testing.T) {
 	w.mu.Lock()
 	w.gather = 20 * time.Millisecond
 	w.mu.Unlock()
-	slow := w.begin()
-	require.NoError(t, <-waitFor(w.begin(), testRecord(2)))
+	slow := begin()
+	require.NoError(t, <-waitFor(begin(), testRecord(2)))
 	slow.leave()
 	require.NoError(t, w.close(ctx))
 	assert.Equal(t, wantIDs(3), storedIDs(t, st))

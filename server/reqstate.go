@@ -32,7 +32,7 @@ type reqState struct {
 	// auditPending is the request's place among those that may still
 	// queue a record (auditWriter.begin); left once its record is queued
 	// or stored with its write.
-	auditPending *auditPending
+	auditPending auditPending
 }
 
 // disclosure is the resources an answer carried and the patients they are
