@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -160,15 +161,12 @@ func unreadable(u *url.URL) string {
 	if plain {
 		return ""
 	}
-	for part := range strings.SplitSeq(raw, "&") {
-		for field := range strings.SplitSeq(part, "=") {
-			v, err := url.QueryUnescape(field)
-			if err != nil {
-				continue // the handler refuses what it cannot parse
-			}
-			if !readable(v) {
-				return "query"
-			}
+	// The pairs the handlers will see: ParseQuery skips those it cannot
+	// read, as c.Query does.
+	q, _ := url.ParseQuery(raw)
+	for k, vs := range q {
+		if !readable(k) || slices.ContainsFunc(vs, func(v string) bool { return !readable(v) }) {
+			return "query"
 		}
 	}
 	return ""

@@ -60,12 +60,9 @@ type dialect interface {
 	// its chunks reassembled (PostgreSQL, migration 0015).
 	artifactBytes() string
 	// insertAudits writes a checked batch of audit records and their
-	// new patient sets (insertAuditSets), skipping records whose (domain,
-	// id) exists.
+	// new patient sets with their patient rows (migration 0016),
+	// skipping records whose (domain, id) exists.
 	insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error
-	// insertAuditSets writes those of sets not in audit_sets yet, with
-	// their patient rows (migration 0016).
-	insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error
 	// auditStaging is where single-patient audit records' patient rows
 	// gather before they move into audit_patients (SQLite, migrations
 	// 0008 and 0016); nil where such records name their patient as

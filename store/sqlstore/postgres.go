@@ -320,13 +320,13 @@ func auditSetsLock(exclusive bool) string {
 	return `SELECT ` + fn + `(hashtextextended('qubs-fhir-bridge/audit-sets/' || current_schema(), 0))`
 }
 
-// insertAudits writes the batch in one statement over column arrays
-// (unnest), which also finds the batch's patient sets not written yet;
-// those, if any, are written next (writeAuditSets). A read waits for its
-// batch's commit (docs/audit.md), and on loopback a round trip costs both
-// processes more CPU than these statements do, so a batch takes four in
-// the usual case, as before patient sets: BEGIN, the settings and the
-// lock in one simple query, the INSERT, COMMIT.
+// auditStatements are the statements that write a checked batch of
+// audit records, in order: the commit's setting, the sets' shared lock
+// (lockAuditSets: a statement of its own, before anything reads
+// audit_sets), the records' INSERT over column arrays (unnest) and the
+// sets' INSERT. Sets are written without first asking which are missing:
+// a set already written is one probe of audit_sets' key (ON CONFLICT DO
+// NOTHING writes nothing) and, returning no row, gets no patient rows.
 //
 // A batch of successful reads and searches commits with synchronous_commit
 // off: the commit returns once the records are in PostgreSQL's write-ahead
@@ -339,31 +339,36 @@ func auditSetsLock(exclusive bool) string {
 // or refused request keeps the server's setting: those records are
 // promised durable before their answer is sent, like the report they are
 // about.
-func (d postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
+func auditStatements(batch []*store.AuditRecord) []auditStatement {
 	ids, sets := patientSets(batch)
-	if prelude := auditPrelude(batch, sets); prelude != "" {
-		// Without arguments, one simple query of several statements.
-		if _, err := tx.exec(ctx, prelude); err != nil {
-			return err
+	var st []auditStatement
+	if readsOnly(batch) {
+		st = append(st, auditStatement{sql: `SET LOCAL synchronous_commit = off`})
+	}
+	if len(sets) > 0 {
+		st = append(st, auditStatement{sql: auditSetsLock(false)})
+	}
+	st = append(st, auditStatement{insertAuditsSQL, auditArgs(batch, ids)})
+	if len(sets) > 0 {
+		st = append(st, auditStatement{insertAuditSetsSQL, auditSetArgs(sets)})
+	}
+	return st
+}
+
+type auditStatement struct {
+	sql  string
+	args []any
+}
+
+// insertAudits writes the batch inside tx, a report's transaction (the
+// audit writer's batches go through recordAudits).
+func (postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
+	for _, st := range auditStatements(batch) {
+		if _, err := tx.tx.ExecContext(ctx, st.sql, st.args...); err != nil {
+			return auditDataError(err)
 		}
 	}
-	args := auditArgs(batch, ids)
-	if len(sets) == 0 {
-		_, err := tx.tx.ExecContext(ctx, insertAuditsSQL, args...)
-		return err
-	}
-	// The INSERT runs to completion whatever the query reads (a WITH's
-	// data-modifying statement always does); the query names the sets
-	// not written yet, read under the lock taken above.
-	domains, setIDs := setKeys(sets)
-	rows, err := tx.tx.QueryContext(ctx, `WITH ins AS (`+insertAuditsSQL+`)
-		SELECT b.domain, b.set_id FROM unnest($18::text[], $19::text[]) AS b (domain, set_id)
-		WHERE NOT EXISTS (SELECT 1 FROM audit_sets s WHERE s.domain = b.domain AND s.set_id = b.set_id)`,
-		append(args, domains, setIDs)...)
-	if err != nil {
-		return err
-	}
-	return d.writeAuditSets(ctx, tx, sets, rows)
+	return nil
 }
 
 // insertAuditsSQL inserts a batch of audit records from column arrays
@@ -378,20 +383,6 @@ const insertAuditsSQL = `INSERT INTO audit_events
 		AS r (c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
 	ON CONFLICT (domain, id) DO NOTHING`
 
-// auditPrelude is what a batch runs before its INSERT, as one simple
-// query ("" for nothing): the commit's setting (see insertAudits) and
-// the sets' shared lock (lockAuditSets), a statement of its own.
-func auditPrelude(batch []*store.AuditRecord, sets []auditSet) string {
-	var prelude []string
-	if readsOnly(batch) {
-		prelude = append(prelude, `SET LOCAL synchronous_commit = off`)
-	}
-	if len(sets) > 0 {
-		prelude = append(prelude, auditSetsLock(false))
-	}
-	return strings.Join(prelude, "; ")
-}
-
 // auditArgs are insertAuditsSQL's arguments: one array per column, text
 // except recorded (the 3rd); ids are the records' patient sets.
 func auditArgs(batch []*store.AuditRecord, ids []string) []any {
@@ -405,7 +396,7 @@ func auditArgs(batch []*store.AuditRecord, ids []string) []any {
 			text[j] = append(text[j], v)
 		}
 	}
-	args := make([]any, 0, len(text)+2)
+	args := make([]any, 0, len(text))
 	for i, col := range text {
 		if i == 2 {
 			args = append(args, at)
@@ -414,73 +405,6 @@ func auditArgs(batch []*store.AuditRecord, ids []string) []any {
 		args = append(args, col)
 	}
 	return args
-}
-
-// recordAudits writes a batch of the audit writer's in one round trip: a
-// pipeline of BEGIN, the prelude, the INSERT, the sets' rows and COMMIT,
-// sent together and answered together. On this machine's loopback a
-// round trip costs the bridge and PostgreSQL more CPU than these
-// statements do, and a read waits for its batch's commit, so the four or
-// five round trips of insertAudits were most of a read's audit
-// (docs/performance.md, "Reads on PostgreSQL: one round trip a batch").
-// The sets are written without first asking which are missing (that
-// answer would cost a round trip of its own): a set already written is
-// one probe of audit_sets' key (ON CONFLICT DO NOTHING writes nothing)
-// and, having no RETURNING row, no patient rows.
-//
-// A statement that fails skips the rest of the pipeline, COMMIT
-// included, and leaves the transaction open and failed: the connection
-// is then discarded, which ends it (TestPostgresAuditBatchRefused). The
-// first batch on a connection costs one more round trip, pgx preparing
-// the statements. A batch whose answer is lost after its
-// COMMIT was sent may be written again: the records' keys make that a
-// no-op (ON CONFLICT DO NOTHING), as for insertAudits.
-func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*store.AuditRecord) error {
-	ids, sets := patientSets(batch)
-	conn, err := w.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
-		}
-		pc := c.Conn()
-		b := &pgx.Batch{}
-		b.Queue(`BEGIN`)
-		if readsOnly(batch) {
-			b.Queue(`SET LOCAL synchronous_commit = off`)
-		}
-		if len(sets) > 0 {
-			b.Queue(auditSetsLock(false))
-		}
-		b.Queue(insertAuditsSQL, auditArgs(batch, ids)...)
-		if len(sets) > 0 {
-			b.Queue(insertAuditSetsSQL, auditSetArgs(sets)...)
-		}
-		b.Queue(`COMMIT`)
-		err := pc.SendBatch(ctx, b).Close()
-		if err == nil {
-			return nil
-		}
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
-			// A data exception: a record holds what PostgreSQL refuses
-			// (PrepareAudit cleans what it knows of). Retrying the batch
-			// cannot help; as invalid, the audit writer writes its records
-			// one by one and sets only the refused one aside. The code
-			// alone: the message may quote the data.
-			err = store.E(store.KindInvalid, "PostgreSQL refused an audit record (SQLSTATE %s)", pgErr.Code)
-		}
-		if pc.PgConn().TxStatus() != 'I' {
-			// Left in the failed transaction: dropped now, rather than
-			// held idle in it until the pool hands it out again.
-			return errors.Join(err, driver.ErrBadConn)
-		}
-		return err
-	})
 }
 
 // insertAuditSetsSQL writes patient sets (auditSetArgs) not written yet
@@ -510,61 +434,58 @@ func auditSetArgs(sets []auditSet) []any {
 	return []any{domains, ids, refs}
 }
 
-// insertAuditSets writes the sets that are not in audit_sets yet, each
-// with its patient rows (migration 0016), under the shared lock
-// (lockAuditSets): one lookup when every set is known, as when the same
-// worklist pages are read again and again.
-func (d postgresDialect) insertAuditSets(ctx context.Context, tx *tx, sets []auditSet) error {
-	if len(sets) == 0 {
-		return nil
-	}
-	if err := d.lockAuditSets(ctx, tx, false); err != nil {
-		return err
-	}
-	domains, setIDs := setKeys(sets)
-	rows, err := tx.tx.QueryContext(ctx, `SELECT b.domain, b.set_id FROM unnest($1::text[], $2::text[]) AS b (domain, set_id)
-		WHERE NOT EXISTS (SELECT 1 FROM audit_sets s WHERE s.domain = b.domain AND s.set_id = b.set_id)`,
-		domains, setIDs)
+// recordAudits writes a batch of the audit writer's in one round trip: a
+// pipeline of BEGIN, auditStatements and COMMIT, sent together and
+// answered together. On this machine's loopback a round trip costs the
+// bridge and PostgreSQL more CPU than these statements do, and a read
+// waits for its batch's commit, so the four or five round trips of a
+// database/sql transaction were most of a read's audit
+// (docs/performance.md, "Reads on PostgreSQL: one round trip a batch").
+// The first batch on a connection costs one more, pgx preparing the
+// statements.
+//
+// A statement that fails skips the rest of the pipeline, COMMIT
+// included, and leaves the transaction open and failed: the connection
+// is then discarded, which ends it (TestPostgresAuditBatchRefused). A
+// batch whose answer is lost after its COMMIT was sent may be written
+// again: the records' keys make that a no-op (ON CONFLICT DO NOTHING).
+func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*store.AuditRecord) error {
+	conn, err := w.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	return d.writeAuditSets(ctx, tx, sets, rows)
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
+		}
+		b := &pgx.Batch{}
+		b.Queue(`BEGIN`)
+		for _, st := range auditStatements(batch) {
+			b.Queue(st.sql, st.args...)
+		}
+		b.Queue(`COMMIT`)
+		err := auditDataError(c.Conn().SendBatch(ctx, b).Close())
+		if err != nil && c.Conn().PgConn().TxStatus() != 'I' {
+			// Left in the failed transaction: dropped now, rather than
+			// held idle in it until the pool hands it out again.
+			return errors.Join(err, driver.ErrBadConn)
+		}
+		return err
+	})
 }
 
-// setKeys are the sets' domains and ids as column arrays.
-func setKeys(sets []auditSet) (domains, ids []string) {
-	domains, ids = make([]string, len(sets)), make([]string, len(sets))
-	for i, set := range sets {
-		domains[i], ids[i] = set.domain, set.id
+// auditDataError makes a data exception (SQLSTATE class 22) of an audit
+// write invalid: a record holds what PostgreSQL refuses (PrepareAudit
+// cleans what it knows of), which retrying cannot help; as invalid, the
+// audit writer writes its batch one by one and sets only the refused
+// record aside. The code alone: the message may quote the data.
+func auditDataError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+		return store.E(store.KindInvalid, "PostgreSQL refused an audit record (SQLSTATE %s)", pgErr.Code)
 	}
-	return domains, ids
-}
-
-// writeAuditSets writes those of sets that missing (rows of domain and
-// set id) names, with their patient rows, in (domain, id) order like every
-// batch's, so that two batches never wait for each other in a cycle. A
-// set another replica is writing at the same moment is waited for (its
-// row's uniqueness) and then skipped, so its rows are written once.
-func (postgresDialect) writeAuditSets(ctx context.Context, tx *tx, sets []auditSet, missing *sql.Rows) error {
-	var want map[[2]string]bool
-	var k [2]string
-	if err := eachRow(missing, func() error {
-		if want == nil {
-			want = map[[2]string]bool{}
-		}
-		err := missing.Scan(&k[0], &k[1])
-		want[k] = true
-		return err
-	}); err != nil || want == nil {
-		return err
-	}
-	var missingSets []auditSet
-	for _, set := range sets {
-		if want[[2]string{set.domain, set.id}] {
-			missingSets = append(missingSets, set)
-		}
-	}
-	_, err := tx.tx.ExecContext(ctx, insertAuditSetsSQL, auditSetArgs(missingSets)...)
 	return err
 }
 
