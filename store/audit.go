@@ -20,9 +20,9 @@ import (
 // (see Query). That is what lets audit records outlive the PHI they are
 // about (PurgeAuditBefore, not PurgeBefore).
 type AuditRecord struct {
-	// ID is the AuditEvent id. The store sets it (random, 32 lower-case hex
-	// digits) when empty; a caller-chosen one must be a FHIR id
-	// ([A-Za-z0-9-.]{1,64}).
+	// ID is the AuditEvent id. The store sets it when empty (a version 7
+	// UUID as 32 lower-case hex digits: time-ordered, then random); a
+	// caller-chosen one must be a FHIR id ([A-Za-z0-9-.]{1,64}).
 	ID string
 	// Domain is the QUBS domain (the FHIR base) the request was for.
 	Domain string
