@@ -11,7 +11,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,7 +61,7 @@ type Syncer struct {
 	mu      sync.Mutex
 	domains map[string]chan struct{} // domain -> its loop's wake-up
 	// written is, per row this replica last wrote (domain and
-	// ServiceRequest id), the SHA-256 of the appointment JSON it wrote, so
+	// ServiceRequest id), the digest of the appointment it wrote, so
 	// that a read finding a study as it was writes nothing and maps
 	// nothing: the row is a function of the appointment (and the zones,
 	// fixed for the process). A write transaction per read would
@@ -133,6 +132,7 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 			return res, err
 		}
 		rows := make([]store.WorklistRow, 0, len(page.Items))
+		sums := make([][sha256.Size]byte, 0, len(page.Items))
 		for i := range page.Items {
 			r, err := Row(domain, &page.Items[i], s.Zones, at)
 			if errors.Is(err, mapping.ErrUnrepresentable) {
@@ -142,13 +142,14 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 				return res, err
 			}
 			rows = append(rows, r)
+			sums = append(sums, digest(&page.Items[i]))
 		}
 		if len(rows) > 0 {
 			changes, err := s.Store.ApplyWorklist(ctx, domain, s.Owner, lease, rows, at)
 			if err != nil {
 				return res, err
 			}
-			s.remember(domain, rows)
+			s.remember(domain, rows, sums)
 			for _, c := range changes {
 				res.Seen++
 				switch c.Kind {
@@ -178,15 +179,16 @@ func (s *Syncer) SyncOnce(ctx context.Context, domain string) (res Result, err e
 // first read of each study, nothing more.
 const maxWritten = 200_000
 
-// remember records the digests of rows just written.
-func (s *Syncer) remember(domain string, rows []store.WorklistRow) {
+// remember records the digests (digest) of the appointments of rows just
+// written, sums[i] rows[i]'s.
+func (s *Syncer) remember(domain string, rows []store.WorklistRow, sums [][sha256.Size]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.written == nil || len(s.written)+len(rows) > maxWritten {
 		s.written = make(map[string][sha256.Size]byte, len(rows))
 	}
-	for _, r := range rows {
-		s.written[domain+"\x00"+r.ID] = sha256.Sum256(r.Appointment)
+	for i, r := range rows {
+		s.written[domain+"\x00"+r.ID] = sums[i]
 	}
 }
 
@@ -198,9 +200,8 @@ func (s *Syncer) forget(domain, id string) {
 }
 
 // unchanged reports whether this replica last wrote domain's row id from
-// an appointment whose JSON is appt.
-func (s *Syncer) unchanged(domain, id string, appt []byte) bool {
-	sum := sha256.Sum256(appt)
+// an appointment whose digest is sum.
+func (s *Syncer) unchanged(domain, id string, sum [sha256.Size]byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.written[domain+"\x00"+id]
@@ -209,12 +210,11 @@ func (s *Syncer) unchanged(domain, id string, appt []byte) bool {
 
 // Saw records what a read of one appointment found (a refresh of its
 // row, an arrival if the index did not have it). Unchanged since this
-// replica wrote it, it costs an encoding and a hash, not a mapping.
+// replica wrote it, it costs a hash (digest), not a mapping.
 func (s *Syncer) Saw(ctx context.Context, domain string, a *qubs.Appointment) error {
-	if id, err := mapping.ServiceRequestID(a.AppointmentID); err == nil {
-		if appt, err := json.Marshal(a); err == nil && s.unchanged(domain, id, appt) {
-			return nil
-		}
+	sum := digest(a)
+	if id, err := mapping.ServiceRequestID(a.AppointmentID); err == nil && s.unchanged(domain, id, sum) {
+		return nil
 	}
 	now := s.now()
 	r, err := Row(domain, a, s.Zones, now)
@@ -224,7 +224,7 @@ func (s *Syncer) Saw(ctx context.Context, domain string, a *qubs.Appointment) er
 	if _, err = s.Store.ApplyWorklist(ctx, domain, "", 0, []store.WorklistRow{r}, now); err != nil {
 		return err
 	}
-	s.remember(domain, []store.WorklistRow{r})
+	s.remember(domain, []store.WorklistRow{r}, [][sha256.Size]byte{sum})
 	return nil
 }
 
