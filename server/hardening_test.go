@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -81,5 +82,18 @@ func TestUnreadableURLs(t *testing.T) {
 	// Unicode, escaped or not, is fine.
 	for _, p := range []string{"/ServiceRequest?identifier=caf%C3%A9", "/ServiceRequest?code=%E2%82%AC&_count=1"} {
 		assert.Equal(t, http.StatusOK, get(t, e.base+p).status, p)
+	}
+	// The same parameters in a POST _search's form body.
+	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	for body, want := range map[string]int{
+		"identifier=a%00b": http.StatusBadRequest, "identifier=a%FFb": http.StatusBadRequest,
+		"code=%00": http.StatusBadRequest, "%00=1": http.StatusBadRequest, "%C0%80=1": http.StatusBadRequest,
+		"identifier=caf%C3%A9": http.StatusOK, "_count=1&code=%E2%82%AC": http.StatusOK,
+	} {
+		r := do(t, http.MethodPost, e.base+"/ServiceRequest/_search", form, strings.NewReader(body))
+		assert.Equal(t, want, r.status, "POST _search %s: %s", body, r.body)
+		if r.status == http.StatusBadRequest {
+			outcome(t, r)
+		}
 	}
 }

@@ -164,12 +164,22 @@ func unreadable(u *url.URL) string {
 	// The pairs the handlers will see: ParseQuery skips those it cannot
 	// read, as c.Query does.
 	q, _ := url.ParseQuery(raw)
-	for k, vs := range q {
-		if !readable(k) || slices.ContainsFunc(vs, func(v string) bool { return !readable(v) }) {
-			return "query"
-		}
+	if !readableValues(q) {
+		return "query"
 	}
 	return ""
+}
+
+// readableValues reports whether every name and value of q is readable:
+// the query's pairs here, and a POST _search's form body, which carries
+// the same parameters (searchServiceRequests).
+func readableValues(q url.Values) bool {
+	for k, vs := range q {
+		if !readable(k) || slices.ContainsFunc(vs, func(v string) bool { return !readable(v) }) {
+			return false
+		}
+	}
+	return true
 }
 
 func readable(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }

@@ -121,6 +121,10 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		if err := c.Request.ParseForm(); err != nil {
 			return fhir.Errorf(http.StatusBadRequest, "invalid", "cannot parse the form body of _search")
 		}
+		if !readableValues(c.Request.PostForm) {
+			// What readableURL refuses in a query, refused in the body.
+			return fhir.Errorf(http.StatusBadRequest, "value", "the request's form body holds a NUL or bytes that are not UTF-8")
+		}
 		for k, vs := range c.Request.PostForm {
 			values[k] = append(values[k], vs...)
 		}
