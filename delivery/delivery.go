@@ -312,9 +312,12 @@ type heartbeat struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	newer  atomic.Bool
-	done   chan struct{}
-	w      *Worker
-	r      *store.Report
+	// until is when the lease last renewed ends (Unix nanoseconds): by the
+	// heartbeat's own renewals or by newest's, which count as much.
+	until atomic.Int64
+	done  chan struct{}
+	w     *Worker
+	r     *store.Report
 }
 
 func (w *Worker) heartbeat(ctx context.Context, r *store.Report) *heartbeat {
@@ -324,8 +327,11 @@ func (w *Worker) heartbeat(ctx context.Context, r *store.Report) *heartbeat {
 	if r.Delivery.LeaseUntil != nil {
 		until = *r.Delivery.LeaseUntil
 	}
-	// giveUp is when a lease ending at until must be renewed by.
-	giveUp := func() time.Duration { return until.Add(-w.Lease / 8).Sub(w.Now()) }
+	hb.until.Store(until.UnixNano())
+	// giveUp is how long until the lease must have been renewed by.
+	giveUp := func() time.Duration {
+		return time.Unix(0, hb.until.Load()).Add(-w.Lease / 8).Sub(w.Now())
+	}
 	go func() {
 		defer close(hb.done)
 		t := time.NewTicker(w.Lease / 4)
@@ -337,6 +343,10 @@ func (w *Worker) heartbeat(ctx context.Context, r *store.Report) *heartbeat {
 			case <-hctx.Done():
 				return
 			case <-late.C:
+				if d := giveUp(); d > 0 {
+					late.Reset(d) // newest renewed it meanwhile
+					continue
+				}
 				cancel(errLeaseLost)
 				return
 			case <-t.C:
@@ -347,7 +357,6 @@ func (w *Worker) heartbeat(ctx context.Context, r *store.Report) *heartbeat {
 			rcancel()
 			switch {
 			case err == nil:
-				until = now.Add(w.Lease)
 				late.Reset(giveUp())
 			case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
 				cancel(errLeaseLost)
@@ -368,6 +377,13 @@ func (hb *heartbeat) renew(ctx context.Context, now time.Time) error {
 	newer, err := hb.w.Store.RenewLease(ctx, hb.w.Name, hb.r.Domain, hb.r.ID, hb.r.Version, hb.w.Lease, now)
 	if err != nil {
 		return err
+	}
+	// A later renewal may have finished first; the lease ends at the latest.
+	for end := now.Add(hb.w.Lease).UnixNano(); ; {
+		old := hb.until.Load()
+		if end <= old || hb.until.CompareAndSwap(old, end) {
+			break
+		}
 	}
 	if newer {
 		hb.newer.Store(true)
