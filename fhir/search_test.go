@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -238,5 +240,40 @@ func TestParseReference(t *testing.T) {
 			assert.Equal(t, tc.wantType, typ)
 			assert.Equal(t, tc.wantID, id)
 		})
+	}
+}
+
+// TestParseSearchBoundsValues: past MaxSearchValues values, counted over
+// repeats and comma-separated alternatives, a search is refused as too
+// costly; at the bound it is served.
+func TestParseSearchBoundsValues(t *testing.T) {
+	list := func(n int) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = "x" + strconv.Itoa(i)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, tc := range []struct {
+		query string
+		ok    bool
+	}{
+		{"identifier=" + list(fhir.MaxSearchValues), true},
+		{"identifier=" + list(fhir.MaxSearchValues+1), false},
+		{"identifier=" + list(60) + "&status=" + list(41), false},
+		{"identifier=" + list(60) + "&status=" + list(40), true},
+	} {
+		v, err := url.ParseQuery(tc.query)
+		require.NoError(t, err)
+		_, err = fhir.ParseSearch(v, "", srSpec, 100, 500)
+		if tc.ok {
+			assert.NoError(t, err)
+			continue
+		}
+		var fe *fhir.Error
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, http.StatusBadRequest, fe.Status)
+		require.NotEmpty(t, fe.Issues)
+		assert.Equal(t, "too-costly", fe.Issues[0].Code)
 	}
 }

@@ -97,3 +97,33 @@ func TestUnreadableURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchValueBound: a search naming more values than
+// fhir.MaxSearchValues answers 400 too-costly through the router on either
+// store, where about 1,000 once made SQLite answer 500 and a few hundred
+// identifiers kept PostgreSQL busy for minutes.
+func TestSearchValueBound(t *testing.T) {
+	t.Parallel()
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = "x" + strconv.Itoa(i)
+	}
+	for name, opt := range map[string]envOption{"sqlite": withStore(t), "postgres": withPostgres(t)} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, opt)
+			for _, p := range []string{
+				"/ServiceRequest?identifier=" + strings.Join(ids, ","),
+				"/ServiceRequest?_id=" + strings.Join(ids[:101], ","),
+				"/ImagingStudy?identifier=" + strings.Join(ids, ","),
+			} {
+				r := get(t, e.base+p)
+				assert.Equal(t, http.StatusBadRequest, r.status, "%.60s: %.300s", p, r.body)
+				if r.status == http.StatusBadRequest {
+					outcome(t, r)
+				}
+			}
+			assert.Equal(t, http.StatusOK, get(t, e.base+"/ServiceRequest?identifier="+strings.Join(ids[:100], ",")).status)
+		})
+	}
+}
