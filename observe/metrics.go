@@ -42,6 +42,7 @@ type Metrics struct {
 	auditBatches  prometheus.Counter
 	auditDuration prometheus.Histogram
 	auditErrors   prometheus.Counter
+	auditJournal  prometheus.Counter
 	auditBacklog  atomic.Pointer[func() int]
 
 	storeDuration *prometheus.HistogramVec
@@ -101,6 +102,7 @@ func NewMetrics(version string) *Metrics {
 	m.auditBatches = f.counter("bridge_audit_batches_total", "Audit batches committed to the store (one transaction each).")
 	m.auditDuration = f.histogram("bridge_audit_write_duration_seconds", "Time of one attempt to commit an audit batch.", storeBuckets)
 	m.auditErrors = f.counter("bridge_audit_write_errors_total", "Attempts to commit an audit batch that failed (the batch is retried).")
+	m.auditJournal = f.counter("bridge_audit_journal_errors_total", "Audit records the journal could not take; their requests waited for the commit instead.")
 	f.gaugeFunc("bridge_audit_buffer_depth", "Audit records queued or being written, not yet committed.", func() float64 {
 		if fn := m.auditBacklog.Load(); fn != nil {
 			return float64((*fn)())
@@ -193,6 +195,13 @@ func (m *Metrics) AuditBatch(n int, d time.Duration, err error) {
 	}
 	m.auditBatches.Inc()
 	m.auditRecords.Add(float64(n))
+}
+
+// AuditJournalFailed records a record the audit journal could not take.
+func (m *Metrics) AuditJournalFailed() {
+	if m != nil {
+		m.auditJournal.Inc()
+	}
 }
 
 // AuditWithWrite records an audit record committed in the transaction of

@@ -55,6 +55,11 @@ type Config struct {
 	// default: reads wait for their audit record's commit on PostgreSQL,
 	// not on SQLite), "commit" or "queue".
 	AuditWait string
+	// AuditJournal is the bridge's BRIDGE_AUDIT_JOURNAL: "auto" (serve's
+	// default: beside a SQLite database, none with PostgreSQL), "off", or
+	// "on": a directory of the bridge's own in the run's temporary
+	// directory, as the Helm chart gives each PostgreSQL replica.
+	AuditJournal string
 
 	// Store is where the bridges keep their data: "" for SQLite (serve's
 	// default) in the run's temporary directory, or a postgres:// URL,
@@ -69,7 +74,7 @@ func DefaultConfig() Config {
 		Rounds: 3, Duration: 5 * time.Second, ReadDuration: 3 * time.Second, Warmup: time.Second,
 		Clients: 16, Count: 100, Domain: "acme", Seed: 1, Appointments: 1200,
 		ReportPosts: 5, ConcurrentPosts: 8, BridgeLogLevel: "info",
-		AuditWait: "auto",
+		AuditWait: "auto", AuditJournal: "auto",
 	}
 }
 
@@ -89,6 +94,8 @@ func (c Config) check() error {
 		return errors.New("bench: appointments must be within 1..100000")
 	case c.AuditWait != "auto" && c.AuditWait != "commit" && c.AuditWait != "queue":
 		return fmt.Errorf("bench: audit-wait %q: want auto, commit or queue", c.AuditWait)
+	case c.AuditJournal != "auto" && c.AuditJournal != "off" && c.AuditJournal != "on":
+		return fmt.Errorf("bench: audit-journal %q: want auto, off or on", c.AuditJournal)
 	case c.Store != "" && !isPostgres(c.Store):
 		return errors.New("bench: the store must be empty (SQLite) or a postgres:// URL")
 	}
@@ -305,6 +312,7 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 		"BRIDGE_RATE_LIMIT=0",
 		"BRIDGE_LOG_LEVEL="+r.cfg.BridgeLogLevel,
 		"BRIDGE_AUDIT_WAIT="+r.cfg.AuditWait,
+		"BRIDGE_AUDIT_JOURNAL="+r.auditJournal(name),
 		"BRIDGE_SITE_TIMEZONES="+r.zones,
 	)
 	u := "http://" + addr

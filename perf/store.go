@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -73,14 +74,26 @@ func (r *runner) pgExec(ctx context.Context, sql string) error {
 }
 
 // auditWaitName says what a successful read waits for under the bridge's
-// BRIDGE_AUDIT_WAIT (docs/configuration.md): its audit record's commit,
-// or its place in the audit writer's queue.
+// BRIDGE_AUDIT_WAIT and BRIDGE_AUDIT_JOURNAL (docs/configuration.md): its
+// audit record's commit, its append to the journal, or its place in the
+// audit writer's queue.
 func (c Config) auditWaitName() string {
+	journal := c.AuditJournal == "on" || c.AuditJournal == "auto" && !isPostgres(c.Store)
 	switch {
-	case c.AuditWait == "commit", c.AuditWait == "auto" && isPostgres(c.Store):
+	case c.AuditWait == "commit", c.AuditWait == "auto" && !journal && isPostgres(c.Store):
 		return "its audit record's commit"
+	case journal && (c.AuditWait == "queue" || c.AuditWait == "auto"):
+		return "its audit record's append to the journal"
 	case c.AuditWait == "queue", c.AuditWait == "auto":
 		return "its audit record's place in the queue"
 	}
 	return "BRIDGE_AUDIT_WAIT=" + c.AuditWait
+}
+
+// auditJournal is the BRIDGE_AUDIT_JOURNAL of the bridge named name.
+func (r *runner) auditJournal(name string) string {
+	if r.cfg.AuditJournal == "on" {
+		return filepath.Join(r.dir, name+"-audit-journal")
+	}
+	return r.cfg.AuditJournal
 }

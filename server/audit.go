@@ -48,7 +48,8 @@ const auditLateEnqueue = 5 * time.Second
 // their answer is sent, until the record is committed: the batch commit is
 // shared with every other request's, writes are disk-bound anyway, and
 // failures are rare and the events an incident review needs most.
-// Successful reads and searches wait only for room in the buffer, unless
+// Successful reads and searches wait only for room in the buffer (and,
+// with Config.AuditJournal, for their record's append to it), unless
 // Config.AuditCommitReads; docs/audit.md gives the loss bound of each.
 func (s *Server) audit() gin.HandlerFunc {
 	if s.auditor == nil {
@@ -153,13 +154,16 @@ func (s *Server) recordAudit(c *gin.Context, status int) error {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), auditLateEnqueue)
 		defer cancel()
 	}
-	seq, err := s.auditor.enqueue(ctx, rec)
+	seq, journaled, err := s.auditor.enqueue(ctx, rec)
 	if err != nil {
 		return err
 	}
 	state(c).auditPending.leave()
 	if rec.Outcome == store.AuditOutcomeSuccess && rec.Action != store.AuditActionCreate &&
-		rec.Action != store.AuditActionUpdate && rec.Action != store.AuditActionDelete && !s.cfg.AuditCommitReads {
+		rec.Action != store.AuditActionUpdate && rec.Action != store.AuditActionDelete && !s.cfg.AuditCommitReads &&
+		(journaled || s.auditor.journal == nil) {
+		// A read: queued (and journaled, with a journal) is enough. One
+		// the journal failed to take waits for its commit instead.
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), auditCommitWait)

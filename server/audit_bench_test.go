@@ -3,8 +3,12 @@ package server_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -49,6 +53,16 @@ func BenchmarkAudit(b *testing.B) {
 // noKick leaves the delivery worker out: a search delivers nothing.
 func noKick() envOption {
 	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) { sc.Kick = func() {} }
+}
+
+// withJournal gives the bridge an audit journal in the test's temporary
+// directory (BRIDGE_AUDIT_JOURNAL).
+func withJournal(t testing.TB) envOption {
+	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		j, err := auditjournal.Open(filepath.Join(t.TempDir(), "journal"), auditjournal.Options{})
+		require.NoError(t, err)
+		sc.AuditJournal = j
+	}
 }
 
 func commitReads() envOption {

@@ -131,7 +131,7 @@ func summaryRecord(w *throttled) *store.AuditRecord {
 func (s *Server) emitThrottleSummary(rec *store.AuditRecord) {
 	ctx, cancel := context.WithTimeout(context.Background(), auditLateEnqueue)
 	defer cancel()
-	if _, err := s.auditor.enqueue(ctx, rec); err != nil {
+	if _, _, err := s.auditor.enqueue(ctx, rec); err != nil {
 		s.log.Error("audit: a summary of throttled requests could not be queued", "error", err.Error())
 	}
 }

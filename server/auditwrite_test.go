@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -104,4 +108,49 @@ func TestReportWriteAuditedInItsTransaction(t *testing.T) {
 			assert.Len(t, auditOf(t, held.Store, "update-1"), 1, "written once")
 		})
 	}
+}
+
+// TestReadsWaitForTheJournal: with an audit journal, a read is answered
+// once its record is journaled, while the store has not committed it
+// (held here); a read whose record the journal cannot take (its directory
+// is gone) waits for the commit instead, so no answer goes out with its
+// record in memory only. PostgreSQL's setting (without the journal, its
+// reads would wait for commits).
+func TestReadsWaitForTheJournal(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "journal")
+	j, err := auditjournal.Open(dir, auditjournal.Options{SegmentSize: 1}) // a segment a record
+	require.NoError(t, err)
+	held := &heldAudit{release: make(chan struct{})}
+	e := newEnv(t, withPostgres(t), func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		held.Store = sc.Store
+		sc.Store = held
+		sc.Kick = func() {}
+		sc.AuditJournal = j
+	})
+	_, srID := firstPending(t, e.sim, 20)
+	read := func(cid string) <-chan *response {
+		out := make(chan *response, 1)
+		go func() {
+			out <- do(t, http.MethodGet, e.base+"/ServiceRequest/"+srID, http.Header{server.HeaderCorrelationID: {cid}}, nil)
+		}()
+		return out
+	}
+
+	r := <-read("journaled")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.Empty(t, auditOf(t, held.Store, "journaled"), "answered before the commit")
+	segs, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+
+	require.NoError(t, os.RemoveAll(dir))
+	waiting := read("not-journaled")
+	assert.Never(t, func() bool { return len(waiting) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
+		"answered with its record neither journaled nor committed")
+	close(held.release)
+	r = <-waiting
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.Len(t, auditOf(t, held.Store, "not-journaled"), 1, "committed before its answer")
+	assert.Len(t, auditOf(t, held.Store, "journaled"), 1)
 }

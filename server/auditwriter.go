@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
@@ -45,6 +46,9 @@ const (
 	// held 5-7 records at 16 clients. A bound: a batch goes as soon as
 	// no request in flight may still queue a record.
 	auditGather = time.Millisecond
+	// auditJournalLogEvery bounds how often a failing journal is logged:
+	// each record would otherwise log its own error.
+	auditJournalLogEvery = 10 * time.Second
 )
 
 var (
@@ -65,11 +69,22 @@ var (
 // room: back-pressure, never a dropped record. A batch the store refuses
 // for a transient reason is retried, with backoff, until it is written or
 // the writer is closed.
+//
+// With a journal (BRIDGE_AUDIT_JOURNAL), each record is also appended to
+// a local file before enqueue returns, and the journal is told of every
+// commit: a crash of the process then loses no record whose answer was
+// sent, without that answer waiting for a commit. The records a previous
+// process left in the journal are queued first, when the writer starts.
 type auditWriter struct {
 	st       store.Audit
 	log      *slog.Logger
 	capacity int
-	metrics  *observe.Metrics // nil: off
+	metrics  *observe.Metrics      // nil: off
+	journal  *auditjournal.Journal // nil: off
+	// journalFailures counts appends that failed since the last log of
+	// one, at journalLogged.
+	journalFailures int
+	journalLogged   time.Time
 	// gather and lingerFor are auditGather and auditLinger; tests set
 	// their own.
 	gather, lingerFor time.Duration
@@ -100,54 +115,97 @@ type auditWriter struct {
 	done  chan struct{}
 }
 
-func newAuditWriter(st store.Audit, capacity int, log *slog.Logger) *auditWriter {
+// newAuditWriter starts the writer; journal may be nil. The records the
+// journal read back are queued before any other, beyond the buffer's
+// capacity if need be (new records then wait for room).
+func newAuditWriter(st store.Audit, capacity int, log *slog.Logger, journal *auditjournal.Journal) *auditWriter {
 	if capacity <= 0 {
 		capacity = DefaultAuditBuffer
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	w := &auditWriter{
 		st: st, log: log, capacity: capacity, gather: auditGather, lingerFor: auditLinger,
+		journal: journal,
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		hurry:   make(chan struct{}, 1),
 		ctx:     ctx, stop: stop,
 		done: make(chan struct{}),
 	}
+	if journal != nil {
+		// Numbered 1..n, as the journal numbered them.
+		w.queue = journal.Replayed()
+		w.pending = len(w.queue)
+		w.enqueued = uint64(len(w.queue))
+	}
 	go w.run()
 	return w
 }
 
 // enqueue adds a record to the next batch and returns its sequence number,
-// for wait. When the buffer is full it waits for room until ctx is done,
-// then returns errAuditFull: the caller must not send the answer the
-// record is about.
-func (w *auditWriter) enqueue(ctx context.Context, rec *store.AuditRecord) (uint64, error) {
+// for wait, and whether it is in the journal (false without one, or when
+// the append failed: then only a commit keeps it). When the buffer is full
+// it waits for room until ctx is done, then returns errAuditFull: the
+// caller must not send the answer the record is about.
+func (w *auditWriter) enqueue(ctx context.Context, rec *store.AuditRecord) (seq uint64, journaled bool, err error) {
+	if w.journal != nil {
+		// Fixed before the record is journaled: written again after a
+		// crash, it is then the same record, which the store skips.
+		if rec.ID == "" {
+			rec.ID = store.NewAuditID()
+		}
+		if rec.Recorded.IsZero() {
+			rec.Recorded = time.Now()
+		}
+	}
 	for {
 		w.mu.Lock()
 		if w.closing {
 			w.mu.Unlock()
-			return 0, errAuditClosed
+			return 0, false, errAuditClosed
 		}
 		if w.pending < w.capacity {
-			w.queue = append(w.queue, rec)
-			w.pending++
 			w.enqueued++
 			seq := w.enqueued
+			if w.journal != nil {
+				// Under w.mu: the journal's appends are in sequence order.
+				journaled = w.journalAppend(rec, seq)
+			}
+			w.queue = append(w.queue, rec)
+			w.pending++
 			w.mu.Unlock()
 			select {
 			case w.wake <- struct{}{}:
 			default: // the writer has been woken already
 			}
-			return seq, nil
+			return seq, journaled, nil
 		}
 		changed := w.changed
 		w.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%w: %w", errAuditFull, context.Cause(ctx))
+			return 0, false, fmt.Errorf("%w: %w", errAuditFull, context.Cause(ctx))
 		}
 	}
+}
+
+// journalAppend appends rec to the journal; a failure (a full or broken
+// disk) is counted and logged now and then, and the record is kept by its
+// commit instead (recordAudit waits for it). Called with w.mu held.
+func (w *auditWriter) journalAppend(rec *store.AuditRecord, seq uint64) bool {
+	err := w.journal.Append(rec, seq)
+	if err == nil {
+		return true
+	}
+	w.metrics.AuditJournalFailed()
+	w.journalFailures++
+	if now := time.Now(); now.Sub(w.journalLogged) >= auditJournalLogEvery {
+		w.log.Error("audit journal: appending failed; requests wait for their record's commit instead",
+			"records", w.journalFailures, "error", err.Error())
+		w.journalFailures, w.journalLogged = 0, now
+	}
+	return false
 }
 
 // wait returns once the record numbered seq (and every one before it) is
@@ -253,16 +311,31 @@ func (w *auditWriter) close(ctx context.Context) error {
 	}
 	select {
 	case <-w.done:
-		return nil
+		return w.closeJournal()
 	case <-ctx.Done():
 	}
 	w.stop()
 	<-w.done
 	if n := w.backlog(); n > 0 {
+		if w.journal != nil {
+			w.log.Error("audit: records not written at shutdown; the journal keeps them for the next start", "records", n)
+			return errors.Join(fmt.Errorf("audit: %d records not written at shutdown: %w", n, context.Cause(ctx)), w.closeJournal())
+		}
 		w.log.Error("audit: records not written at shutdown", "records", n)
 		return fmt.Errorf("audit: %d records not written at shutdown: %w", n, context.Cause(ctx))
 	}
-	return nil
+	return w.closeJournal()
+}
+
+// closeJournal releases the journal, removing its segments when every
+// record is committed (they stay otherwise, for the next start).
+func (w *auditWriter) closeJournal() error {
+	if w.journal == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.journal.Close()
 }
 
 func (w *auditWriter) run() {
@@ -297,6 +370,13 @@ func (w *auditWriter) run() {
 		w.mu.Lock()
 		w.pending -= n
 		w.committed += uint64(n)
+		if w.journal != nil {
+			if err := w.journal.Committed(w.committed); err != nil {
+				// Segments not removed are read back at the next start;
+				// the store skips their records.
+				w.log.Warn("audit journal: removing committed records", "error", err.Error())
+			}
+		}
 		close(w.changed)
 		w.changed = make(chan struct{})
 		w.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -111,10 +114,10 @@ func TestAuditWriterBackPressure(t *testing.T) {
 	t.Parallel()
 	st := newFaultyAudit(t)
 	st.gate = make(chan struct{})
-	w := newAuditWriter(st, 4, slog.New(slog.DiscardHandler))
+	w := newAuditWriter(st, 4, slog.New(slog.DiscardHandler), nil)
 	ctx := context.Background()
 	for i := range 4 {
-		_, err := w.enqueue(ctx, testRecord(i))
+		_, _, err := w.enqueue(ctx, testRecord(i))
 		require.NoError(t, err)
 	}
 	assert.Equal(t, 4, w.backlog())
@@ -123,14 +126,14 @@ func TestAuditWriterBackPressure(t *testing.T) {
 	// record is not half-queued.
 	done, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err := w.enqueue(done, testRecord(99))
+	_, _, err := w.enqueue(done, testRecord(99))
 	require.ErrorIs(t, err, errAuditFull)
 	assert.Equal(t, 4, w.backlog())
 
 	// Another waits for room, which the first commit makes.
 	queued := make(chan error, 1)
 	go func() {
-		_, err := w.enqueue(ctx, testRecord(4))
+		_, _, err := w.enqueue(ctx, testRecord(4))
 		queued <- err
 	}()
 	close(st.gate)
@@ -147,7 +150,7 @@ func TestAuditWriterGathers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st := newFaultyAudit(t)
-	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler))
+	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), nil)
 	w.mu.Lock()
 	w.gather = time.Hour    // only "no request left" can end it in time
 	w.lingerFor = time.Hour // nor may a batch nobody waits for go early
@@ -155,7 +158,7 @@ func TestAuditWriterGathers(t *testing.T) {
 	// A request as recordAudit handles it: queued, no longer pending,
 	// then waiting for the commit.
 	waitFor := func(p *auditPending, rec *store.AuditRecord) <-chan error {
-		seq, err := w.enqueue(ctx, rec)
+		seq, _, err := w.enqueue(ctx, rec)
 		require.NoError(t, err)
 		p.leave()
 		done := make(chan error, 1)
@@ -221,10 +224,10 @@ func TestAuditWriterRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newFaultyAudit(t)
 			st.failBefore, st.failAfter = tc.failBefore, tc.failAfter
-			w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler))
+			w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil)
 			var last uint64
 			for i := range 20 {
-				seq, err := w.enqueue(context.Background(), testRecord(i))
+				seq, _, err := w.enqueue(context.Background(), testRecord(i))
 				require.NoError(t, err)
 				last = seq
 			}
@@ -241,23 +244,23 @@ func TestAuditWriterClose(t *testing.T) {
 	t.Run("flushes what is queued", func(t *testing.T) {
 		st := newFaultyAudit(t)
 		st.gate = make(chan struct{})
-		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler))
+		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil)
 		for i := range 50 {
-			_, err := w.enqueue(context.Background(), testRecord(i))
+			_, _, err := w.enqueue(context.Background(), testRecord(i))
 			require.NoError(t, err)
 		}
 		close(st.gate)
 		require.NoError(t, w.close(context.Background()))
 		assert.Equal(t, wantIDs(50), storedIDs(t, st))
-		_, err := w.enqueue(context.Background(), testRecord(50))
+		_, _, err := w.enqueue(context.Background(), testRecord(50))
 		assert.ErrorIs(t, err, errAuditClosed)
 	})
 	t.Run("gives up when the store stays down, and says how much is lost", func(t *testing.T) {
 		st := newFaultyAudit(t)
 		st.failBefore = 1 << 30
-		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler))
+		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil)
 		for i := range 7 {
-			_, err := w.enqueue(context.Background(), testRecord(i))
+			_, _, err := w.enqueue(context.Background(), testRecord(i))
 			require.NoError(t, err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -368,14 +371,14 @@ func BenchmarkAuditRecord(b *testing.B) {
 		})
 		b.Run(eng.name+"/batched", func(b *testing.B) {
 			st := eng.open(b)
-			w := newAuditWriter(st, DefaultAuditBuffer, slog.New(slog.DiscardHandler))
+			w := newAuditWriter(st, DefaultAuditBuffer, slog.New(slog.DiscardHandler), nil)
 			b.SetParallelism(8)
 			b.ReportAllocs()
 			cpu0 := processCPU()
 			var n atomic.Int64
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := w.enqueue(context.Background(), page(int(n.Add(1)))); err != nil {
+					if _, _, err := w.enqueue(context.Background(), page(int(n.Add(1)))); err != nil {
 						b.Error(err)
 						return
 					}
@@ -395,4 +398,91 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// copyDir copies the files of dir to a new directory: what the kernel
+// holds of a journal when its process is killed.
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	to := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(to, e.Name()), data, 0o600))
+	}
+	return to
+}
+
+// TestAuditWriterJournal: the records a process journaled and never
+// committed are written by the next process's writer before its own, each
+// once, those the store had committed already too (the process died
+// between a commit and the removal of its segment).
+func TestAuditWriterJournal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	j, err := auditjournal.Open(dir, auditjournal.Options{})
+	require.NoError(t, err)
+	held := newFaultyAudit(t)
+	held.gate = make(chan struct{}) // nothing commits before the "crash"
+	w := newAuditWriter(held, 64, slog.New(slog.DiscardHandler), j)
+	t.Cleanup(func() {
+		close(held.gate)
+		assert.NoError(t, w.close(ctx))
+	})
+	var committed []*store.AuditRecord
+	for i := range 10 {
+		rec := testRecord(i)
+		_, journaled, err := w.enqueue(ctx, rec)
+		require.NoError(t, err)
+		require.True(t, journaled)
+		require.NotEmpty(t, rec.ID, "an id before it is journaled")
+		if i < 4 {
+			c := *rec
+			committed = append(committed, &c)
+		}
+	}
+	crashed := copyDir(t, dir)
+
+	st := newFaultyAudit(t)
+	require.NoError(t, st.Store.RecordAudits(ctx, committed), "committed before the crash")
+	st.failAfter = 1 // and a commit whose answer is lost: written again
+	j2, err := auditjournal.Open(crashed, auditjournal.Options{})
+	require.NoError(t, err)
+	w2 := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), j2)
+	_, journaled, err := w2.enqueue(ctx, testRecord(10))
+	require.NoError(t, err)
+	assert.True(t, journaled)
+	require.NoError(t, w2.close(ctx))
+	assert.Equal(t, wantIDs(11), storedIDs(t, st), "every record once")
+	segs, err := filepath.Glob(filepath.Join(crashed, "*.seg"))
+	require.NoError(t, err)
+	assert.Empty(t, segs, "all committed at close: nothing to read back")
+}
+
+// TestAuditWriterJournalFails: a record the journal cannot take (its
+// directory is gone) is queued all the same, and enqueue says it is not
+// journaled, so that its request waits for the commit (recordAudit).
+func TestAuditWriterJournalFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	j, err := auditjournal.Open(dir, auditjournal.Options{SegmentSize: 1}) // a segment a record
+	require.NoError(t, err)
+	st := newFaultyAudit(t)
+	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), j)
+	_, journaled, err := w.enqueue(ctx, testRecord(0))
+	require.NoError(t, err)
+	assert.True(t, journaled)
+	require.NoError(t, os.RemoveAll(dir))
+	for i := 1; i < 3; i++ {
+		_, journaled, err = w.enqueue(ctx, testRecord(i))
+		require.NoError(t, err)
+		assert.False(t, journaled, "no new segment without its directory")
+	}
+	require.NoError(t, w.flush(ctx))
+	assert.Equal(t, wantIDs(3), storedIDs(t, st))
+	require.NoError(t, w.close(ctx))
 }

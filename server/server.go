@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
@@ -110,6 +111,13 @@ type Config struct {
 	// they wait only for room in the buffer, and a crash of the process
 	// can lose at most AuditBuffer records (docs/store.md).
 	AuditCommitReads bool
+	// AuditJournal, when set, takes every audit record before its answer
+	// is sent (BRIDGE_AUDIT_JOURNAL): successful reads and searches then
+	// wait for that append, not for a commit (unless AuditCommitReads),
+	// and a crash of the process loses no record of an answer sent. The
+	// records it read back at its opening are written first. The server
+	// owns it from New on: Close closes it.
+	AuditJournal *auditjournal.Journal
 	// Metrics, when set, counts requests, refusals and audit writes, and
 	// reads the delivery queue from Store at each scrape; nil is metrics
 	// off. The caller serves Metrics.Handler on a listener of its own.
@@ -199,7 +207,7 @@ func New(cfg Config) *Server {
 		s.limiters = newClientLimiters(cfg.RateLimit)
 	}
 	if cfg.Store != nil {
-		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"))
+		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"), cfg.AuditJournal)
 		s.auditor.metrics = cfg.Metrics
 		cfg.Metrics.WatchAuditBacklog(s.auditor.backlog)
 		s.throttles = newThrottleAudit(s.emitThrottleSummary)

@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/delivery"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
@@ -76,10 +77,10 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level", "domains",
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "audit-journal", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level", "domains",
 		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level",
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "audit-journal", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "log-level",
 		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
@@ -296,6 +297,9 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	defer st.Close()
 	st = observe.Store(st, tel.metrics, tel.tracer())
 	replay.ReplayCache = st // jti replay claims shared by every replica of the store
+	if cfg.AuditJournal, err = openAuditJournal(opts, opts.get("store"), log); err != nil {
+		return err
+	}
 	m.BridgeURL = "http://" + ln.Addr().String()
 	if bg.tls != nil {
 		m.BridgeURL = "https://" + ln.Addr().String()
@@ -499,26 +503,65 @@ func backgroundOptions(opts *options) (background, error) {
 	return bg, nil
 }
 
-// auditOptions reads BRIDGE_AUDIT_BUFFER and BRIDGE_AUDIT_WAIT. auto lets
-// reads wait for their record's commit on PostgreSQL, where it commits
-// without waiting for the disk (synchronous_commit off for the audit) and
-// beside other writes, so a crash of the bridge loses no audit record; on
-// SQLite the one write connection is shared with report writes, so a read
-// would queue behind them, and reads wait only for room in the buffer.
+// auditOptions reads BRIDGE_AUDIT_BUFFER, BRIDGE_AUDIT_WAIT and
+// BRIDGE_AUDIT_JOURNAL. auto lets reads wait for their record's append to
+// the journal when there is one: a crash of the process then loses none,
+// and the read waits for no commit. Without a journal, auto lets reads
+// wait for their record's commit on PostgreSQL, where it commits without
+// waiting for the disk (synchronous_commit off for the audit) and beside
+// other writes; on SQLite the one write connection is shared with report
+// writes, so a read would queue behind them, and reads wait only for room
+// in the buffer.
 func auditOptions(opts *options) (buffer int, commitReads bool, err error) {
 	buffer, err = strconv.Atoi(opts.get("audit-buffer"))
 	if err != nil || buffer < 1 || buffer > 1_000_000 {
 		return 0, false, fmt.Errorf("BRIDGE_AUDIT_BUFFER %q: want 1..1000000 records", opts.get("audit-buffer"))
 	}
+	if opts.get("audit-journal") == "" {
+		return 0, false, errors.New("BRIDGE_AUDIT_JOURNAL is empty: want auto, off or a directory")
+	}
+	journal := auditJournalDir(opts.get("audit-journal"), opts.get("store")) != ""
 	switch opts.get("audit-wait") {
 	case "commit":
 		return buffer, true, nil
 	case "queue":
 		return buffer, false, nil
 	case "auto":
-		return buffer, strings.HasPrefix(opts.get("store"), "postgres"), nil
+		return buffer, !journal && strings.HasPrefix(opts.get("store"), "postgres"), nil
 	}
 	return 0, false, fmt.Errorf("BRIDGE_AUDIT_WAIT %q: want commit, queue or auto", opts.get("audit-wait"))
+}
+
+// auditJournalDir resolves BRIDGE_AUDIT_JOURNAL for the store dsn: auto
+// is a directory beside a SQLite database (its path and
+// "-audit-journal"), and no journal with PostgreSQL, whose replicas may
+// have no disk of their own (the Helm chart gives each an emptyDir and
+// sets it); off is no journal; "" means none.
+func auditJournalDir(setting, dsn string) string {
+	switch setting {
+	case "off", "":
+		return ""
+	case "auto":
+		if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok && path != "" {
+			return path + "-audit-journal"
+		}
+		return ""
+	}
+	return setting
+}
+
+// openAuditJournal opens the audit journal BRIDGE_AUDIT_JOURNAL names for
+// the store dsn, nil when there is none.
+func openAuditJournal(opts *options, dsn string, log *slog.Logger) (*auditjournal.Journal, error) {
+	dir := auditJournalDir(opts.get("audit-journal"), dsn)
+	if dir == "" {
+		return nil, nil
+	}
+	j, err := auditjournal.Open(dir, auditjournal.Options{Logger: log.With("component", "audit")})
+	if err != nil {
+		return nil, fmt.Errorf("BRIDGE_AUDIT_JOURNAL: %w", err)
+	}
+	return j, nil
 }
 
 func rateLimit(opts *options) (server.RateLimit, error) {
@@ -612,6 +655,9 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 	}
 	defer st.Close()
 	st = observe.Store(st, tel.metrics, tel.tracer())
+	if cfg.AuditJournal, err = openAuditJournal(opts, dsn, log); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", opts.get("listen"))
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", opts.get("listen"), err)

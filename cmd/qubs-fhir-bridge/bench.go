@@ -78,6 +78,7 @@ func benchFlags(cfg *perf.Config) []benchFlag {
 		intFlag("concurrent-posts", "report POSTs sent at once", &cfg.ConcurrentPosts),
 		strFlag("bridge-log-level", "BRIDGE_LOG_LEVEL of the bridge under test", &cfg.BridgeLogLevel),
 		strFlag("audit-wait", "BRIDGE_AUDIT_WAIT of the bridge under test: auto, commit or queue", &cfg.AuditWait),
+		strFlag("audit-journal", "BRIDGE_AUDIT_JOURNAL of the bridge under test: auto, off, or on (a directory of its own)", &cfg.AuditJournal),
 		strFlag("store", "the bridges' store: empty for SQLite, or a postgres:// URL (a schema per bridge, dropped at the end)", &cfg.Store),
 	}
 }

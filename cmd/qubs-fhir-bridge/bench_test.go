@@ -52,7 +52,7 @@ func tinyBench() perf.Config {
 	return perf.Config{
 		Rounds: 2, Duration: 300 * time.Millisecond, ReadDuration: 200 * time.Millisecond, Warmup: 100 * time.Millisecond,
 		Clients: 2, Count: 20, Domain: "acme", Seed: 1, Appointments: 120,
-		ReportPosts: 1, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn", AuditWait: "auto",
+		ReportPosts: 1, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn", AuditWait: "auto", AuditJournal: "auto",
 	}
 }
 
@@ -124,6 +124,7 @@ func TestBenchOnPostgres(t *testing.T) {
 	require.NoError(t, err)
 	cfg := tinyBench()
 	cfg.Launch, cfg.Progress, cfg.Store = launch, testWriter{t}, base
+	cfg.AuditJournal = "on" // a directory of the bridge's own, as the Helm chart sets
 	res, err := perf.Run(context.Background(), cfg)
 	require.NoError(t, err)
 	assert.True(t, res.Reports.Delivered, "QUBS received every report posted")

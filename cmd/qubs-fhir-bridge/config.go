@@ -64,7 +64,8 @@ func newOptions() *options {
 	add("retention", "BRIDGE_RETENTION", "7d", "how long stored report content, artifacts and binaries are kept (e.g. 7d, 36h)", false)
 	add("audit-retention", "BRIDGE_AUDIT_RETENTION", "2555d", "how long audit records (no PHI) are kept", false)
 	add("audit-buffer", "BRIDGE_AUDIT_BUFFER", "1024", "audit records that may wait to be committed; when full, requests wait (the most a crash can lose in audit-wait queue)", false)
-	add("audit-wait", "BRIDGE_AUDIT_WAIT", "auto", "what a successful read waits for before answering: commit (its audit record committed), queue (queued only), auto (commit on PostgreSQL, queue on SQLite)", false)
+	add("audit-wait", "BRIDGE_AUDIT_WAIT", "auto", "what a successful read waits for before answering: commit (its audit record committed), queue (queued, and journaled with a journal), auto (queue with a journal; without one, commit on PostgreSQL and queue on SQLite)", false)
+	add("audit-journal", "BRIDGE_AUDIT_JOURNAL", "auto", "directory of this replica's audit journal, where each audit record is appended before its answer is sent and read back after a crash: auto (beside a SQLite database; none with PostgreSQL), off, or a directory (one per replica)", false)
 	// 50/s with a burst of 200: fhirclient's resolveReferences fires about
 	// 70 reads at once for one page, and the README's walk of the demo's
 	// worklist (204 pages of 5) comes in under the burst plus what refills

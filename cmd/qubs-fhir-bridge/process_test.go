@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,18 +25,23 @@ const serveChildEnv = "QFB_SERVE_CHILD"
 
 // TestServeChild is the bridge process of those tests: the test binary
 // re-executed, running `serve` with the environment it was given, until it
-// is killed. It prints its URL as BRIDGE_URL=... once it listens.
+// is killed, or stopped with SIGTERM as a deployment stops it (then it
+// exits 0 if serve shut down cleanly). It prints its URL as
+// BRIDGE_URL=... once it listens.
 func TestServeChild(t *testing.T) {
 	if os.Getenv(serveChildEnv) != "1" {
 		t.Skip("the bridge process of the crash and chaos tests")
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
 	m := NewMain()
 	go func() {
 		<-m.Ready
 		fmt.Printf("\nBRIDGE_URL=%s\n", m.BridgeURL)
 	}()
-	err := m.Run(context.Background(), []string{"serve"})
-	t.Fatalf("serve returned: %v", err)
+	if err := m.Run(ctx, []string{"serve"}); err != nil || ctx.Err() == nil {
+		t.Fatalf("serve returned: %v", err)
+	}
 }
 
 // startServe starts a bridge process against sim on store dsn, with extra

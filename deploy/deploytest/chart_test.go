@@ -65,6 +65,9 @@ type (
 			PersistentVolumeClaim *struct {
 				ClaimName string `yaml:"claimName"`
 			} `yaml:"persistentVolumeClaim"`
+			EmptyDir *struct {
+				SizeLimit string `yaml:"sizeLimit"`
+			} `yaml:"emptyDir"`
 		} `yaml:"volumes"`
 	}
 	container struct {
@@ -309,8 +312,26 @@ func TestChartRenders(t *testing.T) {
 			if tc.postgres {
 				assert.Equal(t, "secret:pg", env["BRIDGE_STORE"])
 				assert.Nil(t, r.pvc)
+				// The audit journal: a volume of the pod's own, mounted where
+				// BRIDGE_AUDIT_JOURNAL says (the root file system is read-only).
+				assert.Equal(t, "/journal", env["BRIDGE_AUDIT_JOURNAL"])
+				mounted := false
+				for _, m := range c.VolumeMounts {
+					if m.MountPath == "/journal" {
+						mounted = true
+						for _, v := range pod.Spec.Volumes {
+							if v.Name == m.Name {
+								require.NotNil(t, v.EmptyDir, "the journal is the pod's own")
+								assert.Equal(t, "64Mi", v.EmptyDir.SizeLimit)
+							}
+						}
+					}
+				}
+				assert.True(t, mounted, "a volume at /journal")
 			} else {
 				assert.Equal(t, "sqlite:/data/qubs-fhir-bridge.db", env["BRIDGE_STORE"])
+				_, set := env["BRIDGE_AUDIT_JOURNAL"]
+				assert.False(t, set, "auto: beside the database, on its volume")
 				require.NotNil(t, r.pvc)
 				require.NotNil(t, d.Spec.Strategy)
 				assert.Equal(t, "Recreate", d.Spec.Strategy.Type, "one writer on the SQLite volume")

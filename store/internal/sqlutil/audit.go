@@ -4,13 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
@@ -29,30 +27,6 @@ func EncodeAuditCursor(recorded time.Time, id string) string {
 // SearchReports cursor included, is KindInvalid.
 func DecodeAuditCursor(s string) (recorded time.Time, id string, err error) {
 	return decodeCursor(auditCursorPrefix, s)
-}
-
-// NewAuditID returns a new AuditEvent id: a version 7 UUID (RFC 9562) as
-// 32 lower-case hex digits, a FHIR id. Its first 48 bits are the time in
-// milliseconds, then (after the version) 12 bits of the time within the
-// millisecond that uuid keeps increasing in the process, then 62 random
-// bits: unguessable still, and unique across replicas.
-//
-// Time first, because the id is the audit tables' key: records written
-// together sort together, so a batch appends to the right-most leaf of
-// audit_events' primary key (and audit_patients') instead of landing on a
-// leaf of its own each, which SQLite's WAL writes whole and PostgreSQL
-// logs whole after each checkpoint (docs/performance.md, "Audit ids in
-// time order"). The time it shows is the record's own, which the
-// AuditEvent says anyway.
-func NewAuditID() string {
-	id, err := uuid.NewV7()
-	if err != nil {
-		// Only if crypto/rand failed, which it does not (Go 1.24+).
-		panic(fmt.Sprintf("audit id: %v", err))
-	}
-	var b [32]byte
-	hex.Encode(b[:], id[:])
-	return string(b[:])
 }
 
 // ValidFHIRID reports whether s matches FHIR's id type: [A-Za-z0-9\-.]{1,64}.
@@ -141,7 +115,7 @@ func PrepareAudit(a *store.AuditRecord) error {
 		*f = CleanText(*f)
 	}
 	if a.ID == "" {
-		a.ID = NewAuditID()
+		a.ID = store.NewAuditID()
 	}
 	if a.Recorded.IsZero() {
 		a.Recorded = Now()

@@ -62,35 +62,6 @@ func TestPrepareAudit(t *testing.T) {
 	assert.Nil(t, a.EntityRefs, "empty is nil, as read back")
 }
 
-// TestNewAuditIDTimeOrdered: ids made one after the other sort in that
-// order, as strings (the tables' key), and start with the time in
-// milliseconds; the rest stays random enough that two processes do not
-// meet.
-func TestNewAuditIDTimeOrdered(t *testing.T) {
-	before := time.Now().UnixMilli()
-	ids := make([]string, 10_000)
-	for i := range ids {
-		ids[i] = NewAuditID()
-	}
-	after := time.Now().UnixMilli()
-	assert.True(t, slices.IsSorted(ids), "ids sort in the order they were made")
-	assert.Len(t, slices.Compact(slices.Clone(ids)), len(ids), "no id twice")
-	// Made faster than one each 256 ns, ids run ahead of the clock (uuid
-	// keeps them increasing): the last may be up to that much ahead.
-	ahead := int64(len(ids))*256/int64(time.Millisecond) + 1
-	for _, id := range []string{ids[0], ids[len(ids)-1]} {
-		require.Len(t, id, 32)
-		require.True(t, ValidFHIRID(id), id)
-		assert.Equal(t, strings.ToLower(id), id)
-		ms, err := strconv.ParseInt(id[:12], 16, 64)
-		require.NoError(t, err)
-		assert.True(t, before <= ms && ms <= after+ahead, "%s: time %d not in [%d, %d+%d]", id, ms, before, after, ahead)
-		assert.Equal(t, byte('7'), id[12], "a version 7 UUID")
-	}
-	// The random part differs between ids made in the same millisecond.
-	assert.NotEqual(t, ids[0][16:], ids[1][16:])
-}
-
 func TestUniqueLong(t *testing.T) {
 	var refs []string
 	for i := range 40 {
