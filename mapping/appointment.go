@@ -10,6 +10,7 @@ import (
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/wallclock"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
 
@@ -230,7 +231,7 @@ func scalarString(raw json.RawMessage) string {
 //   - a date alone: occurrenceDateTime, a FHIR date;
 //   - a date and a start and/or end time: occurrencePeriod with the
 //     instants present, each printed as the QUBS wall clock with the zone's
-//     offset for that moment (see localInstant for daylight saving). An end
+//     offset for that moment (see wallclock.Offset for daylight saving). An end
 //     earlier than the start is taken to be on the next day (an
 //     appointment across midnight), as Period requires start <= end.
 //
@@ -312,7 +313,7 @@ func parseClock(s *string) (int, bool) {
 func localDateTime(loc *time.Location, date time.Time, clock int) string {
 	y, mo, d := date.Date()
 	h, mi, s := clock/3600, clock/60%60, clock%60
-	off := localInstant(loc, y, mo, d, h, mi, s)
+	off := wallclock.Offset(loc, y, mo, d, h, mi, s)
 	b := make([]byte, 0, 25)
 	b = time.Date(y, mo, d, h, mi, s, 0, time.UTC).AppendFormat(b, "2006-01-02T15:04:05")
 	return string(formatOffset(b, off))

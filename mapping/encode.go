@@ -11,6 +11,7 @@ import (
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/wallclock"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 )
 
@@ -221,7 +222,7 @@ func occurrenceOf(a *qubs.Appointment) occurrenceParts {
 func appendLocalDateTime(dst []byte, loc *time.Location, date time.Time, clock int) []byte {
 	y, mo, d := date.Date()
 	h, mi, s := clock/3600, clock/60%60, clock%60
-	off := localInstant(loc, y, mo, d, h, mi, s)
+	off := wallclock.Offset(loc, y, mo, d, h, mi, s)
 	if y < 1 || y > 9999 { // 9999-12-31 and an end past midnight
 		dst = append(dst, '"')
 		dst = time.Date(y, mo, d, h, mi, s, 0, time.UTC).AppendFormat(dst, "2006-01-02T15:04:05")

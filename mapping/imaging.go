@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/jsonw"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/wallclock"
 )
 
 // ImagingStudy and Task are further views of the same pending-reporting
@@ -81,7 +82,7 @@ func (m *Mapped) Started() (from, to time.Time, ok bool) {
 	if occ.start {
 		y, mo, d := occ.date.Date()
 		h, mi, s := occ.startClock/3600, occ.startClock/60%60, occ.startClock%60
-		off := localInstant(m.loc, y, mo, d, h, mi, s)
+		off := wallclock.Offset(m.loc, y, mo, d, h, mi, s)
 		t := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Add(-time.Duration(off) * time.Second)
 		return t, t, true
 	}
@@ -90,7 +91,9 @@ func (m *Mapped) Started() (from, to time.Time, ok bool) {
 		return time.Time{}, time.Time{}, false
 	}
 	y, mo, day := d.Date()
-	return time.Date(y, mo, day, 0, 0, 0, 0, m.loc), time.Date(y, mo, day+1, 0, 0, 0, 0, m.loc), true
+	// Midnight resolved as any local time is: where clocks change at
+	// midnight, the day begins at the first instant it has.
+	return wallclock.Time(m.loc, y, mo, day, 0, 0, 0, 0), wallclock.Time(m.loc, y, mo, day+1, 0, 0, 0, 0), true
 }
 
 // appendStarted appends "started" (occurrencePeriod.start, else the date

@@ -3,6 +3,8 @@ package mapping
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -103,6 +105,17 @@ func (z *Zones) For(site string) *time.Location {
 	return z.def
 }
 
+// SiteNames returns the sites BRIDGE_SITE_TIMEZONES names, spelled as
+// there, in order. A search served from the worklist index compares them
+// with each study's site as QUBS spells it: exactly, where For also
+// accepts another case.
+func (z *Zones) SiteNames() []string {
+	if z == nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(z.exact))
+}
+
 var defaultLocation = func() *time.Location {
 	loc, err := time.LoadLocation(DefaultZone)
 	if err != nil {
@@ -110,70 +123,6 @@ var defaultLocation = func() *time.Location {
 	}
 	return loc
 }()
-
-// localInstant resolves a site-local wall clock to an instant, returning
-// the UTC offset (seconds east) to print next to the wall clock.
-//
-// QUBS sends local dates and times without an offset, and two wall clocks a
-// year are not one instant:
-//   - ambiguous (clocks go back; Sydney 2025-04-06 02:30 happens at +11:00
-//     and again at +10:00): the earlier instant, the offset in force before
-//     the change. This is java.time's and RFC 5545's choice, and for an
-//     appointment the first occurrence is the one the clinic meant.
-//   - nonexistent (clocks go forward; Sydney 2025-10-05 02:30): the offset
-//     in force before the gap, i.e. the instant the clock would show
-//     03:30 +11:00, as java.time does. The wall clock printed stays 02:30
-//     (with +10:00), so the QUBS value is still readable in the output.
-//
-// The wall clock is always printed as QUBS sent it, with the offset chosen
-// here: "2025-10-05T02:30:00+10:00" names the right instant and keeps
-// "02:30". A historical offset that is not whole minutes (local mean time,
-// before 1895 in Sydney) is truncated to minutes, as FHIR offsets have no
-// seconds.
-func localInstant(loc *time.Location, y int, mo time.Month, d, h, mi, s int) (offset int) {
-	wall := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Unix()
-	guess := time.Date(y, mo, d, h, mi, s, 0, loc)
-	_, o0 := guess.Zone()
-	start, end := guess.ZoneBounds()
-	if g := guess.Unix(); (start.IsZero() || g-start.Unix() > 2*86400) && (end.IsZero() || end.Unix()-g > 2*86400) {
-		// Days from any change of offset (offsets differ by less than a
-		// day): o0 is the only offset that fits, as the search below
-		// would find. Nearly every appointment takes this way.
-		return o0
-	}
-	return offsetBySearch(loc, wall, guess)
-}
-
-// offsetBySearch is localInstant's answer the long way: every offset in
-// force around the guessed instant is tried against the wall clock.
-func offsetBySearch(loc *time.Location, wall int64, guess time.Time) int {
-	_, o0 := guess.Zone()
-	start, end := guess.ZoneBounds()
-	candidates := [3]int{o0, o0, o0}
-	if !start.IsZero() {
-		_, candidates[1] = start.Add(-time.Second).In(loc).Zone()
-	}
-	if !end.IsZero() {
-		_, candidates[2] = end.In(loc).Zone()
-	}
-	best, found := 0, false
-	lowest := candidates[0]
-	for _, o := range candidates {
-		lowest = min(lowest, o)
-		if _, got := time.Unix(wall-int64(o), 0).In(loc).Zone(); got != o {
-			continue
-		}
-		if !found || o > best {
-			// A larger offset is an earlier instant for the same wall clock.
-			best, found = o, true
-		}
-	}
-	if !found {
-		// In a gap the offset before the change is the smaller one.
-		best = lowest
-	}
-	return best
-}
 
 // formatOffset prints a UTC offset as FHIR wants it: ±hh:mm.
 func formatOffset(b []byte, offset int) []byte {

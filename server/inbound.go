@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -305,9 +306,18 @@ func (s *Server) respondWrite(c *gin.Context, status int, location string, versi
 // parameters (each a comma-separated list of alternatives), refusing
 // references to any type but typ.
 func referenceIDs(q *fhir.Query, typ string, names ...string) ([]string, error) {
-	var ids []string
+	groups, err := referenceGroups(q, typ, names...)
+	return slices.Concat(groups...), err
+}
+
+// referenceGroups is referenceIDs with the ids of each occurrence of a
+// parameter kept apart: a search must match one id of every group, as
+// R4 search.html#combining ANDs parameters and ORs a comma's values.
+func referenceGroups(q *fhir.Query, typ string, names ...string) ([][]string, error) {
+	var groups [][]string
 	for _, name := range names {
 		for _, v := range q.Params[name] {
+			var ids []string
 			for _, r := range fhir.SplitValues(v) {
 				t, id, err := fhir.ParseReference(r, typ)
 				if err != nil {
@@ -318,9 +328,10 @@ func referenceIDs(q *fhir.Query, typ string, names ...string) ([]string, error) 
 				}
 				ids = append(ids, id)
 			}
+			groups = append(groups, ids)
 		}
 	}
-	return ids, nil
+	return groups, nil
 }
 
 // decodeResource decodes a body the validator already accepted into a

@@ -33,13 +33,17 @@ var indexedImagingStudySearch = fhir.SearchSpec{
 		{Name: "basedon", Type: "reference", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-basedon", Documentation: "ServiceRequest/{id}."},
 		{Name: "modality", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-modality",
 			Documentation: "DICOM modality code (http://dicom.nema.org/resources/ontology/DCM|CT)."},
-		{Name: "started", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-started",
-			Documentation: "ImagingStudy.started as a range: a dateTime its second, a date alone the site's whole day. Prefixes eq ne gt ge lt le sa eb ap."},
+		{Name: "started", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-started", Documentation: startedDoc},
 		paramTotal, paramSummary,
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
 	},
 	Includes: imagingStudySearch.Includes,
 }
+
+// startedDoc describes the started parameter, the same with the index on
+// or off.
+const startedDoc = "ImagingStudy.started as a range: a dateTime its second, a date alone (no start time) the whole day at the study's site; " +
+	"a search date without a time is the whole day (month, year) at each study's site. Prefixes eq ne gt ge lt le sa eb ap."
 
 var indexedTaskSearch = fhir.SearchSpec{
 	Resource: "Task",
@@ -61,7 +65,7 @@ var indexedTaskSearch = fhir.SearchSpec{
 // systemTaskStatus is the code system of Task.status.
 const systemTaskStatus = "http://hl7.org/fhir/task-status"
 
-func imagingStudyIndexedParams(zone *time.Location, now time.Time) []indexedParam {
+func imagingStudyIndexedParams(z *mapping.Zones, now time.Time) []indexedParam {
 	patient := typedRefAlt("patient", store.WorklistFieldPatient, "Patient", false)
 	return []indexedParam{
 		{"_id", idAlt},
@@ -73,11 +77,11 @@ func imagingStudyIndexedParams(zone *time.Location, now time.Time) []indexedPara
 		// ImagingStudy.modality (mapping's modalityCoding), and nothing
 		// else: its tokens answer.
 		{"modality", tokenAlt("modality")},
-		{"started", dateAlt(store.WorklistFieldStartedStart, store.WorklistFieldStartedEnd, false, zone, now)},
+		{"started", siteDateAlt(store.WorklistFieldStartedStart, store.WorklistFieldStartedEnd, z, now)},
 	}
 }
 
-func taskIndexedParams(zone *time.Location, now time.Time) []indexedParam {
+func taskIndexedParams(z *mapping.Zones, now time.Time) []indexedParam {
 	return []indexedParam{
 		{"_id", idAlt},
 		{"owner", typedRefAlt("owner", store.WorklistFieldPerformer, "Practitioner", false)},
@@ -85,7 +89,7 @@ func taskIndexedParams(zone *time.Location, now time.Time) []indexedParam {
 		{"priority", priorityAlt},
 		{"focus", typedRefAlt("focus", store.WorklistFieldID, "ServiceRequest", true)},
 		{"patient", typedRefAlt("patient", store.WorklistFieldPatient, "Patient", false)},
-		{"_lastUpdated", dateAlt(store.WorklistFieldTaskLastUpdated, store.WorklistFieldTaskLastUpdated, true, zone, now)},
+		{"_lastUpdated", dateAlt(store.WorklistFieldTaskLastUpdated, store.WorklistFieldTaskLastUpdated, true, z.Default(), now)},
 	}
 }
 
@@ -112,7 +116,7 @@ func (v *studyView) searchSpec(s *Server) *fhir.SearchSpec {
 
 // searchIndexed serves the view's search from the worklist index.
 func (v *studyView) searchIndexed(s *Server, c *gin.Context, q *fhir.Query) error {
-	where, err := indexedWhere(q, v.indexedParams(s.cfg.Zones.Default(), time.Now()))
+	where, err := indexedWhere(q, v.indexedParams(s.cfg.Zones, time.Now()))
 	if err != nil {
 		return err
 	}

@@ -307,8 +307,10 @@ func TestStudyViewsIndexOff(t *testing.T) {
 	e := newEnv(t, withStore(t))
 	cs := string(get(t, e.base+"/metadata").body)
 	assert.NotContains(t, cs, "ImagingStudy-subject")
-	r := get(t, e.base+"/ImagingStudy?"+query("started", "ge2025,le2026"))
-	assert.Equal(t, http.StatusBadRequest, r.status, "no alternatives on the walk")
+	// started takes alternatives and every prefix, as from the index
+	// (TestDateSearchSiteLocalDays compares the answers).
+	r := get(t, e.base+"/ImagingStudy?"+query("started", "ge2025,ne2026"))
+	assert.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	r = do(t, http.MethodGet, e.base+"/Task?_total=accurate", http.Header{"Prefer": {"handling=strict"}}, nil)
 	assert.Equal(t, http.StatusBadRequest, r.status, "no totals on the walk")
 }

@@ -38,7 +38,7 @@ type studyView struct {
 	// indexedSpec and indexedParams are the search served from the
 	// worklist index (studyindex.go).
 	indexedSpec   *fhir.SearchSpec
-	indexedParams func(zone *time.Location, now time.Time) []indexedParam
+	indexedParams func(z *mapping.Zones, now time.Time) []indexedParam
 }
 
 var imagingStudySearch = fhir.SearchSpec{
@@ -51,8 +51,7 @@ var imagingStudySearch = fhir.SearchSpec{
 		{Name: "basedon", Type: "reference", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-basedon", Documentation: "ServiceRequest/{id}."},
 		{Name: "modality", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-modality",
 			Documentation: "DICOM modality code (http://dicom.nema.org/resources/ontology/DCM|CT)."},
-		{Name: "started", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-started",
-			Documentation: "Scheduled start (eq, ge, gt, le, lt); a study with a date and no time starts at midnight of the site's day."},
+		{Name: "started", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ImagingStudy-started", Documentation: startedDoc},
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
 	},
 	Includes: []string{"ImagingStudy:patient", "ImagingStudy:basedon"},
@@ -125,12 +124,15 @@ type viewFilter struct {
 	// ANDed: nothing can match.
 	empty bool
 	preds []func(*mapping.Mapped) bool
+	// dates are the conditions on the study's own date (started), nil
+	// when the view has none.
+	dates *walkDates
 	// tasks holds the Task statuses loaded for the appointments read, nil
 	// for ImagingStudy.
 	tasks *taskStates
 }
 
-func (f *viewFilter) filtered() bool { return len(f.preds) > 0 || f.empty }
+func (f *viewFilter) filtered() bool { return len(f.preds) > 0 || f.empty || f.dates.filtered() }
 
 func (f *viewFilter) match(m *mapping.Mapped) bool {
 	if f.empty {
@@ -141,12 +143,13 @@ func (f *viewFilter) match(m *mapping.Mapped) bool {
 			return false
 		}
 	}
-	return true
+	return f.dates.match(m)
 }
 
 // load is pageLoader's: Task searches read their statuses from the store
 // once per run of appointments.
 func (f *viewFilter) load(ctx context.Context, domain string, items []qubs.Appointment) error {
+	f.dates.load(domain, items)
 	if f.tasks == nil {
 		return nil
 	}
@@ -250,14 +253,12 @@ func (f *viewFilter) idParam(q *fhir.Query) error {
 	return nil
 }
 
-// dateParam adds one predicate for all occurrences of a date parameter:
-// each narrows the window [since, until) the instant at must fall in (a
-// resource without one never matches).
-// dateParam filters on a date parameter. at gives the target's value as
-// the range of time it stands for, [from, to), or one instant (from equals
-// to); a range matches when it overlaps the parameter's range, as FHIR's
-// date search compares ranges, so a study dated 2024-03-01 with no start
-// time matches started=ge2024-03-01T12:00 and not started=lt2024-03-01T00:00.
+// dateParam adds one predicate for all occurrences of a date parameter
+// (Task's _lastUpdated on the walk of QUBS): each narrows the window
+// [since, until). at gives the target's value as the range of time it
+// stands for, [from, to), or one instant (from equals to); a range
+// matches when it overlaps the window. The study's own date (started) is
+// compared as the index compares it instead (walkDates).
 func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, at func(m *mapping.Mapped) (from, to time.Time, ok bool)) error {
 	vs := q.Params[name]
 	if len(vs) == 0 {
@@ -312,7 +313,8 @@ func parseImagingStudyFilter(s *Server, q *fhir.Query) (*viewFilter, error) {
 		code, ok := m.Modality()
 		return ok && (!t.HasSystem || t.System == mapping.SystemDICOM) && (t.Code == "" || t.Code == code)
 	})
-	if err := f.dateParam(q, "started", s.cfg.Zones.Default(), (*mapping.Mapped).Started); err != nil {
+	var err error
+	if f.dates, err = parseWalkDates(q, s.cfg.Zones, imagingStudyIndexedParams(s.cfg.Zones, time.Now()), "started"); err != nil {
 		return nil, err
 	}
 	return f, nil

@@ -161,7 +161,7 @@ func TestImagingStudySearch(t *testing.T) {
 		}
 	})
 	t.Run("bad input is a 400 OperationOutcome", func(t *testing.T) {
-		for _, q := range []string{"started=yesterday", "started=ne2025-01-01", "patient=Practitioner/x", "started=ge2025,le2026", "_id=a,b"} {
+		for _, q := range []string{"started=yesterday", "started=2025-02-30", "patient=Practitioner/x", "_id=a,b"} {
 			r := get(t, e.base+"/ImagingStudy?"+q)
 			assert.Equal(t, http.StatusBadRequest, r.status, q)
 			assert.Equal(t, "OperationOutcome", r.json(t)["resourceType"], q)

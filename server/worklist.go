@@ -42,6 +42,7 @@ var serviceRequestSearch = fhir.SearchSpec{
 		{Name: "patient", Type: "reference", Documentation: "Patient/{id}."},
 		{Name: "subject", Type: "reference", Documentation: "Patient/{id}."},
 		{Name: "status", Type: "token", Documentation: "Request status; pending reporting appointments are active."},
+		{Name: "occurrence", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-occurrence", Documentation: occurrenceDoc},
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
 	},
 	Includes:    []string{"ServiceRequest:subject", "ServiceRequest:requester", "ServiceRequest:performer"},
@@ -89,8 +90,12 @@ func (s *Server) worklistCursor(q *fhir.Query, binding string) (srCursor, error)
 type srFilter struct {
 	id         string // decoded appointment id from _id
 	identifier []fhir.Token
-	patient    []string // Patient ids
-	status     []string
+	// patients holds the Patient ids of each patient or subject
+	// parameter: one of each must match (R4 search.html#combining:
+	// different parameters are ANDed, a comma is OR).
+	patients [][]string
+	status   []string
+	dates    *walkDates
 }
 
 // worklistFilter is what collect asks of a search's criteria.
@@ -110,7 +115,14 @@ type pageLoader interface {
 }
 
 func (f *srFilter) filtered() bool {
-	return f.id != "" || len(f.identifier) > 0 || len(f.patient) > 0 || len(f.status) > 0
+	return f.id != "" || len(f.identifier) > 0 || len(f.patients) > 0 || len(f.status) > 0 || f.dates.filtered()
+}
+
+// load is pageLoader's: the occurrence conditions compare the rows the
+// index would hold.
+func (f *srFilter) load(_ context.Context, domain string, items []qubs.Appointment) error {
+	f.dates.load(domain, items)
+	return nil
 }
 
 func (s *Server) searchServiceRequests(c *gin.Context) error {
@@ -137,7 +149,7 @@ func (s *Server) searchServiceRequests(c *gin.Context) error {
 		return s.searchIndexedServiceRequests(c, q)
 	}
 	domain := domainOf(c)
-	filter, err := parseSRFilter(q)
+	filter, err := parseSRFilter(q, s.cfg.Zones)
 	if err != nil {
 		return err
 	}
@@ -528,7 +540,7 @@ func (s *Server) mapAppointment(domain string, a *qubs.Appointment) (mapping.Map
 	return m, nil
 }
 
-func parseSRFilter(q *fhir.Query) (*srFilter, error) {
+func parseSRFilter(q *fhir.Query, z *mapping.Zones) (*srFilter, error) {
 	f := &srFilter{}
 	for _, v := range q.Params["_id"] {
 		for _, id := range fhir.SplitValues(v) {
@@ -549,16 +561,18 @@ func parseSRFilter(q *fhir.Query) (*srFilter, error) {
 			f.identifier = append(f.identifier, fhir.ParseToken(t))
 		}
 	}
-	patients, err := referenceIDs(q, "Patient", "patient", "subject")
-	if err != nil {
+	var err error
+	if f.patients, err = referenceGroups(q, "Patient", "patient", "subject"); err != nil {
 		return nil, err
 	}
-	f.patient = patients
 	for _, v := range q.Params["status"] {
 		for _, st := range fhir.SplitValues(v) {
 			t := fhir.ParseToken(st)
 			f.status = append(f.status, t.Code)
 		}
+	}
+	if f.dates, err = parseWalkDates(q, z, srIndexedParams(z, time.Now()), "occurrence"); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -600,13 +614,15 @@ func (f *srFilter) match(m *mapping.Mapped) bool {
 	if len(f.identifier) > 0 && !slices.ContainsFunc(f.identifier, func(t fhir.Token) bool { return identifierMatches(m, t) }) {
 		return false
 	}
-	if len(f.patient) > 0 && (m.PatientID == "" || !slices.Contains(f.patient, m.PatientID)) {
-		return false
+	for _, ids := range f.patients {
+		if m.PatientID == "" || !slices.Contains(ids, m.PatientID) {
+			return false
+		}
 	}
 	if len(f.status) > 0 && !slices.Contains(f.status, m.Status.Code()) {
 		return false
 	}
-	return true
+	return f.dates.match(m)
 }
 
 func identifierMatches(m *mapping.Mapped, t fhir.Token) bool {

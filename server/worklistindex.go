@@ -70,7 +70,7 @@ var indexedServiceRequestSearch = fhir.SearchSpec{
 		{Name: "requester", Type: "reference", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-requester", Documentation: "ServiceRequest.requester: the referring Practitioner, or the clinic (Organization) when there is no doctor."},
 		{Name: "code", Type: "token", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/clinical-code", Documentation: "ServiceRequest.code codings (service item numbers)."},
 		{Name: "modality", Type: "token", Repeatable: true, Definition: ModalityDefinition, Documentation: "ServiceRequest.orderDetail: the DICOM modality (http://dicom.nema.org/resources/ontology/DCM|CT)."},
-		{Name: "occurrence", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-occurrence", Documentation: "ServiceRequest.occurrence[x]; a date without time is the site's whole local day. Prefixes eq ne gt ge lt le sa eb ap."},
+		{Name: "occurrence", Type: "date", Repeatable: true, Definition: "http://hl7.org/fhir/SearchParameter/ServiceRequest-occurrence", Documentation: occurrenceDoc},
 		{Name: "_sort", Type: "special", Documentation: "Comma-separated keys among priority (clinical urgency, stat first), occurrence, _lastUpdated, report-needed-by, _id; - for descending."},
 		paramTotal, paramSummary,
 		{Name: cursorParam, Type: "special", Documentation: "Opaque paging position; use the next link."},
@@ -78,6 +78,11 @@ var indexedServiceRequestSearch = fhir.SearchSpec{
 	Includes:    serviceRequestSearch.Includes,
 	RevIncludes: []string{"Task:focus", "DiagnosticReport:based-on", revDocuments},
 }
+
+// occurrenceDoc describes the occurrence parameter, the same with the
+// index on or off.
+const occurrenceDoc = "ServiceRequest.occurrence[x] as a range: a date without a time is the whole day (month, year) at the study's site, " +
+	"a time without an offset is in the server's zone (BRIDGE_DEFAULT_TIMEZONE), a period without a start reaches into the past. Prefixes eq ne gt ge lt le sa eb ap."
 
 // revDocuments is the _revinclude of the referral documents and other
 // attachments of the page's studies: they are in QUBS only, so it costs
@@ -105,7 +110,7 @@ func (s *Server) searchIndexedServiceRequests(c *gin.Context, q *fhir.Query) err
 	if wq.Sort, err = indexedSort(first(q.Params["_sort"])); err != nil {
 		return err
 	}
-	if wq.Where, err = indexedWhere(q, srIndexedParams(s.cfg.Zones.Default(), time.Now())); err != nil {
+	if wq.Where, err = indexedWhere(q, srIndexedParams(s.cfg.Zones, time.Now())); err != nil {
 		return err
 	}
 	page, bundle, base, err := s.indexedSearch(c, q, "ServiceRequest", wq)
@@ -447,6 +452,47 @@ func dateAlt(start, end string, instant bool, zone *time.Location, now time.Time
 	}
 }
 
+// siteDateAlt compares a date parameter with the range [start, end) of a
+// study's own date, which is local to its site: a value without a time
+// is the whole day (month, year) at each study's site, the product's
+// rule and R4's ("Dates do not have time zones, and time zones should not
+// be considered", search.html#date). The index keeps instants and the
+// site, so the value becomes one range per zone: each site
+// BRIDGE_SITE_TIMEZONES puts where that range differs from the default
+// zone's gets its own alternatives (site = S AND ...), and every other
+// study, of a site configured alike, of no configured site or of none,
+// the default zone's (site <> S for those sites AND ...). A practice has
+// tens of sites, so this is a few dozen simple conditions on the row,
+// which both engines evaluate in the scan of the domain's rows the
+// date conditions needed before.
+func siteDateAlt(start, end string, z *mapping.Zones, now time.Time) altFunc {
+	return func(v string) ([][]store.WorklistCond, error) {
+		d, err := fhir.ParseDateParam(v, z.Default())
+		if err != nil {
+			return nil, err
+		}
+		if !d.Calendar {
+			return dateAlternatives(d, start, end, false, now), nil
+		}
+		var alts [][]store.WorklistCond
+		var elsewhere []store.WorklistCond
+		for _, site := range z.SiteNames() {
+			local := d.In(z.For(site))
+			if local.Lo.Equal(d.Lo) && local.Hi.Equal(d.Hi) {
+				continue
+			}
+			elsewhere = append(elsewhere, store.WorklistCond{Field: store.WorklistFieldSite, Op: "<>", Value: site})
+			for _, alt := range dateAlternatives(local, start, end, false, now) {
+				alts = append(alts, append([]store.WorklistCond{eqCond(store.WorklistFieldSite, site)}, alt...))
+			}
+		}
+		for _, alt := range dateAlternatives(d, start, end, false, now) {
+			alts = append(alts, append(slices.Clone(elsewhere), alt...))
+		}
+		return alts, nil
+	}
+}
+
 func idAlt(v string) ([][]store.WorklistCond, error) {
 	if _, ok := appointmentID(v); !ok {
 		return nil, fhir.Errorf(http.StatusBadRequest, "value", "_id %q is not a valid FHIR id", v)
@@ -470,7 +516,7 @@ func priorityAlt(v string) ([][]store.WorklistCond, error) {
 
 // srIndexedParams are the ServiceRequest search parameters, as index
 // conditions.
-func srIndexedParams(zone *time.Location, now time.Time) []indexedParam {
+func srIndexedParams(z *mapping.Zones, now time.Time) []indexedParam {
 	return []indexedParam{
 		{"_id", idAlt},
 		{"identifier", tokenAlt("identifier")},
@@ -491,19 +537,22 @@ func srIndexedParams(zone *time.Location, now time.Time) []indexedParam {
 			}
 			return nil, fhir.Errorf(http.StatusBadRequest, "value", "performer:missing takes true or false")
 		}},
-		// A value without a zone is in the server's (R4 search.html#date),
-		// here BRIDGE_DEFAULT_TIMEZONE, as ImagingStudy's started: reading
-		// it in each row's site zone would make one value mean several
-		// ranges. The rows' own dates are site-local days.
-		{"occurrence", dateAlt(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd, false, zone, now)},
-		{"_lastUpdated", dateAlt(store.WorklistFieldLastUpdated, store.WorklistFieldLastUpdated, true, zone, now)},
+		{"occurrence", siteDateAlt(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd, z, now)},
+		// When the bridge saw a change is no site's: a date is a day in
+		// the server's zone.
+		{"_lastUpdated", dateAlt(store.WorklistFieldLastUpdated, store.WorklistFieldLastUpdated, true, z.Default(), now)},
 	}
 }
 
 // dateAlternatives are the conditions of a date parameter on a target
 // range [start, end) (R4 search.html#prefix, the ranges compared as the
 // text says): an instant's range is [t, t+1µs), so "end > X" is t >= X
-// and "end <= X" is t < X.
+// and "end <= X" is t < X. A range without a start (an occurrencePeriod
+// with an end only) is open into the past: R4 reads a Period's missing
+// start as a boundary not known, and search.html#date compares a Period
+// as a range whose "lower bound may not be actually specified", so it
+// reaches below any value: lt, le and ne find it, eq and sa never do, and
+// gt, ge and eb compare its end.
 func dateAlternatives(d fhir.DateParam, start, end string, instant bool, now time.Time) [][]store.WorklistCond {
 	c := func(field, op string, t time.Time) store.WorklistCond {
 		if instant && field == end {
@@ -517,17 +566,23 @@ func dateAlternatives(d fhir.DateParam, start, end string, instant bool, now tim
 		return store.WorklistCond{Field: field, Op: op, Value: t}
 	}
 	within := []store.WorklistCond{c(start, ">=", d.Lo), c(end, "<=", d.Hi)}
+	// below holds for a range open into the past: its end is known, its
+	// start not (no end means no occurrence at all).
+	var below [][]store.WorklistCond
+	if !instant {
+		below = [][]store.WorklistCond{{{Field: start, Op: "null"}, {Field: end, Op: "notnull"}}}
+	}
 	switch d.Prefix {
 	case "ne":
-		return [][]store.WorklistCond{{c(start, "<", d.Lo)}, {c(end, ">", d.Hi)}}
+		return append([][]store.WorklistCond{{c(start, "<", d.Lo)}, {c(end, ">", d.Hi)}}, below...)
 	case "gt":
 		return [][]store.WorklistCond{{c(end, ">", d.Hi)}}
 	case "lt":
-		return [][]store.WorklistCond{{c(start, "<", d.Lo)}}
+		return append([][]store.WorklistCond{{c(start, "<", d.Lo)}}, below...)
 	case "ge":
 		return [][]store.WorklistCond{{c(end, ">", d.Hi)}, within}
 	case "le":
-		return [][]store.WorklistCond{{c(start, "<", d.Lo)}, within}
+		return append([][]store.WorklistCond{{c(start, "<", d.Lo)}, within}, below...)
 	case "sa":
 		return [][]store.WorklistCond{{c(start, ">=", d.Hi)}}
 	case "eb":
@@ -540,7 +595,11 @@ func dateAlternatives(d fhir.DateParam, start, end string, instant bool, now tim
 			gap = -gap
 		}
 		w := gap / 10
-		return [][]store.WorklistCond{{c(start, "<", d.Hi.Add(w)), c(end, ">", d.Lo.Add(-w))}}
+		alts := [][]store.WorklistCond{{c(start, "<", d.Hi.Add(w)), c(end, ">", d.Lo.Add(-w))}}
+		if !instant {
+			alts = append(alts, []store.WorklistCond{{Field: start, Op: "null"}, c(end, ">", d.Lo.Add(-w))})
+		}
+		return alts
 	}
 	return [][]store.WorklistCond{within}
 }

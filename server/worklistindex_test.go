@@ -303,18 +303,28 @@ func TestIndexedSearchParameters(t *testing.T) {
 	t.Run("occurrence", func(t *testing.T) {
 		syd, _ := time.LoadLocation("Australia/Sydney")
 		siteZones := e.sim.SiteTimeZones()
-		// A site-local date of some study, read in the default zone.
+		// A date without a time is the day at each study's own site.
+		zoneOf := func(w *mapping.Worklist) *time.Location {
+			if len(w.ServiceRequest.LocationCode) > 0 {
+				if z, ok := siteZones[strOf(w.ServiceRequest.LocationCode[0].Text)]; ok {
+					loc, _ := time.LoadLocation(z)
+					return loc
+				}
+			}
+			return syd
+		}
 		var day string
 		for _, w := range ws {
 			if p := w.ServiceRequest.OccurrencePeriod; p != nil && p.Start != nil {
-				st, _ := time.Parse(time.RFC3339, *p.Start)
-				day = st.In(syd).Format(time.DateOnly)
+				day = (*p.Start)[:len(time.DateOnly)]
 				break
 			}
 		}
 		require.NotEmpty(t, day)
-		lo, _ := time.ParseInLocation(time.DateOnly, day, syd)
-		hi := lo.AddDate(0, 0, 1)
+		dayOf := func(w *mapping.Worklist) (lo, hi time.Time) {
+			lo, _ = time.ParseInLocation(time.DateOnly, day, zoneOf(w))
+			return lo, lo.AddDate(0, 0, 1)
+		}
 		rng := func(w *mapping.Worklist) (s, e time.Time, ok bool) {
 			sr := w.ServiceRequest
 			switch {
@@ -328,25 +338,26 @@ func TestIndexedSearchParameters(t *testing.T) {
 				return s, e, true
 			case sr.OccurrenceDateTime != nil:
 				// A date alone is the whole day at the study's site.
-				loc := syd
-				if z, ok := siteZones[strOf(sr.LocationCode[0].Text)]; ok {
-					loc, _ = time.LoadLocation(z)
-				}
-				s, _ = time.ParseInLocation(time.DateOnly, *sr.OccurrenceDateTime, loc)
+				s, _ = time.ParseInLocation(time.DateOnly, *sr.OccurrenceDateTime, zoneOf(w))
 				return s, s.AddDate(0, 0, 1), true
 			}
 			return s, e, false
 		}
 		within := func(w *mapping.Worklist) bool {
 			s, e, ok := rng(w)
+			lo, hi := dayOf(w)
 			return ok && !s.Before(lo) && !e.After(hi)
 		}
 		assert.Equal(t, srIDs(ws, within), sorted(walkIDs(t, e.base+"/ServiceRequest?_count=500&occurrence="+day)))
-		assert.Equal(t, srIDs(ws, func(w *mapping.Worklist) bool { s, _, ok := rng(w); return ok && s.Before(lo) }),
+		assert.Equal(t, srIDs(ws, func(w *mapping.Worklist) bool { s, _, ok := rng(w); lo, _ := dayOf(w); return ok && s.Before(lo) }),
 			sorted(walkIDs(t, e.base+"/ServiceRequest?_count=500&occurrence=lt"+day)))
-		assert.Equal(t, srIDs(ws, func(w *mapping.Worklist) bool { s, _, ok := rng(w); return ok && !s.Before(hi) }),
+		assert.Equal(t, srIDs(ws, func(w *mapping.Worklist) bool { s, _, ok := rng(w); _, hi := dayOf(w); return ok && !s.Before(hi) }),
 			sorted(walkIDs(t, e.base+"/ServiceRequest?_count=500&occurrence=sa"+day)))
-		assert.Equal(t, srIDs(ws, func(w *mapping.Worklist) bool { _, e, ok := rng(w); return ok && (e.After(hi) || within(w)) }),
+		assert.Equal(t, srIDs(ws, func(w *mapping.Worklist) bool {
+			_, e, ok := rng(w)
+			_, hi := dayOf(w)
+			return ok && (e.After(hi) || within(w))
+		}),
 			sorted(walkIDs(t, e.base+"/ServiceRequest?_count=500&occurrence=ge"+day)))
 	})
 

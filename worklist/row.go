@@ -137,7 +137,8 @@ func appendCodings(dst []store.WorklistToken, param string, c concept) []store.W
 // date is the whole site-local day (R4 search.html#date: a value without
 // a zone is in the server's, here the site's), a period runs from the
 // start of its start to the end of its end (an end missing: the start's
-// own precision). Nil when there is none or it cannot be read.
+// own precision; a start missing: no start, open into the past). Nil when
+// there is none or it cannot be read.
 func occurrenceRange(v *srView, loc *time.Location) (lo, hi *time.Time) {
 	parse := func(s string) (fhir.DateParam, bool) {
 		if s == "" || strings.HasPrefix(s, "-") {
@@ -160,8 +161,9 @@ func occurrenceRange(v *srView, loc *time.Location) (lo, hi *time.Time) {
 		case okS:
 			return &s.Lo, &s.Hi
 		case okE:
-			// No start: unknown, so no date search matches it (nor
-			// should it: FHIR reads a missing start as open-ended).
+			// No start: open into the past, as FHIR reads a Period whose
+			// start is missing; the searches read the NULL start so
+			// (server's dateAlternatives).
 			return nil, &e.Hi
 		}
 	}

@@ -1,4 +1,4 @@
-package mapping
+package wallclock
 
 import (
 	"os"
@@ -8,14 +8,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// localInstantSearch is localInstant without its shortcut: every
+// offsetSearch is Offset without its shortcut: every
 // candidate offset tried. The shortcut must agree with it everywhere.
-func localInstantSearch(loc *time.Location, y int, mo time.Month, d, h, mi, s int) int {
+func offsetSearch(loc *time.Location, y int, mo time.Month, d, h, mi, s int) int {
 	wall := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Unix()
 	return offsetBySearch(loc, wall, time.Date(y, mo, d, h, mi, s, 0, loc))
 }
 
-func TestLocalInstantShortcut(t *testing.T) {
+func TestOffsetShortcut(t *testing.T) {
 	t.Parallel()
 	zones := []string{"Australia/Sydney", "Australia/Adelaide", "Australia/Perth", "Australia/Lord_Howe",
 		"Pacific/Chatham", "America/New_York", "Europe/London", "Pacific/Apia", "America/St_Johns"}
@@ -32,7 +32,7 @@ func TestLocalInstantShortcut(t *testing.T) {
 	check := func(loc *time.Location, d time.Time) {
 		y, mo, dd := d.Date()
 		h, mi, s := d.Clock()
-		require.Equal(t, localInstantSearch(loc, y, mo, dd, h, mi, s), localInstant(loc, y, mo, dd, h, mi, s),
+		require.Equal(t, offsetSearch(loc, y, mo, dd, h, mi, s), Offset(loc, y, mo, dd, h, mi, s),
 			"%s %s", loc, d.Format("2006-01-02T15:04"))
 	}
 	for _, name := range zones {

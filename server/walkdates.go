@@ -1,0 +1,136 @@
+package server
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
+)
+
+// walkDates are the date parameters of a search that walks QUBS (the
+// index off): the very conditions the index is queried with, evaluated
+// on the row the index would hold for each appointment (worklist.Row).
+// A date's meaning (a site's local day, an open start, a daylight-saving
+// hour) is then decided in one place, and a search answers alike with the
+// index on or off.
+type walkDates struct {
+	where []store.WorklistClause
+	zones *mapping.Zones
+	// rows are the index rows of the appointments loaded, by appointment
+	// id; one that does not map has none, and matches nothing.
+	rows map[string]*store.WorklistRow
+}
+
+// parseWalkDates reads the parameters of q that params names (date
+// parameters of the row's own dates: occurrence, started).
+func parseWalkDates(q *fhir.Query, z *mapping.Zones, params []indexedParam, names ...string) (*walkDates, error) {
+	params = slices.DeleteFunc(slices.Clone(params), func(p indexedParam) bool { return !slices.Contains(names, p.name) })
+	where, err := indexedWhere(q, params)
+	if err != nil {
+		return nil, err
+	}
+	return &walkDates{where: where, zones: z, rows: map[string]*store.WorklistRow{}}, nil
+}
+
+// filtered reports whether there is anything to match; a nil walkDates
+// (a view without dates of its own, Task) has nothing.
+func (w *walkDates) filtered() bool { return w != nil && len(w.where) > 0 }
+
+// load builds the rows of items, when there is anything to match.
+func (w *walkDates) load(domain string, items []qubs.Appointment) {
+	if !w.filtered() {
+		return
+	}
+	now := time.Now()
+	for i := range items {
+		r, err := worklist.Row(domain, &items[i], w.zones, now)
+		if err != nil {
+			// The search leaves the appointment out as unrepresentable
+			// when it maps it.
+			continue
+		}
+		w.rows[items[i].AppointmentID] = &r
+	}
+}
+
+// match reports whether m's row meets every clause: one of its
+// alternatives, each condition of which holds.
+func (w *walkDates) match(m *mapping.Mapped) bool {
+	if !w.filtered() {
+		return true
+	}
+	r := w.rows[m.AppointmentID()]
+	if r == nil {
+		return false
+	}
+	for _, clause := range w.where {
+		if !slices.ContainsFunc(clause, func(alt []store.WorklistCond) bool {
+			return !slices.ContainsFunc(alt, func(c store.WorklistCond) bool { return !condHolds(r, c) })
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// condHolds evaluates c on r as the store's SQL does: a missing time is
+// NULL (no comparison holds), a missing text is "". Only the fields date
+// parameters compare are known.
+func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
+	var at *time.Time
+	switch c.Field {
+	case store.WorklistFieldOccurrenceStart:
+		at = r.OccurrenceStart
+	case store.WorklistFieldOccurrenceEnd:
+		at = r.OccurrenceEnd
+	case store.WorklistFieldStartedStart:
+		at = r.StartedStart
+	case store.WorklistFieldStartedEnd:
+		at = r.StartedEnd
+	case store.WorklistFieldSite:
+		switch v, ok := c.Value.(string); {
+		case c.Op == "null":
+			return r.Site == ""
+		case c.Op == "notnull":
+			return r.Site != ""
+		case ok:
+			return compares(strings.Compare(r.Site, v), c.Op)
+		}
+		return false
+	default:
+		return false
+	}
+	switch v, ok := c.Value.(time.Time); {
+	case c.Op == "null":
+		return at == nil
+	case c.Op == "notnull":
+		return at != nil
+	case ok && at != nil:
+		return compares(at.Compare(v), c.Op)
+	}
+	return false
+}
+
+// compares reports whether a comparison's result cmp satisfies op.
+func compares(cmp int, op string) bool {
+	switch op {
+	case "=":
+		return cmp == 0
+	case "<>":
+		return cmp != 0
+	case "<":
+		return cmp < 0
+	case "<=":
+		return cmp <= 0
+	case ">":
+		return cmp > 0
+	case ">=":
+		return cmp >= 0
+	}
+	return false
+}
