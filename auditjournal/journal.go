@@ -33,14 +33,26 @@ import (
 // DefaultSegmentSize is the size past which appends go to a new segment.
 // A segment is removed once all its records are committed, so this bounds
 // what is kept of committed records, and read back at start, beside those
-// not committed yet (at most BRIDGE_AUDIT_BUFFER).
-const DefaultSegmentSize = 4 << 20
+// not committed yet (at most BRIDGE_AUDIT_BUFFER): about 4,000 reads'
+// records, a few hundred milliseconds of writing again after a crash.
+const DefaultSegmentSize = 1 << 20
+
+// DefaultMaxBytes bounds the journal's segments together: past it an
+// append fails (its request then waits for the commit), so that a store
+// down for long, with a large BRIDGE_AUDIT_BUFFER, cannot fill the volume
+// (the Helm chart's emptyDir is 64 MiB, and a pod whose emptyDir outgrows
+// its limit is evicted, its journal deleted).
+const DefaultMaxBytes = 32 << 20
+
+// ErrFull is returned by Append when the journal holds MaxBytes.
+var ErrFull = errors.New("audit journal full")
 
 // ErrInUse is returned by Open when another process holds the directory.
 var ErrInUse = errors.New("audit journal directory in use by another process")
 
 const (
 	segmentSuffix = ".seg"
+	damagedSuffix = ".damaged"
 	lockName      = "LOCK"
 )
 
@@ -67,11 +79,19 @@ type Journal struct {
 	replayed    []*store.AuditRecord
 	buf         []byte
 	segmentSize int64
+	// size is the segments' bytes together (full and cur), at most
+	// maxBytes.
+	size, maxBytes int64
 }
 
 type segment struct {
 	path string
 	last uint64
+	size int64
+	// damaged is set for a segment read back with damaged bytes after its
+	// records: once they are committed it is set aside (renamed
+	// .damaged), not removed, for whoever wants to look at it.
+	damaged bool
 }
 
 // Options tune Open; the zero value is the defaults.
@@ -82,6 +102,8 @@ type Options struct {
 	// SegmentSize is the size past which appends go to a new segment; 0
 	// means DefaultSegmentSize.
 	SegmentSize int64
+	// MaxBytes bounds the segments together; 0 means DefaultMaxBytes.
+	MaxBytes int64
 }
 
 // Open locks dir, creating it if need be, and reads back the records a
@@ -93,9 +115,12 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	size := opts.SegmentSize
+	size, maxBytes := opts.SegmentSize, opts.MaxBytes
 	if size <= 0 {
 		size = DefaultSegmentSize
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit journal: %w", err)
@@ -104,7 +129,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit journal %s: %w", dir, err)
 	}
-	j := &Journal{dir: dir, log: log, lock: lock, segmentSize: size}
+	j := &Journal{dir: dir, log: log, lock: lock, segmentSize: size, maxBytes: maxBytes}
 	if err := j.readBack(); err != nil {
 		lock.Close()
 		return nil, err
@@ -157,11 +182,18 @@ func (j *Journal) readBack() error {
 		}
 		if rest > 0 {
 			// A crash of the machine mid-write, or a file that is not a
-			// segment: what follows the damage cannot be trusted.
-			j.log.Warn("audit journal: a segment ends in damaged bytes, left out", "segment", name,
+			// segment (of another format version, say): what follows the
+			// damage cannot be trusted.
+			j.log.Warn("audit journal: a segment ends in damaged bytes, left out and set aside", "segment", name,
 				"records", len(recs), "bytes_left_out", rest)
 		}
-		if len(recs) == 0 {
+		switch {
+		case len(recs) == 0 && rest > 0:
+			if err := os.Rename(path, path+damagedSuffix); err != nil {
+				return fmt.Errorf("audit journal: %w", err)
+			}
+			continue
+		case len(recs) == 0:
 			if err := os.Remove(path); err != nil {
 				return fmt.Errorf("audit journal: %w", err)
 			}
@@ -169,7 +201,8 @@ func (j *Journal) readBack() error {
 		}
 		j.replayed = append(j.replayed, recs...)
 		j.last += uint64(len(recs))
-		j.full = append(j.full, segment{path: path, last: j.last})
+		j.size += int64(len(data))
+		j.full = append(j.full, segment{path: path, last: j.last, size: int64(len(data)), damaged: rest > 0})
 	}
 	if len(j.replayed) > 0 {
 		j.log.Info("audit journal: records read back to be written again", "records", len(j.replayed), "segments", len(j.full))
@@ -200,6 +233,7 @@ func (j *Journal) newSegment() error {
 	}
 	j.nextName++
 	j.cur, j.curPath, j.curSize = f, path, int64(len(segmentMagic))
+	j.size += j.curSize
 	return nil
 }
 
@@ -221,7 +255,14 @@ func (j *Journal) Append(rec *store.AuditRecord, seq uint64) error {
 		}
 	}
 	j.buf = appendFrame(j.buf[:0], rec)
-	if j.curSize+int64(len(j.buf)) > j.segmentSize && j.curSize > int64(len(segmentMagic)) {
+	frame := int64(len(j.buf))
+	switch {
+	case frame-frameHeader > maxFrame:
+		return fmt.Errorf("audit journal: a record of %d bytes: it could not be read back", frame)
+	case j.size+frame > j.maxBytes:
+		return fmt.Errorf("%w: %d bytes of records not committed yet", ErrFull, j.size)
+	}
+	if j.curSize+frame > j.segmentSize && j.curSize > int64(len(segmentMagic)) {
 		if err := j.rotate(seq - 1); err != nil {
 			return err
 		}
@@ -240,6 +281,7 @@ func (j *Journal) Append(rec *store.AuditRecord, seq uint64) error {
 		return fmt.Errorf("audit journal: %w", err)
 	}
 	j.curSize += int64(n)
+	j.size += int64(n)
 	return nil
 }
 
@@ -259,7 +301,7 @@ func (j *Journal) retire(last uint64) {
 	if err := j.cur.Close(); err != nil {
 		j.log.Warn("audit journal: closing a segment", "error", err.Error())
 	}
-	j.full = append(j.full, segment{path: j.curPath, last: last})
+	j.full = append(j.full, segment{path: j.curPath, last: last, size: j.curSize})
 	j.cur = nil
 }
 
@@ -274,17 +316,26 @@ func (j *Journal) Committed(seq uint64) error {
 		if s.last > seq {
 			break
 		}
-		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := dispose(s); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 			break // kept: tried again at the next commit
 		}
+		j.size -= s.size
 		removed++
 	}
 	j.full = slices.Delete(j.full, 0, removed)
+	if j.cur != nil && unlinked(j.cur) {
+		// Its directory was removed under the process: an append there
+		// would be lost with it. The next append fails, or starts a
+		// segment in a directory made anew.
+		errs = append(errs, errors.New("the current segment was removed"))
+		j.retire(j.last)
+	}
 	if seq >= j.last && j.cur != nil && j.curSize > int64(len(segmentMagic)) {
 		if err := j.cur.Truncate(int64(len(segmentMagic))); err != nil {
 			errs = append(errs, err)
 		} else {
+			j.size -= j.curSize - int64(len(segmentMagic))
 			j.curSize = int64(len(segmentMagic))
 		}
 	}
@@ -306,7 +357,7 @@ func (j *Journal) Close() error {
 	}
 	if j.committed >= j.last {
 		for _, s := range j.full {
-			if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := dispose(s); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
@@ -317,4 +368,13 @@ func (j *Journal) Close() error {
 		return fmt.Errorf("audit journal: %w", err)
 	}
 	return nil
+}
+
+// dispose removes a segment whose records are all committed, or sets it
+// aside when it was read back damaged.
+func dispose(s segment) error {
+	if s.damaged {
+		return os.Rename(s.path, s.path+damagedSuffix)
+	}
+	return os.Remove(s.path)
 }

@@ -199,7 +199,11 @@ func TestDamagedTail(t *testing.T) {
 				assert.Equal(t, record(i+1), r)
 			}
 			assert.Equal(t, "cid-4", got[tc.want].CorrelationID, "the next segment is read")
+			require.NoError(t, j.Committed(uint64(len(got))))
 			require.NoError(t, j.Close())
+			_, err = os.Stat(path + damagedSuffix)
+			assert.NoError(t, err, "set aside, not removed")
+			assert.Empty(t, segments(t, dir))
 		})
 	}
 }
@@ -258,4 +262,32 @@ func TestNameTaken(t *testing.T) {
 	j = open(t, dir)
 	assert.Len(t, j.Replayed(), 2)
 	require.NoError(t, j.Close())
+}
+
+// TestFull: past MaxBytes appends fail (their requests wait for the
+// commit), until commits make room.
+func TestFull(t *testing.T) {
+	t.Parallel()
+	frame := int64(len(appendFrame(nil, record(1))))
+	j, err := Open(t.TempDir(), Options{MaxBytes: int64(len(segmentMagic)) + 3*frame})
+	require.NoError(t, err)
+	defer j.Close()
+	appendAll(t, j, 1, 3)
+	require.ErrorIs(t, j.Append(record(4), 4), ErrFull)
+	require.NoError(t, j.Committed(4))
+	require.NoError(t, j.Append(record(5), 5), "room again")
+}
+
+// TestDirectoryRemoved: a journal whose directory is removed under it
+// says so at the next commit, and takes no more records (they would be
+// lost with the unlinked file).
+func TestDirectoryRemoved(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := open(t, dir)
+	defer j.Close()
+	appendAll(t, j, 1, 2)
+	require.NoError(t, os.RemoveAll(dir))
+	require.Error(t, j.Committed(1))
+	require.Error(t, j.Append(record(3), 3))
 }

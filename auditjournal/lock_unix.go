@@ -8,6 +8,19 @@ import (
 	"syscall"
 )
 
+// Supported: the journal can lock its directory here.
+const Supported = true
+
+// unlinked reports whether f's file has been removed from its directory.
+func unlinked(f *os.File) bool {
+	info, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink == 0
+}
+
 // lockDir takes an exclusive advisory lock on path (created if need be),
 // held until the returned file is closed, or the process ends.
 func lockDir(path string) (*os.File, error) {

@@ -154,6 +154,8 @@ func (s *Server) recordAudit(c *gin.Context, status int) error {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), auditLateEnqueue)
 		defer cancel()
 	}
+	// Read before the writer may clean them (PrepareAudit).
+	cid, route := rec.CorrelationID, rec.RequestPath
 	seq, journaled, err := s.auditor.enqueue(ctx, rec)
 	if err != nil {
 		return err
@@ -171,8 +173,8 @@ func (s *Server) recordAudit(c *gin.Context, status int) error {
 	if err := s.auditor.wait(wctx, seq); err != nil {
 		// The record stays queued and is written when the store answers;
 		// the work is done, so the answer goes out.
-		s.log.Warn("audit: answering before the record is committed", "correlation_id", rec.CorrelationID,
-			"route", rec.RequestPath, "error", err.Error())
+		s.log.Warn("audit: answering before the record is committed", "correlation_id", cid,
+			"route", route, "error", err.Error())
 	}
 	return nil
 }

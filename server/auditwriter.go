@@ -94,6 +94,11 @@ type auditWriter struct {
 	// pending counts the records not committed yet: the queue and the
 	// batch in flight. Room is freed only by a commit.
 	pending int
+	// replaying counts the records the journal read back at start that
+	// are not committed yet, at the head of the queue. They are not in
+	// pending: most may be committed already (the store skips them), and
+	// new requests need not wait for them to be written again.
+	replaying int
 	// enqueued and committed are sequence numbers: the records are
 	// numbered 1, 2, ... as enqueued, and committed in that order.
 	enqueued, committed uint64
@@ -115,17 +120,17 @@ type auditWriter struct {
 	done  chan struct{}
 }
 
-// newAuditWriter starts the writer; journal may be nil. The records the
-// journal read back are queued before any other, beyond the buffer's
-// capacity if need be (new records then wait for room).
-func newAuditWriter(st store.Audit, capacity int, log *slog.Logger, journal *auditjournal.Journal) *auditWriter {
+// newAuditWriter starts the writer; metrics and journal may be nil. The
+// records the journal read back are queued before any other, outside the
+// buffer's count.
+func newAuditWriter(st store.Audit, capacity int, log *slog.Logger, metrics *observe.Metrics, journal *auditjournal.Journal) *auditWriter {
 	if capacity <= 0 {
 		capacity = DefaultAuditBuffer
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	w := &auditWriter{
 		st: st, log: log, capacity: capacity, gather: auditGather, lingerFor: auditLinger,
-		journal: journal,
+		metrics: metrics, journal: journal,
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		hurry:   make(chan struct{}, 1),
@@ -135,7 +140,7 @@ func newAuditWriter(st store.Audit, capacity int, log *slog.Logger, journal *aud
 	if journal != nil {
 		// Numbered 1..n, as the journal numbered them.
 		w.queue = journal.Replayed()
-		w.pending = len(w.queue)
+		w.replaying = len(w.queue)
 		w.enqueued = uint64(len(w.queue))
 	}
 	go w.run()
@@ -291,7 +296,7 @@ func (w *auditWriter) flush(ctx context.Context) error {
 func (w *auditWriter) backlog() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.pending
+	return w.pending + w.replaying
 }
 
 // close refuses new records, writes those queued and stops the writer. If
@@ -368,7 +373,9 @@ func (w *auditWriter) run() {
 			return // Close gave up; the batch is counted in backlog
 		}
 		w.mu.Lock()
-		w.pending -= n
+		replayed := min(n, w.replaying) // the queue's head
+		w.replaying -= replayed
+		w.pending -= n - replayed
 		w.committed += uint64(n)
 		if w.journal != nil {
 			if err := w.journal.Committed(w.committed); err != nil {

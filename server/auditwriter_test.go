@@ -114,7 +114,7 @@ func TestAuditWriterBackPressure(t *testing.T) {
 	t.Parallel()
 	st := newFaultyAudit(t)
 	st.gate = make(chan struct{})
-	w := newAuditWriter(st, 4, slog.New(slog.DiscardHandler), nil)
+	w := newAuditWriter(st, 4, slog.New(slog.DiscardHandler), nil, nil)
 	ctx := context.Background()
 	for i := range 4 {
 		_, _, err := w.enqueue(ctx, testRecord(i))
@@ -150,7 +150,7 @@ func TestAuditWriterGathers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st := newFaultyAudit(t)
-	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), nil)
+	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), nil, nil)
 	w.mu.Lock()
 	w.gather = time.Hour    // only "no request left" can end it in time
 	w.lingerFor = time.Hour // nor may a batch nobody waits for go early
@@ -224,7 +224,7 @@ func TestAuditWriterRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newFaultyAudit(t)
 			st.failBefore, st.failAfter = tc.failBefore, tc.failAfter
-			w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil)
+			w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil, nil)
 			var last uint64
 			for i := range 20 {
 				seq, _, err := w.enqueue(context.Background(), testRecord(i))
@@ -244,7 +244,7 @@ func TestAuditWriterClose(t *testing.T) {
 	t.Run("flushes what is queued", func(t *testing.T) {
 		st := newFaultyAudit(t)
 		st.gate = make(chan struct{})
-		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil)
+		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil, nil)
 		for i := range 50 {
 			_, _, err := w.enqueue(context.Background(), testRecord(i))
 			require.NoError(t, err)
@@ -258,7 +258,7 @@ func TestAuditWriterClose(t *testing.T) {
 	t.Run("gives up when the store stays down, and says how much is lost", func(t *testing.T) {
 		st := newFaultyAudit(t)
 		st.failBefore = 1 << 30
-		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil)
+		w := newAuditWriter(st, 100, slog.New(slog.DiscardHandler), nil, nil)
 		for i := range 7 {
 			_, _, err := w.enqueue(context.Background(), testRecord(i))
 			require.NoError(t, err)
@@ -371,7 +371,7 @@ func BenchmarkAuditRecord(b *testing.B) {
 		})
 		b.Run(eng.name+"/batched", func(b *testing.B) {
 			st := eng.open(b)
-			w := newAuditWriter(st, DefaultAuditBuffer, slog.New(slog.DiscardHandler), nil)
+			w := newAuditWriter(st, DefaultAuditBuffer, slog.New(slog.DiscardHandler), nil, nil)
 			b.SetParallelism(8)
 			b.ReportAllocs()
 			cpu0 := processCPU()
@@ -427,7 +427,7 @@ func TestAuditWriterJournal(t *testing.T) {
 	require.NoError(t, err)
 	held := newFaultyAudit(t)
 	held.gate = make(chan struct{}) // nothing commits before the "crash"
-	w := newAuditWriter(held, 64, slog.New(slog.DiscardHandler), j)
+	w := newAuditWriter(held, 64, slog.New(slog.DiscardHandler), nil, j)
 	t.Cleanup(func() {
 		close(held.gate)
 		assert.NoError(t, w.close(ctx))
@@ -449,13 +449,21 @@ func TestAuditWriterJournal(t *testing.T) {
 	st := newFaultyAudit(t)
 	require.NoError(t, st.Store.RecordAudits(ctx, committed), "committed before the crash")
 	st.failAfter = 1 // and a commit whose answer is lost: written again
+	st.gate = make(chan struct{})
 	j2, err := auditjournal.Open(crashed, auditjournal.Options{})
 	require.NoError(t, err)
-	w2 := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), j2)
-	_, journaled, err := w2.enqueue(ctx, testRecord(10))
-	require.NoError(t, err)
+	w2 := newAuditWriter(st, 4, slog.New(slog.DiscardHandler), nil, j2)
+	assert.Equal(t, 10, w2.backlog())
+	// The ten records read back are not in the buffer of four: a new
+	// request finds room at once, while none of them is written yet.
+	now, cancel := context.WithCancel(ctx)
+	cancel()
+	_, journaled, err := w2.enqueue(now, testRecord(10))
+	require.NoError(t, err, "room for new records while those read back are written again")
 	assert.True(t, journaled)
+	close(st.gate)
 	require.NoError(t, w2.close(ctx))
+	assert.Zero(t, w2.backlog())
 	assert.Equal(t, wantIDs(11), storedIDs(t, st), "every record once")
 	segs, err := filepath.Glob(filepath.Join(crashed, "*.seg"))
 	require.NoError(t, err)
@@ -472,7 +480,7 @@ func TestAuditWriterJournalFails(t *testing.T) {
 	j, err := auditjournal.Open(dir, auditjournal.Options{SegmentSize: 1}) // a segment a record
 	require.NoError(t, err)
 	st := newFaultyAudit(t)
-	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), j)
+	w := newAuditWriter(st, 64, slog.New(slog.DiscardHandler), nil, j)
 	_, journaled, err := w.enqueue(ctx, testRecord(0))
 	require.NoError(t, err)
 	assert.True(t, journaled)

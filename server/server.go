@@ -207,8 +207,7 @@ func New(cfg Config) *Server {
 		s.limiters = newClientLimiters(cfg.RateLimit)
 	}
 	if cfg.Store != nil {
-		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"), cfg.AuditJournal)
-		s.auditor.metrics = cfg.Metrics
+		s.auditor = newAuditWriter(cfg.Store, cfg.AuditBuffer, cfg.Logger.With("component", "audit"), cfg.Metrics, cfg.AuditJournal)
 		cfg.Metrics.WatchAuditBacklog(s.auditor.backlog)
 		s.throttles = newThrottleAudit(s.emitThrottleSummary)
 		cfg.Metrics.WatchDeliveryQueue(cfg.Store.DeliveryStats, cfg.Logger.With("component", "metrics"))

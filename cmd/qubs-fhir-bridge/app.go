@@ -534,7 +534,8 @@ func auditOptions(opts *options) (buffer int, commitReads bool, err error) {
 
 // auditJournalDir resolves BRIDGE_AUDIT_JOURNAL for the store dsn: auto
 // is a directory beside a SQLite database (its path and
-// "-audit-journal"), and no journal with PostgreSQL, whose replicas may
+// "-audit-journal"; none on a system without flock, where the journal
+// cannot lock its directory), and no journal with PostgreSQL, whose replicas may
 // have no disk of their own (the Helm chart gives each an emptyDir and
 // sets it); off is no journal; "" means none.
 func auditJournalDir(setting, dsn string) string {
@@ -542,7 +543,7 @@ func auditJournalDir(setting, dsn string) string {
 	case "off", "":
 		return ""
 	case "auto":
-		if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok && path != "" {
+		if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok && path != "" && auditjournal.Supported {
 			return path + "-audit-journal"
 		}
 		return ""
