@@ -24,6 +24,9 @@ type Zones struct {
 	def   *time.Location
 	exact map[string]*time.Location // site name as configured, trimmed
 	fold  map[string]*time.Location // lower-cased, for a QUBS spelling that differs in case only
+	// names are the configured spellings by their lower-cased keys (the
+	// first, if a site is configured twice in two cases).
+	names map[string]string
 }
 
 // NewZones builds the zone table. defaultZone is an IANA name ("" means
@@ -42,7 +45,7 @@ func NewZones(defaultZone, siteZones string) (*Zones, error) {
 	if err != nil {
 		return nil, fmt.Errorf("default time zone: %w", err)
 	}
-	z := &Zones{def: def, exact: map[string]*time.Location{}, fold: map[string]*time.Location{}}
+	z := &Zones{def: def, exact: map[string]*time.Location{}, fold: map[string]*time.Location{}, names: map[string]string{}}
 	for i, entry := range strings.Split(siteZones, ";") {
 		if strings.TrimSpace(entry) == "" {
 			continue
@@ -62,6 +65,9 @@ func NewZones(defaultZone, siteZones string) (*Zones, error) {
 		}
 		z.exact[site] = loc
 		z.fold[key] = loc
+		if _, ok := z.names[key]; !ok {
+			z.names[key] = site
+		}
 	}
 	return z, nil
 }
@@ -105,10 +111,28 @@ func (z *Zones) For(site string) *time.Location {
 	return z.def
 }
 
+// SiteName returns site as BRIDGE_SITE_TIMEZONES spells it when For
+// finds its zone there (after trimming, in another case), else site
+// trimmed: the worklist index keeps a study's site so, so that a date
+// search can group the studies by the sites SiteNames lists, compared
+// exactly, and find each where For puts it.
+func (z *Zones) SiteName(site string) string {
+	site = strings.TrimSpace(site)
+	if z == nil {
+		return site
+	}
+	if _, ok := z.exact[site]; ok {
+		return site
+	}
+	if name, ok := z.names[strings.ToLower(site)]; ok {
+		return name
+	}
+	return site
+}
+
 // SiteNames returns the sites BRIDGE_SITE_TIMEZONES names, spelled as
 // there, in order. A search served from the worklist index compares them
-// with each study's site as QUBS spells it: exactly, where For also
-// accepts another case.
+// with each study's site as SiteName spells it.
 func (z *Zones) SiteNames() []string {
 	if z == nil {
 		return nil

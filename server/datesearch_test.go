@@ -113,6 +113,10 @@ var siteDayFixtures = []dateFixture{
 	{"perth late", "Perth Imaging", "2031-03-05", "23:30:00", "23:45:00"},
 	// March in Perth, April in Sydney.
 	{"perth month end", "Perth Imaging", "2031-03-31", "23:30:00", ""},
+	// Perth's, spelled otherwise by QUBS: in Perth's zone all the same
+	// (mapping.Zones.For ignores case and spaces around), so found as
+	// "perth late" is.
+	{"perth spelled late", " perth IMAGING", "2031-03-05", "23:30:00", "23:45:00"},
 	// An occurrencePeriod with an end and no start: open into the past.
 	// Its ImagingStudy.started is the date alone, Perth's whole day.
 	{"open start", "Perth Imaging", "2031-03-05", "", "10:00:00"},
@@ -159,18 +163,25 @@ func TestDateSearchSiteLocalDays(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			d := newDateSearchEnv(t, mode, nil, siteDayFixtures)
+			// "perth spelled late" is wherever "perth late" is.
+			spelled := func(names []string) []string {
+				if slices.Contains(names, perthLate) {
+					return append(slices.Clone(names), "perth spelled late")
+				}
+				return names
+			}
 			for _, c := range cases {
 				t.Run(c.value, func(t *testing.T) {
-					assert.Equal(t, sortedOrNil(c.occurrence), d.find(t, "ServiceRequest", query("occurrence", c.value)), "occurrence=%s", c.value)
-					assert.Equal(t, sortedOrNil(c.started), d.find(t, "ImagingStudy", query("started", c.value)), "started=%s", c.value)
+					assert.Equal(t, sortedOrNil(spelled(c.occurrence)), d.find(t, "ServiceRequest", query("occurrence", c.value)), "occurrence=%s", c.value)
+					assert.Equal(t, sortedOrNil(spelled(c.started)), d.find(t, "ImagingStudy", query("started", c.value)), "started=%s", c.value)
 				})
 			}
 			t.Run("AND and OR", func(t *testing.T) {
-				assert.Equal(t, []string{perthDay, perthLate, sydneyDay, unknownDay},
+				assert.Equal(t, sortedOrNil(spelled([]string{perthDay, perthLate, sydneyDay, unknownDay})),
 					d.find(t, "ServiceRequest", query("occurrence", "ge2031-03-05", "occurrence", "lt2031-03-06")))
 				assert.Equal(t, []string{openStart, monthEnd},
 					d.find(t, "ServiceRequest", query("occurrence", "sa2031-03-05,lt2031-03-05")))
-				assert.Equal(t, []string{openStart, perthDay, perthLate, monthEnd, sydneyDay, unknownDay},
+				assert.Equal(t, sortedOrNil(spelled([]string{openStart, perthDay, perthLate, monthEnd, sydneyDay, unknownDay})),
 					d.find(t, "ImagingStudy", query("started", "2031-03-05,ge2031-03-06")))
 			})
 			t.Run("bad values are a 400 OperationOutcome", func(t *testing.T) {

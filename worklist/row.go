@@ -93,7 +93,9 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 		r.Performer = v.Performer[0].Reference
 	}
 	if len(v.LocationCode) > 0 {
-		r.Site = v.LocationCode[0].Text
+		// As BRIDGE_SITE_TIMEZONES spells it, when it names the site in
+		// another case: a date search finds the study among that site's.
+		r.Site = z.SiteName(v.LocationCode[0].Text)
 	}
 	loc := z.For(a.ScheduledSite)
 	r.OccurrenceStart, r.OccurrenceEnd = occurrenceRange(&v, loc)

@@ -66,10 +66,11 @@ type worklistState struct {
 }
 
 // worklistRowFormat is the row_format of rows written now: 1 since
-// migration 0013 added the started columns. An unchanged row of an older
-// format gets its derived columns rewritten by the next walk that sees
-// it, without an event (its content did not change).
-const worklistRowFormat = 1
+// migration 0013 added the started columns, 2 since the site is kept as
+// BRIDGE_SITE_TIMEZONES spells it (mapping.Zones.SiteName). An unchanged
+// row of an older format gets its derived columns rewritten by the next
+// walk that sees it, without an event (its content did not change).
+const worklistRowFormat = 2
 
 // ApplyWorklist records a batch of rows and the events of what changed.
 func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []store.WorklistRow, now time.Time) (changes []store.WorklistChange, err error) {
@@ -149,9 +150,9 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 			return err
 		}
 		for _, r := range backfill {
-			if _, err := t.exec(ctx, `UPDATE worklist_index SET started_start = ?, started_end = ?, row_format = ?, seen_at = ?
+			if _, err := t.exec(ctx, `UPDATE worklist_index SET started_start = ?, started_end = ?, site = ?, row_format = ?, seen_at = ?
 				WHERE domain = ? AND appointment_id = ?`, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)),
-				worklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
+				r.Site, worklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
 				return err
 			}
 		}

@@ -12,7 +12,8 @@ import (
 )
 
 // TestWorklistBackfill: a row written before migration 0013 (row_format
-// 0, no started range) gets its started range from the next walk that
+// 0, no started range), or before sites were spelled as configured
+// (format 1), gets its started range and site from the next walk that
 // finds it unchanged, with no event and its lastUpdated kept.
 func TestWorklistBackfill(t *testing.T) {
 	ctx := context.Background()
@@ -22,10 +23,10 @@ func TestWorklistBackfill(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	lo, hi := t0, t0.Add(time.Second)
 	row := store.WorklistRow{Domain: "acme", AppointmentID: "A1", ID: "sr1", Digest: "d1", PriorityRank: 9,
-		Appointment: []byte(`{}`), Resource: []byte(`{"id":"sr1"}`), StartedStart: &lo, StartedEnd: &hi}
+		Appointment: []byte(`{}`), Resource: []byte(`{"id":"sr1"}`), StartedStart: &lo, StartedEnd: &hi, Site: "Perth Imaging"}
 	_, err = s.ApplyWorklist(ctx, "acme", "", 0, []store.WorklistRow{row}, t0)
 	require.NoError(t, err)
-	_, err = s.w.ExecContext(ctx, `UPDATE worklist_index SET row_format = 0, started_start = NULL, started_end = NULL`)
+	_, err = s.w.ExecContext(ctx, `UPDATE worklist_index SET row_format = 0, started_start = NULL, started_end = NULL, site = 'perth imaging '`)
 	require.NoError(t, err)
 	started := func() []string {
 		p, err := s.SearchWorklist(ctx, store.WorklistQuery{Domain: "acme", Count: 10,
@@ -50,6 +51,8 @@ func TestWorklistBackfill(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, after, len(evs), "no event")
 	var format int
-	require.NoError(t, s.w.QueryRowContext(ctx, `SELECT row_format FROM worklist_index`).Scan(&format))
+	var site string
+	require.NoError(t, s.w.QueryRowContext(ctx, `SELECT row_format, site FROM worklist_index`).Scan(&format, &site))
 	assert.Equal(t, worklistRowFormat, format)
+	assert.Equal(t, "Perth Imaging", site)
 }
