@@ -378,3 +378,53 @@ func dispose(s segment) error {
 	}
 	return os.Remove(s.path)
 }
+
+// State is what Probe found of a journal's directory.
+type State struct {
+	// Exists is false for a directory Open would create.
+	Exists bool
+	// Segments counts the segments a previous process left, which Open
+	// will read back.
+	Segments int
+}
+
+// Probe checks what Open needs of dir without creating or locking
+// anything (`qubs-fhir-bridge check`): a directory, or the nearest
+// existing one above it, that this process may write, and no other
+// process holding it (ErrInUse).
+func Probe(dir string) (State, error) {
+	info, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		for up := filepath.Dir(dir); ; up = filepath.Dir(up) {
+			if info, err := os.Stat(up); err == nil {
+				if !info.IsDir() {
+					return State{}, fmt.Errorf("audit journal %s: %s is not a directory", dir, up)
+				}
+				if err := writable(up); err != nil {
+					return State{}, fmt.Errorf("audit journal %s cannot be created: %w", dir, err)
+				}
+				return State{}, nil
+			}
+			if up == filepath.Dir(up) {
+				return State{}, fmt.Errorf("audit journal %s: no directory above it exists", dir)
+			}
+		}
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("audit journal: %w", err)
+	}
+	if !info.IsDir() {
+		return State{}, fmt.Errorf("audit journal %s is not a directory", dir)
+	}
+	if err := writable(dir); err != nil {
+		return State{}, fmt.Errorf("audit journal %s: %w", dir, err)
+	}
+	if err := probeLock(filepath.Join(dir, lockName)); err != nil {
+		return State{}, fmt.Errorf("audit journal %s: %w", dir, err)
+	}
+	segs, err := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+	if err != nil {
+		return State{}, fmt.Errorf("audit journal: %w", err)
+	}
+	return State{Exists: true, Segments: len(segs)}, nil
+}

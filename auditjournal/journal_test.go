@@ -291,3 +291,32 @@ func TestDirectoryRemoved(t *testing.T) {
 	require.Error(t, j.Committed(1))
 	require.Error(t, j.Append(record(3), 3))
 }
+
+// TestProbe: what check reports of a journal's directory, without
+// creating or keeping anything.
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "a", "journal")
+	st, err := Probe(dir)
+	require.NoError(t, err)
+	assert.False(t, st.Exists)
+	_, err = os.Stat(dir)
+	assert.ErrorIs(t, err, os.ErrNotExist, "nothing created")
+
+	j := open(t, dir)
+	_, err = Probe(dir)
+	require.ErrorIs(t, err, ErrInUse)
+	appendAll(t, j, 1, 2)
+	abandon(t, j)
+	st, err = Probe(dir)
+	require.NoError(t, err)
+	assert.Equal(t, State{Exists: true, Segments: 1}, st)
+	assert.Len(t, open(t, dir).Replayed(), 2, "the probe kept no lock")
+
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	_, err = Probe(file)
+	require.ErrorContains(t, err, "not a directory")
+	_, err = Probe(filepath.Join(file, "journal"))
+	require.ErrorContains(t, err, "not a directory")
+}

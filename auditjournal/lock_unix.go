@@ -37,3 +37,28 @@ func lockDir(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// writable reports whether this process may create files in dir.
+func writable(dir string) error {
+	return syscall.Access(dir, 0x2) // W_OK
+}
+
+// probeLock fails with ErrInUse while another process holds path's lock;
+// a missing path is free.
+func probeLock(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close() // and with it the lock, if taken
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return ErrInUse
+		}
+		return err
+	}
+	return nil
+}

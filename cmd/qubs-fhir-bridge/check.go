@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auth"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
@@ -49,7 +50,7 @@ func (r checkResult) String() string {
 // about, without serving: one line each on stdout, exit 1 if any failed.
 func (m *Main) check(ctx context.Context, opts *options, log *slog.Logger) error {
 	results := []checkResult{checkConfig(opts), checkAuthFiles(ctx, opts, log)}
-	results = append(results, checkStoreLevel(ctx, opts.get("store")).checkResult)
+	results = append(results, checkStoreLevel(ctx, opts.get("store")).checkResult, checkAuditJournal(opts))
 	results = append(results, checkQUBS(ctx, opts, true)...)
 	failed := false
 	for _, r := range results {
@@ -172,6 +173,31 @@ func checkStoreLevel(ctx context.Context, dsn string) storeLevel {
 		r.detail = fmt.Sprintf("%s: behind: at migration %d of %d; serve applies the rest at start", engine, level.Applied, level.Known)
 	default:
 		r.detail = fmt.Sprintf("%s: up to date (migration %d)", engine, level.Applied)
+	}
+	return r
+}
+
+// checkAuditJournal checks what serve needs of BRIDGE_AUDIT_JOURNAL's
+// directory, creating and locking nothing.
+func checkAuditJournal(opts *options) checkResult {
+	r := checkResult{name: "audit-journal"}
+	dir := auditJournalDir(opts.get("audit-journal"), opts.get("store"))
+	if dir == "" {
+		r.detail = "none (BRIDGE_AUDIT_JOURNAL=" + opts.get("audit-journal") + "): reads wait for their audit record's commit, or only for its place in the queue (BRIDGE_AUDIT_WAIT)"
+		return r
+	}
+	st, err := auditjournal.Probe(dir)
+	switch {
+	case errors.Is(err, auditjournal.ErrInUse):
+		r.err = fmt.Errorf("BRIDGE_AUDIT_JOURNAL %s is in use by another process: each replica needs a directory of its own", dir)
+	case err != nil:
+		r.err = fmt.Errorf("BRIDGE_AUDIT_JOURNAL: %w", err)
+	case !st.Exists:
+		r.detail = dir + " does not exist yet; serve creates it"
+	case st.Segments > 0:
+		r.detail = fmt.Sprintf("%s: %d segment(s) left by an earlier run; serve writes their records to the store at start", dir, st.Segments)
+	default:
+		r.detail = dir + ": ready"
 	}
 	return r
 }

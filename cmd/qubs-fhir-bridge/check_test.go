@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 )
@@ -82,12 +83,26 @@ func TestCheck(t *testing.T) {
 		t.Parallel()
 		out, code := runCheck(t, good)
 		assert.Equal(t, 0, code, out)
-		for _, name := range []string{"config", "auth", "store", "qubs-token", "qubs-domain acme", "clock"} {
+		for _, name := range []string{"config", "auth", "store", "audit-journal", "qubs-token", "qubs-domain acme", "clock"} {
 			assert.True(t, strings.HasPrefix(lineOf(out, name), "ok "), "%s line in\n%s", name, out)
 		}
 		assert.NotContains(t, out, "fail")
 		assert.NotContains(t, out, qubssim.DefaultClientSecret)
 		assert.Contains(t, lineOf(out, "store"), "up to date")
+		assert.Contains(t, lineOf(out, "audit-journal"), migrated+"-audit-journal does not exist yet")
+	})
+	t.Run("a journal in use", func(t *testing.T) {
+		t.Parallel()
+		jdir := filepath.Join(t.TempDir(), "journal")
+		j, err := auditjournal.Open(jdir, auditjournal.Options{})
+		require.NoError(t, err)
+		out, code := runCheck(t, with("BRIDGE_AUDIT_JOURNAL", jdir))
+		assert.Equal(t, 1, code, out)
+		assert.Contains(t, lineOf(out, "audit-journal"), "in use by another process")
+		require.NoError(t, j.Close())
+		out, code = runCheck(t, with("BRIDGE_AUDIT_JOURNAL", jdir))
+		assert.Equal(t, 0, code, out)
+		assert.Contains(t, lineOf(out, "audit-journal"), jdir+": ready")
 	})
 
 	cases := []struct {
@@ -108,6 +123,7 @@ func TestCheck(t *testing.T) {
 		{"unreachable JWKS", with("BRIDGE_AUTH", "jwt", "BRIDGE_JWT_JWKS_URL", "http://127.0.0.1:1/jwks", "BRIDGE_JWT_ISSUER", "https://as.example",
 			"BRIDGE_JWT_AUDIENCE", "bridge"), "auth", "BRIDGE_JWT_JWKS_URL"},
 		{"bad setting", with("BRIDGE_RETENTION", "forever"), "config", "BRIDGE_RETENTION"},
+		{"journal directory is a file", with("BRIDGE_AUDIT_JOURNAL", garbage), "audit-journal", "not a directory"},
 		{"skewed clock", with("QUBS_API_URL", skewed.URL, "QUBS_TOKEN_URL", skewed.TokenURL()), "clock", "5m0s behind"},
 	}
 	for _, tc := range cases {
