@@ -19,8 +19,9 @@ import (
 // element date times do not have time zones, the servers local time zone
 // should be assumed"). A value without a time is a calendar date (R4:
 // "Dates do not have time zones, and time zones should not be
-// considered"): Calendar is set, and In reads it in the zone of the
-// resource it is compared with, a study's site.
+// considered"): Calendar is set, and In reads it in another zone (in UTC,
+// its span prints as the calendar's wall clock, which the worklist index
+// compares with each study's own).
 type DateParam struct {
 	Prefix string
 	Lo, Hi time.Time

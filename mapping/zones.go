@@ -3,8 +3,6 @@ package mapping
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -113,9 +111,8 @@ func (z *Zones) For(site string) *time.Location {
 
 // SiteName returns site as BRIDGE_SITE_TIMEZONES spells it when For
 // finds its zone there (after trimming, in another case), else site
-// trimmed: the worklist index keeps a study's site so, so that a date
-// search can group the studies by the sites SiteNames lists, compared
-// exactly, and find each where For puts it.
+// trimmed: the worklist index keeps a study's site so, one spelling per
+// configured site.
 func (z *Zones) SiteName(site string) string {
 	site = strings.TrimSpace(site)
 	if z == nil {
@@ -128,16 +125,6 @@ func (z *Zones) SiteName(site string) string {
 		return name
 	}
 	return site
-}
-
-// SiteNames returns the sites BRIDGE_SITE_TIMEZONES names, spelled as
-// there, in order. A search served from the worklist index compares them
-// with each study's site as SiteName spells it.
-func (z *Zones) SiteNames() []string {
-	if z == nil {
-		return nil
-	}
-	return slices.Sorted(maps.Keys(z.exact))
 }
 
 var defaultLocation = func() *time.Location {

@@ -9,7 +9,7 @@ import (
 // BenchmarkSearchByDate is a worklist page of 100 served from the index
 // (SQLite, 1,200 studies over the simulator's sites in four zones)
 // filtered by occurrence: a date without a time is each site's local day,
-// month or range, so the search holds a range per zone.
+// month or range (compared with the rows' wall-clock columns).
 func BenchmarkSearchByDate(b *testing.B) {
 	e, _, domain := indexedEnv(b, 1200)
 	var day string

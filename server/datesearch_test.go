@@ -117,6 +117,8 @@ var siteDayFixtures = []dateFixture{
 	// (mapping.Zones.For ignores case and spaces around), so found as
 	// "perth late" is.
 	{"perth spelled late", " perth IMAGING", "2031-03-05", "23:30:00", "23:45:00"},
+	// No date: no date search finds it, ne and lt included.
+	{"no date", "Perth Imaging", "", "", ""},
 	// An occurrencePeriod with an end and no start: open into the past.
 	// Its ImagingStudy.started is the date alone, Perth's whole day.
 	{"open start", "Perth Imaging", "2031-03-05", "", "10:00:00"},

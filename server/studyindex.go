@@ -77,7 +77,8 @@ func imagingStudyIndexedParams(z *mapping.Zones, now time.Time) []indexedParam {
 		// ImagingStudy.modality (mapping's modalityCoding), and nothing
 		// else: its tokens answer.
 		{"modality", tokenAlt("modality")},
-		{"started", siteDateAlt(store.WorklistFieldStartedStart, store.WorklistFieldStartedEnd, z, now)},
+		{"started", siteDateAlt(store.WorklistFieldStartedStart, store.WorklistFieldStartedEnd,
+			store.WorklistFieldStartedLocalStart, store.WorklistFieldStartedLocalEnd, z, now)},
 	}
 }
 

@@ -93,15 +93,15 @@ func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
 	case store.WorklistFieldStartedEnd:
 		at = r.StartedEnd
 	case store.WorklistFieldSite:
-		switch v, ok := c.Value.(string); {
-		case c.Op == "null":
-			return r.Site == ""
-		case c.Op == "notnull":
-			return r.Site != ""
-		case ok:
-			return compares(strings.Compare(r.Site, v), c.Op)
-		}
-		return false
+		return textHolds(r.Site, c)
+	case store.WorklistFieldOccurrenceLocalStart:
+		return nullableHolds(r.OccurrenceLocalStart, c)
+	case store.WorklistFieldOccurrenceLocalEnd:
+		return nullableHolds(r.OccurrenceLocalEnd, c)
+	case store.WorklistFieldStartedLocalStart:
+		return nullableHolds(r.StartedLocalStart, c)
+	case store.WorklistFieldStartedLocalEnd:
+		return nullableHolds(r.StartedLocalEnd, c)
 	default:
 		return false
 	}
@@ -114,6 +114,28 @@ func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
 		return compares(at.Compare(v), c.Op)
 	}
 	return false
+}
+
+// textHolds evaluates c on a text field holding s ("" for none).
+func textHolds(s string, c store.WorklistCond) bool {
+	switch v, ok := c.Value.(string); {
+	case c.Op == "null":
+		return s == ""
+	case c.Op == "notnull":
+		return s != ""
+	case ok:
+		return compares(strings.Compare(s, v), c.Op)
+	}
+	return false
+}
+
+// nullableHolds evaluates c on a text column that is NULL for none ("" in
+// the row): no comparison holds for none.
+func nullableHolds(s string, c store.WorklistCond) bool {
+	if s == "" && c.Op != "null" && c.Op != "notnull" {
+		return false
+	}
+	return textHolds(s, c)
 }
 
 // compares reports whether a comparison's result cmp satisfies op.

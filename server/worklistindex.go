@@ -452,20 +452,16 @@ func dateAlt(start, end string, instant bool, zone *time.Location, now time.Time
 	}
 }
 
-// siteDateAlt compares a date parameter with the range [start, end) of a
-// study's own date, which is local to its site: a value without a time
-// is the whole day (month, year) at each study's site, the product's
-// rule and R4's ("Dates do not have time zones, and time zones should not
-// be considered", search.html#date). The index keeps instants and the
-// site, so the value becomes one range per zone: each site
-// BRIDGE_SITE_TIMEZONES puts where that range differs from the default
-// zone's gets its own alternatives (site = S AND ...), and every other
-// study, of a site configured alike, of no configured site or of none,
-// the default zone's (site <> S for those sites AND ...). A practice has
-// tens of sites, so this is a few dozen simple conditions on the row,
-// which both engines evaluate in the scan of the domain's rows the
-// date conditions needed before.
-func siteDateAlt(start, end string, z *mapping.Zones, now time.Time) altFunc {
+// siteDateAlt compares a date parameter with a study's own date, a
+// range [start, end) of instants that is local to its site: a value
+// without a time is the whole day (month, year) at each study's site, the
+// product's rule and R4's ("Dates do not have time zones, and time zones
+// should not be considered", search.html#date). The row keeps the range
+// as its site's wall clock too (localStart, localEnd: text that sorts as
+// the times do), so such a value is one range of wall-clock text for
+// every site: the day QUBS gives the study, whatever its zone. A value
+// with a time is an instant, compared with the instants.
+func siteDateAlt(start, end, localStart, localEnd string, z *mapping.Zones, now time.Time) altFunc {
 	return func(v string) ([][]store.WorklistCond, error) {
 		d, err := fhir.ParseDateParam(v, z.Default())
 		if err != nil {
@@ -474,24 +470,15 @@ func siteDateAlt(start, end string, z *mapping.Zones, now time.Time) altFunc {
 		if !d.Calendar {
 			return dateAlternatives(d, start, end, false, now), nil
 		}
-		var alts [][]store.WorklistCond
-		var elsewhere []store.WorklistCond
-		for _, site := range z.SiteNames() {
-			local := d.In(z.For(site))
-			if local.Lo.Equal(d.Lo) && local.Hi.Equal(d.Hi) {
-				continue
+		// The span as a wall clock: read in UTC, its times print as the
+		// calendar says ("2031-03-05T00:00:00").
+		alts := dateAlternatives(d.In(time.UTC), localStart, localEnd, false, now)
+		for _, alt := range alts {
+			for i, c := range alt {
+				if t, ok := c.Value.(time.Time); ok {
+					alt[i].Value = t.Format(store.WorklistLocalLayout)
+				}
 			}
-			elsewhere = append(elsewhere, store.WorklistCond{Field: store.WorklistFieldSite, Op: "<>", Value: site})
-			for _, alt := range dateAlternatives(local, start, end, false, now) {
-				alts = append(alts, append(slices.Clip(alt), eqCond(store.WorklistFieldSite, site)))
-			}
-		}
-		// The dates first: both engines test an alternative's conditions
-		// in order and stop at the first false, and most rows are outside
-		// the range, where the sites' list would cost a comparison per
-		// configured site (BenchmarkSearchByDate).
-		for _, alt := range dateAlternatives(d, start, end, false, now) {
-			alts = append(alts, append(slices.Clip(alt), elsewhere...))
 		}
 		return alts, nil
 	}
@@ -541,7 +528,8 @@ func srIndexedParams(z *mapping.Zones, now time.Time) []indexedParam {
 			}
 			return nil, fhir.Errorf(http.StatusBadRequest, "value", "performer:missing takes true or false")
 		}},
-		{"occurrence", siteDateAlt(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd, z, now)},
+		{"occurrence", siteDateAlt(store.WorklistFieldOccurrenceStart, store.WorklistFieldOccurrenceEnd,
+			store.WorklistFieldOccurrenceLocalStart, store.WorklistFieldOccurrenceLocalEnd, z, now)},
 		// When the bridge saw a change is no site's: a date is a day in
 		// the server's zone.
 		{"_lastUpdated", dateAlt(store.WorklistFieldLastUpdated, store.WorklistFieldLastUpdated, true, z.Default(), now)},

@@ -655,6 +655,13 @@ type WorklistRow struct {
 	// for WorklistFieldStartedStart/End conditions; SearchWorklist does
 	// not read them back.
 	StartedStart, StartedEnd *time.Time
+	// OccurrenceLocalStart/End and StartedLocalStart/End are the same
+	// ranges as the study's site's wall clock ("2006-01-02T15:04:05",
+	// WorklistLocalLayout; end exclusive; "" for none): what a search value
+	// without a time is compared with, so that it is each site's own day
+	// in one condition.
+	OccurrenceLocalStart, OccurrenceLocalEnd string
+	StartedLocalStart, StartedLocalEnd       string
 	// Site is the scheduled site (locationCode text).
 	Site string
 	// Tokens are the coded values token parameters match.
@@ -671,6 +678,10 @@ type WorklistRow struct {
 	LastUpdated, FirstSeen, SeenAt time.Time
 	LeftAt                         *time.Time
 }
+
+// WorklistLocalLayout is the text of a wall-clock time in the worklist
+// index: fixed width, so that it sorts as the times do.
+const WorklistLocalLayout = "2006-01-02T15:04:05"
 
 // WorklistToken is one coded value of a row: Param names the search
 // parameter ("identifier", "code", "modality").
@@ -729,6 +740,13 @@ const (
 	// ImagingStudy.started as a range (WorklistRow.StartedStart/End).
 	WorklistFieldStartedStart = "started_start"
 	WorklistFieldStartedEnd   = "started_end"
+	// The ranges as the site's wall clock, text in WorklistLocalLayout
+	// (WorklistRow.OccurrenceLocalStart...); NULL for none, as the times
+	// (no comparison holds; Op "null" finds it).
+	WorklistFieldOccurrenceLocalStart = "occurrence_local_start"
+	WorklistFieldOccurrenceLocalEnd   = "occurrence_local_end"
+	WorklistFieldStartedLocalStart    = "started_local_start"
+	WorklistFieldStartedLocalEnd      = "started_local_end"
 	// WorklistFieldTaskStatus is the study's Task status, derived in the
 	// query from the report versions the store delivered for the
 	// appointment (as mapping.TaskStateOf does): "requested" with none,

@@ -67,10 +67,11 @@ type worklistState struct {
 
 // worklistRowFormat is the row_format of rows written now: 1 since
 // migration 0013 added the started columns, 2 since the site is kept as
-// BRIDGE_SITE_TIMEZONES spells it (mapping.Zones.SiteName). An unchanged
+// BRIDGE_SITE_TIMEZONES spells it (mapping.Zones.SiteName), 3 since 0017
+// added the wall-clock ranges. An unchanged
 // row of an older format gets its derived columns rewritten by the next
 // walk that sees it, without an event (its content did not change).
-const worklistRowFormat = 2
+const worklistRowFormat = 3
 
 // ApplyWorklist records a batch of rows and the events of what changed.
 func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []store.WorklistRow, now time.Time) (changes []store.WorklistChange, err error) {
@@ -150,9 +151,11 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 			return err
 		}
 		for _, r := range backfill {
-			if _, err := t.exec(ctx, `UPDATE worklist_index SET started_start = ?, started_end = ?, site = ?, row_format = ?, seen_at = ?
+			if _, err := t.exec(ctx, `UPDATE worklist_index SET started_start = ?, started_end = ?, site = ?,
+					occurrence_local_start = ?, occurrence_local_end = ?, started_local_start = ?, started_local_end = ?, row_format = ?, seen_at = ?
 				WHERE domain = ? AND appointment_id = ?`, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)),
-				r.Site, worklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
+				r.Site, nullString(r.OccurrenceLocalStart), nullString(r.OccurrenceLocalEnd), nullString(r.StartedLocalStart),
+				nullString(r.StartedLocalEnd), worklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
 				return err
 			}
 		}
@@ -217,23 +220,25 @@ func (s *Store) worklistStates(ctx context.Context, t *tx, domain string, rows [
 // cost.
 func (s *Store) putWorklistRows(ctx context.Context, t *tx, domain string, rows []*store.WorklistRow, now time.Time) error {
 	n := s.tm(now)
-	const perInsert = 100 // 20 parameters a row: far below both engines' limits
+	const perInsert = 100 // 24 parameters a row: far below both engines' limits
 	for lo := 0; lo < len(rows); lo += perInsert {
 		chunk := rows[lo:min(lo+perInsert, len(rows))]
 		var vals, cvals []string
 		var args, cargs, ids []any
 		for _, r := range chunk {
-			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)")
+			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)")
 			args = append(args, domain, r.AppointmentID, r.ID, r.Patient, r.Performer, r.Requester, r.Status, r.Priority,
 				r.PriorityRank, s.tmPtr(sqlutil.TimePtr(r.OccurrenceStart)), s.tmPtr(sqlutil.TimePtr(r.OccurrenceEnd)), s.tmPtr(sqlutil.TimePtr(r.NeededBy)),
-				r.Site, r.Digest, n, n, n, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)), worklistRowFormat)
+				r.Site, r.Digest, n, n, n, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)), worklistRowFormat,
+				nullString(r.OccurrenceLocalStart), nullString(r.OccurrenceLocalEnd), nullString(r.StartedLocalStart), nullString(r.StartedLocalEnd))
 			cvals = append(cvals, "(?, ?, ?, ?)")
 			cargs = append(cargs, domain, r.AppointmentID, r.Appointment, r.Resource)
 			ids = append(ids, r.AppointmentID)
 		}
 		if _, err := t.exec(ctx, `INSERT INTO worklist_index (domain, appointment_id, id, patient, performer, requester, status, priority,
 				priority_rank, occurrence_start, occurrence_end, needed_by, site, digest, last_updated, first_seen, seen_at, left_at,
-				started_start, started_end, row_format)
+				started_start, started_end, row_format,
+				occurrence_local_start, occurrence_local_end, started_local_start, started_local_end)
 			VALUES `+strings.Join(vals, ", ")+`
 			ON CONFLICT (domain, appointment_id) DO UPDATE SET id = excluded.id, patient = excluded.patient,
 				performer = excluded.performer, requester = excluded.requester, status = excluded.status,
@@ -241,7 +246,9 @@ func (s *Store) putWorklistRows(ctx context.Context, t *tx, domain string, rows 
 				occurrence_start = excluded.occurrence_start, occurrence_end = excluded.occurrence_end,
 				needed_by = excluded.needed_by, site = excluded.site, digest = excluded.digest,
 				last_updated = excluded.last_updated, seen_at = excluded.seen_at, left_at = NULL,
-				started_start = excluded.started_start, started_end = excluded.started_end, row_format = excluded.row_format`, args...); err != nil {
+				started_start = excluded.started_start, started_end = excluded.started_end, row_format = excluded.row_format,
+				occurrence_local_start = excluded.occurrence_local_start, occurrence_local_end = excluded.occurrence_local_end,
+				started_local_start = excluded.started_local_start, started_local_end = excluded.started_local_end`, args...); err != nil {
 			return err
 		}
 		if _, err := t.exec(ctx, `INSERT INTO worklist_content (domain, appointment_id, appointment, resource)
@@ -437,6 +444,8 @@ var worklistColumns = map[string]string{
 	store.WorklistFieldOccurrenceEnd: "occurrence_end", store.WorklistFieldNeededBy: "needed_by",
 	store.WorklistFieldLastUpdated: "last_updated", store.WorklistFieldSite: "site",
 	store.WorklistFieldStartedStart: "started_start", store.WorklistFieldStartedEnd: "started_end",
+	store.WorklistFieldOccurrenceLocalStart: "occurrence_local_start", store.WorklistFieldOccurrenceLocalEnd: "occurrence_local_end",
+	store.WorklistFieldStartedLocalStart: "started_local_start", store.WorklistFieldStartedLocalEnd: "started_local_end",
 }
 
 // deliveredVersions are the report versions QUBS accepted for a row's
@@ -477,10 +486,14 @@ var worklistSortable = map[string]bool{
 // noTime stands for a missing time in sort keys and cursors.
 var noTime = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
 
-// worklistTimes are the time columns.
-var worklistTimes = map[string]bool{store.WorklistFieldOccurrenceStart: true, store.WorklistFieldOccurrenceEnd: true,
+// worklistNullable are the columns that hold NULL for none, so that no
+// comparison holds for a row without the value: the times, and the
+// wall-clock ranges (text). The other text columns hold ”.
+var worklistNullable = map[string]bool{store.WorklistFieldOccurrenceStart: true, store.WorklistFieldOccurrenceEnd: true,
 	store.WorklistFieldNeededBy: true, store.WorklistFieldLastUpdated: true,
-	store.WorklistFieldStartedStart: true, store.WorklistFieldStartedEnd: true, store.WorklistFieldTaskLastUpdated: true}
+	store.WorklistFieldStartedStart: true, store.WorklistFieldStartedEnd: true, store.WorklistFieldTaskLastUpdated: true,
+	store.WorklistFieldOccurrenceLocalStart: true, store.WorklistFieldOccurrenceLocalEnd: true,
+	store.WorklistFieldStartedLocalStart: true, store.WorklistFieldStartedLocalEnd: true}
 
 var worklistOps = map[string]bool{"=": true, "<>": true, "<": true, "<=": true, ">": true, ">=": true}
 
@@ -545,7 +558,7 @@ func (s *Store) worklistCond(b *strings.Builder, args []any, c store.WorklistCon
 	switch {
 	case c.Op == "null" || c.Op == "notnull":
 		// Text columns hold '' for none, times NULL.
-		if worklistTimes[c.Field] {
+		if worklistNullable[c.Field] {
 			fmt.Fprintf(b, "%s IS %s", expr, map[string]string{"null": "NULL", "notnull": "NOT NULL"}[c.Op])
 		} else {
 			fmt.Fprintf(b, "%s %s ''", expr, map[string]string{"null": "=", "notnull": "<>"}[c.Op])
