@@ -1,8 +1,11 @@
 package server_test
 
 import (
+	"context"
+	"database/sql"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
@@ -52,6 +56,17 @@ func newDateSearchEnv(t *testing.T, mode string, zones *mapping.Zones, fixtures 
 		opts = append(opts, withPostgres(t), withIndex(t, &syncer))
 	}
 	e := newEnv(t, opts...)
+	ids := putFixtures(t, e, fixtures)
+	if syncer != nil {
+		syncIndex(t, syncer, e.sim.Domains()[0])
+	}
+	return &dateSearchEnv{e: e, ids: ids}
+}
+
+// putFixtures puts fixtures in e's simulator and returns their
+// ServiceRequest ids by name.
+func putFixtures(t *testing.T, e *env, fixtures []dateFixture) map[string]string {
+	t.Helper()
 	base, _ := withUID(t, e.sim)
 	ids := map[string]string{}
 	for i, f := range fixtures {
@@ -64,10 +79,7 @@ func newDateSearchEnv(t *testing.T, mode string, zones *mapping.Zones, fixtures 
 		require.NoError(t, err)
 		ids[f.name] = id
 	}
-	if syncer != nil {
-		syncIndex(t, syncer, e.sim.Domains()[0])
-	}
-	return &dateSearchEnv{e: e, ids: ids}
+	return ids
 }
 
 func optional(s string) *string {
@@ -299,4 +311,71 @@ func TestPatientAndSubjectAreANDed(t *testing.T) {
 			assert.Equal(t, ofOne, search("patient="+url.QueryEscape("Patient/"+one)))
 		})
 	}
+}
+
+// TestDateSearchYear9999: the last day FHIR can write, a placeholder some
+// systems use for "unscheduled", is after every other in date searches
+// without a time too: its wall-clock end (year 10000) must not sort as
+// text before "2031".
+func TestDateSearchYear9999(t *testing.T) {
+	fixtures := []dateFixture{
+		{"last day", "Perth Imaging", "9999-12-31", "", ""},
+		{"a day", "Perth Imaging", "2031-03-05", "", ""},
+	}
+	cases := map[string][]string{
+		"9999-12-31":   {"last day"},
+		"eq9999":       {"last day"},
+		"ge9999":       {"last day"},
+		"gt2031-03-05": {"last day"},
+		"sa2031-03-05": {"last day"},
+		"le2031-03-05": {"a day"},
+		"lt9999-12-31": {"a day"},
+		"ne9999-12-31": {"a day"},
+		"2031-03-05":   {"a day"},
+	}
+	for _, mode := range dateSearchModes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			d := newDateSearchEnv(t, mode, nil, fixtures)
+			for value, want := range cases {
+				assert.Equal(t, want, d.find(t, "ServiceRequest", query("occurrence", value)), "occurrence=%s", value)
+				assert.Equal(t, want, d.find(t, "ImagingStudy", query("started", value)), "started=%s", value)
+			}
+		})
+	}
+}
+
+// TestDateSearchOlderRows: a row written before the wall-clock columns
+// (row_format 2, as an upgrade finds them until the next walk) is still
+// found by a date without a time, by its instants in the default zone,
+// as before; once walked again, by its site's day.
+func TestDateSearchOlderRows(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	var syncer *worklist.Syncer
+	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, sc *server.Config) {
+		so.Appointments = 20
+		st, err := sqlite.Open(context.Background(), path)
+		require.NoError(t, err)
+		t.Cleanup(func() { st.Close() })
+		sc.Store = st
+	}, withIndex(t, &syncer))
+	d := &dateSearchEnv{e: e, ids: putFixtures(t, e, []dateFixture{
+		{"sydney day", "Central Clinic", "2031-03-05", "", ""},
+		{"perth late", "Perth Imaging", "2031-03-05", "23:30:00", "23:45:00"},
+	})}
+	syncIndex(t, syncer, e.sim.Domains()[0])
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Exec(`UPDATE worklist_index SET row_format = 2, occurrence_local_start = NULL, occurrence_local_end = NULL,
+		started_local_start = NULL, started_local_end = NULL`)
+	require.NoError(t, err)
+
+	// Sydney's day (the default zone's): the Perth study at 23:30 is on
+	// the 6th there, as it was before the columns.
+	assert.Equal(t, []string{"sydney day"}, d.find(t, "ServiceRequest", query("occurrence", "2031-03-05")))
+	assert.Equal(t, []string{"sydney day"}, d.find(t, "ImagingStudy", query("started", "2031-03-05")))
+	syncIndex(t, syncer, e.sim.Domains()[0])
+	assert.Equal(t, []string{"perth late", "sydney day"}, d.find(t, "ServiceRequest", query("occurrence", "2031-03-05")), "walked again: each site's day")
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -102,6 +103,10 @@ func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
 		return nullableHolds(r.StartedLocalStart, c)
 	case store.WorklistFieldStartedLocalEnd:
 		return nullableHolds(r.StartedLocalEnd, c)
+	case store.WorklistFieldRowFormat:
+		// A row built now is of the format the store writes now.
+		v, ok := c.Value.(int)
+		return ok && compares(cmp.Compare(store.WorklistRowFormat, v), c.Op)
 	default:
 		return false
 	}

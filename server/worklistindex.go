@@ -459,8 +459,11 @@ func dateAlt(start, end string, instant bool, zone *time.Location, now time.Time
 // should not be considered", search.html#date). The row keeps the range
 // as its site's wall clock too (localStart, localEnd: text that sorts as
 // the times do), so such a value is one range of wall-clock text for
-// every site: the day QUBS gives the study, whatever its zone. A value
-// with a time is an instant, compared with the instants.
+// every site: the day QUBS gives the study, whatever its zone. A row
+// written before those columns (row_format below
+// store.WorklistRowFormat, until the next walk) is compared as before,
+// by the instants of the value's span in the default zone. A value with a
+// time is an instant, compared with the instants.
 func siteDateAlt(start, end, localStart, localEnd string, z *mapping.Zones, now time.Time) altFunc {
 	return func(v string) ([][]store.WorklistCond, error) {
 		d, err := fhir.ParseDateParam(v, z.Default())
@@ -471,14 +474,19 @@ func siteDateAlt(start, end, localStart, localEnd string, z *mapping.Zones, now 
 			return dateAlternatives(d, start, end, false, now), nil
 		}
 		// The span as a wall clock: read in UTC, its times print as the
-		// calendar says ("2031-03-05T00:00:00").
+		// calendar says ("2031-03-05T00:00:00"). A row without the text
+		// (NULL) meets none of these.
 		alts := dateAlternatives(d.In(time.UTC), localStart, localEnd, false, now)
 		for _, alt := range alts {
 			for i, c := range alt {
 				if t, ok := c.Value.(time.Time); ok {
-					alt[i].Value = t.Format(store.WorklistLocalLayout)
+					alt[i].Value = store.WorklistLocalText(t)
 				}
 			}
+		}
+		older := store.WorklistCond{Field: store.WorklistFieldRowFormat, Op: "<", Value: store.WorklistRowFormat}
+		for _, alt := range dateAlternatives(d, start, end, false, now) {
+			alts = append(alts, append([]store.WorklistCond{older}, alt...))
 		}
 		return alts, nil
 	}

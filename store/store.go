@@ -680,8 +680,29 @@ type WorklistRow struct {
 }
 
 // WorklistLocalLayout is the text of a wall-clock time in the worklist
-// index: fixed width, so that it sorts as the times do.
+// index: fixed width, so that it sorts as the times do (WorklistLocalText).
 const WorklistLocalLayout = "2006-01-02T15:04:05"
+
+// WorklistLocalText is t's wall clock (its own zone's) as the worklist
+// index compares it: WorklistLocalLayout, and past the years it can
+// print in four digits, the text just after or before every real time,
+// so that the order holds (Go prints year 10000, the exclusive end of
+// 9999-12-31, with five digits, which would sort before "2031").
+func WorklistLocalText(t time.Time) string {
+	switch y := t.Year(); {
+	case y > 9999:
+		return "9999-12-31T24:00:00"
+	case y < 0:
+		return "0000-01-01T00:00:00"
+	}
+	return t.Format(WorklistLocalLayout)
+}
+
+// WorklistRowFormat is the row_format of the rows the store writes now
+// (docs/worklist-index.md): 3 since they hold the wall-clock ranges
+// (WorklistFieldOccurrenceLocalStart...); rows of older formats have
+// them NULL until a walk writes them again.
+const WorklistRowFormat = 3
 
 // WorklistToken is one coded value of a row: Param names the search
 // parameter ("identifier", "code", "modality").
@@ -747,6 +768,9 @@ const (
 	WorklistFieldOccurrenceLocalEnd   = "occurrence_local_end"
 	WorklistFieldStartedLocalStart    = "started_local_start"
 	WorklistFieldStartedLocalEnd      = "started_local_end"
+	// WorklistFieldRowFormat is the format the row was written in
+	// (WorklistRowFormat), an int.
+	WorklistFieldRowFormat = "row_format"
 	// WorklistFieldTaskStatus is the study's Task status, derived in the
 	// query from the report versions the store delivered for the
 	// appointment (as mapping.TaskStateOf does): "requested" with none,

@@ -99,7 +99,7 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 	}
 	loc := z.For(a.ScheduledSite)
 	r.OccurrenceStart, r.OccurrenceEnd = occurrenceRange(&v, loc)
-	r.OccurrenceLocalStart, r.OccurrenceLocalEnd = wallClock(r.OccurrenceStart, loc), wallClock(r.OccurrenceEnd, loc)
+	r.OccurrenceLocalStart, r.OccurrenceLocalEnd = wallClock(r.OccurrenceStart, loc, false), wallClock(r.OccurrenceEnd, loc, true)
 	for _, e := range v.Extension {
 		if e.URL == mapping.ExtReportNeededBy && e.ValueDateTime != "" {
 			if d, err := fhir.ParseDateParam(e.ValueDateTime, loc); err == nil {
@@ -114,7 +114,7 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 			hi = lo.Add(time.Second)
 		}
 		r.StartedStart, r.StartedEnd = &lo, &hi
-		r.StartedLocalStart, r.StartedLocalEnd = wallClock(&lo, loc), wallClock(&hi, loc)
+		r.StartedLocalStart, r.StartedLocalEnd = wallClock(&lo, loc, false), wallClock(&hi, loc, true)
 	}
 	for _, id := range v.Identifier {
 		r.Tokens = append(r.Tokens, store.WorklistToken{Param: "identifier", System: id.System, Code: id.Value})
@@ -174,16 +174,23 @@ func occurrenceRange(v *srView, loc *time.Location) (lo, hi *time.Time) {
 	return nil, nil
 }
 
-// wallClock is t as the site's wall clock (store.WorklistLocalLayout), ""
-// for none. The mapping wrote the study's instants from QUBS's local date
-// and times in loc, so this is QUBS's own wall clock again, whatever zone
-// BRIDGE_SITE_TIMEZONES gives the site: a search value without a time is
-// compared with it (server's dateAlternatives), the day QUBS says.
-func wallClock(t *time.Time, loc *time.Location) string {
+// wallClock is t as the site's wall clock (store.WorklistLocalText), ""
+// for none; an exclusive end (end) is rounded up to the second, so that
+// no part of its range falls out. The mapping wrote the study's instants
+// from QUBS's local date and times in loc, so this is QUBS's wall clock
+// again, whatever zone BRIDGE_SITE_TIMEZONES gives the site (but for a
+// time QUBS gives in a spring-forward gap, which the mapping reads with
+// the offset before the gap: an hour later here): a search value without
+// a time is compared with it (server's siteDateAlt).
+func wallClock(t *time.Time, loc *time.Location, end bool) string {
 	if t == nil {
 		return ""
 	}
-	return t.In(loc).Format(store.WorklistLocalLayout)
+	at := t.In(loc)
+	if s := at.Truncate(time.Second); end && !s.Equal(at) {
+		at = s.Add(time.Second)
+	}
+	return store.WorklistLocalText(at)
 }
 
 // WithLastUpdated returns the ServiceRequest JSON sr (as the mapping

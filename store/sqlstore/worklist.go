@@ -68,10 +68,10 @@ type worklistState struct {
 // worklistRowFormat is the row_format of rows written now: 1 since
 // migration 0013 added the started columns, 2 since the site is kept as
 // BRIDGE_SITE_TIMEZONES spells it (mapping.Zones.SiteName), 3 since 0017
-// added the wall-clock ranges. An unchanged
+// added the wall-clock ranges (store.WorklistRowFormat). An unchanged
 // row of an older format gets its derived columns rewritten by the next
 // walk that sees it, without an event (its content did not change).
-const worklistRowFormat = 3
+const worklistRowFormat = store.WorklistRowFormat
 
 // ApplyWorklist records a batch of rows and the events of what changed.
 func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []store.WorklistRow, now time.Time) (changes []store.WorklistChange, err error) {
@@ -446,6 +446,7 @@ var worklistColumns = map[string]string{
 	store.WorklistFieldStartedStart: "started_start", store.WorklistFieldStartedEnd: "started_end",
 	store.WorklistFieldOccurrenceLocalStart: "occurrence_local_start", store.WorklistFieldOccurrenceLocalEnd: "occurrence_local_end",
 	store.WorklistFieldStartedLocalStart: "started_local_start", store.WorklistFieldStartedLocalEnd: "started_local_end",
+	store.WorklistFieldRowFormat: "row_format",
 }
 
 // deliveredVersions are the report versions QUBS accepted for a row's
