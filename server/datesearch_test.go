@@ -346,9 +346,10 @@ func TestDateSearchYear9999(t *testing.T) {
 }
 
 // TestDateSearchOlderRows: a row written before the wall-clock columns
-// (row_format 2, as an upgrade finds them until the next walk) is still
-// found by a date without a time, by its instants in the default zone,
-// as before; once walked again, by its site's day.
+// (row_format 2, as an upgrade finds them until the next walk), or
+// rewritten by an older release (its text stale), is found by a date
+// without a time by its instants in the default zone, as before; once
+// walked again, by its site's day.
 func TestDateSearchOlderRows(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "bridge.db")
@@ -371,6 +372,12 @@ func TestDateSearchOlderRows(t *testing.T) {
 	_, err = db.Exec(`UPDATE worklist_index SET row_format = 2, occurrence_local_start = NULL, occurrence_local_end = NULL,
 		started_local_start = NULL, started_local_end = NULL`)
 	require.NoError(t, err)
+	// And one an older release rewrote after the study moved from the
+	// 4th: its text is of the day before, stale.
+	_, err = db.Exec(`UPDATE worklist_index SET occurrence_local_start = '2031-03-04T00:00:00',
+		occurrence_local_end = '2031-03-05T00:00:00' WHERE id = ?`, d.ids["sydney day"])
+	require.NoError(t, err)
+	assert.Empty(t, d.find(t, "ServiceRequest", query("occurrence", "2031-03-04")), "not on its stale day")
 
 	// Sydney's day (the default zone's): the Perth study at 23:30 is on
 	// the 6th there, as it was before the columns.

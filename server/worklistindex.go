@@ -475,16 +475,20 @@ func siteDateAlt(start, end, localStart, localEnd string, z *mapping.Zones, now 
 		}
 		// The span as a wall clock: read in UTC, its times print as the
 		// calendar says ("2031-03-05T00:00:00"). A row without the text
-		// (NULL) meets none of these.
-		alts := dateAlternatives(d.In(time.UTC), localStart, localEnd, false, now)
-		for _, alt := range alts {
+		// (NULL) meets none of these; nor does one an older release
+		// rewrote (its row_format, and perhaps its date, changed; the
+		// text did not).
+		current := store.WorklistCond{Field: store.WorklistFieldRowFormat, Op: ">=", Value: store.WorklistRowFormat}
+		older := store.WorklistCond{Field: store.WorklistFieldRowFormat, Op: "<", Value: store.WorklistRowFormat}
+		var alts [][]store.WorklistCond
+		for _, alt := range dateAlternatives(d.In(time.UTC), localStart, localEnd, false, now) {
 			for i, c := range alt {
 				if t, ok := c.Value.(time.Time); ok {
 					alt[i].Value = store.WorklistLocalText(t)
 				}
 			}
+			alts = append(alts, append(slices.Clip(alt), current))
 		}
-		older := store.WorklistCond{Field: store.WorklistFieldRowFormat, Op: "<", Value: store.WorklistRowFormat}
 		for _, alt := range dateAlternatives(d, start, end, false, now) {
 			alts = append(alts, append([]store.WorklistCond{older}, alt...))
 		}
