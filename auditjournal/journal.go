@@ -187,22 +187,17 @@ func (j *Journal) readBack() error {
 			j.log.Warn("audit journal: a segment ends in damaged bytes, left out and set aside", "segment", name,
 				"records", len(recs), "bytes_left_out", rest)
 		}
-		switch {
-		case len(recs) == 0 && rest > 0:
-			if err := os.Rename(path, path+damagedSuffix); err != nil {
-				return fmt.Errorf("audit journal: %w", err)
-			}
-			continue
-		case len(recs) == 0:
-			if err := os.Remove(path); err != nil {
+		seg := segment{path: path, last: j.last + uint64(len(recs)), size: int64(len(data)), damaged: rest > 0}
+		if len(recs) == 0 {
+			// Nothing to write again: gone now (set aside if damaged).
+			if err := dispose(seg); err != nil {
 				return fmt.Errorf("audit journal: %w", err)
 			}
 			continue
 		}
 		j.replayed = append(j.replayed, recs...)
-		j.last += uint64(len(recs))
-		j.size += int64(len(data))
-		j.full = append(j.full, segment{path: path, last: j.last, size: int64(len(data)), damaged: rest > 0})
+		j.last, j.size = seg.last, j.size+seg.size
+		j.full = append(j.full, seg)
 	}
 	if len(j.replayed) > 0 {
 		j.log.Info("audit journal: records read back to be written again", "records", len(j.replayed), "segments", len(j.full))
@@ -350,11 +345,7 @@ func (j *Journal) Committed(seq uint64) error {
 // removed; otherwise they stay, to be read back by the next Open.
 func (j *Journal) Close() error {
 	var errs []error
-	if j.cur != nil {
-		errs = append(errs, j.cur.Close())
-		j.full = append(j.full, segment{path: j.curPath, last: j.last})
-		j.cur = nil
-	}
+	j.retire(j.last)
 	if j.committed >= j.last {
 		for _, s := range j.full {
 			if err := dispose(s); err != nil && !errors.Is(err, os.ErrNotExist) {

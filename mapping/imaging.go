@@ -50,6 +50,10 @@ func (m *Mapped) ImagingStudyStatus() string {
 // AppointmentID is the QUBS appointment id, as QUBS sent it.
 func (m *Mapped) AppointmentID() string { return m.apptID }
 
+// Zone is the time zone of the appointment's site, which its local dates
+// and times were read in.
+func (m *Mapped) Zone() *time.Location { return m.loc }
+
 // StudyInstanceUID is the study's DICOM Study Instance UID, "" when QUBS
 // sent none.
 func (m *Mapped) StudyInstanceUID() string { return m.a.StudyInstanceUID }

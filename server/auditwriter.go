@@ -321,15 +321,16 @@ func (w *auditWriter) close(ctx context.Context) error {
 	}
 	w.stop()
 	<-w.done
+	var err error
 	if n := w.backlog(); n > 0 {
+		msg := "audit: records not written at shutdown"
 		if w.journal != nil {
-			w.log.Error("audit: records not written at shutdown; the journal keeps them for the next start", "records", n)
-			return errors.Join(fmt.Errorf("audit: %d records not written at shutdown: %w", n, context.Cause(ctx)), w.closeJournal())
+			msg += "; the journal keeps them for the next start"
 		}
-		w.log.Error("audit: records not written at shutdown", "records", n)
-		return fmt.Errorf("audit: %d records not written at shutdown: %w", n, context.Cause(ctx))
+		w.log.Error(msg, "records", n)
+		err = fmt.Errorf("audit: %d records not written at shutdown: %w", n, context.Cause(ctx))
 	}
-	return w.closeJournal()
+	return errors.Join(err, w.closeJournal())
 }
 
 // closeJournal releases the journal, removing its segments when every

@@ -149,7 +149,6 @@ func (f *viewFilter) match(m *mapping.Mapped) bool {
 // load is pageLoader's: Task searches read their statuses from the store
 // once per run of appointments.
 func (f *viewFilter) load(ctx context.Context, domain string, items []qubs.Appointment) error {
-	f.dates.load(domain, items)
 	if f.tasks == nil {
 		return nil
 	}
@@ -314,7 +313,7 @@ func parseImagingStudyFilter(s *Server, q *fhir.Query) (*viewFilter, error) {
 		return ok && (!t.HasSystem || t.System == mapping.SystemDICOM) && (t.Code == "" || t.Code == code)
 	})
 	var err error
-	if f.dates, err = parseWalkDates(q, s.cfg.Zones, imagingStudyIndexedParams(s.cfg.Zones, time.Now()), "started"); err != nil {
+	if f.dates, err = parseWalkDates(q, imagingStudyIndexedParams(s.cfg.Zones, time.Now()), "started"); err != nil {
 		return nil, err
 	}
 	return f, nil

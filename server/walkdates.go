@@ -8,70 +8,48 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/fhir"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
 // walkDates are the date parameters of a search that walks QUBS (the
 // index off): the very conditions the index is queried with, evaluated
-// on the row the index would hold for each appointment (worklist.Row).
-// A date's meaning (a site's local day, an open start, a daylight-saving
-// hour) is then decided in one place, and a search answers alike with the
-// index on or off.
+// on the date columns the index would hold for each appointment
+// (worklist.Dates). A date's meaning (a site's local day, an open start,
+// a daylight-saving hour) is then decided in one place, and a search
+// answers alike with the index on or off.
 type walkDates struct {
 	where []store.WorklistClause
-	zones *mapping.Zones
-	// rows are the index rows of the appointments loaded, by appointment
-	// id; one that does not map has none, and matches nothing.
-	rows map[string]*store.WorklistRow
 }
 
 // parseWalkDates reads the parameters of q that params names (date
 // parameters of the row's own dates: occurrence, started).
-func parseWalkDates(q *fhir.Query, z *mapping.Zones, params []indexedParam, names ...string) (*walkDates, error) {
+func parseWalkDates(q *fhir.Query, params []indexedParam, names ...string) (*walkDates, error) {
 	params = slices.DeleteFunc(slices.Clone(params), func(p indexedParam) bool { return !slices.Contains(names, p.name) })
 	where, err := indexedWhere(q, params)
 	if err != nil {
 		return nil, err
 	}
-	return &walkDates{where: where, zones: z, rows: map[string]*store.WorklistRow{}}, nil
+	return &walkDates{where: where}, nil
 }
 
 // filtered reports whether there is anything to match; a nil walkDates
 // (a view without dates of its own, Task) has nothing.
 func (w *walkDates) filtered() bool { return w != nil && len(w.where) > 0 }
 
-// load builds the rows of items, when there is anything to match.
-func (w *walkDates) load(domain string, items []qubs.Appointment) {
-	if !w.filtered() {
-		return
-	}
-	now := time.Now()
-	for i := range items {
-		r, err := worklist.Row(domain, &items[i], w.zones, now)
-		if err != nil {
-			// The search leaves the appointment out as unrepresentable
-			// when it maps it.
-			continue
-		}
-		w.rows[items[i].AppointmentID] = &r
-	}
-}
-
-// match reports whether m's row meets every clause: one of its
+// match reports whether m's date columns meet every clause: one of its
 // alternatives, each condition of which holds.
 func (w *walkDates) match(m *mapping.Mapped) bool {
 	if !w.filtered() {
 		return true
 	}
-	r := w.rows[m.AppointmentID()]
-	if r == nil {
+	r, err := worklist.Dates(m)
+	if err != nil {
 		return false
 	}
 	for _, clause := range w.where {
 		if !slices.ContainsFunc(clause, func(alt []store.WorklistCond) bool {
-			return !slices.ContainsFunc(alt, func(c store.WorklistCond) bool { return !condHolds(r, c) })
+			return !slices.ContainsFunc(alt, func(c store.WorklistCond) bool { return !condHolds(&r, c) })
 		}) {
 			return false
 		}
@@ -79,8 +57,8 @@ func (w *walkDates) match(m *mapping.Mapped) bool {
 	return true
 }
 
-// condHolds evaluates c on r as the store's SQL does: a missing time is
-// NULL (no comparison holds), a missing text is "". Only the fields date
+// condHolds evaluates c on r as the store's SQL does: a missing time or
+// wall clock is NULL (no comparison holds). Only the fields date
 // parameters compare are known.
 func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
 	var at *time.Time
@@ -93,8 +71,6 @@ func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
 		at = r.StartedStart
 	case store.WorklistFieldStartedEnd:
 		at = r.StartedEnd
-	case store.WorklistFieldSite:
-		return textHolds(r.Site, c)
 	case store.WorklistFieldOccurrenceLocalStart:
 		return nullableHolds(r.OccurrenceLocalStart, c)
 	case store.WorklistFieldOccurrenceLocalEnd:
@@ -121,26 +97,18 @@ func condHolds(r *store.WorklistRow, c store.WorklistCond) bool {
 	return false
 }
 
-// textHolds evaluates c on a text field holding s ("" for none).
-func textHolds(s string, c store.WorklistCond) bool {
+// nullableHolds evaluates c on a text column that is NULL for none ("" in
+// the row): no comparison holds for none.
+func nullableHolds(s string, c store.WorklistCond) bool {
 	switch v, ok := c.Value.(string); {
 	case c.Op == "null":
 		return s == ""
 	case c.Op == "notnull":
 		return s != ""
-	case ok:
+	case ok && s != "":
 		return compares(strings.Compare(s, v), c.Op)
 	}
 	return false
-}
-
-// nullableHolds evaluates c on a text column that is NULL for none ("" in
-// the row): no comparison holds for none.
-func nullableHolds(s string, c store.WorklistCond) bool {
-	if s == "" && c.Op != "null" && c.Op != "notnull" {
-		return false
-	}
-	return textHolds(s, c)
 }
 
 // compares reports whether a comparison's result cmp satisfies op.

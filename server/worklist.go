@@ -118,13 +118,6 @@ func (f *srFilter) filtered() bool {
 	return f.id != "" || len(f.identifier) > 0 || len(f.patients) > 0 || len(f.status) > 0 || f.dates.filtered()
 }
 
-// load is pageLoader's: the occurrence conditions compare the rows the
-// index would hold.
-func (f *srFilter) load(_ context.Context, domain string, items []qubs.Appointment) error {
-	f.dates.load(domain, items)
-	return nil
-}
-
 func (s *Server) searchServiceRequests(c *gin.Context) error {
 	values := c.Request.URL.Query()
 	if c.Request.Method == http.MethodPost {
@@ -571,7 +564,7 @@ func parseSRFilter(q *fhir.Query, z *mapping.Zones) (*srFilter, error) {
 			f.status = append(f.status, t.Code)
 		}
 	}
-	if f.dates, err = parseWalkDates(q, z, srIndexedParams(z, time.Now()), "occurrence"); err != nil {
+	if f.dates, err = parseWalkDates(q, srIndexedParams(z, time.Now()), "occurrence"); err != nil {
 		return nil, err
 	}
 	return f, nil

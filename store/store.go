@@ -699,9 +699,13 @@ func WorklistLocalText(t time.Time) string {
 }
 
 // WorklistRowFormat is the row_format of the rows the store writes now
-// (docs/worklist-index.md): 3 since they hold the wall-clock ranges
-// (WorklistFieldOccurrenceLocalStart...); rows of older formats have
-// them NULL until a walk writes them again.
+// (docs/worklist-index.md): 1 since migration 0013 added the started
+// columns, 2 since the site is kept as BRIDGE_SITE_TIMEZONES spells it
+// (mapping.Zones.SiteName), 3 since 0017 added the wall-clock ranges
+// (WorklistFieldOccurrenceLocalStart...). An unchanged row of an older
+// format gets its derived columns rewritten by the next walk that sees
+// it, without an event (its content did not change); until then its
+// wall-clock ranges are NULL or stale.
 const WorklistRowFormat = 3
 
 // WorklistToken is one coded value of a row: Param names the search

@@ -37,11 +37,7 @@ type srView struct {
 	Performer []struct {
 		Reference string `json:"reference"`
 	} `json:"performer"`
-	OccurrenceDateTime string `json:"occurrenceDateTime"`
-	OccurrencePeriod   *struct {
-		Start string `json:"start"`
-		End   string `json:"end"`
-	} `json:"occurrencePeriod"`
+	occurrenceView
 	LocationCode []struct {
 		Text string `json:"text"`
 	} `json:"locationCode"`
@@ -49,6 +45,16 @@ type srView struct {
 		URL           string `json:"url"`
 		ValueDateTime string `json:"valueDateTime"`
 	} `json:"extension"`
+}
+
+// occurrenceView is the part of a ServiceRequest the date columns come
+// from (Dates).
+type occurrenceView struct {
+	OccurrenceDateTime string `json:"occurrenceDateTime"`
+	OccurrencePeriod   *struct {
+		Start string `json:"start"`
+		End   string `json:"end"`
+	} `json:"occurrencePeriod"`
 }
 
 type concept struct {
@@ -94,27 +100,17 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 	}
 	if len(v.LocationCode) > 0 {
 		// As BRIDGE_SITE_TIMEZONES spells it, when it names the site in
-		// another case: a date search finds the study among that site's.
+		// another case: one spelling per configured site.
 		r.Site = z.SiteName(v.LocationCode[0].Text)
 	}
-	loc := z.For(a.ScheduledSite)
-	r.OccurrenceStart, r.OccurrenceEnd = occurrenceRange(&v, loc)
-	r.OccurrenceLocalStart, r.OccurrenceLocalEnd = wallClock(r.OccurrenceStart, loc, false), wallClock(r.OccurrenceEnd, loc, true)
+	loc := m.Zone()
+	setDates(&r, &v.occurrenceView, &m)
 	for _, e := range v.Extension {
 		if e.URL == mapping.ExtReportNeededBy && e.ValueDateTime != "" {
 			if d, err := fhir.ParseDateParam(e.ValueDateTime, loc); err == nil {
 				r.NeededBy = &d.Lo
 			}
 		}
-	}
-	if lo, hi, ok := m.Started(); ok {
-		if lo.Equal(hi) {
-			// ImagingStudy.started is written to the second: a dateTime
-			// stands for its whole second, as an occurrence does.
-			hi = lo.Add(time.Second)
-		}
-		r.StartedStart, r.StartedEnd = &lo, &hi
-		r.StartedLocalStart, r.StartedLocalEnd = wallClock(&lo, loc, false), wallClock(&hi, loc, true)
 	}
 	for _, id := range v.Identifier {
 		r.Tokens = append(r.Tokens, store.WorklistToken{Param: "identifier", System: id.System, Code: id.Value})
@@ -126,6 +122,37 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 		r.Tokens = appendCodings(r.Tokens, "modality", od)
 	}
 	return r, nil
+}
+
+// Dates returns the date columns of m's index row, as Row writes them
+// (occurrence and started, as instants and as the site's wall clock): a
+// search that walks QUBS compares them as the index query does, on the
+// appointments it has mapped anyway (server's walkDates).
+func Dates(m *mapping.Mapped) (store.WorklistRow, error) {
+	var v occurrenceView
+	if err := json.Unmarshal(m.AppendServiceRequest(nil), &v); err != nil {
+		return store.WorklistRow{}, fmt.Errorf("reading the mapped ServiceRequest: %w", err)
+	}
+	var r store.WorklistRow
+	setDates(&r, &v, m)
+	return r, nil
+}
+
+// setDates sets r's date columns from the mapped ServiceRequest's
+// occurrence (v) and m's started, in the site's zone.
+func setDates(r *store.WorklistRow, v *occurrenceView, m *mapping.Mapped) {
+	loc := m.Zone()
+	r.OccurrenceStart, r.OccurrenceEnd = occurrenceRange(v, loc)
+	r.OccurrenceLocalStart, r.OccurrenceLocalEnd = wallClock(r.OccurrenceStart, loc, false), wallClock(r.OccurrenceEnd, loc, true)
+	if lo, hi, ok := m.Started(); ok {
+		if lo.Equal(hi) {
+			// ImagingStudy.started is written to the second: a dateTime
+			// stands for its whole second, as an occurrence does.
+			hi = lo.Add(time.Second)
+		}
+		r.StartedStart, r.StartedEnd = &lo, &hi
+		r.StartedLocalStart, r.StartedLocalEnd = wallClock(&lo, loc, false), wallClock(&hi, loc, true)
+	}
 }
 
 func appendCodings(dst []store.WorklistToken, param string, c concept) []store.WorklistToken {
@@ -143,7 +170,7 @@ func appendCodings(dst []store.WorklistToken, param string, c concept) []store.W
 // start of its start to the end of its end (an end missing: the start's
 // own precision; a start missing: no start, open into the past). Nil when
 // there is none or it cannot be read.
-func occurrenceRange(v *srView, loc *time.Location) (lo, hi *time.Time) {
+func occurrenceRange(v *occurrenceView, loc *time.Location) (lo, hi *time.Time) {
 	parse := func(s string) (fhir.DateParam, bool) {
 		if s == "" || strings.HasPrefix(s, "-") {
 			return fhir.DateParam{}, false

@@ -65,14 +65,6 @@ type worklistState struct {
 	format int
 }
 
-// worklistRowFormat is the row_format of rows written now: 1 since
-// migration 0013 added the started columns, 2 since the site is kept as
-// BRIDGE_SITE_TIMEZONES spells it (mapping.Zones.SiteName), 3 since 0017
-// added the wall-clock ranges (store.WorklistRowFormat). An unchanged
-// row of an older format gets its derived columns rewritten by the next
-// walk that sees it, without an event (its content did not change).
-const worklistRowFormat = store.WorklistRowFormat
-
 // ApplyWorklist records a batch of rows and the events of what changed.
 func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease time.Duration, rows []store.WorklistRow, now time.Time) (changes []store.WorklistChange, err error) {
 	defer s.wrap(&err, "ApplyWorklist(%q, %d)", domain, len(rows))
@@ -135,7 +127,7 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 				kind = store.EventChanged
 			}
 			changes = append(changes, store.WorklistChange{AppointmentID: r.AppointmentID, Kind: kind})
-			if kind == "" && p.format < worklistRowFormat {
+			if kind == "" && p.format < store.WorklistRowFormat {
 				backfill = append(backfill, r)
 				continue
 			}
@@ -155,7 +147,7 @@ func (s *Store) ApplyWorklist(ctx context.Context, domain, owner string, lease t
 					occurrence_local_start = ?, occurrence_local_end = ?, started_local_start = ?, started_local_end = ?, row_format = ?, seen_at = ?
 				WHERE domain = ? AND appointment_id = ?`, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)),
 				r.Site, nullString(r.OccurrenceLocalStart), nullString(r.OccurrenceLocalEnd), nullString(r.StartedLocalStart),
-				nullString(r.StartedLocalEnd), worklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
+				nullString(r.StartedLocalEnd), store.WorklistRowFormat, s.tm(now), domain, r.AppointmentID); err != nil {
 				return err
 			}
 		}
@@ -229,7 +221,7 @@ func (s *Store) putWorklistRows(ctx context.Context, t *tx, domain string, rows 
 			vals = append(vals, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)")
 			args = append(args, domain, r.AppointmentID, r.ID, r.Patient, r.Performer, r.Requester, r.Status, r.Priority,
 				r.PriorityRank, s.tmPtr(sqlutil.TimePtr(r.OccurrenceStart)), s.tmPtr(sqlutil.TimePtr(r.OccurrenceEnd)), s.tmPtr(sqlutil.TimePtr(r.NeededBy)),
-				r.Site, r.Digest, n, n, n, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)), worklistRowFormat,
+				r.Site, r.Digest, n, n, n, s.tmPtr(sqlutil.TimePtr(r.StartedStart)), s.tmPtr(sqlutil.TimePtr(r.StartedEnd)), store.WorklistRowFormat,
 				nullString(r.OccurrenceLocalStart), nullString(r.OccurrenceLocalEnd), nullString(r.StartedLocalStart), nullString(r.StartedLocalEnd))
 			cvals = append(cvals, "(?, ?, ?, ?)")
 			cargs = append(cargs, domain, r.AppointmentID, r.Appointment, r.Resource)

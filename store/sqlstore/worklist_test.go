@@ -55,7 +55,7 @@ func TestWorklistBackfill(t *testing.T) {
 	var format int
 	var site, local string
 	require.NoError(t, s.w.QueryRowContext(ctx, `SELECT row_format, site, occurrence_local_start FROM worklist_index`).Scan(&format, &site, &local))
-	assert.Equal(t, worklistRowFormat, format)
+	assert.Equal(t, store.WorklistRowFormat, format)
 	assert.Equal(t, "Perth Imaging", site)
 	assert.Equal(t, "2026-03-01T17:00:00", local)
 }
