@@ -138,8 +138,13 @@ type Reports struct {
 	// report submission, through qubs.Client from the harness.
 	Floor []time.Duration
 	// Minimal and Full are sequential POSTs with Prefer: return=minimal
-	// and without Prefer.
+	// and without Prefer, each sent once QUBS has received the report
+	// before it, as the floor's rounds follow each other.
 	Minimal, Full []time.Duration
+	// BackToBack are sequential POSTs with return=minimal, each sent as
+	// soon as the one before was answered: the delivery of the one
+	// before (reading its PDF back, uploading it to QUBS) runs beside it.
+	BackToBack []time.Duration
 	// Concurrent are the latencies of ConcurrentPosts POSTs sent at once
 	// (return=minimal).
 	Concurrent []time.Duration

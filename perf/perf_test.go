@@ -153,6 +153,7 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 		Read:     Comparison{Bridge: rounds(860, time.Millisecond), Proxy: rounds(3500, 200*time.Microsecond)},
 		Reports: Reports{PayloadBytes: 2 << 20, RequestBytes: 2800000, Floor: []time.Duration{13 * time.Millisecond},
 			Minimal: []time.Duration{436 * time.Millisecond}, Full: []time.Duration{500 * time.Millisecond},
+			BackToBack: []time.Duration{26 * time.Millisecond, 52 * time.Millisecond, 39 * time.Millisecond},
 			Concurrent: make([]time.Duration, 8), EchoFull: 2700000, PeakSequential: 63 << 20, PeakConcurrent: 143 << 20, Delivered: true},
 	}
 	var b bytes.Buffer
@@ -161,7 +162,9 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 	for _, want := range []string{
 		"2 × Test CPU", "| throughput | 28 req/s | 610 req/s | 0.05× |", "| CPU per page (own process) | 33.0 ms | 400 µs | 82.50× |",
 		"| 2.00 | 1.00 |", "33.5× |", "31.5× payload", "71.5× payload",
-		"| 1. worklist throughput, bridge/proxy | ≥ 0.5× | 0.05× | no |", "| 5. read ServiceRequest/{id}, bridge/proxy | ≥ 0.7× | 0.25× | no |",
+		"| 1. worklist throughput, bridge/proxy | ≥ 0.5× | 0.05× | no |",
+		"| POST latency, back to back, `return=minimal` (median of 3) | 39.0 ms | 13.0 ms (floor) | 3.00× |",
+		"| 4. the same, back to back (the previous report's delivery beside it) | ≤ 3× | 3.0× | yes |", "| 5. read ServiceRequest/{id}, bridge/proxy | ≥ 0.7× | 0.25× | no |",
 	} {
 		assert.Contains(t, out, want)
 	}

@@ -105,23 +105,38 @@ func (r *runner) reports(ctx context.Context) error {
 		return err
 	}
 
-	r.logf("reports: %d sequential POSTs with return=minimal, %d without, on a fresh bridge", r.cfg.ReportPosts, r.cfg.ReportPosts)
+	r.logf("reports: %d sequential POSTs with return=minimal, %d without, each once QUBS has the one before, then %d back to back, on a fresh bridge",
+		r.cfg.ReportPosts, r.cfg.ReportPosts, r.cfg.ReportPosts)
 	delivered := true
-	rp.PeakSequential, err = r.onFreshBridge(ctx, 2*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string) error {
-		for i := range 2 * r.cfg.ReportPosts {
+	rp.PeakSequential, err = r.onFreshBridge(ctx, 3*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string) error {
+		for i := range 3 * r.cfg.ReportPosts {
 			b, err := body(i)
 			if err != nil {
 				return err
 			}
-			minimal := i < r.cfg.ReportPosts
-			took, n, err := postReport(ctx, hc, base, b, "seq-"+strconv.Itoa(i), minimal)
+			phase := i / r.cfg.ReportPosts // 0 minimal, 1 no Prefer, 2 back to back
+			had, err := r.simReports(ctx)
 			if err != nil {
 				return err
 			}
-			if minimal {
+			took, n, err := postReport(ctx, hc, base, b, "seq-"+strconv.Itoa(i), phase != 1)
+			if err != nil {
+				return err
+			}
+			switch phase {
+			case 0:
 				rp.Minimal, rp.EchoMinimal = append(rp.Minimal, took), n
-			} else {
+			case 1:
 				rp.Full, rp.EchoFull = append(rp.Full, took), n
+			default:
+				rp.BackToBack = append(rp.BackToBack, took)
+				continue
+			}
+			// The floor is measured with nothing else running; so is
+			// this POST: the delivery of the one before it (its upload
+			// to QUBS, the bridge's equivalent of the floor) is done.
+			if err := r.awaitReports(ctx, had+1); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -224,6 +239,26 @@ func (r *runner) onFreshBridge(ctx context.Context, posts int, delivered *bool, 
 		return 0, fmt.Errorf("bench: %w", err)
 	}
 	return m1.hwm - m0.rss, nil
+}
+
+// awaitReports waits (at most a minute) until QUBS has received n
+// report submissions in the domain.
+func (r *runner) awaitReports(ctx context.Context, n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got, err := r.simReports(ctx)
+		if err != nil || got >= n {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: QUBS received %d reports within a minute, want %d", got, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 // simReports is the number of report submissions QUBS has received in
