@@ -42,7 +42,7 @@ type Config struct {
 	Seed         int64
 	Appointments int // the simulator seeds this many per domain, spread over statuses
 
-	ReportPosts     int // sequential report POSTs, with and without return=minimal each
+	ReportPosts     int // sequential report POSTs with return=minimal, as many without, as many back to back
 	ConcurrentPosts int // report POSTs sent at once
 	// PDFBytes is the size of the report's PDF; 0 is the largest QUBS
 	// accepts (2 MiB), the size issue 10 measures. Tests use less.

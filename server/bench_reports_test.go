@@ -84,12 +84,13 @@ func BenchmarkSubmitReport2MB(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			for i := 0; i < b.N; i += conc {
 				b.StopTimer()
+				var base uint64
 				if tc.sample {
 					runtime.GC()
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					base = ms.HeapAlloc
 				}
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				base := ms.HeapAlloc
 				b.StartTimer()
 				round := func() {
 					var wg sync.WaitGroup

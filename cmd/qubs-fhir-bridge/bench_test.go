@@ -101,6 +101,7 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	assert.Len(t, rp.Floor, cfg.ReportPosts)
 	assert.Len(t, rp.Minimal, cfg.ReportPosts)
 	assert.Len(t, rp.Full, cfg.ReportPosts)
+	assert.Len(t, rp.BackToBack, cfg.ReportPosts)
 	assert.Len(t, rp.Concurrent, cfg.ConcurrentPosts)
 	assert.True(t, rp.Delivered, "QUBS received every report posted")
 	assert.Positive(t, rp.EchoFull, "without Prefer the report comes back")
