@@ -106,6 +106,26 @@ type Options struct {
 	MaxBytes int64
 }
 
+// Dir resolves BRIDGE_AUDIT_JOURNAL for the store dsn (BRIDGE_STORE):
+// auto is a directory beside a SQLite database (its path and
+// "-audit-journal"; none on a system without flock, where the journal
+// cannot lock its directory), and no journal with PostgreSQL, whose
+// replicas may have no disk of their own (the Helm chart gives each an
+// emptyDir and names it); off is no journal; "" means none; anything else
+// is the directory.
+func Dir(setting, dsn string) string {
+	switch setting {
+	case "off", "":
+		return ""
+	case "auto":
+		if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok && path != "" && Supported {
+			return path + "-audit-journal"
+		}
+		return ""
+	}
+	return setting
+}
+
 // Open locks dir, creating it if need be, and reads back the records a
 // previous process left there, which Replayed returns. Those records are
 // numbered 1 to len(Replayed()), and records appended after them continue
@@ -150,14 +170,14 @@ func (j *Journal) Replayed() []*store.AuditRecord {
 	return r
 }
 
-// readBack reads every segment in the directory, oldest first. Each is
-// kept (as full) until the records read from it are committed.
-func (j *Journal) readBack() error {
-	entries, err := os.ReadDir(j.dir)
+// segmentFiles lists the segment files in dir, oldest first, and the number
+// the next one should take: regular files named by a hex number, as
+// newSegment names them; anything else is not the journal's.
+func segmentFiles(dir string) (names []string, next uint64, err error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("audit journal: %w", err)
+		return nil, 0, fmt.Errorf("audit journal: %w", err)
 	}
-	var names []string
 	for _, e := range entries {
 		if name, ok := strings.CutSuffix(e.Name(), segmentSuffix); ok && e.Type().IsRegular() {
 			n, err := strconv.ParseUint(name, 16, 64)
@@ -165,10 +185,21 @@ func (j *Journal) readBack() error {
 				continue // not one of ours
 			}
 			names = append(names, e.Name())
-			j.nextName = max(j.nextName, n+1)
+			next = max(next, n+1)
 		}
 	}
 	slices.Sort(names) // fixed-width hex: creation order
+	return names, next, nil
+}
+
+// readBack reads every segment in the directory, oldest first. Each is
+// kept (as full) until the records read from it are committed.
+func (j *Journal) readBack() error {
+	names, next, err := segmentFiles(j.dir)
+	if err != nil {
+		return err
+	}
+	j.nextName = max(j.nextName, next)
 	for _, name := range names {
 		path := filepath.Join(j.dir, name)
 		data, err := os.ReadFile(path)
@@ -413,9 +444,9 @@ func Probe(dir string) (State, error) {
 	if err := probeLock(filepath.Join(dir, lockName)); err != nil {
 		return State{}, fmt.Errorf("audit journal %s: %w", dir, err)
 	}
-	segs, err := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+	segs, _, err := segmentFiles(dir)
 	if err != nil {
-		return State{}, fmt.Errorf("audit journal: %w", err)
+		return State{}, err
 	}
 	return State{Exists: true, Segments: len(segs)}, nil
 }

@@ -765,18 +765,15 @@ func (b *b64sink) finish() {
 	}
 }
 
-// hashAsideAfter is how many bytes of a value are hashed where they are
+// hashAside is how many bytes of a value are hashed where they are
 // decoded; the rest is hashed by a goroutine of its own, beside the
 // decoding (a 2 MiB PDF's SHA-1 and SHA-256 take longer than its
 // decoding), so that a second core shortens the request instead of
-// idling.
-const hashAsideAfter = 64 << 10
-
-// hashBatch is the least the goroutine is handed at a time: base64 that
-// is not one plain run (line breaks escaped every 76 characters, spaces
-// between quads) decodes in pieces of a few bytes, and a handover per
-// piece would cost more than the hashing it moves.
-const hashBatch = 64 << 10
+// idling. It is also the least that goroutine is handed at a time:
+// base64 that is not one plain run (line breaks escaped every 76
+// characters, spaces between quads) decodes in pieces of a few bytes,
+// and a handover per piece would cost more than the hashing it moves.
+const hashAside = 64 << 10
 
 // valueHasher computes a value's SHA-1 and SHA-256 from its decoded
 // bytes. What it has been handed must not change afterwards: the
@@ -793,7 +790,7 @@ type valueHasher struct {
 // far) that it has not had yet.
 func (v *valueHasher) add(data []byte) {
 	if v.aside != nil {
-		if len(data)-v.sent >= hashBatch {
+		if len(data)-v.sent >= hashAside {
 			v.aside <- data[v.sent:]
 			v.sent = len(data)
 		}
@@ -801,7 +798,7 @@ func (v *valueHasher) add(data []byte) {
 	}
 	v.h1.Write(data[v.sent:])
 	v.h256.Write(data[v.sent:])
-	if v.sent = len(data); v.sent >= hashAsideAfter {
+	if v.sent = len(data); v.sent >= hashAside {
 		v.aside, v.done = make(chan []byte, 64), make(chan struct{})
 		go func() {
 			defer close(v.done)
@@ -816,10 +813,10 @@ func (v *valueHasher) add(data []byte) {
 // sum puts the digests of d's decoded bytes into d, once every byte is
 // hashed.
 func (v *valueHasher) sum(d *InlineData) {
+	// Hashed where decoded, every byte is in the digests already; aside,
+	// the last batch may not be handed over yet.
 	if v.aside != nil && v.sent < len(d.Data) {
 		v.aside <- d.Data[v.sent:]
-	} else if v.aside == nil {
-		v.add(d.Data)
 	}
 	v.close()
 	v.h1.Sum(d.SHA1[:0])

@@ -243,6 +243,29 @@ func appendTwo(dst []byte, v int) []byte {
 	return append(dst, byte('0'+v/10), byte('0'+v%10))
 }
 
+// Occurrence returns the ServiceRequest's occurrence as
+// AppendServiceRequest writes it: occurrenceDateTime, or the start and
+// end of occurrencePeriod; "" for each it has not. The worklist index's
+// date columns come from these, and a walk needs them for appointments
+// it does not encode.
+func (m *Mapped) Occurrence() (dateTime, start, end string) {
+	occ := occurrenceOf(m.a)
+	if occ.dateTime {
+		return *m.a.AppointmentDate, "", ""
+	}
+	text := func(date time.Time, clock int) string {
+		q := appendLocalDateTime(nil, m.loc, date, clock)
+		return string(q[1 : len(q)-1]) // without the quotes
+	}
+	if occ.start {
+		start = text(occ.date, occ.startClock)
+	}
+	if occ.end {
+		end = text(occ.endDate, occ.endClock)
+	}
+	return "", start, end
+}
+
 // AppendServiceRequest appends the ServiceRequest as compact FHIR JSON,
 // byte for byte what encoding/json makes of FromAppointment's model.
 func (m *Mapped) AppendServiceRequest(dst []byte) []byte {

@@ -76,8 +76,9 @@ func (m *Mapped) Priority() (code string, ok bool) {
 }
 
 // Started is ImagingStudy.started for date searches, as the range of time
-// it stands for: the scheduled start in the site's zone (from equals to),
-// or, when the appointment has a date and no usable start time, the whole
+// it stands for, end exclusive: the scheduled start's second in the site's
+// zone (started is written to the second, and a dateTime stands for its
+// whole second, as an occurrence does), or, when the appointment has a date and no usable start time, the whole
 // of that day in the site's zone, [00:00, next day's 00:00): a date
 // without a time is a whole site-local day, as FHIR's date search treats
 // a value of day precision. ok is false when QUBS gave no usable date.
@@ -85,10 +86,9 @@ func (m *Mapped) Started() (from, to time.Time, ok bool) {
 	occ := occurrenceOf(m.a)
 	if occ.start {
 		y, mo, d := occ.date.Date()
-		h, mi, s := occ.startClock/3600, occ.startClock/60%60, occ.startClock%60
-		off := wallclock.Offset(m.loc, y, mo, d, h, mi, s)
-		t := time.Date(y, mo, d, h, mi, s, 0, time.UTC).Add(-time.Duration(off) * time.Second)
-		return t, t, true
+		c := occ.startClock
+		t := wallclock.Time(m.loc, y, mo, d, c/3600, c/60%60, c%60, 0)
+		return t, t.Add(time.Second), true
 	}
 	d, ok := parseDate(m.a.AppointmentDate)
 	if !ok {

@@ -142,10 +142,11 @@ func (r *runner) reports(ctx context.Context) error {
 			// The floor is measured with nothing else running; so is the
 			// next POST: this one's delivery (its upload to QUBS, the
 			// bridge's equivalent of the floor) ends first.
-			if got, err = r.awaitReports(ctx, got+1); err != nil {
+			want := got + 1
+			if got, err = r.awaitReports(ctx, want, time.Minute, 5*time.Millisecond); err != nil {
 				return err
 			}
-			if waiting = got > 0; !waiting {
+			if waiting = got >= want; !waiting {
 				delivered = false
 				r.logf("reports: QUBS did not receive report %d within a minute; the POSTs after it go back to back", i+1)
 			}
@@ -225,25 +226,13 @@ func (r *runner) onFreshBridge(ctx context.Context, posts int, delivered *bool, 
 	}
 	// Delivery runs behind the answer; wait for it (bounded), so that the
 	// peak covers the whole life of a report in the bridge.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		n, err := r.simReports(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if n >= had+posts {
-			break
-		}
-		if time.Now().After(deadline) {
-			*delivered = false
-			r.logf("reports: QUBS received %d of %d reports within 2 minutes; reading the peak anyway", n-had, posts)
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	n, err := r.awaitReports(ctx, had+posts, 2*time.Minute, 50*time.Millisecond)
+	if err != nil {
+		return 0, err
+	}
+	if n < had+posts {
+		*delivered = false
+		r.logf("reports: QUBS received %d of %d reports within 2 minutes; reading the peak anyway", n-had, posts)
 	}
 	m1, err := memoryOf(c.pid())
 	if err != nil {
@@ -252,23 +241,20 @@ func (r *runner) onFreshBridge(ctx context.Context, posts int, delivered *bool, 
 	return m1.hwm - m0.rss, nil
 }
 
-// awaitReports waits, at most a minute, until QUBS has received n report
-// submissions in the domain, and returns how many it has; 0 when the
-// minute ran out.
-func (r *runner) awaitReports(ctx context.Context, n int) (int, error) {
-	deadline := time.Now().Add(time.Minute)
+// awaitReports asks QUBS every so often, for at most within, until it
+// has received n report submissions in the domain, and returns how many
+// it has: fewer than n when the time ran out.
+func (r *runner) awaitReports(ctx context.Context, n int, within, every time.Duration) (int, error) {
+	deadline := time.Now().Add(within)
 	for {
 		got, err := r.simReports(ctx)
-		if err != nil || got >= n {
+		if err != nil || got >= n || time.Now().After(deadline) {
 			return got, err
-		}
-		if time.Now().After(deadline) {
-			return 0, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+			return got, ctx.Err()
+		case <-time.After(every):
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 )
 
 // isPostgres reports whether a bench store setting names PostgreSQL.
@@ -78,7 +80,16 @@ func (r *runner) pgExec(ctx context.Context, sql string) error {
 // audit record's commit, its append to the journal, or its place in the
 // audit writer's queue.
 func (c Config) auditWaitName() string {
-	journal := c.AuditJournal == "on" || c.AuditJournal == "auto" && !isPostgres(c.Store)
+	// The bridge's own rule (auditjournal.Dir), on the kind of store it
+	// gets: "on" names a directory, and "" is SQLite.
+	setting, dsn := c.AuditJournal, c.Store
+	if setting == "on" {
+		setting = "journal"
+	}
+	if dsn == "" {
+		dsn = "sqlite:bridge.db"
+	}
+	journal := auditjournal.Dir(setting, dsn) != ""
 	switch {
 	case c.AuditWait == "commit", c.AuditWait == "auto" && !journal && isPostgres(c.Store):
 		return "its audit record's commit"

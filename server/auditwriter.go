@@ -154,14 +154,7 @@ func newAuditWriter(st store.Audit, capacity int, log *slog.Logger, metrics *obs
 // caller must not send the answer the record is about.
 func (w *auditWriter) enqueue(ctx context.Context, rec *store.AuditRecord) (seq uint64, journaled bool, err error) {
 	if w.journal != nil {
-		// Fixed before the record is journaled: written again after a
-		// crash, it is then the same record, which the store skips.
-		if rec.ID == "" {
-			rec.ID = store.NewAuditID()
-		}
-		if rec.Recorded.IsZero() {
-			rec.Recorded = time.Now()
-		}
+		rec.SetIdentity() // fixed before the record is journaled
 	}
 	for {
 		w.mu.Lock()

@@ -195,18 +195,11 @@ func (f *viewFilter) tokenParam(q *fhir.Query, name string, matches func(m *mapp
 // referenceParam adds a predicate per occurrence of a reference parameter
 // to typ: id gives the id m references ("" for none).
 func (f *viewFilter) referenceParam(q *fhir.Query, name, typ string, id func(m *mapping.Mapped) string) error {
-	for _, alts := range groups(q, name) {
-		ids := make([]string, len(alts))
-		for i, a := range alts {
-			t, rid, err := fhir.ParseReference(a, typ)
-			if err != nil {
-				return err
-			}
-			if t != typ {
-				return fhir.Errorf(http.StatusBadRequest, "value", "%s must reference a %s", name, typ)
-			}
-			ids[i] = rid
-		}
+	groups, err := referenceGroups(q, typ, name)
+	if err != nil {
+		return err
+	}
+	for _, ids := range groups {
 		f.preds = append(f.preds, func(m *mapping.Mapped) bool {
 			got := id(m)
 			return got != "" && slices.Contains(ids, got)
@@ -254,11 +247,10 @@ func (f *viewFilter) idParam(q *fhir.Query) error {
 
 // dateParam adds one predicate for all occurrences of a date parameter
 // (Task's _lastUpdated on the walk of QUBS): each narrows the window
-// [since, until). at gives the target's value as the range of time it
-// stands for, [from, to), or one instant (from equals to); a range
-// matches when it overlaps the window. The study's own date (started) is
-// compared as the index compares it instead (walkDates).
-func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, at func(m *mapping.Mapped) (from, to time.Time, ok bool)) error {
+// [since, until), which the instant at gives must fall in. The study's
+// own date (started) is compared as the index compares it instead
+// (walkDates).
+func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, at func(m *mapping.Mapped) (time.Time, bool)) error {
 	vs := q.Params[name]
 	if len(vs) == 0 {
 		return nil
@@ -277,14 +269,8 @@ func (f *viewFilter) dateParam(q *fhir.Query, name string, loc *time.Location, a
 		}
 	}
 	f.preds = append(f.preds, func(m *mapping.Mapped) bool {
-		from, to, ok := at(m)
-		if !ok {
-			return false
-		}
-		if from.Equal(to) {
-			return (since.IsZero() || !from.Before(since)) && (until.IsZero() || from.Before(until))
-		}
-		return (since.IsZero() || to.After(since)) && (until.IsZero() || from.Before(until))
+		t, ok := at(m)
+		return ok && (since.IsZero() || !t.Before(since)) && (until.IsZero() || t.Before(until))
 	})
 	return nil
 }
@@ -340,9 +326,9 @@ func parseTaskFilter(s *Server, q *fhir.Query) (*viewFilter, error) {
 		p, ok := m.Priority()
 		return ok && (!t.HasSystem || t.System == "http://hl7.org/fhir/request-priority") && t.Code == p
 	})
-	if err := f.dateParam(q, "_lastUpdated", s.cfg.Zones.Default(), func(m *mapping.Mapped) (from, to time.Time, ok bool) {
+	if err := f.dateParam(q, "_lastUpdated", s.cfg.Zones.Default(), func(m *mapping.Mapped) (time.Time, bool) {
 		at := f.tasks.of(m).LastUpdated
-		return at, at, !at.IsZero()
+		return at, !at.IsZero()
 	}); err != nil {
 		return nil, err
 	}

@@ -43,10 +43,7 @@ func (w *walkDates) match(m *mapping.Mapped) bool {
 	if !w.filtered() {
 		return true
 	}
-	r, err := worklist.Dates(m)
-	if err != nil {
-		return false
-	}
+	r := worklist.Dates(m)
 	for _, clause := range w.where {
 		if !slices.ContainsFunc(clause, func(alt []store.WorklistCond) bool {
 			return !slices.ContainsFunc(alt, func(c store.WorklistCond) bool { return !condHolds(&r, c) })

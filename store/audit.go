@@ -202,6 +202,18 @@ type Replay interface {
 	ClaimJTI(ctx context.Context, issuer, jti string, expires time.Time) (fresh bool, err error)
 }
 
+// SetIdentity gives a the id and time it lacks (NewAuditID, now), so
+// that a record journaled before it is stored is the same record when
+// written again after a crash, which the store then skips.
+func (a *AuditRecord) SetIdentity() {
+	if a.ID == "" {
+		a.ID = NewAuditID()
+	}
+	if a.Recorded.IsZero() {
+		a.Recorded = time.Now()
+	}
+}
+
 // NewAuditID returns a new AuditEvent id: a version 7 UUID (RFC 9562) as
 // 32 lower-case hex digits, a FHIR id. Its first 48 bits are the time in
 // milliseconds, then (after the version) 12 bits of the time within the

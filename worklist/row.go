@@ -50,11 +50,13 @@ type srView struct {
 // occurrenceView is the part of a ServiceRequest the date columns come
 // from (Dates).
 type occurrenceView struct {
-	OccurrenceDateTime string `json:"occurrenceDateTime"`
-	OccurrencePeriod   *struct {
-		Start string `json:"start"`
-		End   string `json:"end"`
-	} `json:"occurrencePeriod"`
+	OccurrenceDateTime string            `json:"occurrenceDateTime"`
+	OccurrencePeriod   *occurrencePeriod `json:"occurrencePeriod"`
+}
+
+type occurrencePeriod struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
 }
 
 type concept struct {
@@ -127,15 +129,18 @@ func Row(domain string, a *qubs.Appointment, z *mapping.Zones, now time.Time) (s
 // Dates returns the date columns of m's index row, as Row writes them
 // (occurrence and started, as instants and as the site's wall clock): a
 // search that walks QUBS compares them as the index query does, on the
-// appointments it has mapped anyway (server's walkDates).
-func Dates(m *mapping.Mapped) (store.WorklistRow, error) {
+// appointments it maps anyway, without encoding them (server's
+// walkDates).
+func Dates(m *mapping.Mapped) store.WorklistRow {
 	var v occurrenceView
-	if err := json.Unmarshal(m.AppendServiceRequest(nil), &v); err != nil {
-		return store.WorklistRow{}, fmt.Errorf("reading the mapped ServiceRequest: %w", err)
+	dt, start, end := m.Occurrence()
+	v.OccurrenceDateTime = dt
+	if start != "" || end != "" {
+		v.OccurrencePeriod = &occurrencePeriod{Start: start, End: end}
 	}
 	var r store.WorklistRow
 	setDates(&r, &v, m)
-	return r, nil
+	return r
 }
 
 // setDates sets r's date columns from the mapped ServiceRequest's
@@ -145,11 +150,6 @@ func setDates(r *store.WorklistRow, v *occurrenceView, m *mapping.Mapped) {
 	r.OccurrenceStart, r.OccurrenceEnd = occurrenceRange(v, loc)
 	r.OccurrenceLocalStart, r.OccurrenceLocalEnd = wallClock(r.OccurrenceStart, loc, false), wallClock(r.OccurrenceEnd, loc, true)
 	if lo, hi, ok := m.Started(); ok {
-		if lo.Equal(hi) {
-			// ImagingStudy.started is written to the second: a dateTime
-			// stands for its whole second, as an occurrence does.
-			hi = lo.Add(time.Second)
-		}
 		r.StartedStart, r.StartedEnd = &lo, &hi
 		r.StartedLocalStart, r.StartedLocalEnd = wallClock(&lo, loc, false), wallClock(&hi, loc, true)
 	}

@@ -338,3 +338,43 @@ func TestRowStarted(t *testing.T) {
 	assert.Nil(t, r.StartedStart)
 	assert.Nil(t, r.StartedEnd)
 }
+
+// TestDatesAgreeWithRow: the date columns a walk computes without
+// encoding the ServiceRequest (Dates) are those Row reads back from its
+// JSON, over a simulated worklist and the occurrences the mapping writes
+// in unusual ways (times it keeps verbatim, an end past midnight, year
+// 9999, start or end alone).
+func TestDatesAgreeWithRow(t *testing.T) {
+	t.Parallel()
+	z, err := mapping.NewZones("Australia/Sydney", "Perth Site=Australia/Perth")
+	require.NoError(t, err)
+	var appts []qubs.Appointment
+	sim := qubssim.New(qubssim.Options{Seed: 5, Appointments: 300})
+	for _, domain := range sim.Domains() {
+		for _, id := range sim.PendingIDs(domain) {
+			a, ok := sim.Appointment(domain, id)
+			require.True(t, ok)
+			appts = append(appts, a)
+		}
+	}
+	s := func(v string) *string { return &v }
+	for i, c := range []struct{ date, start, end *string }{
+		{s("2026-03-05"), nil, nil}, {s("2026-03-05"), s("09:30:00"), nil}, {s("2026-03-05"), nil, s("10:00:00")},
+		{s("2026-03-05"), s("23:30:00"), s("00:15:00")}, {s("9999-12-31"), s("23:00:00"), s("00:30:00")},
+		{s("2026-03-05"), s("9h"), s("10:00:00")}, {s("05/03/2026"), s("09:30:00"), nil}, {s(""), nil, nil}, {nil, s("09:30:00"), nil},
+	} {
+		appts = append(appts, qubs.Appointment{Domain: "acme", AppointmentID: fmt.Sprint("E", i), Status: qubs.StatusPendingReporting,
+			ScheduledSite: "Perth Site", AppointmentDate: c.date, StartTime: c.start, EndTime: c.end})
+	}
+	for _, a := range appts {
+		r, err := worklist.Row(a.Domain, &a, z, time.Now())
+		require.NoError(t, err)
+		m, err := mapping.Map(&a, z)
+		require.NoError(t, err)
+		d := worklist.Dates(&m)
+		assert.Equal(t, []any{r.OccurrenceStart, r.OccurrenceEnd, r.OccurrenceLocalStart, r.OccurrenceLocalEnd,
+			r.StartedStart, r.StartedEnd, r.StartedLocalStart, r.StartedLocalEnd},
+			[]any{d.OccurrenceStart, d.OccurrenceEnd, d.OccurrenceLocalStart, d.OccurrenceLocalEnd,
+				d.StartedStart, d.StartedEnd, d.StartedLocalStart, d.StartedLocalEnd}, a.AppointmentID)
+	}
+}

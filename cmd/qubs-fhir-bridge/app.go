@@ -297,7 +297,7 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	defer st.Close()
 	st = observe.Store(st, tel.metrics, tel.tracer())
 	replay.ReplayCache = st // jti replay claims shared by every replica of the store
-	if cfg.AuditJournal, err = openAuditJournal(opts, opts.get("store"), log); err != nil {
+	if cfg.AuditJournal, err = openAuditJournal(opts, log); err != nil {
 		return err
 	}
 	m.BridgeURL = "http://" + ln.Addr().String()
@@ -520,7 +520,7 @@ func auditOptions(opts *options) (buffer int, commitReads bool, err error) {
 	if opts.get("audit-journal") == "" {
 		return 0, false, errors.New("BRIDGE_AUDIT_JOURNAL is empty: want auto, off or a directory")
 	}
-	journal := auditJournalDir(opts.get("audit-journal"), opts.get("store")) != ""
+	journal := auditjournal.Dir(opts.get("audit-journal"), opts.get("store")) != ""
 	switch opts.get("audit-wait") {
 	case "commit":
 		return buffer, true, nil
@@ -532,29 +532,10 @@ func auditOptions(opts *options) (buffer int, commitReads bool, err error) {
 	return 0, false, fmt.Errorf("BRIDGE_AUDIT_WAIT %q: want commit, queue or auto", opts.get("audit-wait"))
 }
 
-// auditJournalDir resolves BRIDGE_AUDIT_JOURNAL for the store dsn: auto
-// is a directory beside a SQLite database (its path and
-// "-audit-journal"; none on a system without flock, where the journal
-// cannot lock its directory), and no journal with PostgreSQL, whose replicas may
-// have no disk of their own (the Helm chart gives each an emptyDir and
-// sets it); off is no journal; "" means none.
-func auditJournalDir(setting, dsn string) string {
-	switch setting {
-	case "off", "":
-		return ""
-	case "auto":
-		if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok && path != "" && auditjournal.Supported {
-			return path + "-audit-journal"
-		}
-		return ""
-	}
-	return setting
-}
-
 // openAuditJournal opens the audit journal BRIDGE_AUDIT_JOURNAL names for
-// the store dsn, nil when there is none.
-func openAuditJournal(opts *options, dsn string, log *slog.Logger) (*auditjournal.Journal, error) {
-	dir := auditJournalDir(opts.get("audit-journal"), dsn)
+// BRIDGE_STORE (auditjournal.Dir), nil when there is none.
+func openAuditJournal(opts *options, log *slog.Logger) (*auditjournal.Journal, error) {
+	dir := auditjournal.Dir(opts.get("audit-journal"), opts.get("store"))
 	if dir == "" {
 		return nil, nil
 	}
@@ -631,6 +612,17 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 		// which is which, as an operator would with BRIDGE_SITE_TIMEZONES.
 		opts.byFlag["site-timezones"].value = siteZones(sim.SiteTimeZones())
 	}
+	if opts.get("store") == "" {
+		// The demo's reports live as long as the demo. Set before the
+		// server's configuration, which reads the store's kind (the
+		// audit's wait and journal).
+		dir, err := os.MkdirTemp("", "qubs-fhir-bridge-demo-")
+		if err != nil {
+			return fmt.Errorf("demo store: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		opts.byFlag["store"].value = "sqlite:" + filepath.Join(dir, "bridge.db")
+	}
 	cfg, err := serverConfig(opts, client, log, cursorKey("", qubssim.DefaultClientSecret))
 	if err != nil {
 		return err
@@ -640,23 +632,13 @@ func (m *Main) demo(ctx context.Context, opts *options, log *slog.Logger) error 
 		return err
 	}
 	tel.wire(&cfg, &bg)
-	dsn := opts.get("store")
-	if dsn == "" {
-		// The demo's reports live as long as the demo.
-		dir, err := os.MkdirTemp("", "qubs-fhir-bridge-demo-")
-		if err != nil {
-			return fmt.Errorf("demo store: %w", err)
-		}
-		defer os.RemoveAll(dir)
-		dsn = "sqlite:" + filepath.Join(dir, "bridge.db")
-	}
-	st, err := openStore(ctx, dsn)
+	st, err := openStore(ctx, opts.get("store"))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	st = observe.Store(st, tel.metrics, tel.tracer())
-	if cfg.AuditJournal, err = openAuditJournal(opts, dsn, log); err != nil {
+	if cfg.AuditJournal, err = openAuditJournal(opts, log); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", opts.get("listen"))

@@ -181,7 +181,7 @@ func checkStoreLevel(ctx context.Context, dsn string) storeLevel {
 // directory, creating and locking nothing.
 func checkAuditJournal(opts *options) checkResult {
 	r := checkResult{name: "audit-journal"}
-	dir := auditJournalDir(opts.get("audit-journal"), opts.get("store"))
+	dir := auditjournal.Dir(opts.get("audit-journal"), opts.get("store"))
 	if dir == "" {
 		r.detail = "none (BRIDGE_AUDIT_JOURNAL=" + opts.get("audit-journal") + "): reads wait for their audit record's commit, or only for its place in the queue (BRIDGE_AUDIT_WAIT)"
 		return r

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
@@ -236,7 +237,7 @@ func TestAuditJournalDir(t *testing.T) {
 		{"/journal", "postgres://db/x", "/journal"},
 		{"/journal", "sqlite:bridge.db", "/journal"},
 	} {
-		assert.Equal(t, tc.want, auditJournalDir(tc.setting, tc.dsn), "%s with %s", tc.setting, tc.dsn)
+		assert.Equal(t, tc.want, auditjournal.Dir(tc.setting, tc.dsn), "%s with %s", tc.setting, tc.dsn)
 	}
 }
 

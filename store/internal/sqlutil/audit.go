@@ -114,12 +114,7 @@ func PrepareAudit(a *store.AuditRecord) error {
 		&a.NetworkAddr, &a.CorrelationID, &a.RequestPath} {
 		*f = CleanText(*f)
 	}
-	if a.ID == "" {
-		a.ID = store.NewAuditID()
-	}
-	if a.Recorded.IsZero() {
-		a.Recorded = Now()
-	}
+	a.SetIdentity()
 	a.Recorded = Time(a.Recorded)
 	a.PatientRefs = unique(a.PatientRefs)
 	a.EntityRefs = unique(a.EntityRefs)
