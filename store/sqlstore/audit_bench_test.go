@@ -35,8 +35,9 @@ var engines = []struct {
 // ServiceRequest), written in batches of the given size, the commit
 // shared by the batch; "page" records name 100 patients of a worklist of
 // 1,200, page after page, as a walk of 16 clients writes them (batches of
-// 16). cpu-ns/op is the process's CPU per record; on PostgreSQL,
-// pg-cpu-ns/op is the server's.
+// 16). cpu-ns/op is the process's CPU per record, goroutines/op the
+// goroutines started per record; on PostgreSQL, pg-cpu-ns/op is the
+// server's.
 func BenchmarkRecordAudits(b *testing.B) {
 	// step is how far the first patient of record i+1 is from record
 	// i's: a page (100) makes 12 distinct pages, 7 a new one each time
@@ -81,7 +82,7 @@ func BenchmarkRecordAudits(b *testing.B) {
 				defer cancel()
 				st := eng.open(b)
 				b.ReportAllocs()
-				cpu0, pg0 := rusage(), pgtest.ServerCPU()
+				cpu0, pg0, g0 := rusage(), pgtest.ServerCPU(), goroutinesCreated()
 				for i := 0; i < b.N; i += tc.batch {
 					batch := make([]*store.AuditRecord, 0, tc.batch)
 					for j := i; j < min(i+tc.batch, b.N); j++ {
@@ -90,6 +91,7 @@ func BenchmarkRecordAudits(b *testing.B) {
 					require.NoError(b, st.RecordAudits(ctx, batch))
 				}
 				b.ReportMetric(float64(rusage()-cpu0)/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
 				reportServerCPU(b, eng.name, pg0)
 			})
 		}
