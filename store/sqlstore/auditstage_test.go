@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/metrics"
+	"slices"
 	"testing"
 	"time"
 
@@ -87,6 +88,75 @@ func TestAuditStagingMoves(t *testing.T) {
 	assert.Equal(t, [2]int{0, 5}, [2]int{staged, moved}, "the fifth row moves them all")
 
 	for _, p := range []string{"Patient/1", "Patient/4", "Patient/5"} {
+		got, _, err := s.SearchAudit(ctx, "acme", store.AuditFilter{PatientRef: p})
+		require.NoError(t, err)
+		assert.Len(t, got, 1, p)
+	}
+}
+
+// TestAuditGroupsWriteEachRecordOnce writes batches long enough for
+// insertAudits' statements of several records (16 a statement, the rest
+// one by one): a batch retried in part, a record given twice in one
+// batch, and records naming several patients or none among those naming
+// one. Each record is stored once, and each record naming one patient has
+// exactly one staged patient row.
+func TestAuditGroupsWriteEachRecordOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	s, err := sqlstore.OpenSQLite(ctx, path)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, s.Close()) })
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	defer db.Close()
+	counts := func() (events, staged int) {
+		t.Helper()
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT
+			(SELECT count(*) FROM audit_events), (SELECT count(*) FROM audit_patients_staged)`).Scan(&events, &staged))
+		return events, staged
+	}
+	next := 0
+	rec := func(patients ...string) *store.AuditRecord {
+		next++
+		return &store.AuditRecord{Domain: "acme", Action: store.AuditActionRead, Interaction: "read",
+			Outcome: store.AuditOutcomeSuccess, PatientRefs: patients, CorrelationID: fmt.Sprintf("c%d", next)}
+	}
+	var first []*store.AuditRecord
+	for i := range 20 {
+		first = append(first, rec(fmt.Sprintf("Patient/%d", i)))
+	}
+	first[3] = rec("Patient/a", "Patient/b") // a set: no staged row
+	first[17] = rec()                        // no patient
+	require.NoError(t, s.RecordAudits(ctx, first))
+	events, staged := counts()
+	assert.Equal(t, [2]int{20, 18}, [2]int{events, staged})
+
+	// Records 2..17 again (a retried batch: the whole first group of the
+	// next batch exists), then new ones, one of them twice.
+	again := slices.Clone(first[2:18])
+	var fresh []*store.AuditRecord
+	for i := range 9 {
+		fresh = append(fresh, rec(fmt.Sprintf("Patient/n%d", i)))
+	}
+	second := append(again, fresh...)
+	second = append(second, fresh[0])
+	second[5], second[16] = second[16], second[5] // a new record in the group of old ones
+	require.NoError(t, s.RecordAudits(ctx, second))
+	events, staged = counts()
+	assert.Equal(t, [2]int{29, 27}, [2]int{events, staged})
+
+	// A group holding one new record twice.
+	var third []*store.AuditRecord
+	for i := range 15 {
+		third = append(third, rec(fmt.Sprintf("Patient/t%d", i)))
+	}
+	third = append(third, third[4])
+	require.NoError(t, s.RecordAudits(ctx, third))
+	events, staged = counts()
+	assert.Equal(t, [2]int{44, 42}, [2]int{events, staged})
+
+	for _, p := range []string{"Patient/2", "Patient/n0", "Patient/n8", "Patient/a", "Patient/t4"} {
 		got, _, err := s.SearchAudit(ctx, "acme", store.AuditFilter{PatientRef: p})
 		require.NoError(t, err)
 		assert.Len(t, got, 1, p)
