@@ -248,29 +248,38 @@ func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Re
 // patient, and SQLite's WAL writes a whole page per leaf a commit touched:
 // about 15 µs more CPU a read, growing with the trail (docs/audit.md).
 //
-// The statements run under ctx without its cancellation: for a context
-// that can end, the driver starts a goroutine per statement to interrupt
-// it, which cost 4-10 µs of CPU per record, 10-20 % of a read's record
-// (BenchmarkRecordAudits, whose context has a deadline as the audit
-// writer's does). Nothing is lost by it: these statements write the
-// batch's rows (and at times move the bounded staged rows) on the
-// connection the transaction already holds, and if ctx ends
-// the transaction is rolled back (database/sql watches ctx for it) once
-// the statement running finishes, so the next one fails and the batch is
-// retried whole.
-func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) error {
-	ctx = context.WithoutCancel(ctx)
+// The statements writing the records and their staged rows run under ctx
+// without its cancellation: for a context that can end, the driver starts
+// a goroutine per statement to interrupt it, which cost 4-10 µs of CPU per
+// record, 10-20 % of a read's record (BenchmarkRecordAudits, whose context
+// has a deadline as the audit writer's does). database/sql still starts
+// one for each group's rows (it watches the transaction's context): one
+// per 16 records. Nothing is lost by it: these statements write a few
+// rows each on the connection the transaction already holds, and if ctx
+// ends the transaction is rolled back (database/sql watches ctx for it)
+// once the statement running finishes, so the next one fails and the
+// batch fails whole; that failure is then reported as ctx's error, as a
+// statement run under ctx would have reported it (a report write whose
+// request ends here answers as for any other ended request). The sets
+// and the move of staged rows, fewer and longer statements, keep ctx.
+func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.AuditRecord) (err error) {
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+	}()
+	stmtCtx := context.WithoutCancel(ctx)
 	ids, sets := patientSets(batch)
 	// stage are the records written now that name one patient: a
 	// record that exists already (a retried batch) is neither written
 	// nor staged again.
 	stage := make([]*store.AuditRecord, 0, len(batch))
 	args := make([]any, 0, auditGroup*auditEventValues)
-	group, single := tx.tx.StmtContext(ctx, d.eventGroup), tx.tx.StmtContext(ctx, d.events)
+	group, single := tx.tx.StmtContext(stmtCtx, d.eventGroup), tx.tx.StmtContext(stmtCtx, d.events)
 	for i := 0; i < len(batch); {
 		if len(batch)-i < auditGroup {
 			a := batch[i]
-			res, err := single.ExecContext(ctx, auditEventArgs(args[:0], a, ids[i])...)
+			res, err := single.ExecContext(stmtCtx, auditEventArgs(args[:0], a, ids[i])...)
 			if err != nil {
 				return err
 			}
@@ -286,7 +295,7 @@ func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store
 		for j := i; j < i+auditGroup; j++ {
 			args = auditEventArgs(args, batch[j], ids[j])
 		}
-		written, err := queryWritten(ctx, group, args)
+		written, err := queryWritten(stmtCtx, group, args)
 		if err != nil {
 			return err
 		}
@@ -303,7 +312,7 @@ func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store
 		}
 		i += auditGroup
 	}
-	if err := d.stageAuditPatients(ctx, tx, stage, args); err != nil {
+	if err := d.stageAuditPatients(stmtCtx, tx, stage, args); err != nil {
 		return err
 	}
 	if err := d.insertAuditSets(ctx, tx, sets); err != nil {
