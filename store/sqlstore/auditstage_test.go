@@ -94,6 +94,27 @@ func TestAuditStagingMoves(t *testing.T) {
 	}
 }
 
+// openAuditCounted opens a SQLite Store and returns it with a count of its
+// audit_events rows and staged patient rows, read beside it.
+func openAuditCounted(t *testing.T) (*sqlstore.Store, func() (events, staged int)) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	s, err := sqlstore.OpenSQLite(ctx, path)
+	require.NoError(t, err)
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		assert.NoError(t, db.Close())
+		assert.NoError(t, s.Close())
+	})
+	return s, func() (events, staged int) {
+		t.Helper()
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT
+			(SELECT count(*) FROM audit_events), (SELECT count(*) FROM audit_patients_staged)`).Scan(&events, &staged))
+		return events, staged
+	}
+}
+
 // TestAuditGroupsWriteEachRecordOnce writes batches long enough for
 // insertAudits' statements of several records (16 a statement, the rest
 // one by one): a batch retried in part, a record given twice in one
@@ -103,19 +124,7 @@ func TestAuditStagingMoves(t *testing.T) {
 func TestAuditGroupsWriteEachRecordOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "bridge.db")
-	s, err := sqlstore.OpenSQLite(ctx, path)
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, s.Close()) })
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
-	require.NoError(t, err)
-	defer db.Close()
-	counts := func() (events, staged int) {
-		t.Helper()
-		require.NoError(t, db.QueryRowContext(ctx, `SELECT
-			(SELECT count(*) FROM audit_events), (SELECT count(*) FROM audit_patients_staged)`).Scan(&events, &staged))
-		return events, staged
-	}
+	s, counts := openAuditCounted(t)
 	next := 0
 	rec := func(patients ...string) *store.AuditRecord {
 		next++
@@ -185,13 +194,7 @@ func TestAuditGroupsWriteEachRecordOnce(t *testing.T) {
 func TestAuditBatchDeadline(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "bridge.db")
-	s, err := sqlstore.OpenSQLite(ctx, path)
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, s.Close()) })
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
-	require.NoError(t, err)
-	defer db.Close()
+	s, counts := openAuditCounted(t)
 	const n = 1000
 	written, failed := 0, 0
 	for i := range 30 {
@@ -209,9 +212,7 @@ func TestAuditBatchDeadline(t *testing.T) {
 		} else {
 			written++
 		}
-		var events, staged int
-		require.NoError(t, db.QueryRowContext(ctx, `SELECT
-			(SELECT count(*) FROM audit_events), (SELECT count(*) FROM audit_patients_staged)`).Scan(&events, &staged))
+		events, staged := counts()
 		require.Equal(t, [2]int{written * n, written * n}, [2]int{events, staged}, "attempt %d", i)
 	}
 	t.Logf("%d batches written, %d failed", written, failed)
