@@ -276,30 +276,28 @@ func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store
 	stage := make([]*store.AuditRecord, 0, len(batch))
 	args := make([]any, 0, auditGroup*auditEventValues)
 	group, single := tx.tx.StmtContext(stmtCtx, d.eventGroup), tx.tx.StmtContext(stmtCtx, d.events)
-	for i := 0; i < len(batch); {
-		if len(batch)-i < auditGroup {
-			a := batch[i]
-			res, err := single.ExecContext(stmtCtx, auditEventArgs(args[:0], a, ids[i])...)
+	err = inGroups(len(batch), func(i, n int) error {
+		args = args[:0]
+		for j := i; j < i+n; j++ {
+			args = auditEventArgs(args, batch[j], ids[j])
+		}
+		if n == 1 {
+			res, err := single.ExecContext(stmtCtx, args...)
 			if err != nil {
 				return err
 			}
-			if n, err := res.RowsAffected(); err != nil {
+			if affected, err := res.RowsAffected(); err != nil {
 				return err
-			} else if n > 0 && sqlutil.SingletonSet(ids[i]) {
-				stage = append(stage, a)
+			} else if affected > 0 && sqlutil.SingletonSet(ids[i]) {
+				stage = append(stage, batch[i])
 			}
-			i++
-			continue
-		}
-		args = args[:0]
-		for j := i; j < i+auditGroup; j++ {
-			args = auditEventArgs(args, batch[j], ids[j])
+			return nil
 		}
 		written, err := queryWritten(stmtCtx, group, args)
 		if err != nil {
 			return err
 		}
-		for j := i; j < i+auditGroup; j++ {
+		for j := i; j < i+n; j++ {
 			a := batch[j]
 			// Each written key once: a record given twice in a batch is
 			// written, and staged, once.
@@ -310,7 +308,10 @@ func (d *sqliteDialect) insertAudits(ctx context.Context, tx *tx, batch []*store
 				}
 			}
 		}
-		i += auditGroup
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := d.stageAuditPatients(stmtCtx, tx, stage, args); err != nil {
 		return err
@@ -373,19 +374,33 @@ func queryWritten(ctx context.Context, stmt *sql.Stmt, args []any) ([]auditKey, 
 // rest one by one. args is scratch space.
 func (d *sqliteDialect) stageAuditPatients(ctx context.Context, tx *tx, recs []*store.AuditRecord, args []any) error {
 	group, single := tx.tx.StmtContext(ctx, d.stagedGroup), tx.tx.StmtContext(ctx, d.staged)
-	for len(recs) > 0 {
-		n, stmt := auditGroup, group
-		if len(recs) < auditGroup {
-			n, stmt = 1, single
-		}
+	return inGroups(len(recs), func(i, n int) error {
 		args = args[:0]
-		for _, a := range recs[:n] {
+		for _, a := range recs[i : i+n] {
 			args = append(args, a.Domain, a.PatientRefs[0], a.Recorded.UnixMicro(), a.ID)
 		}
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+		stmt := group
+		if n == 1 {
+			stmt = single
+		}
+		_, err := stmt.ExecContext(ctx, args...)
+		return err
+	})
+}
+
+// inGroups calls fn on [i, i+n) of total items in order: n is auditGroup
+// while that many are left, then 1 for each of the rest, as insertAudits'
+// statements take them.
+func inGroups(total int, fn func(i, n int) error) error {
+	for i := 0; i < total; {
+		n := auditGroup
+		if total-i < auditGroup {
+			n = 1
+		}
+		if err := fn(i, n); err != nil {
 			return err
 		}
-		recs = recs[n:]
+		i += n
 	}
 	return nil
 }
