@@ -111,6 +111,20 @@ func TestArtifactChunks(t *testing.T) {
 	a, err := s.ReportArtifact(ctx, "acme", "whole", 1, 0)
 	require.NoError(t, err)
 	assert.Equal(t, data, a.Data)
+	b, err := s.ArtifactBinary(ctx, "acme", "dra-whole")
+	require.NoError(t, err)
+	assert.Equal(t, data, b.Artifact.Data)
+
+	// A row whose size is damaged is an error, and the buffer the chunks
+	// are read into is not sized by it (1 TiB would not be allocated).
+	for _, size := range []int64{1 << 40, int64(len(data)) - 1} {
+		_, err = db.Exec(ctx, `UPDATE report_artifacts SET size = $1 WHERE report_id = 'whole'`, size)
+		require.NoError(t, err)
+		_, err = s.ReportArtifact(ctx, "acme", "whole", 1, 0)
+		assert.ErrorContains(t, err, "its row says", "size %d", size)
+	}
+	_, err = db.Exec(ctx, `UPDATE report_artifacts SET size = $1 WHERE report_id = 'whole'`, len(data))
+	require.NoError(t, err)
 
 	// Both are due, cut first: it fails, and the whole one is handed out.
 	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())

@@ -55,10 +55,6 @@ type dialect interface {
 	// are the names artifactFiles gave their bytes ("" for none), nil
 	// where they go into the rows.
 	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error
-	// artifactBytes is the SQL expression of an artifact's bytes (alias
-	// a, report_artifacts) where the row holds or names them: data, or
-	// its chunks reassembled (PostgreSQL, migration 0015).
-	artifactBytes() string
 	// insertAudits writes a checked batch of audit records and their
 	// new patient sets with their patient rows (migration 0016),
 	// skipping records whose (domain, id) exists.

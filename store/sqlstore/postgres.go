@@ -284,16 +284,6 @@ func writeChunkRows(w *copyWriter, r *store.Report) {
 	}
 }
 
-// artifactBytes reassembles an artifact's chunks (0015) in the query that
-// reads its row, or reads data for rows written before. A row whose chunks
-// are not all there reads as empty bytes, which scanArtifacts refuses by
-// their size, never as an artifact without bytes.
-func (postgresDialect) artifactBytes() string {
-	return `CASE WHEN a.chunks IS NULL THEN a.data ELSE COALESCE((SELECT string_agg(c.data, ''::bytea ORDER BY c.seq)
-		FROM report_artifact_chunks c
-		WHERE c.domain = a.domain AND c.report_id = a.report_id AND c.version = a.version AND c.idx = a.idx), ''::bytea) END`
-}
-
 func (postgresDialect) artifactFiles() *artifactFiles { return nil }
 
 // auditStaging: none; a record naming one patient is found through

@@ -30,12 +30,12 @@ const queueJoin = ` LEFT JOIN delivery_queues q ON q.domain = v.domain AND q.app
 // noArtifactData.
 const artifactCols = `a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at`
 
-// artifactData are an artifact's bytes: in the row, in the file it names
-// (SQLite since migration 0012, artifactfiles.go) or in its chunks
-// (PostgreSQL since 0015, dialect.artifactBytes), and the number of those
-// chunks; noArtifactData stands for them when the caller wants metadata
-// only.
-func artifactData(d dialect) string { return d.artifactBytes() + `, a.data_file, a.chunks` }
+// artifactData are an artifact's bytes where its row holds them (rows
+// written before migration 0012 on SQLite, 0015 on PostgreSQL), the file
+// that holds them (SQLite since 0012, artifactfiles.go) and the number of
+// chunks that hold them (PostgreSQL since 0015, readChunks);
+// noArtifactData stands for them when the caller wants metadata only.
+const artifactData = `a.data, a.data_file, a.chunks`
 
 const noArtifactData = `NULL, NULL, NULL`
 
@@ -238,50 +238,121 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 	}
 	data := noArtifactData
 	if withData {
-		data = artifactData(q.d)
+		data = artifactData
 	}
 	rows, err := q.query(ctx, `SELECT `+artifactCols+`, `+data+`
 		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? ORDER BY a.idx`, domain, id, version)
 	if err != nil {
 		return nil, err
 	}
-	err = scanArtifacts(rows, q.d.artifactFiles(), func(_ string, _ int, a store.Artifact) { r.Artifacts = append(r.Artifacts, a) })
-	return r, err
+	arts, err := scanArtifacts(rows, q.d.artifactFiles())
+	if err != nil {
+		return nil, err
+	}
+	for i := range arts {
+		if err := arts[i].readChunks(ctx, q, domain); err != nil {
+			return nil, err
+		}
+		r.Artifacts = append(r.Artifacts, arts[i].Artifact)
+	}
+	return r, nil
+}
+
+// scannedArtifact is a row of artifactCols and artifactData (or
+// noArtifactData).
+type scannedArtifact struct {
+	store.Artifact
+	reportID string
+	version  int
+	// chunks is set while the bytes are still to be read from
+	// report_artifact_chunks (readChunks).
+	chunks sql.NullInt64
 }
 
 // scanArtifacts reads rows of artifactCols and artifactData (or
-// noArtifactData), and closes them.
-func scanArtifacts(rows *sql.Rows, files *artifactFiles, add func(reportID string, version int, a store.Artifact)) error {
+// noArtifactData), the bytes in files included, and closes them. Bytes
+// in chunks are read by readChunks once the rows are closed: a
+// transaction's connection runs one query at a time.
+func scanArtifacts(rows *sql.Rows, files *artifactFiles) ([]scannedArtifact, error) {
 	defer rows.Close()
+	var out []scannedArtifact
 	for rows.Next() {
 		var (
-			a        store.Artifact
-			reportID string
-			version  int
-			file     sql.NullString
-			chunks   sql.NullInt64
+			sa   scannedArtifact
+			file sql.NullString
 		)
-		if err := rows.Scan(&reportID, &version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
-			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &chunks); err != nil {
-			return err
+		a := &sa.Artifact
+		if err := rows.Scan(&sa.reportID, &sa.version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
+			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &sa.chunks); err != nil {
+			return nil, err
 		}
-		if err := checkChunked(chunks, &a); err != nil {
-			return err
+		if err := loadArtifactFile(files, file, a); err != nil {
+			return nil, err
 		}
-		if err := loadArtifactFile(files, file, &a); err != nil {
-			return err
-		}
-		add(reportID, version, a)
+		out = append(out, sa)
 	}
-	return rows.Err()
+	return out, rows.Err()
 }
+
+// readChunks reads the bytes of an artifact stored in chunks (PostgreSQL,
+// migration 0015), if it is one, into one buffer of the artifact's size.
+// They used to be reassembled by the server with string_agg in the row's
+// query: that cost PostgreSQL a 2 MiB value built by appending, and the
+// bridge two copies of it (the driver's and database/sql's), 4.9 MB
+// allocated and 10.7 ms per 2 MiB read against 2.2 MB and 5 ms now
+// (BenchmarkReportArtifact2MB, docs/performance.md). Callers read the row
+// and its chunks in one transaction, or under a lease no purge takes
+// away, so both come from one state of the store.
+func (sa *scannedArtifact) readChunks(ctx context.Context, q q, domain string) error {
+	if !sa.chunks.Valid {
+		return nil
+	}
+	sa.chunks.Valid = false
+	rows, err := q.query(ctx, `SELECT data FROM report_artifact_chunks
+		WHERE domain = ? AND report_id = ? AND version = ? AND idx = ? ORDER BY seq`, domain, sa.reportID, sa.version, sa.Index)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	// The size sizes the buffer, up to a bound: a damaged row must not
+	// make the bridge allocate whatever it says.
+	data := make([]byte, 0, max(0, min(sa.Size, maxChunkedPrealloc)))
+	for rows.Next() {
+		var chunk sql.RawBytes // the driver's copy, valid until Next
+		if err := rows.Scan(&chunk); err != nil {
+			return err
+		}
+		data = append(data, chunk...)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	sa.Data = data
+	return checkChunked(&sa.Artifact)
+}
+
+// readArtifact runs fn, which reads an artifact's row and then its chunks
+// (readChunks), in one read transaction where the store keeps chunks
+// (PostgreSQL). SQLite keeps the bytes in files (or, before 0012, in the
+// row): there the row's one statement needs no transaction, which would
+// cost a read of a 2 MiB artifact a fifth more time.
+func (s *Store) readArtifact(ctx context.Context, fn func(q q) error) error {
+	if s.d.artifactFiles() != nil {
+		return fn(s.reader())
+	}
+	return s.read(ctx, fn)
+}
+
+// maxChunkedPrealloc bounds the buffer readChunks sizes by the artifact's
+// row: well over what QUBS accepts (qubs.MaxUploadBytes).
+const maxChunkedPrealloc = 64 << 20
 
 // checkChunked refuses the bytes of an artifact stored in chunks (0015)
 // unless they are as long as its row says: a chunk missing is an error,
 // never an artifact served or delivered short (as a file missing or cut
 // is, artifactFileError).
-func checkChunked(chunks sql.NullInt64, a *store.Artifact) error {
-	if !chunks.Valid || a.Data == nil || int64(len(a.Data)) == a.Size {
+func checkChunked(a *store.Artifact) error {
+	if int64(len(a.Data)) == a.Size {
 		return nil
 	}
 	return &artifactFileError{index: a.Index, permanent: true,
@@ -308,13 +379,24 @@ func loadArtifactFile(files *artifactFiles, file sql.NullString, a *store.Artifa
 // ReportArtifact returns one artifact with its bytes. See store.Reports.
 func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, index int) (_ *store.Artifact, err error) {
 	defer s.wrap(&err, "ReportArtifact(%q, %q, %d, %d)", domain, id, version, index)
-	rows, err := s.reader().query(ctx, `SELECT `+artifactCols+`, `+artifactData(s.d)+`
-		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? AND a.idx = ?`, domain, id, version, index)
-	if err != nil {
-		return nil, err
-	}
 	var found *store.Artifact
-	if err := scanArtifacts(rows, s.d.artifactFiles(), func(_ string, _ int, a store.Artifact) { found = &a }); err != nil {
+	err = s.readArtifact(ctx, func(q q) error {
+		rows, err := q.query(ctx, `SELECT `+artifactCols+`, `+artifactData+`
+		FROM report_artifacts a WHERE a.domain = ? AND a.report_id = ? AND a.version = ? AND a.idx = ?`, domain, id, version, index)
+		if err != nil {
+			return err
+		}
+		arts, err := scanArtifacts(rows, q.d.artifactFiles())
+		if err != nil || len(arts) == 0 {
+			return err
+		}
+		if err := arts[0].readChunks(ctx, q, domain); err != nil {
+			return err
+		}
+		found = &arts[0].Artifact
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if found == nil {
@@ -425,15 +507,16 @@ func (s *Store) search(ctx context.Context, q q, domain string, f store.ReportFi
 	if err != nil {
 		return nil, "", err
 	}
-	err = scanArtifacts(arows, nil, func(id string, version int, a store.Artifact) {
-		// Only the artifacts of the version on the page (the join already
-		// ensures it inside the read transaction; this keeps it obvious).
-		if r := byID[id]; r != nil && r.Version == version {
-			r.Artifacts = append(r.Artifacts, a)
-		}
-	})
+	arts, err := scanArtifacts(arows, nil)
 	if err != nil {
 		return nil, "", err
+	}
+	for _, a := range arts {
+		// Only the artifacts of the version on the page (the join already
+		// ensures it inside the read transaction; this keeps it obvious).
+		if r := byID[a.reportID]; r != nil && r.Version == a.version {
+			r.Artifacts = append(r.Artifacts, a.Artifact)
+		}
 	}
 	return reports, next, nil
 }
@@ -461,23 +544,30 @@ func (s *Store) ArtifactBinary(ctx context.Context, domain, binaryID string) (_ 
 	return b, err
 }
 
-// artifactBinary reads ArtifactBinary's row, its bytes left in the file
-// it names, if any.
+// artifactBinary reads ArtifactBinary's row and its bytes in chunks, if
+// any, in one read transaction; bytes in a file are left in the file it
+// names.
 func (s *Store) artifactBinary(ctx context.Context, domain, binaryID string) (*store.ReportBinary, sql.NullString, error) {
 	b := &store.ReportBinary{Domain: domain}
-	a := &b.Artifact
-	var (
-		file   sql.NullString
-		chunks sql.NullInt64
-	)
-	err := s.reader().queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData(s.d)+`,
+	sa := scannedArtifact{}
+	a := &sa.Artifact
+	var file sql.NullString
+	err := s.readArtifact(ctx, func(q q) error {
+		err := q.queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData+`,
 			v.patient_ref, v.created_at, v.purged
 		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
 		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID).
-		Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
-			&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &chunks, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
+			Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
+				&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &sa.chunks, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
+		if err != nil {
+			return notFound(err, "binary")
+		}
+		sa.reportID, sa.version = b.ReportID, b.Version
+		return sa.readChunks(ctx, q, domain)
+	})
 	if err != nil {
-		return nil, file, notFound(err, "binary")
+		return nil, file, err
 	}
-	return b, file, checkChunked(chunks, a)
+	b.Artifact = sa.Artifact
+	return b, file, nil
 }

@@ -20,8 +20,7 @@ import (
 // pg-cpu-ns/op is the server's CPU per report (every backend's, the
 // WAL writer's included), which ns/op waits for and cpu-ns/op leaves out.
 func BenchmarkCreateReport2MB(b *testing.B) {
-	pdf := make([]byte, 2<<20)
-	_, _ = rand.NewChaCha8([32]byte{}).Read(pdf) // never fails
+	pdf := pdf2MB()
 	for _, eng := range engines {
 		b.Run(eng.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -33,16 +32,53 @@ func BenchmarkCreateReport2MB(b *testing.B) {
 			for b.Loop() {
 				i++
 				id := "r" + strconv.Itoa(i)
-				r := &store.Report{Domain: "acme", ID: id, AppointmentID: "A" + strconv.Itoa(i), Status: "final",
-					Resource: []byte(`{"resourceType":"DiagnosticReport"}`), Submission: []byte(`{}`), CreatedAt: time.Now(),
-					Artifacts: []store.Artifact{{FileName: "report.pdf", ContentType: "application/pdf", Data: pdf, BinaryID: "dra-" + id}},
-					Audit: &store.AuditRecord{Domain: "acme", Action: store.AuditActionCreate, Interaction: "create",
-						Outcome: store.AuditOutcomeSuccess, CorrelationID: "bench-" + id, RequestPath: "/fhir/:domain/DiagnosticReport",
-						EntityRefs: []string{"DiagnosticReport/" + id}, PatientRefs: []string{"Patient/1"}}}
+				r := report2MB(id, "A"+strconv.Itoa(i), pdf)
+				r.Audit = &store.AuditRecord{Domain: "acme", Action: store.AuditActionCreate, Interaction: "create",
+					Outcome: store.AuditOutcomeSuccess, CorrelationID: "bench-" + id, RequestPath: "/fhir/:domain/DiagnosticReport",
+					EntityRefs: []string{"DiagnosticReport/" + id}, PatientRefs: []string{"Patient/1"}}
 				require.NoError(b, st.CreateReport(ctx, r))
 			}
 			b.ReportMetric(float64(rusage()-cpu0)/float64(b.N), "cpu-ns/op")
 			reportServerCPU(b, eng.name, pg0)
 		})
 	}
+}
+
+// BenchmarkReportArtifact2MB reads back the 2 MiB artifact of
+// BenchmarkCreateReport2MB, as a delivery (ClaimDelivery) and a Binary
+// read (ArtifactBinary) do: B/op is what the bridge allocates for it, and
+// pg-cpu-ns/op, on PostgreSQL, the server's CPU per read.
+func BenchmarkReportArtifact2MB(b *testing.B) {
+	pdf := pdf2MB()
+	for _, eng := range engines {
+		b.Run(eng.name, func(b *testing.B) {
+			ctx := context.Background()
+			st := eng.open(b)
+			require.NoError(b, st.CreateReport(ctx, report2MB("r1", "A1", pdf)))
+			b.ReportAllocs()
+			b.SetBytes(int64(len(pdf)))
+			cpu0, pg0 := rusage(), pgtest.ServerCPU()
+			for b.Loop() {
+				a, err := st.ReportArtifact(ctx, "acme", "r1", 1, 0)
+				require.NoError(b, err)
+				require.Len(b, a.Data, len(pdf))
+			}
+			b.ReportMetric(float64(rusage()-cpu0)/float64(b.N), "cpu-ns/op")
+			reportServerCPU(b, eng.name, pg0)
+		})
+	}
+}
+
+// pdf2MB stands for a 2 MiB PDF: incompressible bytes.
+func pdf2MB() []byte {
+	pdf := make([]byte, 2<<20)
+	_, _ = rand.NewChaCha8([32]byte{}).Read(pdf) // never fails
+	return pdf
+}
+
+// report2MB is a final report carrying pdf as its one artifact.
+func report2MB(id, appointmentID string, pdf []byte) *store.Report {
+	return &store.Report{Domain: "acme", ID: id, AppointmentID: appointmentID, Status: "final",
+		Resource: []byte(`{"resourceType":"DiagnosticReport"}`), Submission: []byte(`{}`), CreatedAt: time.Now(),
+		Artifacts: []store.Artifact{{FileName: "report.pdf", ContentType: "application/pdf", Data: pdf, BinaryID: "dra-" + id}}}
 }

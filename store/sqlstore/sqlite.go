@@ -209,10 +209,6 @@ func (d *sqliteDialect) auditStaging() *auditStaging   { return d.staging }
 // lockAuditSets: nothing to lock, the write transactions are serial.
 func (*sqliteDialect) lockAuditSets(context.Context, *tx, bool) error { return nil }
 
-// artifactBytes: rows written before 0012 hold their bytes; later ones name
-// a file (report_artifact_chunks stays empty here).
-func (d *sqliteDialect) artifactBytes() string { return `a.data` }
-
 // insertArtifacts writes each artifact's row naming the file that holds
 // its bytes (migration 0012; writeVersion wrote the files).
 func (d *sqliteDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error {
