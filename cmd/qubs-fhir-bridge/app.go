@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"golang.org/x/oauth2"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/auditjournal"
@@ -63,12 +64,19 @@ type Main struct {
 	// Stdin feeds hash-token when no token is given as an argument.
 	Stdin io.Reader
 	args  []string
+
+	// MemoryLimit reports the container's memory limit, which serve
+	// follows with the runtime's soft limit (setMemoryLimit); nil leaves
+	// the runtime's limit alone, as tests that run serve in their own
+	// process do.
+	MemoryLimit memlimit.Provider
 }
 
 // NewMain returns a Main wired to the process's stdout, stderr and
 // environment.
 func NewMain() *Main {
-	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Ready: make(chan struct{})}
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Ready: make(chan struct{}),
+		MemoryLimit: memlimit.FromCgroup}
 }
 
 // commands lists the options each command reads.
@@ -241,6 +249,9 @@ func (m *Main) serve(ctx context.Context, opts *options, log *slog.Logger) error
 	style, err := authStyle(opts.get("qubs-auth-style"))
 	if err != nil {
 		return err
+	}
+	if m.MemoryLimit != nil {
+		setMemoryLimit(log, m.MemoryLimit)
 	}
 	tel, err := newTelemetry(ctx, opts, m.Getenv)
 	if err != nil {

@@ -249,6 +249,7 @@ func TestChartRenders(t *testing.T) {
 		metrics, sm    bool
 		postgres       bool
 		secretsMounted []string
+		extraEnv       map[string]string
 	}{
 		{name: "defaults", secretsMounted: []string{"qubs-credentials", "qubs-fhir-bridge-tokens"}},
 		{name: "metrics", args: []string{"--set", "metrics.enabled=true"}, metrics: true,
@@ -259,6 +260,8 @@ func TestChartRenders(t *testing.T) {
 		{name: "jwt", args: []string{"--set", "auth.mode=jwt", "--set", "auth.jwt.jwksURL=https://as.example/jwks",
 			"--set", "auth.jwt.issuer=https://as.example", "--set", "auth.jwt.audience=qfb"},
 			secretsMounted: []string{"qubs-credentials"}},
+		{name: "extra env", args: []string{"--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=700MiB"},
+			extraEnv: map[string]string{"GOMEMLIMIT": "700MiB"}, secretsMounted: []string{"qubs-credentials", "qubs-fhir-bridge-tokens"}},
 		{name: "smart, postgres, replicas, metrics", args: []string{"--set", "auth.mode=smart", "--set", "publicURL=https://bridge.example",
 			"--set", "replicaCount=3", "--set", "store.postgresURLSecret=pg", "--set", "metrics.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"},
 			metrics: true, sm: true, postgres: true,
@@ -297,6 +300,9 @@ func TestChartRenders(t *testing.T) {
 				} else {
 					env[e.Name] = "secret:" + e.ValueFrom.SecretKeyRef.Name
 				}
+			}
+			for k, v := range tc.extraEnv {
+				assert.Equal(t, v, env[k], "extraEnv %s", k)
 			}
 			var volumes, secrets []string
 			for _, v := range pod.Spec.Volumes {
@@ -370,6 +376,7 @@ func TestChartRefuses(t *testing.T) {
 		"smart without a public URL":      {"--set", "auth.mode=smart"},
 		"jwt without its settings":        {"--set", "auth.mode=jwt"},
 		"service monitor without metrics": {"--set", "metrics.serviceMonitor.enabled=true"},
+		"a bridge setting in extraEnv":    {"--set", "extraEnv[0].name=BRIDGE_AUTH", "--set", "extraEnv[0].value=none"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"math"
+	"os"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+)
+
+// memoryLimitRatio is the share of the container's memory limit the Go
+// heap is given as its soft limit; the rest is for what the runtime does
+// not count (SQLite's page cache is allocated outside the Go heap by
+// modernc.org/sqlite's own allocator, thread stacks, the binary).
+const memoryLimitRatio = 0.9
+
+// setMemoryLimit gives the Go runtime a soft memory limit (GOMEMLIMIT) of
+// memoryLimitRatio of the memory limit provider reports, for serve the
+// container's (cgroup v1 or v2). Without one the heap may grow to twice
+// what is live before a collection (GOGC=100): a burst of concurrent
+// 2 MiB reports could take a pod sized for its steady state over its limit
+// and have it killed, where with one the collector works harder first.
+// An operator's GOMEMLIMIT wins; AUTOMEMLIMIT=off leaves the runtime
+// without a limit, AUTOMEMLIMIT=0.8 sets another ratio (the library's own
+// settings, docs/configuration.md). It returns the limit in force
+// (math.MaxInt64: none) and logs it, once, at start.
+func setMemoryLimit(log *slog.Logger, provider memlimit.Provider) int64 {
+	limit, err := memlimit.Set(memlimit.WithProvider(provider), memlimit.WithRatio(memoryLimitRatio))
+	switch {
+	case errors.Is(err, memlimit.ErrNoCgroup), errors.Is(err, memlimit.ErrCgroupsNotSupported):
+		log.Info("memory limit", "GOMEMLIMIT", "none", "reason", "no container memory limit to follow")
+	case err != nil:
+		// Not fatal: the bridge runs as it would without a container.
+		log.Warn("memory limit", "GOMEMLIMIT", "none", "reason", userMessage(err))
+	case os.Getenv("GOMEMLIMIT") != "":
+		log.Info("memory limit", "GOMEMLIMIT", limit, "source", "GOMEMLIMIT")
+	case limit == math.MaxInt64:
+		log.Info("memory limit", "GOMEMLIMIT", "none", "reason", "the container's memory is not limited, or AUTOMEMLIMIT=off")
+	default:
+		log.Info("memory limit", "GOMEMLIMIT", limit, "source", "the container's memory limit", "ratio", memoryLimitRatio)
+	}
+	return limit
+}
