@@ -68,7 +68,9 @@ type Main struct {
 	// MemoryLimit reports the container's memory limit, which serve
 	// follows with the runtime's soft limit (setMemoryLimit); nil leaves
 	// the runtime's limit alone, as tests that run serve in their own
-	// process do.
+	// process do. Its overrides, GOMEMLIMIT and AUTOMEMLIMIT, are read
+	// from the process's environment, not Getenv: the runtime and the
+	// library read them there.
 	MemoryLimit memlimit.Provider
 }
 

@@ -31,17 +31,21 @@ func TestSetMemoryLimit(t *testing.T) {
 		want     int64 // the limit in force after; 0: the one before
 		log      string
 	}{
-		{"the container's limit", nil, memlimit.Limit(gib), 966367641, `"GOMEMLIMIT":966367641,"source":"the container's memory limit"`},
-		{"another ratio", map[string]string{"AUTOMEMLIMIT": "0.5"}, memlimit.Limit(gib), gib / 2, `"GOMEMLIMIT":536870912,`},
-		{"the operator's GOMEMLIMIT", map[string]string{"GOMEMLIMIT": "300MiB"}, memlimit.Limit(gib), 0, `"source":"GOMEMLIMIT"`},
-		{"turned off", map[string]string{"AUTOMEMLIMIT": "off"}, memlimit.Limit(gib), 0, `"GOMEMLIMIT":"none"`},
+		{"the container's limit", nil, memlimit.Limit(gib), 966367641, `"GOMEMLIMIT":966367641,"source":"the container's memory limit","ratio":0.9}`},
+		{"another ratio", map[string]string{"AUTOMEMLIMIT": "0.5"}, memlimit.Limit(gib), gib / 2, `"GOMEMLIMIT":536870912,"source":"the container's memory limit, AUTOMEMLIMIT","ratio":0.5}`},
+		{"the operator's GOMEMLIMIT", map[string]string{"GOMEMLIMIT": "300MiB"}, memlimit.Limit(gib), 0, `"GOMEMLIMIT":"none","source":"GOMEMLIMIT"`},
+		{"turned off", map[string]string{"AUTOMEMLIMIT": "off"}, memlimit.Limit(gib), 0, `"GOMEMLIMIT":"none","source":"AUTOMEMLIMIT=off`},
+		{"a bad ratio", map[string]string{"AUTOMEMLIMIT": "2"}, memlimit.Limit(gib), 0, `"level":"WARN"`},
 		{"no cgroup", nil, func() (uint64, error) { return 0, memlimit.ErrNoCgroup }, 0, `no container memory limit to follow`},
-		{"not limited", nil, func() (uint64, error) { return 0, memlimit.ErrNoLimit }, math.MaxInt64, `"GOMEMLIMIT":"none"`},
+		{"not limited", nil, func() (uint64, error) { return 0, memlimit.ErrNoLimit }, math.MaxInt64, `"GOMEMLIMIT":"none","reason":"the container's memory is not limited"`},
 		{"unreadable", nil, func() (uint64, error) { return 0, errors.New("mountinfo unreadable") }, 0, `"level":"WARN","msg":"memory limit","GOMEMLIMIT":"none","reason":"failed to set GOMEMLIMIT: mountinfo unreadable"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := debug.SetMemoryLimit(-1)
-			t.Cleanup(func() { debug.SetMemoryLimit(before) })
+			// Each case starts from no limit, as serve does in a process
+			// whose GOMEMLIMIT is unset, whatever the test process has.
+			prev := debug.SetMemoryLimit(math.MaxInt64)
+			t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+			const before = math.MaxInt64
 			for _, k := range []string{"GOMEMLIMIT", "AUTOMEMLIMIT"} {
 				t.Setenv(k, "") // restored after the test
 				if v, ok := tc.env[k]; ok {

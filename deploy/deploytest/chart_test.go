@@ -260,8 +260,14 @@ func TestChartRenders(t *testing.T) {
 		{name: "jwt", args: []string{"--set", "auth.mode=jwt", "--set", "auth.jwt.jwksURL=https://as.example/jwks",
 			"--set", "auth.jwt.issuer=https://as.example", "--set", "auth.jwt.audience=qfb"},
 			secretsMounted: []string{"qubs-credentials"}},
-		{name: "extra env", args: []string{"--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=700MiB"},
-			extraEnv: map[string]string{"GOMEMLIMIT": "700MiB"}, secretsMounted: []string{"qubs-credentials", "qubs-fhir-bridge-tokens"}},
+		// A number from --set (or an unquoted one in a values file) still
+		// becomes the string Kubernetes wants; a setting the chart has no
+		// value for (QUBS_AUTH_STYLE) passes.
+		{name: "extra env", args: []string{"--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=700MiB",
+			"--set", "extraEnv[1].name=AUTOMEMLIMIT", "--set", "extraEnv[1].value=0.8",
+			"--set", "extraEnv[2].name=QUBS_AUTH_STYLE", "--set", "extraEnv[2].value=basic"},
+			extraEnv:       map[string]string{"GOMEMLIMIT": "700MiB", "AUTOMEMLIMIT": "0.8", "QUBS_AUTH_STYLE": "basic"},
+			secretsMounted: []string{"qubs-credentials", "qubs-fhir-bridge-tokens"}},
 		{name: "smart, postgres, replicas, metrics", args: []string{"--set", "auth.mode=smart", "--set", "publicURL=https://bridge.example",
 			"--set", "replicaCount=3", "--set", "store.postgresURLSecret=pg", "--set", "metrics.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"},
 			metrics: true, sm: true, postgres: true,
@@ -371,12 +377,14 @@ func TestChartRefuses(t *testing.T) {
 	t.Parallel()
 	helm := helmBinary(t)
 	for name, args := range map[string][]string{
-		"several replicas on SQLite":      {"--set", "replicaCount=2"},
-		"no authentication":               {"--set", "auth.mode=none"},
-		"smart without a public URL":      {"--set", "auth.mode=smart"},
-		"jwt without its settings":        {"--set", "auth.mode=jwt"},
-		"service monitor without metrics": {"--set", "metrics.serviceMonitor.enabled=true"},
-		"a bridge setting in extraEnv":    {"--set", "extraEnv[0].name=BRIDGE_AUTH", "--set", "extraEnv[0].value=none"},
+		"several replicas on SQLite":           {"--set", "replicaCount=2"},
+		"no authentication":                    {"--set", "auth.mode=none"},
+		"smart without a public URL":           {"--set", "auth.mode=smart"},
+		"jwt without its settings":             {"--set", "auth.mode=jwt"},
+		"service monitor without metrics":      {"--set", "metrics.serviceMonitor.enabled=true"},
+		"a setting of the chart's in extraEnv": {"--set", "extraEnv[0].name=BRIDGE_AUTH", "--set", "extraEnv[0].value=none"},
+		"extraEnv without a name":              {"--set", "extraEnv[0].value=x"},
+		"extraEnv not a list":                  {"--set", "extraEnv.GOMEMLIMIT=1GiB"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -180,7 +180,7 @@ func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Rep
 // PostgreSQL page (at most 8,160 bytes), since the column is STORAGE
 // PLAIN. The key's text columns are bounded by the primary keys' B-tree
 // entries (2,700 bytes), so there is always room for thousands.
-func chunkSize(r *store.Report) int { return 8000 - len(r.Domain) - len(r.ID) }
+func chunkSize(r *store.Report) int { return maxChunkBytes - len(r.Domain) - len(r.ID) }
 
 // chunkCount is how many rows writeChunkRows writes for a's bytes; a
 // row per started chunk, none for an artifact without bytes (the purge's

@@ -297,16 +297,18 @@ func scanArtifacts(rows *sql.Rows, files *artifactFiles) ([]scannedArtifact, err
 // readChunks reads the bytes of an artifact stored in chunks (PostgreSQL,
 // migration 0015), if it is one, into one buffer of the artifact's size.
 // They used to be reassembled by the server with string_agg in the row's
-// query: that cost PostgreSQL a 2 MiB value built by appending, and the
-// bridge two copies of it (the driver's and database/sql's), 4.9 MB
-// allocated and 10.7 ms per 2 MiB read against 2.2 MB and 5 ms now
-// (BenchmarkReportArtifact2MB, docs/performance.md). Callers read the row
-// and its chunks in one transaction, or under a lease no purge takes
-// away, so both come from one state of the store.
+// query: PostgreSQL built a 2 MiB value by appending, and the bridge held
+// two copies of it at once (the driver's and database/sql's); 11.5-12 ms
+// and 9.7-10 ms of the server's CPU per 2 MiB read against 4.9-5.9 and
+// 1.7-2.0 now, and one copy live (the driver's 8 KB rows are freed as they
+// are appended; BenchmarkReportArtifact2MB, docs/performance.md). Callers
+// read the row and its chunks in one transaction, or under a lease no
+// purge takes away, so both come from one state of the store.
 func (sa *scannedArtifact) readChunks(ctx context.Context, q q, domain string) error {
 	if !sa.chunks.Valid {
 		return nil
 	}
+	n := sa.chunks.Int64
 	sa.chunks.Valid = false
 	rows, err := q.query(ctx, `SELECT data FROM report_artifact_chunks
 		WHERE domain = ? AND report_id = ? AND version = ? AND idx = ? ORDER BY seq`, domain, sa.reportID, sa.version, sa.Index)
@@ -314,9 +316,10 @@ func (sa *scannedArtifact) readChunks(ctx context.Context, q q, domain string) e
 		return err
 	}
 	defer rows.Close()
-	// The size sizes the buffer, up to a bound: a damaged row must not
-	// make the bridge allocate whatever it says.
-	data := make([]byte, 0, max(0, min(sa.Size, maxChunkedPrealloc)))
+	// The size sizes the buffer, within what the chunks can hold and a
+	// bound: a damaged row must not make the bridge allocate whatever it
+	// says.
+	data := make([]byte, 0, max(0, min(sa.Size, n*maxChunkBytes, maxChunkedPrealloc)))
 	for rows.Next() {
 		var chunk sql.RawBytes // the driver's copy, valid until Next
 		if err := rows.Scan(&chunk); err != nil {
@@ -343,9 +346,14 @@ func (s *Store) readArtifact(ctx context.Context, fn func(q q) error) error {
 	return s.read(ctx, fn)
 }
 
-// maxChunkedPrealloc bounds the buffer readChunks sizes by the artifact's
-// row: well over what QUBS accepts (qubs.MaxUploadBytes).
-const maxChunkedPrealloc = 64 << 20
+const (
+	// maxChunkedPrealloc bounds the buffer readChunks sizes by the
+	// artifact's row: well over what QUBS accepts (qubs.MaxUploadBytes).
+	maxChunkedPrealloc = 64 << 20
+	// maxChunkBytes is the most one report_artifact_chunks row holds
+	// (chunkSize is less by the row's key).
+	maxChunkBytes = 8000
+)
 
 // checkChunked refuses the bytes of an artifact stored in chunks (0015)
 // unless they are as long as its row says: a chunk missing is an error,
