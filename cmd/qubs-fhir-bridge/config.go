@@ -85,6 +85,7 @@ func newOptions() *options {
 	add("subscription-allow-nets", "BRIDGE_SUBSCRIPTION_ALLOW_NETS", "", "comma-separated CIDR ranges Subscription endpoints may reach although private or otherwise internal (https still required); default none", false)
 	add("subscription-error-after", "BRIDGE_SUBSCRIPTION_ERROR_AFTER", "10m", "how long a Subscription's endpoint may fail before the subscription's status becomes error (it is still retried)", false)
 	add("metrics-listen", "BRIDGE_METRICS_LISTEN", "", "address serving Prometheus metrics at /metrics (unauthenticated, no PHI); empty: off (demo: a free loopback port)", false)
+	add("pprof", "BRIDGE_PPROF", "off", "on: also serve the Go runtime's profiles (net/http/pprof: heap, allocs, profile, goroutine, ...) at /debug/pprof/ on the metrics listener, for performance work; needs BRIDGE_METRICS_LISTEN. Profiles hold no PHI, but taking one costs CPU", false)
 	add("log-level", "BRIDGE_LOG_LEVEL", "info", "debug, info, warn or error", false)
 	add("sim-listen", "QUBS_SIM_LISTEN", "127.0.0.1:8090", "listen address of the QUBS simulator (demo)", false)
 	add("seed", "QUBS_SIM_SEED", "1", "seed of the simulator's data", false)

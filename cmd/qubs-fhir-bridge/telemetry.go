@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -23,6 +24,7 @@ type telemetry struct {
 	tp      *sdktrace.TracerProvider // nil: tracing off
 	ln      net.Listener             // the metrics listener
 	srv     *http.Server
+	pprof   bool // serve /debug/pprof/ beside /metrics
 }
 
 // newTelemetry binds BRIDGE_METRICS_LISTEN (a busy port fails the start,
@@ -38,6 +40,16 @@ func newTelemetry(ctx context.Context, opts *options, getenv func(string) string
 		if t.tp, err = observe.NewOTLPTracerProvider(ctx, version); err != nil {
 			return nil, err
 		}
+	}
+	switch v := opts.get("pprof"); v {
+	case "on":
+		if opts.get("metrics-listen") == "" {
+			return nil, errors.New("BRIDGE_PPROF=on needs BRIDGE_METRICS_LISTEN: the profiles are served on the metrics listener")
+		}
+		t.pprof = true
+	case "off", "":
+	default:
+		return nil, fmt.Errorf("BRIDGE_PPROF %q: want on or off", v)
 	}
 	if addr := opts.get("metrics-listen"); addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -91,10 +103,17 @@ func (t *telemetry) serve(log *slog.Logger) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", t.metrics.Handler())
+	write := 30 * time.Second
+	if t.pprof {
+		servePprof(mux)
+		// A CPU profile or trace takes ?seconds=N, 30 by default, and
+		// net/http/pprof refuses one longer than the write timeout.
+		write = 2*time.Minute + 10*time.Second
+	}
 	t.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      write,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() {
@@ -102,7 +121,27 @@ func (t *telemetry) serve(log *slog.Logger) {
 			log.Error("metrics listener stopped", "error", err.Error())
 		}
 	}()
-	log.Info("serving metrics", "addr", t.ln.Addr().String())
+	log.Info("serving metrics", "addr", t.ln.Addr().String(), "pprof", t.pprof)
+}
+
+// servePprof adds net/http/pprof's handlers under /debug/pprof/: the
+// index and every named profile (heap, allocs, goroutine, block, mutex,
+// threadcreate), CPU profiles, execution traces and symbols. Not
+// /debug/pprof/cmdline: the command line can carry a secret
+// (--qubs-client-secret). Registered on the metrics listener's own mux,
+// never on http.DefaultServeMux, which the FHIR listener does not use
+// either.
+func servePprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/debug/pprof/cmdline" {
+			http.NotFound(w, r)
+			return
+		}
+		pprof.Index(w, r)
+	})
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // close stops the metrics listener and flushes the spans not yet exported.

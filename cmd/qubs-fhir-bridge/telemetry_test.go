@@ -68,6 +68,44 @@ func TestServeMetrics(t *testing.T) {
 		require.Equal(t, http.StatusOK, status)
 		assert.Contains(t, string(body), "bridge_build_info{goversion=")
 	})
+	t.Run("pprof on BRIDGE_PPROF=on", func(t *testing.T) {
+		t.Parallel()
+		m, _, errOut := start(t, serveEnv(t, map[string]string{"BRIDGE_METRICS_LISTEN": "127.0.0.1:0", "BRIDGE_PPROF": "on"}), "serve")
+		base := strings.TrimSuffix(m.MetricsURL, "/metrics")
+		status, body := fetch(t, base+"/debug/pprof/heap?debug=1")
+		require.Equal(t, http.StatusOK, status)
+		assert.Contains(t, string(body), "heap profile:")
+		status, body = fetch(t, base+"/debug/pprof/goroutine?debug=1")
+		require.Equal(t, http.StatusOK, status)
+		assert.Contains(t, string(body), "goroutine profile:")
+		status, body = fetch(t, base+"/debug/pprof/profile?seconds=1")
+		require.Equal(t, http.StatusOK, status)
+		assert.NotEmpty(t, body, "a CPU profile")
+		status, _ = fetch(t, base+"/debug/pprof/cmdline")
+		assert.Equal(t, http.StatusNotFound, status, "the command line can carry a secret")
+		status, _ = fetch(t, m.BridgeURL+"/debug/pprof/heap")
+		assert.Equal(t, http.StatusNotFound, status, "never on the FHIR listener")
+		assert.Contains(t, errOut.String(), `"msg":"serving metrics"`)
+		assert.Contains(t, errOut.String(), `"pprof":true`)
+	})
+	t.Run("no pprof by default", func(t *testing.T) {
+		t.Parallel()
+		m, _, _ := start(t, serveEnv(t, map[string]string{"BRIDGE_METRICS_LISTEN": "127.0.0.1:0"}), "serve")
+		status, _ := fetch(t, strings.TrimSuffix(m.MetricsURL, "/metrics")+"/debug/pprof/heap")
+		assert.Equal(t, http.StatusNotFound, status)
+	})
+	for name, tc := range map[string]struct{ env map[string]string }{
+		"pprof without a metrics listener": {map[string]string{"BRIDGE_PPROF": "on"}},
+		"pprof neither on nor off":         {map[string]string{"BRIDGE_PPROF": "yes", "BRIDGE_METRICS_LISTEN": "127.0.0.1:0"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := &Main{Stdout: &syncBuffer{}, Stderr: &syncBuffer{}, Getenv: envFrom(serveEnv(t, tc.env)), Ready: make(chan struct{})}
+			err := m.Run(context.Background(), []string{"serve"})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "BRIDGE_PPROF")
+		})
+	}
 	t.Run("busy port", func(t *testing.T) {
 		t.Parallel()
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
