@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/internal/proccpu"
@@ -65,6 +66,11 @@ type Config struct {
 	// default) in the run's temporary directory, or a postgres:// URL,
 	// where each bridge gets a schema of its own, dropped at the end.
 	Store string
+
+	// ProfileDir, when set, receives the bridge's profiles (profile.go):
+	// CPU per worklist and read round, heap and allocations after each
+	// report phase. Created if missing.
+	ProfileDir string
 }
 
 // DefaultConfig is the configuration of "qubs-fhir-bridge bench" without
@@ -172,6 +178,8 @@ type Results struct {
 	// Schemas are the PostgreSQL schemas the bridges ran on (Config.Store),
 	// dropped when Run returns.
 	Schemas []string
+	// Profiles are the files written to Config.ProfileDir.
+	Profiles []string
 }
 
 // Run starts a simulator, a bridge (SQLite store unless Config.Store says
@@ -187,6 +195,11 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		r.res.Config.Store = u.Redacted() // results are printed and kept
 	}
 	defer r.close()
+	if cfg.ProfileDir != "" {
+		if err := checkProfileDir(cfg.ProfileDir); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
@@ -213,6 +226,8 @@ type runner struct {
 	bridgeHTTP, proxyHTTP *http.Client
 	bridges               int
 	schemas               []string // PostgreSQL schemas of the bridges (store.go)
+
+	mu sync.Mutex // guards res.Profiles, written by profiles' goroutines
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -308,7 +323,11 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	env := append(r.qubsEnv(),
+	profEnv, pprofURL, err := r.pprofEnv()
+	if err != nil {
+		return nil, "", err
+	}
+	env := append(append(r.qubsEnv(), profEnv...),
 		"BRIDGE_LISTEN="+addr,
 		"BRIDGE_AUTH=none",
 		"BRIDGE_STORE="+storeURL,
@@ -331,6 +350,7 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
+	c.pprof = pprofURL
 	return c, u, nil
 }
 
@@ -479,7 +499,7 @@ func (r *runner) compare(ctx context.Context, what string, d time.Duration, brid
 	}
 	for i := range r.cfg.Rounds {
 		for _, s := range []side{bridge, proxy} {
-			rd, err := r.round(ctx, d, s)
+			rd, err := r.round(ctx, d, s, fmt.Sprintf("%s-%s-round%d.cpu.pb.gz", what, s.name, i+1))
 			if err != nil {
 				return fmt.Errorf("bench: %s through the %s: %w", what, s.name, err)
 			}
@@ -494,7 +514,9 @@ func (r *runner) compare(ctx context.Context, what string, d time.Duration, brid
 	return nil
 }
 
-func (r *runner) round(ctx context.Context, d time.Duration, s side) (Round, error) {
+// round drives one side for d and measures it; profile names the file of
+// its CPU profile, when the side's process serves one.
+func (r *runner) round(ctx context.Context, d time.Duration, s side, profile string) (Round, error) {
 	for _, c := range []*child{s.proc, r.sim} {
 		if err := c.alive(); err != nil {
 			return Round{}, err
@@ -509,6 +531,8 @@ func (r *runner) round(ctx context.Context, d time.Duration, s side) (Round, err
 		return Round{}, err
 	}
 	db0 := r.dbCPU()
+	prof := r.profileRound(ctx, s.proc, d, profile)
+	defer prof.stop() // a round that fails leaves no profile running
 	res := drive(ctx, r.cfg.Clients, d, s.step)
 	db1 := r.dbCPU()
 	cpu1, err := cpuTime(s.proc.pid())
@@ -524,6 +548,10 @@ func (r *runner) round(ctx context.Context, d time.Duration, s side) (Round, err
 	}
 	if res.requests == 0 {
 		return Round{}, errors.New("no request completed")
+	}
+	// After the readings: the profile runs a little past the round.
+	if err := prof.wait(); err != nil {
+		return Round{}, err
 	}
 	n := time.Duration(res.requests)
 	return Round{

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -170,4 +171,19 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 	}
 	assert.NotContains(t, out, "Warning")
 	assert.Equal(t, 3*4, strings.Count(out, "| worklist | ")+strings.Count(out, "| read | "), "every round of both sides is listed")
+}
+
+// TestCheckProfileDir: the profile directory is made when missing and
+// refused when it holds anything, so that no earlier run's profiles are
+// merged with this one's.
+func TestCheckProfileDir(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "new", "profiles")
+	require.NoError(t, checkProfileDir(dir))
+	require.DirExists(t, dir)
+	require.NoError(t, checkProfileDir(dir), "empty is fine")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "read-bridge-round1.cpu.pb.gz"), []byte{0x1f, 0x8b}, 0o644))
+	err := checkProfileDir(dir)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not empty")
 }

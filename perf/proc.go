@@ -56,6 +56,9 @@ type child struct {
 	log  string
 	done chan struct{}
 	err  error
+	// pprof is the base URL of a bridge's profiles (Config.ProfileDir),
+	// "" when it serves none.
+	pprof string
 }
 
 // readiness tells from a child's output so far (or otherwise) whether it

@@ -108,7 +108,7 @@ func (r *runner) reports(ctx context.Context) error {
 	r.logf("reports: %d sequential POSTs with return=minimal, %d without, each once QUBS has the one before, then %d back to back, on a fresh bridge",
 		r.cfg.ReportPosts, r.cfg.ReportPosts, r.cfg.ReportPosts)
 	delivered := true
-	rp.PeakSequential, err = r.onFreshBridge(ctx, 3*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string) error {
+	rp.PeakSequential, err = r.onFreshBridge(ctx, "reports-sequential", 3*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string) error {
 		// QUBS is asked how many reports it has only between the POSTs
 		// that wait for their delivery: its answer walks every record
 		// under the simulator's lock, which the deliveries need too.
@@ -164,7 +164,7 @@ func (r *runner) reports(ctx context.Context) error {
 			return err
 		}
 	}
-	rp.PeakConcurrent, err = r.onFreshBridge(ctx, r.cfg.ConcurrentPosts, &delivered, func(hc *http.Client, base string) error {
+	rp.PeakConcurrent, err = r.onFreshBridge(ctx, "reports-at-once", r.cfg.ConcurrentPosts, &delivered, func(hc *http.Client, base string) error {
 		var (
 			wg    sync.WaitGroup
 			mu    sync.Mutex
@@ -199,7 +199,7 @@ func (r *runner) reports(ctx context.Context) error {
 // has received the posts reports fn sent (so that delivery is part of the
 // peak), and returns how far the bridge's peak RSS rose above its RSS
 // before fn.
-func (r *runner) onFreshBridge(ctx context.Context, posts int, delivered *bool, fn func(hc *http.Client, base string) error) (int64, error) {
+func (r *runner) onFreshBridge(ctx context.Context, phase string, posts int, delivered *bool, fn func(hc *http.Client, base string) error) (int64, error) {
 	c, u, err := r.startBridge(ctx)
 	if err != nil {
 		return 0, err
@@ -237,6 +237,9 @@ func (r *runner) onFreshBridge(ctx context.Context, posts int, delivered *bool, 
 	m1, err := memoryOf(c.pid())
 	if err != nil {
 		return 0, fmt.Errorf("bench: %w", err)
+	}
+	if err := r.saveMemoryProfiles(ctx, c, phase); err != nil {
+		return 0, err
 	}
 	return m1.hwm - m0.rss, nil
 }

@@ -156,6 +156,9 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "Run: %d rounds (bridge, proxy, bridge, ...) of %v (worklist) and %v (reads) per side after %v of warm-up, %d clients, `_count=%d`, "+
 		"%d appointments per domain (seed %d), bridge on %s with the audit on (a read waits for %s), log level %s; took %v.\n\n",
 		c.Rounds, c.Duration, c.ReadDuration, c.Warmup, c.Clients, c.Count, c.Appointments, c.Seed, c.storeName(), c.auditWaitName(), c.BridgeLogLevel, r.Took.Round(time.Second))
+	if len(r.Profiles) > 0 {
+		fmt.Fprintf(w, "The bridge was profiled (its figures carry the profiler's cost): %d profiles in %s, for `go tool pprof`.\n\n", len(r.Profiles), c.ProfileDir)
+	}
 
 	wb, wp := Summarize(r.Worklist.Bridge), Summarize(r.Worklist.Proxy)
 	rb, rp := Summarize(r.Read.Bridge), Summarize(r.Read.Proxy)

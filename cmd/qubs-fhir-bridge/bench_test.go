@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,8 +70,27 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	require.NoError(t, err)
 	cfg := tinyBench()
 	cfg.Launch, cfg.Progress = launch, testWriter{t}
+	cfg.ProfileDir = filepath.Join(t.TempDir(), "profiles") // made by the run
 	res, err := perf.Run(context.Background(), cfg)
 	require.NoError(t, err)
+
+	// The bridge's profiles: one CPU profile per bridge round, heap and
+	// allocations after each report phase, each a gzipped pprof protobuf.
+	var want []string
+	for _, what := range []string{"worklist", "read"} {
+		for i := range cfg.Rounds {
+			want = append(want, fmt.Sprintf("%s-bridge-round%d.cpu.pb.gz", what, i+1))
+		}
+	}
+	for _, phase := range []string{"reports-sequential", "reports-at-once"} {
+		want = append(want, phase+".heap.pb.gz", phase+".allocs.pb.gz")
+	}
+	assert.ElementsMatch(t, want, res.Profiles)
+	for _, f := range want {
+		b, err := os.ReadFile(filepath.Join(cfg.ProfileDir, f))
+		require.NoError(t, err)
+		assert.True(t, bytes.HasPrefix(b, []byte{0x1f, 0x8b}), "%s is gzipped", f)
+	}
 
 	w := res.Walk
 	assert.Equal(t, w.ProxyPages, w.ProxyQUBSCalls, "the proxy makes exactly one QUBS call per page: the counting is right")

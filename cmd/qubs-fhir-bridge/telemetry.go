@@ -32,15 +32,8 @@ type telemetry struct {
 // Nothing is served until serve.
 func newTelemetry(ctx context.Context, opts *options, getenv func(string) string) (*telemetry, error) {
 	t := &telemetry{}
-	on, err := observe.TracingEnabled(getenv)
-	if err != nil {
-		return nil, err
-	}
-	if on {
-		if t.tp, err = observe.NewOTLPTracerProvider(ctx, version); err != nil {
-			return nil, err
-		}
-	}
+	// Checked before anything is set up, so that a mistake leaves nothing
+	// to close.
 	switch v := opts.get("pprof"); v {
 	case "on":
 		if opts.get("metrics-listen") == "" {
@@ -50,6 +43,15 @@ func newTelemetry(ctx context.Context, opts *options, getenv func(string) string
 	case "off", "":
 	default:
 		return nil, fmt.Errorf("BRIDGE_PPROF %q: want on or off", v)
+	}
+	on, err := observe.TracingEnabled(getenv)
+	if err != nil {
+		return nil, err
+	}
+	if on {
+		if t.tp, err = observe.NewOTLPTracerProvider(ctx, version); err != nil {
+			return nil, err
+		}
 	}
 	if addr := opts.get("metrics-listen"); addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -103,17 +105,15 @@ func (t *telemetry) serve(log *slog.Logger) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", t.metrics.Handler())
-	write := 30 * time.Second
 	if t.pprof {
+		// net/http/pprof moves the write deadline of a CPU profile or
+		// trace past its ?seconds=N itself.
 		servePprof(mux)
-		// A CPU profile or trace takes ?seconds=N, 30 by default, and
-		// net/http/pprof refuses one longer than the write timeout.
-		write = 2*time.Minute + 10*time.Second
 	}
 	t.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      write,
+		WriteTimeout:      30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() {
