@@ -3,7 +3,6 @@ package perf
 import (
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"os"
@@ -99,42 +98,20 @@ func (p *roundProfile) stop() {
 // saveProfile writes what c's pprof endpoint path answers, within
 // timeout, to file in the profile directory; a file it could not write
 // whole is removed.
-func (r *runner) saveProfile(ctx context.Context, c *child, path, file string, timeout time.Duration) (err error) {
+func (r *runner) saveProfile(ctx context.Context, c *child, path, file string, timeout time.Duration) error {
 	if c.pprof == "" {
 		return nil
 	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("profile %s: %w", file, err)
-		}
-	}()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.pprof+path, nil)
+	b, err := get(ctx, http.DefaultClient, c.pprof+path)
 	if err != nil {
-		return err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-		return fmt.Errorf("%s: %s", res.Status, b)
+		return fmt.Errorf("profile %s: %w", file, err)
 	}
 	name := filepath.Join(r.cfg.ProfileDir, file)
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, res.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := os.WriteFile(name, b, 0o644); err != nil {
 		os.Remove(name)
-		return err
+		return fmt.Errorf("profile %s: %w", file, err)
 	}
 	r.mu.Lock()
 	r.res.Profiles = append(r.res.Profiles, file)

@@ -245,6 +245,19 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 	if err != nil {
 		return nil, err
 	}
+	arts, err := loadArtifacts(ctx, q, domain, rows)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range arts {
+		r.Artifacts = append(r.Artifacts, a.Artifact)
+	}
+	return r, nil
+}
+
+// loadArtifacts reads rows of artifactCols and artifactData with their
+// bytes: scanArtifacts, then readChunks for each once the rows are closed.
+func loadArtifacts(ctx context.Context, q q, domain string, rows *sql.Rows) ([]scannedArtifact, error) {
 	arts, err := scanArtifacts(rows, q.d.artifactFiles())
 	if err != nil {
 		return nil, err
@@ -253,9 +266,8 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 		if err := arts[i].readChunks(ctx, q, domain); err != nil {
 			return nil, err
 		}
-		r.Artifacts = append(r.Artifacts, arts[i].Artifact)
 	}
-	return r, nil
+	return arts, nil
 }
 
 // scannedArtifact is a row of artifactCols and artifactData (or
@@ -264,8 +276,8 @@ type scannedArtifact struct {
 	store.Artifact
 	reportID string
 	version  int
-	// chunks is set while the bytes are still to be read from
-	// report_artifact_chunks (readChunks).
+	// chunks is set when the bytes are in report_artifact_chunks, for
+	// readChunks to read.
 	chunks sql.NullInt64
 }
 
@@ -309,7 +321,6 @@ func (sa *scannedArtifact) readChunks(ctx context.Context, q q, domain string) e
 		return nil
 	}
 	n := sa.chunks.Int64
-	sa.chunks.Valid = false
 	rows, err := q.query(ctx, `SELECT data FROM report_artifact_chunks
 		WHERE domain = ? AND report_id = ? AND version = ? AND idx = ? ORDER BY seq`, domain, sa.reportID, sa.version, sa.Index)
 	if err != nil {
@@ -394,15 +405,11 @@ func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, 
 		if err != nil {
 			return err
 		}
-		arts, err := scanArtifacts(rows, q.d.artifactFiles())
-		if err != nil || len(arts) == 0 {
-			return err
+		arts, err := loadArtifacts(ctx, q, domain, rows)
+		if len(arts) > 0 {
+			found = &arts[0].Artifact
 		}
-		if err := arts[0].readChunks(ctx, q, domain); err != nil {
-			return err
-		}
-		found = &arts[0].Artifact
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
