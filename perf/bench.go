@@ -79,7 +79,9 @@ func DefaultConfig() Config {
 	return Config{
 		Rounds: 3, Duration: 5 * time.Second, ReadDuration: 3 * time.Second, Warmup: time.Second,
 		Clients: 16, Count: 100, Domain: "acme", Seed: 1, Appointments: 1200,
-		ReportPosts: 5, ConcurrentPosts: 8, BridgeLogLevel: "info",
+		// Fifteen of each: the floor alone spread from 8 to 15 ms within
+		// runs of five (2026-12-03), too few for a steady median.
+		ReportPosts: 15, ConcurrentPosts: 8, BridgeLogLevel: "info",
 		AuditWait: "auto", AuditJournal: "auto",
 	}
 }
@@ -154,6 +156,11 @@ type Reports struct {
 	// Concurrent are the latencies of ConcurrentPosts POSTs sent at once
 	// (return=minimal).
 	Concurrent []time.Duration
+	// First are the POSTs each phase's fresh bridge gets before its
+	// measured ones (sequential, then at once), not counted in any
+	// figure, as the floor's first round is not: the bridge's first QUBS
+	// token, connections and first use of the code are in them.
+	First []time.Duration
 	// EchoMinimal and EchoFull are the body bytes of the answers.
 	EchoMinimal, EchoFull int64
 	// PeakSequential and PeakConcurrent are how far the bridge's peak RSS

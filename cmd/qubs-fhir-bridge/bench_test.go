@@ -124,7 +124,10 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	assert.Len(t, rp.Full, cfg.ReportPosts)
 	assert.Len(t, rp.BackToBack, cfg.ReportPosts)
 	assert.Len(t, rp.Concurrent, cfg.ConcurrentPosts)
-	assert.True(t, rp.Delivered, "QUBS received every report posted")
+	require.Len(t, rp.First, 2, "each phase's fresh bridge gets one report first, not counted")
+	assert.Positive(t, rp.First[0])
+	assert.Positive(t, rp.First[1])
+	assert.True(t, rp.Delivered, "QUBS received every report posted, the first ones included")
 	assert.Positive(t, rp.EchoFull, "without Prefer the report comes back")
 	assert.GreaterOrEqual(t, rp.PeakSequential, int64(0))
 
