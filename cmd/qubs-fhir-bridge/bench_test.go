@@ -135,6 +135,7 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	res.WriteMarkdown(&b)
 	assert.Contains(t, b.String(), "| worklist page of 20, 2 clients | throughput |")
 	assert.Contains(t, b.String(), "### Issue 10's goals")
+	assert.Contains(t, b.String(), "Not counted: the first POST of each phase's fresh bridge")
 }
 
 // TestBenchOnPostgres runs the harness with --store: the bridges run on
