@@ -218,7 +218,14 @@ func TestMetricsAnonymousProbeRefusals(t *testing.T) {
 		res, _ := send(t, http.MethodGet, e.srv.URL+"/fhir/"+d+"/metadata", nil, nil)
 		require.Contains(t, []int{http.StatusOK, http.StatusNotFound}, res.StatusCode)
 	}
-	fams := observetest.Scrape(t, u)
+	// A request is counted once its handler returns, which can be after
+	// the client has read a large answer (the CapabilityStatement goes
+	// out as it is written).
+	var fams observetest.Families
+	eventually(t, "the eight requests counted", func() bool {
+		fams = observetest.Scrape(t, u)
+		return fams.Sum("bridge_http_requests_total", labels{"route": "/fhir/:domain/metadata"}) == 8
+	})
 	assert.GreaterOrEqual(t, fams.Value("bridge_rate_limit_refusals_total", labels{"reason": "anonymous"}), 1.0)
 	assert.Equal(t, 8.0, fams.Sum("bridge_http_requests_total", labels{"route": "/fhir/:domain/metadata"}))
 }
