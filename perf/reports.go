@@ -119,14 +119,10 @@ func (r *runner) reports(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rp.PeakSequential, err = r.onFreshBridge(ctx, "reports-sequential", w, 3*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string) error {
+	rp.PeakSequential, err = r.onFreshBridge(ctx, "reports-sequential", w, 3*r.cfg.ReportPosts, &delivered, func(hc *http.Client, base string, got int) error {
 		// QUBS is asked how many reports it has only between the POSTs
 		// that wait for their delivery: its answer walks every record
 		// under the simulator's lock, which the deliveries need too.
-		got, err := r.simReports(ctx)
-		if err != nil {
-			return err
-		}
 		waiting := true
 		for i := range 3 * r.cfg.ReportPosts {
 			b, err := body(i)
@@ -178,7 +174,7 @@ func (r *runner) reports(ctx context.Context) error {
 	if w, err = firstBody(1); err != nil {
 		return err
 	}
-	rp.PeakConcurrent, err = r.onFreshBridge(ctx, "reports-at-once", w, r.cfg.ConcurrentPosts, &delivered, func(hc *http.Client, base string) error {
+	rp.PeakConcurrent, err = r.onFreshBridge(ctx, "reports-at-once", w, r.cfg.ConcurrentPosts, &delivered, func(hc *http.Client, base string, _ int) error {
 		var (
 			wg    sync.WaitGroup
 			mu    sync.Mutex
@@ -210,10 +206,11 @@ func (r *runner) reports(ctx context.Context) error {
 }
 
 // onFreshBridge starts a bridge, lets it settle, POSTs first and waits
-// until QUBS has it, runs fn, waits until QUBS has received the posts
-// reports fn sent (so that delivery is part of the peak), and returns how
-// far the bridge's peak RSS rose above its RSS before fn.
-func (r *runner) onFreshBridge(ctx context.Context, phase string, first []byte, posts int, delivered *bool, fn func(hc *http.Client, base string) error) (int64, error) {
+// until QUBS has it, runs fn with the number of reports QUBS then has,
+// waits until QUBS has received the posts reports fn sent (so that
+// delivery is part of the peak), and returns how far the bridge's peak
+// RSS rose above its RSS before fn.
+func (r *runner) onFreshBridge(ctx context.Context, phase string, first []byte, posts int, delivered *bool, fn func(hc *http.Client, base string, had int) error) (int64, error) {
 	c, u, err := r.startBridge(ctx)
 	if err != nil {
 		return 0, err
@@ -249,7 +246,7 @@ func (r *runner) onFreshBridge(ctx context.Context, phase string, first []byte, 
 	if err != nil {
 		return 0, fmt.Errorf("bench: %w", err)
 	}
-	if err := fn(hc, base); err != nil {
+	if err := fn(hc, base, had); err != nil {
 		return 0, fmt.Errorf("bench: report POST: %w", err)
 	}
 	// Delivery runs behind the answer; wait for it (bounded), so that the

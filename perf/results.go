@@ -237,20 +237,19 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 			}
 		}
 	}
-	lat := func(d []time.Duration) string {
-		s := slices.Clone(d)
-		slices.Sort(s)
-		out := make([]string, len(s))
-		for i, x := range s {
+	durs := func(d []time.Duration) string {
+		out := make([]string, len(d))
+		for i, x := range d {
 			out[i] = fmtDur(x)
 		}
 		return strings.Join(out, ", ")
 	}
-	first := make([]string, len(rep.First))
-	for i, d := range rep.First {
-		first[i] = fmtDur(d)
+	lat := func(d []time.Duration) string {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return durs(s)
 	}
 	fmt.Fprintf(w, "\nReport POSTs (sorted): return=minimal %s; no Prefer %s; back to back %s; at once %s; floor %s. "+
 		"Not counted: the first POST of each phase's fresh bridge (sequential, at once) %s, as the floor's first round (its token) is not.\n",
-		lat(rep.Minimal), lat(rep.Full), lat(rep.BackToBack), lat(rep.Concurrent), lat(rep.Floor), strings.Join(first, ", "))
+		lat(rep.Minimal), lat(rep.Full), lat(rep.BackToBack), lat(rep.Concurrent), lat(rep.Floor), durs(rep.First))
 }
