@@ -35,7 +35,8 @@ func report2MB(srID string) (body, file []byte) {
 // through the router into a real SQLite store, and reports, besides B/op,
 // the peak growth of the live heap while requests run (sampled every
 // 50 µs; the GC runs before each round): sequential posts one at a time,
-// concurrent-8 eight at once (peak-MiB/post is the round's peak over 8).
+// concurrent-8 eight at once (peak-MiB/post is the round's peak over 8),
+// each also on PostgreSQL (-postgres).
 // ns/op is per post in both. latency is sequential without the sampler,
 // whose stops of the world slow the requests it watches, and without the
 // forced GC, which a server does not get between requests either: that
@@ -54,6 +55,7 @@ func BenchmarkSubmitReport2MB(b *testing.B) {
 		{"concurrent-8", 8, true, withStore},
 		{"latency", 1, false, withStore},
 		{"sequential-postgres", 1, true, withPostgres},
+		{"concurrent-8-postgres", 8, true, withPostgres},
 		{"latency-postgres", 1, false, withPostgres},
 	} {
 		name, conc := tc.name, tc.conc

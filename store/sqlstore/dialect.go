@@ -55,6 +55,10 @@ type dialect interface {
 	// are the names artifactFiles gave their bytes ("" for none), nil
 	// where they go into the rows.
 	insertArtifacts(ctx context.Context, tx *tx, r *store.Report, files []string) error
+	// appendChunks appends the bytes of artifact idx of a version, kept
+	// in report_artifact_chunks (PostgreSQL, migration 0015), to dst in
+	// order, reading in the transaction q, whose connection q.conn holds.
+	appendChunks(ctx context.Context, q q, dst []byte, domain, reportID string, version, idx int) ([]byte, error)
 	// insertAudits writes a checked batch of audit records and their
 	// new patient sets with their patient rows (migration 0016),
 	// skipping records whose (domain, id) exists.

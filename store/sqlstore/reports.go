@@ -312,33 +312,21 @@ func scanArtifacts(rows *sql.Rows, files *artifactFiles) ([]scannedArtifact, err
 // query: PostgreSQL built a 2 MiB value by appending, and the bridge held
 // two copies of it at once (the driver's and database/sql's); 11.5-12 ms
 // and 9.7-10 ms of the server's CPU per 2 MiB read against 4.9-5.9 and
-// 1.7-2.0 now, and one copy live (the driver's 8 KB rows are freed as they
-// are appended; BenchmarkReportArtifact2MB, docs/performance.md). Callers
-// read the row and its chunks in one transaction, or under a lease no
-// purge takes away, so both come from one state of the store.
+// 1.7-2.0 since, and one copy (BenchmarkReportArtifact2MB,
+// docs/performance.md). Callers read the row and its chunks in one
+// transaction on a connection of its own (q.conn), under a lease no purge
+// takes away, so both come from one state of the store.
 func (sa *scannedArtifact) readChunks(ctx context.Context, q q, domain string) error {
 	if !sa.chunks.Valid {
 		return nil
 	}
 	n := sa.chunks.Int64
-	rows, err := q.query(ctx, `SELECT data FROM report_artifact_chunks
-		WHERE domain = ? AND report_id = ? AND version = ? AND idx = ? ORDER BY seq`, domain, sa.reportID, sa.version, sa.Index)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
 	// The size sizes the buffer, within what the chunks can hold and a
 	// bound: a damaged row must not make the bridge allocate whatever it
 	// says.
 	data := make([]byte, 0, max(0, min(sa.Size, n*maxChunkBytes, maxChunkedPrealloc)))
-	for rows.Next() {
-		var chunk sql.RawBytes // the driver's copy, valid until Next
-		if err := rows.Scan(&chunk); err != nil {
-			return err
-		}
-		data = append(data, chunk...)
-	}
-	if err := rows.Err(); err != nil {
+	data, err := q.d.appendChunks(ctx, q, data, domain, sa.reportID, sa.version, sa.Index)
+	if err != nil {
 		return err
 	}
 	sa.Data = data
@@ -354,7 +342,7 @@ func (s *Store) readArtifact(ctx context.Context, fn func(q q) error) error {
 	if s.d.artifactFiles() != nil {
 		return fn(s.reader())
 	}
-	return s.read(ctx, fn)
+	return s.readOnConn(ctx, fn)
 }
 
 const (

@@ -96,6 +96,10 @@ type querier interface {
 type q struct {
 	q querier
 	d dialect
+	// conn is the connection the transaction q runs in holds, for work
+	// below database/sql on it (PostgreSQL's COPY and chunk reads); nil
+	// outside such a transaction.
+	conn *sql.Conn
 }
 
 func (c q) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -114,8 +118,7 @@ func (c q) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 // driver-level calls (PostgreSQL's COPY) inside it.
 type tx struct {
 	q
-	tx   *sql.Tx
-	conn *sql.Conn
+	tx *sql.Tx
 	// settled run once the transaction has ended, told whether it
 	// committed: for state kept beside the database (artifact
 	// files to remove) that must follow its commits and rollbacks.
@@ -139,7 +142,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *tx) error) (err error) {
 	if err != nil {
 		return err
 	}
-	wt := &tx{q: q{q: t, d: s.d}, tx: t, conn: conn}
+	wt := &tx{q: q{q: t, d: s.d, conn: conn}, tx: t}
 	committed := false
 	defer func() {
 		if !committed {
@@ -168,6 +171,23 @@ func (s *Store) read(ctx context.Context, fn func(q q) error) error {
 	}
 	defer func() { _ = t.Rollback() }()
 	return fn(q{q: t, d: s.d})
+}
+
+// readOnConn is read with the transaction's connection in q.conn, for
+// reads below database/sql (readChunks). It costs a read one more step
+// of the pool's, so only reads that need the connection take it.
+func (s *Store) readOnConn(ctx context.Context, fn func(q q) error) error {
+	conn, err := s.r.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	t, err := conn.BeginTx(ctx, s.d.readTx())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = t.Rollback() }()
+	return fn(q{q: t, d: s.d, conn: conn})
 }
 
 // at is a time column as a Scan destination: INTEGER microseconds
