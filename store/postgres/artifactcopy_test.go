@@ -206,3 +206,40 @@ func TestUpgradeTo0015(t *testing.T) {
 	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM report_artifact_chunks`).Scan(&left))
 	assert.Zero(t, left)
 }
+
+// TestArtifactChunksEveryExecMode: the chunks are read below database/sql,
+// where what a raw value holds depends on the exec mode a URL may choose
+// (default_query_exec_mode, e.g. for PgBouncer): binary bytes where pgx
+// describes the statement first, hex text where it does not. Every mode
+// must read back the bytes written, through each path that reads them.
+func TestArtifactChunksEveryExecMode(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	data := make([]byte, 20_000) // three chunks
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for i, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			s, err := postgres.Open(ctx, dsn+"&default_query_exec_mode="+mode)
+			require.NoError(t, err)
+			defer s.Close()
+			id := "r-" + mode
+			r := &store.Report{Domain: "acme", ID: id, AppointmentID: "A-" + mode, Resource: []byte(`{}`), Submission: []byte(`{}`),
+				CreatedAt: time.Now().Add(time.Duration(i) * time.Minute), Artifacts: []store.Artifact{{FileName: "a.pdf", ContentType: "application/pdf", Data: data, BinaryID: "dra-" + id}}}
+			require.NoError(t, s.CreateReport(ctx, r))
+			a, err := s.ReportArtifact(ctx, "acme", id, 1, 0)
+			require.NoError(t, err)
+			assert.Equal(t, data, a.Data, "ReportArtifact")
+			b, err := s.ArtifactBinary(ctx, "acme", "dra-"+id)
+			require.NoError(t, err)
+			assert.Equal(t, data, b.Artifact.Data, "ArtifactBinary")
+			job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Hour))
+			require.NoError(t, err)
+			require.NotNil(t, job)
+			assert.Equal(t, id, job.ID)
+			assert.Equal(t, data, job.Artifacts[0].Data, "ClaimDelivery")
+			require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", id, 1, "guid-"+mode, time.Now()))
+		})
+	}
+}

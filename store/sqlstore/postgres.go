@@ -191,7 +191,6 @@ func (postgresDialect) appendChunks(ctx context.Context, q q, dst []byte, domain
 		if !ok {
 			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
 		}
-		// pgx asks for bytea in binary, so a raw value is the bytes.
 		rows, err := c.Conn().Query(ctx, `SELECT data FROM report_artifact_chunks
 			WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4 ORDER BY seq`, domain, reportID, version, idx)
 		if err != nil {
@@ -199,7 +198,19 @@ func (postgresDialect) appendChunks(ctx context.Context, q q, dst []byte, domain
 		}
 		defer rows.Close()
 		for rows.Next() {
-			dst = append(dst, rows.RawValues()[0]...)
+			v := rows.RawValues()[0]
+			// pgx asks for bytea in binary, where a raw value is the
+			// bytes, only in the exec modes that describe a statement
+			// first; a URL's default_query_exec_mode=exec or
+			// simple_protocol gets text (hex), which Scan decodes.
+			if rows.FieldDescriptions()[0].Format != pgx.BinaryFormatCode {
+				var b []byte
+				if err := rows.Scan(&b); err != nil {
+					return err
+				}
+				v = b
+			}
+			dst = append(dst, v...)
 		}
 		return rows.Err()
 	})

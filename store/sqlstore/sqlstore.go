@@ -19,6 +19,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -177,17 +178,25 @@ func (s *Store) read(ctx context.Context, fn func(q q) error) error {
 // reads below database/sql (readChunks). It costs a read one more step
 // of the pool's, so only reads that need the connection take it.
 func (s *Store) readOnConn(ctx context.Context, fn func(q q) error) error {
-	conn, err := s.r.Conn(ctx)
-	if err != nil {
-		return err
+	for try := 1; ; try++ {
+		conn, err := s.r.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		t, err := conn.BeginTx(ctx, s.d.readTx())
+		if err != nil {
+			conn.Close()
+			// DB.BeginTx, which read uses, takes another connection
+			// when the one it got turns out broken; so does this, once.
+			if errors.Is(err, driver.ErrBadConn) && try == 1 {
+				continue
+			}
+			return err
+		}
+		defer conn.Close()
+		defer func() { _ = t.Rollback() }()
+		return fn(q{q: t, d: s.d, conn: conn})
 	}
-	defer conn.Close()
-	t, err := conn.BeginTx(ctx, s.d.readTx())
-	if err != nil {
-		return err
-	}
-	defer func() { _ = t.Rollback() }()
-	return fn(q{q: t, d: s.d, conn: conn})
 }
 
 // at is a time column as a Scan destination: INTEGER microseconds
