@@ -314,7 +314,7 @@ func scanArtifacts(rows *sql.Rows, files *artifactFiles) ([]scannedArtifact, err
 // and 9.7-10 ms of the server's CPU per 2 MiB read against 4.9-5.9 and
 // 1.7-2.0 since, and one copy (BenchmarkReportArtifact2MB,
 // docs/performance.md). Callers read the row and its chunks in one
-// transaction on a connection of its own (q.conn), under a lease no purge
+// transaction, whose connection q.conn holds, or under a lease no purge
 // takes away, so both come from one state of the store.
 func (sa *scannedArtifact) readChunks(ctx context.Context, q q, domain string) error {
 	if !sa.chunks.Valid {

@@ -115,8 +115,8 @@ func (c q) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	return c.q.QueryRowContext(ctx, c.d.rebind(query), args...)
 }
 
-// tx is a transaction with the connection it runs on, for the dialect's
-// driver-level calls (PostgreSQL's COPY) inside it.
+// tx is a write transaction; its q holds the connection it runs on, for
+// the dialect's driver-level calls (PostgreSQL's COPY) inside it.
 type tx struct {
 	q
 	tx *sql.Tx
