@@ -160,11 +160,7 @@ func (postgresDialect) lockEvents(ctx context.Context, tx *tx) error {
 // batches, WAL records included. COPY is pgx's, below database/sql: it runs
 // on the transaction's own connection, inside the transaction.
 func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Report, _ []string) error {
-	return tx.q.conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
-		}
+	return withPgx(tx.q.conn, func(c *pgx.Conn) error {
 		if err := copyIn(ctx, c, `COPY report_artifacts
 			(domain, report_id, version, idx, file_name, content_type, size, sha256, binary_id, chunks) FROM STDIN (FORMAT binary)`,
 			func(w *copyWriter) { writeArtifactRows(w, r) }); err != nil {
@@ -172,6 +168,18 @@ func (postgresDialect) insertArtifacts(ctx context.Context, tx *tx, r *store.Rep
 		}
 		return copyIn(ctx, c, `COPY report_artifact_chunks (domain, report_id, version, idx, seq, data) FROM STDIN (FORMAT binary)`,
 			func(w *copyWriter) { writeChunkRows(w, r) })
+	})
+}
+
+// withPgx runs fn with the pgx connection under conn, for calls
+// database/sql has no way to make (COPY, raw rows, pipelines).
+func withPgx(conn *sql.Conn, fn func(c *pgx.Conn) error) error {
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
+		}
+		return fn(c.Conn())
 	})
 }
 
@@ -186,12 +194,8 @@ func (postgresDialect) appendChunks(ctx context.Context, q q, dst []byte, domain
 	if q.conn == nil {
 		return dst, errors.New("reading chunks outside a transaction's connection")
 	}
-	err := q.conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
-		}
-		rows, err := c.Conn().Query(ctx, `SELECT data FROM report_artifact_chunks
+	err := withPgx(q.conn, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT data FROM report_artifact_chunks
 			WHERE domain = $1 AND report_id = $2 AND version = $3 AND idx = $4 ORDER BY seq`, domain, reportID, version, idx)
 		if err != nil {
 			return err
@@ -237,7 +241,7 @@ func chunkCount(r *store.Report, a *store.Artifact) int {
 
 // copyIn runs one COPY FROM STDIN in binary format, its rows written by
 // rows into a pipe that the driver reads from as the server takes them.
-func copyIn(ctx context.Context, c *stdlib.Conn, sql string, rows func(*copyWriter)) error {
+func copyIn(ctx context.Context, c *pgx.Conn, sql string, rows func(*copyWriter)) error {
 	pr, pw := io.Pipe()
 	go func() {
 		w := &copyWriter{bw: bufio.NewWriterSize(pw, 64<<10)}
@@ -248,7 +252,7 @@ func copyIn(ctx context.Context, c *stdlib.Conn, sql string, rows func(*copyWrit
 		w.be(2, math.MaxUint16) // -1: end
 		pw.CloseWithError(w.bw.Flush())
 	}()
-	_, err := c.Conn().PgConn().CopyFrom(ctx, pr, sql)
+	_, err := c.PgConn().CopyFrom(ctx, pr, sql)
 	pr.Close() // a writer still at work stops
 	return err
 }
@@ -487,19 +491,15 @@ func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*sto
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("driver connection is a %T, not pgx's", dc)
-		}
+	return withPgx(conn, func(c *pgx.Conn) error {
 		b := &pgx.Batch{}
 		b.Queue(`BEGIN`)
 		for _, st := range auditStatements(batch) {
 			b.Queue(st.sql, st.args...)
 		}
 		b.Queue(`COMMIT`)
-		err := auditDataError(c.Conn().SendBatch(ctx, b).Close())
-		if err != nil && c.Conn().PgConn().TxStatus() != 'I' {
+		err := auditDataError(c.SendBatch(ctx, b).Close())
+		if err != nil && c.PgConn().TxStatus() != 'I' {
 			// Left in the failed transaction: dropped now, rather than
 			// held idle in it until the pool hands it out again.
 			return errors.Join(err, driver.ErrBadConn)

@@ -134,15 +134,11 @@ func (s *Store) reader() q { return q{q: s.r, d: s.d} }
 
 // write runs fn in a write transaction and commits it when fn returns nil.
 func (s *Store) write(ctx context.Context, fn func(tx *tx) error) (err error) {
-	conn, err := s.w.Conn(ctx)
+	conn, t, err := beginOnConn(ctx, s.w, nil)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	t, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
 	wt := &tx{q: q{q: t, d: s.d, conn: conn}, tx: t}
 	committed := false
 	defer func() {
@@ -178,24 +174,33 @@ func (s *Store) read(ctx context.Context, fn func(q q) error) error {
 // reads below database/sql (readChunks). It costs a read one more step
 // of the pool's, so only reads that need the connection take it.
 func (s *Store) readOnConn(ctx context.Context, fn func(q q) error) error {
+	conn, t, err := beginOnConn(ctx, s.r, s.d.readTx())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	defer func() { _ = t.Rollback() }()
+	return fn(q{q: t, d: s.d, conn: conn})
+}
+
+// beginOnConn begins a transaction on a connection of its own from db,
+// for driver-level calls on that connection inside it; the caller closes
+// the connection after the transaction ends. DB.BeginTx takes another
+// connection when the one it got turns out broken; so does this, once.
+func beginOnConn(ctx context.Context, db *sql.DB, opts *sql.TxOptions) (*sql.Conn, *sql.Tx, error) {
 	for try := 1; ; try++ {
-		conn, err := s.r.Conn(ctx)
+		conn, err := db.Conn(ctx)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		t, err := conn.BeginTx(ctx, s.d.readTx())
-		if err != nil {
-			conn.Close()
-			// DB.BeginTx, which read uses, takes another connection
-			// when the one it got turns out broken; so does this, once.
-			if errors.Is(err, driver.ErrBadConn) && try == 1 {
-				continue
-			}
-			return err
+		t, err := conn.BeginTx(ctx, opts)
+		if err == nil {
+			return conn, t, nil
 		}
-		defer conn.Close()
-		defer func() { _ = t.Rollback() }()
-		return fn(q{q: t, d: s.d, conn: conn})
+		conn.Close()
+		if !errors.Is(err, driver.ErrBadConn) || try > 1 {
+			return nil, nil, err
+		}
 	}
 }
 
