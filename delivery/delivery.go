@@ -134,6 +134,10 @@ type Worker struct {
 	// its appointment: QUBS has changed the study (the worklist index
 	// re-reads it).
 	Delivered func(ctx context.Context, domain, appointmentID string)
+	// Held, when set, has the bytes of artifacts this process stored a
+	// moment ago; a claim takes them from it rather than from the store.
+	// A Pool's workers share their template's.
+	Held *Held
 
 	kick chan struct{}
 }
@@ -245,6 +249,16 @@ func NewPool(n int, template Worker) *Pool {
 	return p
 }
 
+// Accepted holds the bytes of r's artifacts for the workers (their
+// template's Held, if any) and wakes them: r is a version the store has
+// just committed (Held.Put).
+func (p *Pool) Accepted(r *store.Report) {
+	if len(p.Workers) > 0 {
+		p.Workers[0].Held.Put(r)
+	}
+	p.Kick()
+}
+
 // Kick wakes every worker; it never blocks.
 func (p *Pool) Kick() {
 	for _, w := range p.Workers {
@@ -268,7 +282,11 @@ func (p *Pool) Run(ctx context.Context) {
 // version's delivery state).
 func (w *Worker) DeliverOne(ctx context.Context) (bool, error) {
 	w.defaults()
-	r, err := w.Store.ClaimDelivery(ctx, w.Name, w.Lease, w.Now())
+	var held store.Held
+	if w.Held != nil {
+		held = w.Held.Take
+	}
+	r, err := w.Store.ClaimDelivery(ctx, w.Name, w.Lease, w.Now(), held)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}

@@ -26,6 +26,7 @@ type fixture struct {
 	sim    *qubssim.Server
 	client *qubs.Client
 	store  store.Store
+	dbPath string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -44,17 +45,18 @@ func newFixtureUsed(t *testing.T, used qubssim.UsedUploadURL) *fixture {
 		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams,
 		Retry: qubs.RetryPolicy{MaxAttempts: 2, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}})
 	require.NoError(t, err)
-	st, err := sqlite.Open(context.Background(), t.TempDir()+"/d.db")
+	dbPath := t.TempDir() + "/d.db"
+	st, err := sqlite.Open(context.Background(), dbPath)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	return &fixture{clock: clock, sim: sim, client: client, store: st}
+	return &fixture{clock: clock, sim: sim, client: client, store: st, dbPath: dbPath}
 }
 
 func (f *fixture) worker(name string) *delivery.Worker {
 	return &delivery.Worker{Store: f.store, QUBS: f.client, Name: name, MaxBackoff: time.Millisecond, Lease: 30 * time.Second, UploadPause: time.Millisecond}
 }
 
-func (f *fixture) accept(t *testing.T, id, appt, status, text string, artifacts ...[]byte) {
+func (f *fixture) accept(t *testing.T, id, appt, status, text string, artifacts ...[]byte) *store.Report {
 	t.Helper()
 	sub, _ := json.Marshal(qubs.ReportSubmission{ReportText: text, ReportStatus: status})
 	r := &store.Report{Domain: "acme", ID: id, AppointmentID: appt, Status: status, Resource: []byte(`{"resourceType":"DiagnosticReport"}`), Submission: sub}
@@ -64,9 +66,10 @@ func (f *fixture) accept(t *testing.T, id, appt, status, text string, artifacts 
 	ctx := context.Background()
 	if _, err := f.store.Report(ctx, "acme", id); err == nil {
 		require.NoError(t, f.store.UpdateReport(ctx, r, 0))
-		return
+		return r
 	}
 	require.NoError(t, f.store.CreateReport(ctx, r))
+	return r
 }
 
 // drain works jobs until none is due.
@@ -147,7 +150,7 @@ func TestCrashedWorkerIsTakenOver(t *testing.T) {
 	f.accept(t, "r1", appt, "final", "text", []byte("%PDF-1 crash"))
 	now := time.Now()
 	// The dead worker: claimed and uploaded, never settled.
-	job, err := f.store.ClaimDelivery(context.Background(), "dead", time.Minute, now)
+	job, err := f.store.ClaimDelivery(context.Background(), "dead", time.Minute, now, nil)
 	require.NoError(t, err)
 	ct := qubs.ContentTypePDF
 	key := qubs.DeriveIdempotencyKey("qfb-upload", []byte("acme"), []byte("r1"), []byte("1"), []byte("0"))

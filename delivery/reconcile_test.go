@@ -107,7 +107,7 @@ func TestUploadCrashBetweenPutAndRecord(t *testing.T) {
 				f.accept(t, "r1", appt, "final", "text", pdf)
 				now := time.Now()
 				ctx := context.Background()
-				job, err := f.store.ClaimDelivery(ctx, "dead", time.Minute, now)
+				job, err := f.store.ClaimDelivery(ctx, "dead", time.Minute, now, nil)
 				require.NoError(t, err)
 				ct := qubs.ContentTypePDF
 				key := qubs.DeriveIdempotencyKey("qfb-upload", []byte("acme"), []byte("r1"), []byte("1"), []byte("0"))

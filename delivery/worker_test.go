@@ -66,7 +66,7 @@ func TestHeartbeatKeepsSlowWorker(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "no heartbeat")
 		time.Sleep(10 * time.Millisecond)
 	}
-	_, err := f.store.ClaimDelivery(context.Background(), "other", time.Minute, time.Now())
+	_, err := f.store.ClaimDelivery(context.Background(), "other", time.Minute, time.Now(), nil)
 	assert.ErrorIs(t, err, store.ErrNotFound, "a live worker's job is not taken over")
 	close(slow.release)
 	require.NoError(t, <-done)

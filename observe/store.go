@@ -172,9 +172,9 @@ func (s *observedStore) CountReports(ctx context.Context, domain string, f store
 	return n, err
 }
 
-func (s *observedStore) ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (*store.Report, error) {
+func (s *observedStore) ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time, held store.Held) (*store.Report, error) {
 	ctx, c := s.begin(ctx, "claim_delivery")
-	r, err := s.Store.ClaimDelivery(ctx, worker, lease, now)
+	r, err := s.Store.ClaimDelivery(ctx, worker, lease, now, held)
 	c.end(err)
 	return r, err
 }

@@ -52,11 +52,11 @@ func TestPurgeRemovesOldContentOnly(t *testing.T) {
 		rep := &store.Report{Domain: "acme", ID: r.id, AppointmentID: "A1", Status: "final",
 			Resource: []byte(`{"resourceType":"DiagnosticReport"}`), Submission: []byte(`{"reportText":"x"}`), CreatedAt: now.Add(-r.age)}
 		require.NoError(t, st.CreateReport(ctx, rep))
-		job, err := st.ClaimDelivery(ctx, "w", time.Minute, now)
+		job, err := st.ClaimDelivery(ctx, "w", time.Minute, now, nil)
 		require.NoError(t, err)
 		require.NoError(t, st.CompleteDelivery(ctx, "w", job.Domain, job.ID, job.Version, "guid-"+r.id, now))
 	}
-	_, err = st.ClaimDelivery(ctx, "w", time.Minute, now)
+	_, err = st.ClaimDelivery(ctx, "w", time.Minute, now, nil)
 	require.True(t, errors.Is(err, store.ErrNotFound))
 
 	n, err := retention.Purge(ctx, st, retention.DefaultKeep, now)

@@ -98,7 +98,7 @@ func (s *Server) createDiagnosticReport(c *gin.Context) error {
 		}
 		return fmt.Errorf("storing report: %w", err)
 	}
-	s.kick()
+	s.accepted(r)
 	return s.respondReport(c, http.StatusCreated, r, "report accepted; delivery to QUBS is under way")
 }
 
@@ -426,6 +426,15 @@ func (s *Server) kick() {
 	}
 }
 
+// accepted tells the delivery workers of a version just stored.
+func (s *Server) accepted(r *store.Report) {
+	if s.cfg.Accepted != nil {
+		s.cfg.Accepted(r)
+		return
+	}
+	s.kick()
+}
+
 // reportBody is the stored resource as served: id, version, lastUpdated
 // and delivery state added, and the urls of its artifacts made absolute on
 // base (the FHIR base of this request).
@@ -592,7 +601,7 @@ func (s *Server) updateDiagnosticReport(c *gin.Context) error {
 		}
 		return fmt.Errorf("storing report version: %w", err)
 	}
-	s.kick()
+	s.accepted(r)
 	return s.respondReport(c, http.StatusOK, r, "new version accepted; delivery to QUBS is under way")
 }
 

@@ -57,9 +57,13 @@ type Config struct {
 	// Store keeps the reports, binaries, comments and documents the
 	// bridge accepted. Nil serves the read-only worklist alone.
 	Store store.Store
-	// Kick, when set, wakes the delivery worker after a report version is
-	// stored, so that it goes to QUBS at once rather than at the next poll.
-	Kick func()
+	// Kick, when set, wakes the delivery worker when a stored report
+	// version is due again ($redeliver), so that it goes to QUBS at once
+	// rather than at the next poll. Accepted, when set, is called instead
+	// after a new version is stored, with that version and its artifacts'
+	// bytes, which the worker may then take from memory (delivery.Pool).
+	Kick     func()
+	Accepted func(*store.Report)
 	// SubscriptionPolicy decides which Subscription endpoints are
 	// allowed (nil: https to public addresses only); SubscriptionKick,
 	// when set, wakes the notification sender after a create.

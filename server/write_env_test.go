@@ -47,12 +47,13 @@ func startWorker(t testing.TB, st store.Store, client *qubs.Client, sc *server.C
 	// The worker logs where the server does, so the PHI check reads both.
 	// Observed whenever the server is (nil when it is not).
 	w := &delivery.Worker{Store: st, QUBS: client, Name: "test-worker", Logger: sc.Logger, PollInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-		Observer: observe.Delivery(sc.Metrics, sc.Tracer)}
+		Observer: observe.Delivery(sc.Metrics, sc.Tracer), Held: &delivery.Held{}}
 	w.Init()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()
 	sc.Kick = w.Kick
+	sc.Accepted = func(r *store.Report) { w.Held.Put(r); w.Kick() }
 	t.Cleanup(func() { cancel(); <-done })
 }
 

@@ -86,6 +86,15 @@ type Report struct {
 	Audit *AuditRecord
 }
 
+// Held gives ClaimDelivery the bytes of an artifact that the claiming
+// process holds in memory, so that it need not read them back from the
+// store: those of a version it stored moments ago (delivery.Held). a
+// is the artifact as stored, without Data; Held returns its bytes, or
+// nil when it does not hold them. What it returns must be exactly the
+// bytes of artifact a.Index of that version: the store checks only their
+// length against a.Size.
+type Held func(domain, reportID string, version int, a *Artifact) []byte
+
 // Artifact is one report artifact of a report version.
 type Artifact struct {
 	// Index is the artifact's position, 0, 1, ... The store numbers the
@@ -326,9 +335,11 @@ type Deliveries interface {
 	// reports has NextAttemptAt <= now and no unexpired lease is on the
 	// appointment; the one due longest is claimed first, and its newest
 	// pending version is the job (older pending ones are superseded).
+	// Artifacts whose bytes held returns are not read from the store (held
+	// may be nil).
 	// Errors: ErrNotFound when no job is due; ErrInvalid for lease <= 0 or
 	// an empty worker.
-	ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (*Report, error)
+	ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time, held Held) (*Report, error)
 	// RecordUpload records that artifact index of a version was uploaded to
 	// QUBS as qubsGUID at at, so a retry after a crash or a failure does
 	// not upload it again. Recording the same artifact again overwrites.

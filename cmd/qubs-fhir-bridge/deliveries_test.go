@@ -46,7 +46,7 @@ func TestDeliveriesCommand(t *testing.T) {
 					Resource: []byte(`{"text":"` + phi + `"}`), Submission: []byte(`{"reportText":"` + phi + `"}`)}))
 			}
 			// r1's delivery fails for good.
-			job, err := st.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+			job, err := st.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second), nil)
 			require.NoError(t, err)
 			require.NoError(t, st.FailDelivery(ctx, "w", "acme", job.ID, job.Version, "not found: qubs.SubmitReport: not found (HTTP 404)"))
 			failedID, otherID := job.ID, map[string]string{"r1": "r2", "r2": "r1"}[job.ID]
@@ -73,7 +73,7 @@ func TestDeliveriesCommand(t *testing.T) {
 			out, code = runDeliveries(t, dsn, "retry", "acme", failedID+"/_history/1")
 			assert.Equal(t, 0, code, out)
 			assert.Contains(t, out, "queued again")
-			job, err = st.ClaimDelivery(ctx, "w2", time.Minute, time.Now().Add(2*time.Second))
+			job, err = st.ClaimDelivery(ctx, "w2", time.Minute, time.Now().Add(2*time.Second), nil)
 			require.NoError(t, err)
 			assert.Equal(t, failedID, job.ID, "the worker picks it up")
 			assert.Equal(t, 2, job.Delivery.Attempts)

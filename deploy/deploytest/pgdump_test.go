@@ -89,7 +89,7 @@ func TestPostgresDumpRestore(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, audit, 1)
 	// The delivery queue came back too: the version is still due.
-	job, err := rs.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Hour))
+	job, err := rs.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Hour), nil)
 	require.NoError(t, err)
 	assert.Equal(t, "r-1", job.ID)
 }

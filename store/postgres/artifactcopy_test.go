@@ -45,7 +45,7 @@ func TestArtifactCopy(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotNil(t, e.Data)
 	assert.Empty(t, e.Data)
-	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())
+	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now(), nil)
 	require.NoError(t, err)
 	assert.Equal(t, data, job.Artifacts[0].Data)
 	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", "cp", 1, "guid", time.Now()))
@@ -134,7 +134,7 @@ func TestArtifactChunks(t *testing.T) {
 	require.NoError(t, err)
 
 	// Both are due, cut first: it fails, and the whole one is handed out.
-	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())
+	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now(), nil)
 	require.NoError(t, err)
 	assert.Equal(t, "whole", job.ID)
 	assert.Equal(t, data, job.Artifacts[0].Data)
@@ -192,7 +192,7 @@ func TestUpgradeTo0015(t *testing.T) {
 	assert.Nil(t, inRow, "new bytes go to chunks")
 
 	for range 2 {
-		job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())
+		job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now(), nil)
 		require.NoError(t, err)
 		assert.Equal(t, data, job.Artifacts[0].Data, job.ID)
 		require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", job.ID, 1, "guid-"+job.ID, time.Now()))
@@ -234,7 +234,7 @@ func TestArtifactChunksEveryExecMode(t *testing.T) {
 			b, err := s.ArtifactBinary(ctx, "acme", "dra-"+id)
 			require.NoError(t, err)
 			assert.Equal(t, data, b.Artifact.Data, "ArtifactBinary")
-			job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Hour))
+			job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Hour), nil)
 			require.NoError(t, err)
 			require.NotNil(t, job)
 			assert.Equal(t, id, job.ID)

@@ -75,7 +75,7 @@ func TestArtifactFiles(t *testing.T) {
 	b, err := s.ArtifactBinary(ctx, "acme", "dra-r1")
 	require.NoError(t, err)
 	assert.Equal(t, pdf, b.Artifact.Data)
-	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second), nil)
 	require.NoError(t, err)
 	require.Len(t, job.Artifacts, 1)
 	assert.Equal(t, pdf, job.Artifacts[0].Data)
@@ -108,7 +108,7 @@ func TestArtifactFilePurge(t *testing.T) {
 		r.CreatedAt = old
 		require.NoError(t, s.CreateReport(ctx, r))
 	}
-	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now())
+	job, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now(), nil)
 	require.NoError(t, err)
 	require.NoError(t, s.CompleteDelivery(ctx, "w", job.Domain, job.ID, job.Version, "guid", time.Now()))
 	purgedID := job.ID
@@ -182,7 +182,7 @@ func TestArtifactFileDamaged(t *testing.T) {
 	// behind them.
 	require.NoError(t, s.CreateReport(ctx, artifactReport("fine", []byte("intact"))))
 	after := lastEventSeq(t, s)
-	r, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+	r, err := s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second), nil)
 	require.NoError(t, err)
 	assert.Equal(t, "fine", r.ID)
 	assert.Equal(t, []byte("intact"), r.Artifacts[0].Data)
@@ -200,7 +200,7 @@ func TestArtifactFileDamaged(t *testing.T) {
 		failed = append(failed, e.FocusID)
 	}
 	assert.ElementsMatch(t, []string{"cut", "gone"}, failed)
-	_, err = s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second))
+	_, err = s.ClaimDelivery(ctx, "w", time.Minute, time.Now().Add(time.Second), nil)
 	assert.ErrorIs(t, err, store.ErrNotFound, "nothing else is due, and the failures stay committed")
 }
 

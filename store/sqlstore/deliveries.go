@@ -29,7 +29,7 @@ import (
 // fresh, not from the first statement's snapshot. New versions of the
 // appointment lock the same row (insertVersion), so none can commit
 // between the choice of the newest and the superseding of the others.
-func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time) (_ *store.Report, err error) {
+func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Duration, now time.Time, held store.Held) (_ *store.Report, err error) {
 	defer s.wrap(&err, "ClaimDelivery(%q)", worker)
 	if err := sqlutil.CheckClaim(worker, lease); err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func (s *Store) ClaimDelivery(ctx context.Context, worker string, lease time.Dur
 				WHERE domain = ? AND appointment_id = ?`, id, v, worker, s.tm(until), domain, appt); err != nil {
 				return err
 			}
-			claimed, err = loadVersion(ctx, tx.q, domain, id, v, true)
+			claimed, err = loadVersion(ctx, tx.q, domain, id, v, true, held)
 			var unreadable *artifactFileError
 			if !errors.As(err, &unreadable) {
 				return err

@@ -210,7 +210,7 @@ func (s *Store) Report(ctx context.Context, domain, id string) (_ *store.Report,
 			domain, id).Scan(&latest); err != nil {
 			return notFound(err, "report")
 		}
-		r, err = loadVersion(ctx, q, domain, id, latest, false)
+		r, err = loadVersion(ctx, q, domain, id, latest, false, nil)
 		return err
 	})
 	return r, err
@@ -221,15 +221,15 @@ func (s *Store) ReportVersion(ctx context.Context, domain, id string, version in
 	defer s.wrap(&err, "ReportVersion(%q, %q, %d)", domain, id, version)
 	var r *store.Report
 	err = s.read(ctx, func(q q) error {
-		r, err = loadVersion(ctx, q, domain, id, version, false)
+		r, err = loadVersion(ctx, q, domain, id, version, false, nil)
 		return err
 	})
 	return r, err
 }
 
 // loadVersion reads one version and its artifacts, their Data only when
-// withData.
-func loadVersion(ctx context.Context, q q, domain, id string, version int, withData bool) (*store.Report, error) {
+// withData, then from held where it has them (loadArtifacts).
+func loadVersion(ctx context.Context, q q, domain, id string, version int, withData bool, held store.Held) (*store.Report, error) {
 	r, err := scanVersion(q.queryRow(ctx, `SELECT `+versionCols+`
 		FROM report_versions v`+queueJoin+`
 		WHERE v.domain = ? AND v.report_id = ? AND v.version = ?`, domain, id, version))
@@ -245,7 +245,7 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 	if err != nil {
 		return nil, err
 	}
-	arts, err := loadArtifacts(ctx, q, domain, rows)
+	arts, err := loadArtifacts(ctx, q, domain, rows, held)
 	if err != nil {
 		return nil, err
 	}
@@ -256,14 +256,27 @@ func loadVersion(ctx context.Context, q q, domain, id string, version int, withD
 }
 
 // loadArtifacts reads rows of artifactCols and artifactData with their
-// bytes: scanArtifacts, then readChunks for each once the rows are closed.
-func loadArtifacts(ctx context.Context, q q, domain string, rows *sql.Rows) ([]scannedArtifact, error) {
-	arts, err := scanArtifacts(rows, q.d.artifactFiles())
+// bytes: scanArtifacts, then, once the rows are closed, each artifact's
+// file or chunks, unless held (nil: none) gives its bytes. Those are
+// taken only as long as the row says, so that a Held that erred could
+// not have an artifact delivered short or long.
+func loadArtifacts(ctx context.Context, q q, domain string, rows *sql.Rows, held store.Held) ([]scannedArtifact, error) {
+	arts, err := scanArtifacts(rows)
 	if err != nil {
 		return nil, err
 	}
 	for i := range arts {
-		if err := arts[i].readChunks(ctx, q, domain); err != nil {
+		sa := &arts[i]
+		if held != nil && sa.Data == nil && (sa.file.Valid || sa.chunks.Valid) {
+			if b := held(domain, sa.reportID, sa.version, &sa.Artifact); b != nil && int64(len(b)) == sa.Size {
+				sa.Data = b
+				continue
+			}
+		}
+		if err := loadArtifactFile(q.d.artifactFiles(), sa.file, &sa.Artifact); err != nil {
+			return nil, err
+		}
+		if err := sa.readChunks(ctx, q, domain); err != nil {
 			return nil, err
 		}
 	}
@@ -276,29 +289,25 @@ type scannedArtifact struct {
 	store.Artifact
 	reportID string
 	version  int
-	// chunks is set when the bytes are in report_artifact_chunks, for
-	// readChunks to read.
+	// file is set when the bytes are in a file (SQLite), chunks when they
+	// are in report_artifact_chunks (PostgreSQL), for loadArtifacts to
+	// read.
+	file   sql.NullString
 	chunks sql.NullInt64
 }
 
 // scanArtifacts reads rows of artifactCols and artifactData (or
-// noArtifactData), the bytes in files included, and closes them. Bytes
-// in chunks are read by readChunks once the rows are closed: a
-// transaction's connection runs one query at a time.
-func scanArtifacts(rows *sql.Rows, files *artifactFiles) ([]scannedArtifact, error) {
+// noArtifactData) and closes them. Bytes in files and chunks are read by
+// loadArtifacts once the rows are closed: a transaction's connection runs
+// one query at a time, and held may make the reads needless.
+func scanArtifacts(rows *sql.Rows) ([]scannedArtifact, error) {
 	defer rows.Close()
 	var out []scannedArtifact
 	for rows.Next() {
-		var (
-			sa   scannedArtifact
-			file sql.NullString
-		)
+		var sa scannedArtifact
 		a := &sa.Artifact
 		if err := rows.Scan(&sa.reportID, &sa.version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256,
-			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &sa.chunks); err != nil {
-			return nil, err
-		}
-		if err := loadArtifactFile(files, file, a); err != nil {
+			&a.BinaryID, &a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &sa.file, &sa.chunks); err != nil {
 			return nil, err
 		}
 		out = append(out, sa)
@@ -393,7 +402,7 @@ func (s *Store) ReportArtifact(ctx context.Context, domain, id string, version, 
 		if err != nil {
 			return err
 		}
-		arts, err := loadArtifacts(ctx, q, domain, rows)
+		arts, err := loadArtifacts(ctx, q, domain, rows, nil)
 		if len(arts) > 0 {
 			found = &arts[0].Artifact
 		}
@@ -510,7 +519,7 @@ func (s *Store) search(ctx context.Context, q q, domain string, f store.ReportFi
 	if err != nil {
 		return nil, "", err
 	}
-	arts, err := scanArtifacts(arows, nil)
+	arts, err := scanArtifacts(arows)
 	if err != nil {
 		return nil, "", err
 	}

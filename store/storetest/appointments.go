@@ -202,7 +202,7 @@ func deliverAll(t *testing.T, stores []store.Store, workers int, appts []string,
 			name := fmt.Sprintf("worker-%d", w)
 			finished := false
 			for {
-				job, err := s.ClaimDelivery(context.Background(), name, time.Minute, now)
+				job, err := s.ClaimDelivery(context.Background(), name, time.Minute, now, nil)
 				if errors.Is(err, store.ErrNotFound) {
 					if finished {
 						return

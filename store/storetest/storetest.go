@@ -9,6 +9,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SearchPaging", testSearchPaging},
 		{"ReportOrderAndCount", testReportOrderAndCount},
 		{"DeliveryLifecycle", testDeliveryLifecycle},
+		{"ClaimHeld", testClaimHeld},
 		{"ClaimOrder", testClaimOrder},
 		{"LeaseExpiryTakeover", testLeaseExpiryTakeover},
 		{"VersionOrdering", testVersionOrdering},
@@ -181,14 +183,45 @@ func update(t *testing.T, s store.Store, r *store.Report) *store.Report {
 
 func claim(t *testing.T, s store.Store, worker string, now time.Time) *store.Report {
 	t.Helper()
-	r, err := s.ClaimDelivery(ctxT(t), worker, time.Minute, now)
+	r, err := s.ClaimDelivery(ctxT(t), worker, time.Minute, now, nil)
 	require.NoError(t, err, "claim by %s at %s", worker, now)
 	return r
 }
 
+// testClaimHeld: ClaimDelivery takes the bytes held gives instead of
+// reading them from the store, and reads those it does not give, or
+// gives with another length than the row's. held is asked with the
+// artifact as stored: its index, size and SHA-256, no Data.
+func testClaimHeld(t *testing.T, s store.Store) {
+	r := create(t, s, newReport("acme", "r1", "A1", time.Now()))
+	// Not the stored bytes, so that the claim shows where it took them.
+	stand := bytes.Repeat([]byte("h"), len(r.Artifacts[0].Data))
+	var asked []store.Artifact
+	held := func(domain, id string, version int, a *store.Artifact) []byte {
+		assert.Equal(t, []any{"acme", "r1", 1}, []any{domain, id, version})
+		asked = append(asked, *a)
+		if a.Index == 0 {
+			return stand
+		}
+		return []byte("too long for the row")
+	}
+	job, err := s.ClaimDelivery(ctxT(t), "w", time.Minute, time.Now().Add(time.Second), held)
+	require.NoError(t, err)
+	require.Len(t, job.Artifacts, 2)
+	assert.Equal(t, stand, job.Artifacts[0].Data, "taken from held")
+	assert.Equal(t, r.Artifacts[1].Data, job.Artifacts[1].Data, "read from the store")
+	require.Len(t, asked, 2)
+	for i, a := range asked {
+		assert.Equal(t, i, a.Index)
+		assert.Equal(t, r.Artifacts[i].Size, a.Size)
+		assert.Equal(t, r.Artifacts[i].SHA256, a.SHA256)
+		assert.Nil(t, a.Data)
+	}
+}
+
 func noClaim(t *testing.T, s store.Store, now time.Time) {
 	t.Helper()
-	r, err := s.ClaimDelivery(ctxT(t), "nobody", time.Minute, now)
+	r, err := s.ClaimDelivery(ctxT(t), "nobody", time.Minute, now, nil)
 	if r != nil {
 		t.Fatalf("claimed %s v%d, want nothing due", r.ID, r.Version)
 	}
@@ -867,9 +900,9 @@ func testFinishErrors(t *testing.T, s store.Store) {
 			assert.ErrorIs(t, tt.err, tt.want)
 		})
 	}
-	_, err := s.ClaimDelivery(ctx, "", time.Minute, base)
+	_, err := s.ClaimDelivery(ctx, "", time.Minute, base, nil)
 	assert.ErrorIs(t, err, store.ErrInvalid)
-	_, err = s.ClaimDelivery(ctx, "w", 0, base)
+	_, err = s.ClaimDelivery(ctx, "w", 0, base, nil)
 	assert.ErrorIs(t, err, store.ErrInvalid)
 }
 
@@ -889,7 +922,7 @@ func claimAll(t *testing.T, stores []store.Store, workers int, now time.Time) ma
 			s := stores[w%len(stores)]
 			name := fmt.Sprintf("worker-%d", w)
 			for {
-				job, err := s.ClaimDelivery(context.Background(), name, time.Minute, now)
+				job, err := s.ClaimDelivery(context.Background(), name, time.Minute, now, nil)
 				if errors.Is(err, store.ErrNotFound) {
 					return
 				}

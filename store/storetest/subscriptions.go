@@ -211,7 +211,7 @@ func testSubscriptionDeliveryEvents(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	r := newReport("acme", "rep1", "A1", base)
 	require.NoError(t, s.CreateReport(ctx, r))
-	j, err := s.ClaimDelivery(ctx, "w", time.Minute, base.Add(time.Hour))
+	j, err := s.ClaimDelivery(ctx, "w", time.Minute, base.Add(time.Hour), nil)
 	require.NoError(t, err)
 	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", j.ID, j.Version, "guid", time.Now()))
 	require.NoError(t, s.CompleteDelivery(ctx, "w", "acme", j.ID, j.Version, "guid", time.Now()))

@@ -91,11 +91,11 @@ func CheckRelease0006(t *testing.T, s store.Store) {
 	assert.False(t, fresh, "the claim made before the upgrade still refuses a replay")
 
 	// The queue goes on: r1's lease holds until it expires, r2 is free.
-	job, err := s.ClaimDelivery(ctx, "new-worker", time.Minute, t0.Add(2*time.Hour+time.Minute))
+	job, err := s.ClaimDelivery(ctx, "new-worker", time.Minute, t0.Add(2*time.Hour+time.Minute), nil)
 	require.NoError(t, err)
 	assert.Equal(t, "r2", job.ID)
 	require.NoError(t, s.CompleteDelivery(ctx, "new-worker", "acme", "r2", 1, "report-guid-2", t0.Add(2*time.Hour+2*time.Minute)))
-	job, err = s.ClaimDelivery(ctx, "new-worker", time.Minute, t0.Add(3*time.Hour))
+	job, err = s.ClaimDelivery(ctx, "new-worker", time.Minute, t0.Add(3*time.Hour), nil)
 	require.NoError(t, err)
 	assert.Equal(t, "r1", job.ID)
 	assert.Equal(t, 2, job.Version)
