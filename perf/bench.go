@@ -167,6 +167,11 @@ type Reports struct {
 	// (VmHWM) rose above its RSS before the phase, each phase on a fresh
 	// bridge process, deliveries to QUBS included.
 	PeakSequential, PeakConcurrent int64
+	// HeapSequential are the bytes the bridge allocated for each of
+	// ReportPosts reports, one at a time, from its POST until QUBS had
+	// it; HeapConcurrent the same per report for rounds of ConcurrentPosts
+	// at once (runner.reportHeap).
+	HeapSequential, HeapConcurrent []int64
 	// Delivered says whether QUBS received every report before the peak
 	// was read.
 	Delivered bool
@@ -309,7 +314,7 @@ func (r *runner) setup(ctx context.Context) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	r.logf("starting the bridge (%s store, audit on, reads waiting for %s, log level %s)", r.cfg.storeName(), r.cfg.auditWaitName(), r.cfg.BridgeLogLevel)
-	if r.bridge, r.bridgeURL, err = r.startBridge(ctx); err != nil {
+	if r.bridge, r.bridgeURL, err = r.startBridge(ctx, false); err != nil {
 		return err
 	}
 	r.bridgeHTTP, r.proxyHTTP = loadClient(r.cfg.Clients), loadClient(r.cfg.Clients)
@@ -318,8 +323,10 @@ func (r *runner) setup(ctx context.Context) error {
 
 // startBridge starts a bridge as an operator would run serve, on a store
 // of its own. Its address is chosen here, and it is ready when /healthz
-// answers: what it logs depends on the log level under test.
-func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
+// answers: what it logs depends on the log level under test. With
+// metrics it serves its Prometheus metrics (child.metrics) even without
+// profiles.
+func (r *runner) startBridge(ctx context.Context, metrics bool) (*child, string, error) {
 	r.bridges++
 	name := "bridge-" + strconv.Itoa(r.bridges)
 	addr, err := freeLoopbackAddr()
@@ -331,6 +338,10 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 		return nil, "", err
 	}
 	profEnv, pprofURL, err := r.pprofEnv()
+	metricsURL := pprofURL
+	if err == nil && metrics && pprofURL == "" {
+		profEnv, metricsURL, err = metricsEnv()
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -357,7 +368,7 @@ func (r *runner) startBridge(ctx context.Context) (*child, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	c.pprof = pprofURL
+	c.pprof, c.metrics = pprofURL, metricsURL
 	return c, u, nil
 }
 

@@ -155,7 +155,8 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 		Reports: Reports{PayloadBytes: 2 << 20, RequestBytes: 2800000, Floor: []time.Duration{13 * time.Millisecond},
 			Minimal: []time.Duration{436 * time.Millisecond}, Full: []time.Duration{500 * time.Millisecond},
 			BackToBack: []time.Duration{26 * time.Millisecond, 52 * time.Millisecond, 39 * time.Millisecond},
-			Concurrent: make([]time.Duration, 8), EchoFull: 2700000, PeakSequential: 63 << 20, PeakConcurrent: 143 << 20, Delivered: true},
+			Concurrent: make([]time.Duration, 8), EchoFull: 2700000, PeakSequential: 63 << 20, PeakConcurrent: 143 << 20, Delivered: true,
+			HeapSequential: []int64{5 << 20, 2 << 20, 3 << 20}, HeapConcurrent: []int64{4 << 20, 5 << 20}},
 	}
 	var b bytes.Buffer
 	r.WriteMarkdown(&b)
@@ -165,7 +166,10 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 		"| 2.00 | 1.00 |", "33.5× |", "31.5× payload", "71.5× payload",
 		"| 1. worklist throughput, bridge/proxy | ≥ 0.5× | 0.05× | no |",
 		"| POST latency, back to back, `return=minimal` (median of 3) | 39.0 ms | 13.0 ms (floor) | 3.00× |",
-		"| 4. the same, back to back (the previous report's delivery beside it) | ≤ 3× | 3.0× | yes |", "| 5. read ServiceRequest/{id}, bridge/proxy | ≥ 0.7× | 0.25× | no |",
+		"| 4. the same, back to back (the previous report's delivery beside it) | ≤ 3× | 3.0× | yes |",
+		"| heap per report: bytes allocated, POST to delivery, one at a time (median of 3; range) | 3.0 MiB (2.0 MiB–5.0 MiB) | — | 1.50× payload |",
+		"| 4. peak heap per report (bytes allocated, POST to delivery), one at a time | ≤ 2× payload | 1.50× | yes |",
+		"| 4. the same, 8 at once | ≤ 2× payload | 2.25× | no |", "| 5. read ServiceRequest/{id}, bridge/proxy | ≥ 0.7× | 0.25× | no |",
 	} {
 		assert.Contains(t, out, want)
 	}

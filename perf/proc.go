@@ -57,8 +57,9 @@ type child struct {
 	done chan struct{}
 	err  error
 	// pprof is the base URL of a bridge's profiles (Config.ProfileDir),
-	// "" when it serves none.
-	pprof string
+	// "" when it serves none; metrics that of its Prometheus metrics, ""
+	// when it serves none (profiles come with metrics).
+	pprof, metrics string
 }
 
 // readiness tells from a child's output so far (or otherwise) whether it

@@ -43,11 +43,18 @@ func (r *runner) pprofEnv() ([]string, string, error) {
 	if r.cfg.ProfileDir == "" {
 		return nil, "", nil
 	}
+	env, u, err := metricsEnv()
+	return append(env, "BRIDGE_PPROF=on"), u, err
+}
+
+// metricsEnv is the environment of a bridge with its metrics listener on
+// a free loopback address, and that listener's base URL.
+func metricsEnv() ([]string, string, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	return []string{"BRIDGE_METRICS_LISTEN=" + addr, "BRIDGE_PPROF=on"}, "http://" + addr, nil
+	return []string{"BRIDGE_METRICS_LISTEN=" + addr}, "http://" + addr, nil
 }
 
 // roundProfile is a CPU profile being taken during a round.

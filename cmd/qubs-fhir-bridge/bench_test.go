@@ -82,7 +82,7 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 			want = append(want, fmt.Sprintf("%s-bridge-round%d.cpu.pb.gz", what, i+1))
 		}
 	}
-	for _, phase := range []string{"reports-sequential", "reports-at-once"} {
+	for _, phase := range []string{"reports-sequential", "reports-at-once", "reports-heap"} {
 		want = append(want, phase+".heap.pb.gz", phase+".allocs.pb.gz")
 	}
 	assert.ElementsMatch(t, want, res.Profiles)
@@ -124,9 +124,12 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	assert.Len(t, rp.Full, cfg.ReportPosts)
 	assert.Len(t, rp.BackToBack, cfg.ReportPosts)
 	assert.Len(t, rp.Concurrent, cfg.ConcurrentPosts)
-	require.Len(t, rp.First, 2, "each phase's fresh bridge gets one report first, not counted")
-	assert.Positive(t, rp.First[0])
-	assert.Positive(t, rp.First[1])
+	require.Len(t, rp.First, 3, "each phase's fresh bridge gets one report first, not counted")
+	for _, d := range rp.First {
+		assert.Positive(t, d)
+	}
+	assert.Len(t, rp.HeapSequential, cfg.ReportPosts)
+	assert.Len(t, rp.HeapConcurrent, 3)
 	assert.True(t, rp.Delivered, "QUBS received every report posted, the first ones included")
 	assert.Positive(t, rp.EchoFull, "without Prefer the report comes back")
 	assert.GreaterOrEqual(t, rp.PeakSequential, int64(0))
