@@ -136,7 +136,7 @@ type Worker struct {
 	Delivered func(ctx context.Context, domain, appointmentID string)
 	// Held, when set, has the bytes of artifacts this process stored a
 	// moment ago; a claim takes them from it rather than from the store.
-	// A Pool's workers share their template's.
+	// NewPool gives its workers one to share.
 	Held *Held
 
 	kick chan struct{}
@@ -227,21 +227,26 @@ func (w *Worker) Run(ctx context.Context) {
 	}
 }
 
-// Pool is several workers of one replica.
+// Pool is several workers of one replica, sharing one Held.
 type Pool struct {
 	Workers []*Worker
+	Held    *Held
 }
 
 // NewPool returns n workers (DefaultWorkers when n <= 0) copied from
-// template, named template.Name plus "-1", "-2", ...
+// template, named template.Name plus "-1", "-2", ..., and the Held they
+// share: template's, or a new one.
 func NewPool(n int, template Worker) *Pool {
 	if n <= 0 {
 		n = DefaultWorkers
 	}
-	p := &Pool{}
+	p := &Pool{Held: template.Held}
+	if p.Held == nil {
+		p.Held = &Held{}
+	}
 	for i := range n {
 		w := template
-		w.kick = nil
+		w.kick, w.Held = nil, p.Held
 		w.Name = fmt.Sprintf("%s-%d", template.Name, i+1)
 		w.Init()
 		p.Workers = append(p.Workers, &w)
@@ -249,13 +254,11 @@ func NewPool(n int, template Worker) *Pool {
 	return p
 }
 
-// Accepted holds the bytes of r's artifacts for the workers (their
-// template's Held, if any) and wakes them: r is a version the store has
-// just committed (Held.Put).
+// Accepted is what the server calls once it has stored a new version
+// (server.Config.Accepted): the workers' Held keeps the bytes of r's
+// artifacts (Held.Put), and they are woken.
 func (p *Pool) Accepted(r *store.Report) {
-	if len(p.Workers) > 0 {
-		p.Workers[0].Held.Put(r)
-	}
+	p.Held.Put(r)
 	p.Kick()
 }
 

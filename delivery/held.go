@@ -15,8 +15,8 @@ import (
 // when the workers fall behind a burst.
 const (
 	// DefaultHeldMaxBytes is a dozen of the largest uploads QUBS accepts (a
-	// burst of eight 2 MiB reports with their texts fits); beyond it the
-	// oldest are let go, and read back from the store as before.
+	// burst of eight 2 MiB reports fits, with room); beyond it the oldest
+	// are let go, and read back from the store as before.
 	DefaultHeldMaxBytes = 24 << 20
 	// DefaultHeldMaxAge is far longer than a claim waits on idle workers, short
 	// enough that bytes another replica delivered are not kept long.
@@ -29,8 +29,15 @@ const (
 // wrote a moment ago: on PostgreSQL 2 MiB in 263 rows, on SQLite a file,
 // each a second copy of the bytes in the heap. The store stays the
 // record: a version this process did not store, or let go, or claims
-// again after a failed attempt, is read from it. The zero value is ready
-// to use; a nil *Held holds nothing.
+// again after a failed attempt, is read from it.
+//
+// The bytes are the request's own buffers (fhir.InlineData.Data, or a
+// Binary's read from the store), which nothing writes to once the version
+// is stored; Held does not hash them again. What it checks is that they
+// belong to the row the claim read: the same domain, report, version and
+// index, and the size and SHA-256 the store recorded for that row. Its
+// bounds count the buffers' capacity, which can exceed their length.
+// The zero value is ready to use; a nil *Held holds nothing.
 type Held struct {
 	// MaxBytes and MaxAge bound what is held; 0 means DefaultHeldMaxBytes
 	// and DefaultHeldMaxAge.
@@ -58,6 +65,10 @@ type heldEntry struct {
 	at     time.Time
 }
 
+// held is what e keeps in memory: its buffer's capacity, which the
+// request's decoder sized for the rest of the body.
+func (e *heldEntry) held() int64 { return int64(cap(e.data)) }
+
 // Put holds the bytes of r's artifacts. r must be a version the store has
 // just committed: CreateReport and UpdateReport set its Version and its
 // artifacts' Index, Size and SHA256, which key and check the bytes. Its
@@ -71,17 +82,16 @@ func (h *Held) Put(r *store.Report) {
 	now := h.now()
 	for i := range r.Artifacts {
 		a := &r.Artifacts[i]
-		n := int64(len(a.Data))
-		if a.Data == nil || n != a.Size || a.SHA256 == "" || n > h.maxBytes() {
+		e := &heldEntry{key: heldKey{r.Domain, r.ID, r.Version, a.Index}, sha256: a.SHA256, data: a.Data, at: now}
+		if a.Data == nil || int64(len(a.Data)) != a.Size || a.SHA256 == "" || e.held() > h.maxBytes() {
 			continue
 		}
-		k := heldKey{r.Domain, r.ID, r.Version, a.Index}
-		h.remove(k)
+		h.remove(e.key)
 		if h.entries == nil {
 			h.entries = make(map[heldKey]*list.Element)
 		}
-		h.entries[k] = h.order.PushBack(&heldEntry{key: k, sha256: a.SHA256, data: a.Data, at: now})
-		h.bytes += n
+		h.entries[e.key] = h.order.PushBack(e)
+		h.bytes += e.held()
 	}
 	h.evict(now)
 	if h.order.Len() > 0 && h.timer == nil {
@@ -92,8 +102,8 @@ func (h *Held) Put(r *store.Report) {
 }
 
 // Take returns the bytes held for artifact a of a version and lets them
-// go, or nil when none are held or they are not a's: another size or
-// SHA-256 than the store's row. It is a store.Held.
+// go, or nil when none are held or they are not those of a's row: another
+// size or SHA-256 than the store recorded. It is a store.Held.
 func (h *Held) Take(domain, reportID string, version int, a *store.Artifact) []byte {
 	if h == nil {
 		return nil
@@ -113,14 +123,21 @@ func (h *Held) Take(domain, reportID string, version int, a *store.Artifact) []b
 	return e.data
 }
 
-// Len and Bytes are how many artifacts are held, and their bytes.
+// Len and Bytes are how many artifacts are held, and the memory their
+// buffers take.
 func (h *Held) Len() int {
+	if h == nil {
+		return 0
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.entries)
 }
 
 func (h *Held) Bytes() int64 {
+	if h == nil {
+		return 0
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.bytes
@@ -152,7 +169,7 @@ func (h *Held) remove(k heldKey) {
 	if !ok {
 		return
 	}
-	h.bytes -= int64(len(el.Value.(*heldEntry).data))
+	h.bytes -= el.Value.(*heldEntry).held()
 	h.order.Remove(el)
 	delete(h.entries, k)
 }

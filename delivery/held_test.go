@@ -16,10 +16,11 @@ import (
 )
 
 // stored is a version as the store leaves it after CreateReport: its
-// artifacts numbered, sized and hashed.
+// artifacts numbered, sized and hashed, each in a buffer of its length.
 func stored(id string, version int, data ...[]byte) *store.Report {
 	r := &store.Report{Domain: "acme", ID: id, Version: version}
 	for i, d := range data {
+		d = d[:len(d):len(d)]
 		sum := sha256.Sum256(d)
 		r.Artifacts = append(r.Artifacts, store.Artifact{Index: i, Size: int64(len(d)), SHA256: hex.EncodeToString(sum[:]), Data: d})
 	}
@@ -49,9 +50,9 @@ func TestHeldTakesOnce(t *testing.T) {
 	assert.Zero(t, h.Bytes())
 }
 
-// TestHeldRefusesWhatDoesNotMatch: bytes that are not those of the
-// store's row are never handed out, and what cannot be checked is not
-// held.
+// TestHeldRefusesWhatDoesNotMatch: bytes put for another size or SHA-256
+// than the row the claim read are not handed out, and what cannot be
+// checked so is not held.
 func TestHeldRefusesWhatDoesNotMatch(t *testing.T) {
 	h := &delivery.Held{}
 	r := stored("r1", 1, []byte("one"), []byte("two"))
@@ -93,10 +94,21 @@ func TestHeldLetsTheOldestGo(t *testing.T) {
 	h.Put(stored("big", 1, []byte("more than ten")))
 	assert.Equal(t, 2, h.Len(), "an artifact over the bound is not held")
 
+	// The bound counts what a buffer takes, not what it holds: a decoder
+	// sizes a value's buffer by the rest of the body.
+	roomy := stored("roomy", 1, []byte("r"))
+	roomy.Artifacts[0].Data = append(make([]byte, 0, 11), 'r')
+	h.Put(roomy)
+	assert.Nil(t, h.Take("acme", "roomy", 1, row(roomy, 0)), "11 bytes of buffer are over the bound")
+	roomy.Artifacts[0].Data = append(make([]byte, 0, 6), 'r')
+	h.Put(roomy) // b goes: 4 + 4 + 6 > 10
+	assert.Equal(t, int64(10), h.Bytes())
+	assert.Nil(t, h.Take("acme", "b", 1, row(b, 0)))
+	assert.Equal(t, []byte("r"), h.Take("acme", "roomy", 1, row(roomy, 0)))
+
 	now = now.Add(time.Minute)
 	d := stored("d", 1, []byte("dd"))
-	h.Put(d) // b and c are a minute old
-	assert.Nil(t, h.Take("acme", "b", 1, row(b, 0)))
+	h.Put(d) // c is a minute old
 	assert.Nil(t, h.Take("acme", "c", 1, row(c, 0)))
 	assert.Equal(t, []byte("dd"), h.Take("acme", "d", 1, row(d, 0)))
 }
@@ -111,18 +123,18 @@ func TestHeldExpiresUntouched(t *testing.T) {
 	require.Eventually(t, func() bool { return h.Len() == 0 }, 5*time.Second, 5*time.Millisecond)
 }
 
-// TestDeliversFromHeld: a worker with the bytes held delivers them
-// without reading the store, here one that could not (the artifact
-// files are gone); a version whose bytes are not held is read from the
-// store, and so set aside as unreadable.
+// TestDeliversFromHeld: a pool's worker delivers the bytes the pool was
+// handed when the version was accepted without reading the store, here
+// one that could not (the artifact files are gone); a version whose bytes
+// are not held is read from the store, and so set aside as unreadable.
 func TestDeliversFromHeld(t *testing.T) {
 	f := newFixture(t)
 	ids := f.sim.PendingIDs("acme")
 	pdf1, pdf2 := []byte("%PDF-1 held"), []byte("%PDF-1 not held")
 	r1 := f.accept(t, "r1", ids[0], "final", "text", pdf1)
 	f.accept(t, "r2", ids[1], "final", "text", pdf2)
-	h := &delivery.Held{}
-	h.Put(r1)
+	p := delivery.NewPool(1, *f.worker("w"))
+	p.Accepted(r1)
 
 	files, err := filepath.Glob(f.dbPath + "-artifacts/*")
 	require.NoError(t, err)
@@ -130,15 +142,13 @@ func TestDeliversFromHeld(t *testing.T) {
 	for _, name := range files {
 		require.NoError(t, os.Remove(name))
 	}
-	w := f.worker("w")
-	w.Held = h
-	drain(t, w)
+	drain(t, p.Workers[0])
 
 	ups := f.sim.Uploads("acme", ids[0])
 	require.Len(t, ups, 1)
 	assert.Equal(t, pdf1, ups[0].Bytes)
 	require.Len(t, f.sim.Reports("acme", ids[0]), 1)
-	assert.Zero(t, h.Len(), "the claim took the bytes")
+	assert.Zero(t, p.Held.Len(), "the claim took the bytes")
 
 	assert.Empty(t, f.sim.Uploads("acme", ids[1]))
 	r2, err := f.store.Report(t.Context(), "acme", "r2")

@@ -20,7 +20,10 @@ type InlineData struct {
 	// Index is the element's index in the array named by
 	// SpoolOptions.Array, -1 for a top-level data member.
 	Index int
-	// Data is the decoded value; nil when Invalid or TooBig.
+	// Data is the decoded value; nil when Invalid or TooBig. It is a
+	// buffer of its own, which outlives the request: a stored report's
+	// delivery may take it (delivery.Held), so it must never come from a
+	// pool or be written to afterwards.
 	Data []byte
 	// Invalid is true when the value is not base64 (R4 base64Binary:
 	// whitespace between characters allowed, length a multiple of 4).
@@ -761,7 +764,14 @@ func (b *b64sink) finish() {
 		b.d.Data = []byte{}
 	}
 	if b.h != nil {
-		b.h.sum(b.d)
+		b.h.sum(b.d) // the hasher is done with the buffer after this
+	}
+	// grow sized the buffer by the rest of the body, which a larger value
+	// after this one fills (an image of 100 KiB before a PDF of 2 MiB):
+	// keep only the value, which may outlive the request (delivery.Held).
+	// A value that ends the body's large ones has little slack, no copy.
+	if slack := cap(b.d.Data) - len(b.d.Data); slack > 64<<10 && slack > len(b.d.Data)/8 {
+		b.d.Data = bytes.Clone(b.d.Data)
 	}
 }
 

@@ -224,3 +224,26 @@ func FuzzSpoolInline(f *testing.F) {
 		}
 	})
 }
+
+// TestSpoolValueBuffersFit: a value's buffer is sized by the rest of the
+// body while it is decoded; a larger value after it must not leave it
+// holding room for that one (the bytes may be kept after the request).
+func TestSpoolValueBuffersFit(t *testing.T) {
+	small, large := bytes.Repeat([]byte("s"), 100<<10), bytes.Repeat([]byte("L"), 2<<20)
+	body := []byte(`{"resourceType":"DiagnosticReport","presentedForm":[{"data":"` + base64.StdEncoding.EncodeToString(small) +
+		`"},{"data":"` + base64.StdEncoding.EncodeToString(large) + `"}]}`)
+	for _, hash := range []bool{false, true} {
+		sp, err := SpoolInline(bytes.NewReader(body), SpoolOptions{Array: "presentedForm", MaxDecoded: 4 << 20, SizeHint: int64(len(body)), HashValues: hash})
+		require.NoError(t, err)
+		require.Len(t, sp.Inline, 2)
+		for i, want := range [][]byte{small, large} {
+			d := sp.Inline[i].Data
+			assert.Equal(t, want, d)
+			assert.LessOrEqual(t, cap(d), len(d)+64<<10, "value %d: a buffer of %d bytes for %d", i, cap(d), len(d))
+		}
+		if hash {
+			sum := sha256.Sum256(small)
+			assert.Equal(t, sum, sp.Inline[0].SHA256)
+		}
+	}
+}

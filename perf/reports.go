@@ -177,7 +177,8 @@ func (r *runner) reports(ctx context.Context) error {
 		return err
 	}
 	rp.PeakConcurrent, err = r.onFreshBridge(ctx, "reports-at-once", w, r.cfg.ConcurrentPosts, false, &delivered, func(hc *http.Client, base string, _ int, _ string) error {
-		rp.Concurrent, err = postAtOnce(ctx, hc, base, bodies, "conc")
+		took, err := postAtOnce(ctx, hc, base, bodies, "conc")
+		rp.Concurrent = took
 		return err
 	})
 	if err != nil {

@@ -58,10 +58,12 @@ type Config struct {
 	// bridge accepted. Nil serves the read-only worklist alone.
 	Store store.Store
 	// Kick, when set, wakes the delivery worker when a stored report
-	// version is due again ($redeliver), so that it goes to QUBS at once
-	// rather than at the next poll. Accepted, when set, is called instead
-	// after a new version is stored, with that version and its artifacts'
-	// bytes, which the worker may then take from memory (delivery.Pool).
+	// version is due (a new one, or one $redeliver made due again), so
+	// that it goes to QUBS at once rather than at the next poll.
+	// Accepted, when set, is called instead of Kick after a new version
+	// is stored, with that version and its artifacts' bytes, which the
+	// worker may then take from memory (delivery.Pool.Accepted); it must
+	// wake the worker too.
 	Kick     func()
 	Accepted func(*store.Report)
 	// SubscriptionPolicy decides which Subscription endpoints are

@@ -46,14 +46,14 @@ func withPostgres(t testing.TB) envOption {
 func startWorker(t testing.TB, st store.Store, client *qubs.Client, sc *server.Config) {
 	// The worker logs where the server does, so the PHI check reads both.
 	// Observed whenever the server is (nil when it is not).
-	w := &delivery.Worker{Store: st, QUBS: client, Name: "test-worker", Logger: sc.Logger, PollInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-		Observer: observe.Delivery(sc.Metrics, sc.Tracer), Held: &delivery.Held{}}
-	w.Init()
+	// One worker of a pool, as serve runs them: a new version's bytes go
+	// to the worker in memory (Pool.Accepted).
+	pool := delivery.NewPool(1, delivery.Worker{Store: st, QUBS: client, Name: "test-worker", Logger: sc.Logger, PollInterval: 20 * time.Millisecond,
+		MaxBackoff: 50 * time.Millisecond, Observer: observe.Delivery(sc.Metrics, sc.Tracer)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); w.Run(ctx) }()
-	sc.Kick = w.Kick
-	sc.Accepted = func(r *store.Report) { w.Held.Put(r); w.Kick() }
+	go func() { defer close(done); pool.Run(ctx) }()
+	sc.Kick, sc.Accepted = pool.Kick, pool.Accepted
 	t.Cleanup(func() { cancel(); <-done })
 }
 

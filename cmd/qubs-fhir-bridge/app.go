@@ -374,7 +374,6 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 		comments = &worklist.CommentWatch{Store: st, QUBS: client, Syncer: syncer, Owner: replica, Rate: bg.commentRate,
 			Logger: log.With("component", "comments")}
 	}
-	worker.Held = &delivery.Held{}
 	pool := delivery.NewPool(bg.workers, worker)
 	cfg.Store, cfg.Kick, cfg.Accepted = st, pool.Kick, pool.Accepted
 	sender, dispatcher := subscriptionWorkers(ln, &cfg, st, bg, fmt.Sprintf("%s-%d", host, os.Getpid()), log)
