@@ -8,18 +8,18 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 )
 
-// Default bounds of Held. A report's artifacts are held from its acceptance until
-// a worker of this process claims it, which is at once unless every
-// worker is busy: a few milliseconds. The bounds matter when it is not
-// this process that claims it (another replica's worker was quicker) or
-// when the workers fall behind a burst.
+// Default bounds of Held. A report's artifacts are held from its
+// acceptance until a worker of this process claims it, which is at once
+// unless every worker is busy: a few milliseconds. The bounds matter when
+// it is not this process that claims it (another replica's worker was
+// quicker) or when the workers fall behind a burst.
 const (
-	// DefaultHeldMaxBytes is a dozen of the largest uploads QUBS accepts (a
-	// burst of eight 2 MiB reports fits, with room); beyond it the oldest
-	// are let go, and read back from the store as before.
+	// DefaultHeldMaxBytes is a dozen of the largest uploads QUBS accepts
+	// (a burst of eight 2 MiB reports fits, with room); beyond it the
+	// oldest are let go, and read back from the store as before.
 	DefaultHeldMaxBytes = 24 << 20
-	// DefaultHeldMaxAge is far longer than a claim waits on idle workers, short
-	// enough that bytes another replica delivered are not kept long.
+	// DefaultHeldMaxAge is far longer than a claim waits on idle workers,
+	// short enough that bytes another replica delivered are not kept long.
 	DefaultHeldMaxAge = 30 * time.Second
 )
 

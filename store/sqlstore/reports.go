@@ -563,14 +563,13 @@ func (s *Store) artifactBinary(ctx context.Context, domain, binaryID string) (*s
 	b := &store.ReportBinary{Domain: domain}
 	sa := scannedArtifact{}
 	a := &sa.Artifact
-	var file sql.NullString
 	err := s.readArtifact(ctx, func(q q) error {
 		err := q.queryRow(ctx, `SELECT a.report_id, a.version, a.idx, a.file_name, a.content_type, a.size, a.sha256, a.binary_id, a.qubs_guid, a.uploaded_at, `+artifactData+`,
 			v.patient_ref, v.created_at, v.purged
 		FROM report_artifacts a JOIN report_versions v ON v.domain = a.domain AND v.report_id = a.report_id AND v.version = a.version
 		WHERE a.domain = ? AND a.binary_id = ? ORDER BY a.version DESC LIMIT 1`, domain, binaryID).
 			Scan(&b.ReportID, &b.Version, &a.Index, &a.FileName, &a.ContentType, &a.Size, &a.SHA256, &a.BinaryID,
-				&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &file, &sa.chunks, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
+				&a.QUBSGUID, atPtr{&a.UploadedAt}, &a.Data, &sa.file, &sa.chunks, &b.PatientRef, at{&b.CreatedAt}, &b.Purged)
 		if err != nil {
 			return notFound(err, "binary")
 		}
@@ -578,8 +577,8 @@ func (s *Store) artifactBinary(ctx context.Context, domain, binaryID string) (*s
 		return sa.readChunks(ctx, q, domain)
 	})
 	if err != nil {
-		return nil, file, err
+		return nil, sa.file, err
 	}
 	b.Artifact = sa.Artifact
-	return b, file, nil
+	return b, sa.file, nil
 }
