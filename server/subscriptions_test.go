@@ -533,6 +533,19 @@ func TestSubscriptionEventsPruned(t *testing.T) {
 		eventually(t, "two notifications", func() bool { return len(eventNumbers(rcv.notes(t))) == 2 })
 		evURL := r.base + "/Subscription/" + id + "/$events"
 		require.Len(t, decodeNotification(t, get(t, evURL).body, nil).numbers, 2, "held before the retention pass")
+		// The receiver sees a notification before the sender records it as
+		// sent; retention removes only sent ones, so wait for the record.
+		eventually(t, "both notifications recorded as sent", func() bool {
+			ns, err := r.st.Notifications(context.Background(), "acme", id, 1, 2, 10)
+			require.NoError(t, err)
+			sent := 0
+			for _, n := range ns {
+				if n.SentAt != nil {
+					sent++
+				}
+			}
+			return sent == 2
+		})
 
 		// The retention pass, as if run a day later.
 		n, err := retention.Purge(context.Background(), r.st, time.Hour, time.Now().Add(24*time.Hour))
