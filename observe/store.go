@@ -42,7 +42,7 @@ func Store(st store.Store, m *Metrics, tp trace.TracerProvider) store.Store {
 // storeOps are the operation labels, one per store.Store method.
 var storeOps = []string{
 	"ping", "create_report", "update_report", "report", "report_version", "report_artifact", "artifact_binary",
-	"search_reports", "count_reports", "claim_delivery", "record_upload", "complete_delivery", "retry_delivery",
+	"search_reports", "count_reports", "reserve_artifact_space", "claim_delivery", "record_upload", "complete_delivery", "retry_delivery",
 	"fail_delivery", "record_upload_slot", "renew_lease", "pending_deliveries", "delivery_stats",
 	"create_binary", "binary", "claim_idempotency", "lookup_idempotency", "purge_before",
 	"count_audit", "record_audit", "record_audits", "audit_event", "search_audit", "purge_audit_before", "claim_jti",
@@ -261,6 +261,18 @@ func (s *observedStore) LookupIdempotency(ctx context.Context, domain, scope, ke
 	rec, err := s.Store.LookupIdempotency(ctx, domain, scope, key)
 	c.end(err)
 	return rec, err
+}
+
+// ReserveArtifactSpace passes to the wrapped store, if it can (0 if not).
+func (s *observedStore) ReserveArtifactSpace(ctx context.Context, want int64) (int64, error) {
+	r, ok := s.Store.(store.ArtifactReserver)
+	if !ok {
+		return 0, nil
+	}
+	ctx, c := s.begin(ctx, "reserve_artifact_space")
+	n, err := r.ReserveArtifactSpace(ctx, want)
+	c.end(err)
+	return n, err
 }
 
 func (s *observedStore) PurgeBefore(ctx context.Context, cutoff time.Time) (int, error) {

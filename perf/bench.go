@@ -61,6 +61,9 @@ type Config struct {
 	// "on": a directory of the bridge's own in the run's temporary
 	// directory, as the Helm chart gives each PostgreSQL replica.
 	AuditJournal string
+	// ArtifactReserve is the bridge's BRIDGE_ARTIFACT_RESERVE; "" leaves
+	// serve's default.
+	ArtifactReserve string
 
 	// Store is where the bridges keep their data: "" for SQLite (serve's
 	// default) in the run's temporary directory, or a postgres:// URL,
@@ -357,6 +360,9 @@ func (r *runner) startBridge(ctx context.Context, metrics bool) (*child, string,
 		"BRIDGE_AUDIT_JOURNAL="+r.auditJournal(name),
 		"BRIDGE_SITE_TIMEZONES="+r.zones,
 	)
+	if r.cfg.ArtifactReserve != "" {
+		env = append(env, "BRIDGE_ARTIFACT_RESERVE="+r.cfg.ArtifactReserve)
+	}
 	u := "http://" + addr
 	healthy := func([]byte) (string, bool) {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -472,6 +472,14 @@ type Idempotency interface {
 	LookupIdempotency(ctx context.Context, domain, scope, key string) (*IdempotencyRecord, error)
 }
 
+// ArtifactReserver is a Store that can make room for artifacts' bytes
+// ahead of time, off the request's path (sqlstore on PostgreSQL; a no-op
+// on SQLite): ReserveArtifactSpace adds room up to want bytes when less
+// than half of that is free, and returns how much it added.
+type ArtifactReserver interface {
+	ReserveArtifactSpace(ctx context.Context, want int64) (int64, error)
+}
+
 // Purger implements retention.
 type Purger interface {
 	// PurgeBefore removes the PHI created before cutoff: report Resource,

@@ -87,10 +87,10 @@ var commands = map[string][]string{
 		"qubs-auth-style", "listen", "public-url", "store", "auth", "static-tokens-file", "jwt-jwks-url", "jwt-issuer",
 		"jwt-audience", "jwt-algorithms", "jwt-domains-claim", "jwt-skew", "jwt-scope-claim", "smart-clients-file",
 		"smart-signing-key-file", "smart-token-ttl", "default-timezone", "site-timezones", "cursor-key",
-		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "audit-journal", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "pprof", "log-level", "domains",
+		"trusted-proxies", "tls-cert", "tls-key", "retention", "audit-retention", "audit-buffer", "audit-wait", "audit-journal", "rate-limit", "rate-burst", "artifact-reserve", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "pprof", "log-level", "domains",
 		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"demo": {"listen", "public-url", "store", "default-timezone", "site-timezones", "sim-listen", "seed", "appointments", "churn",
-		"retention", "audit-retention", "audit-buffer", "audit-wait", "audit-journal", "rate-limit", "rate-burst", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "pprof", "log-level",
+		"retention", "audit-retention", "audit-buffer", "audit-wait", "audit-journal", "rate-limit", "rate-burst", "artifact-reserve", "delivery-workers", "delivery-lease", "subscription-allow-nets", "subscription-error-after", "metrics-listen", "pprof", "log-level",
 		"worklist-index", "worklist-sync-interval", "comment-poll-rate"},
 	"qubs-sim":   {"listen", "seed", "appointments", "churn", "used-upload-url", "log-level"},
 	"hash-token": {"log-level"},
@@ -376,6 +376,19 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 	}
 	pool := delivery.NewPool(bg.workers, worker)
 	cfg.Store, cfg.Kick, cfg.Accepted = st, pool.Kick, pool.Accepted
+	reserve, nudge := store.ArtifactReserver(nil), make(chan struct{}, 1)
+	if r, ok := st.(store.ArtifactReserver); ok && bg.artifactReserve > 0 {
+		reserve = r
+		cfg.Accepted = func(rep *store.Report) {
+			pool.Accepted(rep)
+			if len(rep.Artifacts) > 0 {
+				select {
+				case nudge <- struct{}{}:
+				default: // one waiting is enough
+				}
+			}
+		}
+	}
 	sender, dispatcher := subscriptionWorkers(ln, &cfg, st, bg, fmt.Sprintf("%s-%d", host, os.Getpid()), log)
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -391,6 +404,13 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 		defer wg.Done()
 		retention.Run(wctx, st, bg.retention, bg.auditRetention, time.Hour, log.With("component", "retention"))
 	}()
+	if reserve != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keepArtifactReserve(wctx, reserve, bg.artifactReserve, nudge, log.With("component", "artifact-reserve"))
+		}()
+	}
 	srv := server.New(cfg)
 	sender.Resolve = srv.NotificationFocus(sender.Base)
 	go func() { defer wg.Done(); sender.Run(wctx) }()
@@ -422,13 +442,53 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 	return err
 }
 
+// keepArtifactReserve keeps want bytes of room for artifacts made in the
+// store (ReserveArtifactSpace): at the start, and after reports with
+// artifacts were accepted (nudge), at most once a second, so that a
+// request never waits for the table to grow unless reports come faster
+// than the room is made.
+func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int64, nudge <-chan struct{}, log *slog.Logger) {
+	var failing string // the last failure logged: once, not at every report
+	for {
+		if added, err := r.ReserveArtifactSpace(ctx, want); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if err.Error() != failing {
+				failing = err.Error()
+				log.Warn("making room for artifacts failed; reports are stored anyway, growing the table as they go", "error", failing)
+			}
+		} else {
+			if failing != "" {
+				failing = ""
+				log.Info("making room for artifacts works again")
+			}
+			if added > 0 {
+				log.Debug("made room for artifacts", "bytes", added)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-nudge:
+		}
+	}
+}
+
 // background holds the settings of what runs beside the HTTP server.
 type background struct {
-	retention      time.Duration
-	auditRetention time.Duration
-	workers        int // delivery workers
-	lease          time.Duration
-	tls            *tls.Config // nil serves plain HTTP
+	// artifactReserve is BRIDGE_ARTIFACT_RESERVE in bytes; 0 is off.
+	artifactReserve int64
+	retention       time.Duration
+	auditRetention  time.Duration
+	workers         int // delivery workers
+	lease           time.Duration
+	tls             *tls.Config // nil serves plain HTTP
 	// deliveryObserver watches the delivery workers (metrics, traces);
 	// nil when both are off.
 	deliveryObserver delivery.Observer
@@ -485,6 +545,9 @@ func backgroundOptions(opts *options) (background, error) {
 	if err != nil || !(bg.commentRate > 0 && bg.commentRate <= 100) {
 		return background{}, fmt.Errorf("BRIDGE_COMMENT_POLL_RATE %q: want a number of calls per second, above 0 and at most 100", opts.get("comment-poll-rate"))
 	}
+	if bg.artifactReserve, err = parseMiB(opts.get("artifact-reserve"), 4096); err != nil {
+		return background{}, fmt.Errorf("BRIDGE_ARTIFACT_RESERVE: %w", err)
+	}
 	bg.workers, err = strconv.Atoi(opts.get("delivery-workers"))
 	if err != nil || bg.workers < 1 || bg.workers > 64 {
 		return background{}, fmt.Errorf("BRIDGE_DELIVERY_WORKERS %q: want 1..64", opts.get("delivery-workers"))
@@ -514,6 +577,18 @@ func backgroundOptions(opts *options) (background, error) {
 		bg.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
 	}
 	return bg, nil
+}
+
+// parseMiB reads a size in MiB, "64MiB", at most limit MiB; "0" is 0.
+func parseMiB(v string, limit int64) (int64, error) {
+	if v == "0" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSuffix(v, "MiB"), 10, 64)
+	if err != nil || !strings.HasSuffix(v, "MiB") || n < 0 || n > limit {
+		return 0, fmt.Errorf("%q: want a size like 64MiB, at most %dMiB, or 0", v, limit)
+	}
+	return n << 20, nil
 }
 
 // auditOptions reads BRIDGE_AUDIT_BUFFER, BRIDGE_AUDIT_WAIT and

@@ -79,6 +79,7 @@ func benchFlags(cfg *perf.Config) []benchFlag {
 		strFlag("bridge-log-level", "BRIDGE_LOG_LEVEL of the bridge under test", &cfg.BridgeLogLevel),
 		strFlag("audit-wait", "BRIDGE_AUDIT_WAIT of the bridge under test: auto, commit or queue", &cfg.AuditWait),
 		strFlag("audit-journal", "BRIDGE_AUDIT_JOURNAL of the bridge under test: auto, off, or on (a directory of its own)", &cfg.AuditJournal),
+		strFlag("artifact-reserve", "BRIDGE_ARTIFACT_RESERVE of the bridge under test (PostgreSQL); empty: serve's default", &cfg.ArtifactReserve),
 		strFlag("store", "the bridges' store: empty for SQLite, or a postgres:// URL (a schema per bridge, dropped at the end)", &cfg.Store),
 		strFlag("profile", "a directory for the bridge's profiles: CPU of each worklist and read round, heap and allocations after each report phase (go tool pprof); empty: none. Profiling costs the bridge a little CPU", &cfg.ProfileDir),
 	}

@@ -77,6 +77,7 @@ func newOptions() *options {
 	// stay well below a partner API's rate limits (QUBS documents none
 	// but answers 429 with Retry-After, which the client honours) while a
 	// slow call no longer holds up every other appointment.
+	add("artifact-reserve", "BRIDGE_ARTIFACT_RESERVE", "16MiB", "PostgreSQL only: room for report artifacts the bridge keeps made ahead of time in the store, so that storing a report does not wait for the table to grow (topped up in the background when half is used; 0 off; up to 4096MiB)", false)
 	add("delivery-workers", "BRIDGE_DELIVERY_WORKERS", "4", "delivery workers per replica (1..64); each works one appointment at a time", false)
 	add("delivery-lease", "BRIDGE_DELIVERY_LEASE", "20s", "how long a replica holds an appointment's delivery without renewing it (renewed every quarter of it): how soon a killed replica's deliveries are taken over; 10s..10m", false)
 	add("worklist-index", "BRIDGE_WORKLIST_INDEX", "on", "on: keep an index of each domain's worklist in the store and serve ServiceRequest searches from it (docs/worklist-index.md); off: search QUBS as it goes", false)

@@ -71,6 +71,12 @@ type dialect interface {
 	// lockAuditSets keeps audit batches (shared) and the retention purge
 	// (exclusive) apart where writes can overlap (PostgreSQL).
 	lockAuditSets(ctx context.Context, tx *tx, exclusive bool) error
+	// reserveChunkPages makes pages of report_artifact_chunks free ahead
+	// of time (ReserveArtifactSpace), returning how many it added;
+	// vacuumChunks makes the pages of deleted chunks free now. Both do
+	// nothing where the table stays empty (SQLite).
+	reserveChunkPages(ctx context.Context, w *sql.DB, want int64) (int64, error)
+	vacuumChunks(ctx context.Context, w *sql.DB) error
 	// artifactFiles is where artifacts' bytes are kept when not in
 	// report_artifacts.data (SQLite, migration 0012); nil where they are
 	// (PostgreSQL).

@@ -104,11 +104,14 @@ func scanIdempotency(q q, ctx context.Context, domain, scope, key string) (*stor
 // PurgeBefore blanks the PHI created before cutoff, in one transaction.
 // See store.Purger. Blanked values leave the file as the engine reclaims
 // space (SQLite: secure_delete zeroes freed pages; PostgreSQL: dead tuples
-// until (auto)vacuum).
+// until (auto)vacuum, which PurgeBefore runs on the artifact chunks it
+// deleted, for their pages' reuse).
 func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err error) {
 	defer s.wrap(&err, "PurgeBefore")
 	c := s.tm(sqlutil.Time(cutoff))
+	var chunks bool // chunk rows deleted
 	err = s.write(ctx, func(tx *tx) error {
+		chunks = false // as the transaction may run again
 		// The versions first, and then the artifacts of exactly the
 		// versions purged: selecting the artifacts by the versions'
 		// state in a second statement could see another snapshot
@@ -160,9 +163,15 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
 				return err
 			}
-			if _, err := tx.exec(ctx, `DELETE FROM report_artifact_chunks
-				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version); err != nil {
+			res, err := tx.exec(ctx, `DELETE FROM report_artifact_chunks
+				WHERE domain = ? AND report_id = ? AND version = ?`, k.domain, k.id, k.version)
+			if err != nil {
 				return err
+			}
+			if k, err := res.RowsAffected(); err != nil {
+				return err
+			} else if k > 0 {
+				chunks = true
 			}
 		}
 		if af := s.d.artifactFiles(); af != nil && len(files) > 0 {
@@ -225,6 +234,11 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 		_, err = tx.exec(ctx, `DELETE FROM comment_seen WHERE seen_at < ?`, c)
 		return err
 	})
+	if err == nil && chunks {
+		// The purged chunks' pages free for new ones now, not when
+		// autovacuum gets to them (chunkreserve.go).
+		err = s.d.vacuumChunks(ctx, s.w)
+	}
 	return n, err
 }
 

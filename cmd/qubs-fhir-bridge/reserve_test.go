@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
+)
+
+// TestArtifactReserve: serve on PostgreSQL makes BRIDGE_ARTIFACT_RESERVE
+// of room for artifacts at its start, a 2 MiB report's chunks go into it
+// (the table does not grow), and the room is made again once less than
+// half is left; with 0 nothing is made.
+func TestArtifactReserve(t *testing.T) {
+	t.Parallel()
+	for _, reserve := range []string{"8MiB", "0"} {
+		t.Run(reserve, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.DSN(t)
+			m, _, errOut := start(t, map[string]string{"BRIDGE_STORE": dsn, "BRIDGE_ARTIFACT_RESERVE": reserve, "QUBS_SIM_APPOINTMENTS": "20"},
+				"demo", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0")
+			u, err := url.Parse(dsn)
+			require.NoError(t, err)
+			q := u.Query()
+			q.Del("pool_max_conns")
+			u.RawQuery = q.Encode()
+			conn, err := pgx.Connect(context.Background(), u.String())
+			require.NoError(t, err)
+			defer conn.Close(context.Background())
+			pages := func() int64 {
+				var n int64
+				require.NoError(t, conn.QueryRow(context.Background(),
+					`SELECT pg_relation_size('report_artifact_chunks') / 8192`).Scan(&n))
+				return n
+			}
+			const room = 8 << 20 / 8000
+			if reserve == "0" {
+				postReport2MB(t, m.BridgeURL+"/fhir/acme", 0)
+				assert.InDelta(t, 263, pages(), 1, "no room made: the table grew by the report")
+				return
+			}
+			waitUntil(t, "the room made at the start", func() bool { return pages() >= room }, errOut.String)
+			made := pages()
+			postReport2MB(t, m.BridgeURL+"/fhir/acme", 0)
+			assert.Equal(t, made, pages(), "the chunks went into the room made")
+			postReport2MB(t, m.BridgeURL+"/fhir/acme", 1)
+			postReport2MB(t, m.BridgeURL+"/fhir/acme", 2)
+			// Less than half left after the second or the third: topped
+			// up, so that at least half is free again.
+			used := func() int64 {
+				var n int64
+				require.NoError(t, conn.QueryRow(context.Background(), `SELECT COALESCE(SUM(chunks), 0) FROM report_artifacts`).Scan(&n))
+				return n
+			}
+			waitUntil(t, "the room made again", func() bool { return pages() > made }, func() string {
+				return fmt.Sprintf("pages %d, made %d, chunks %d", pages(), made, used())
+			})
+			assert.GreaterOrEqual(t, pages()-used(), int64(room/2))
+		})
+	}
+}
+
+// postReport2MB posts a final report with a 2 MiB PDF for the i-th study
+// of base's worklist.
+func postReport2MB(t *testing.T, base string, i int) {
+	t.Helper()
+	status, body := fetch(t, base+"/ServiceRequest?_count=5&_sort=_id")
+	require.Equal(t, http.StatusOK, status, "%s", body)
+	var b struct {
+		Entry []struct{ Resource struct{ ID string } }
+	}
+	require.NoError(t, json.Unmarshal(body, &b))
+	require.Greater(t, len(b.Entry), i)
+	pdf := append([]byte("%PDF-1.4\n"), make([]byte, 2<<20-9)...)
+	_, _ = rand.NewChaCha8([32]byte{byte(i)}).Read(pdf[9:]) // never fails
+	st := &study{srID: b.Entry[i].Resource.ID, appt: "reserve"}
+	res, err := http.Post(base+"/DiagnosticReport", "application/fhir+json", bytes.NewReader(chaosReport(st, "final", "", pdf, "report.pdf")))
+	require.NoError(t, err)
+	out, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusCreated, res.StatusCode, "%s", out)
+}
+
+// waitUntil waits for cond, at most 30 s; logs (optional) tells why not.
+func waitUntil(t *testing.T, what string, cond func() bool, logs ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, l := range logs {
+				t.Log(l())
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// countingReserver counts calls, failing the first two.
+type countingReserver struct{ calls atomic.Int32 }
+
+func (c *countingReserver) ReserveArtifactSpace(context.Context, int64) (int64, error) {
+	if c.calls.Add(1) <= 2 {
+		return 0, errors.New("the database is away")
+	}
+	return 1, nil
+}
+
+// TestKeepArtifactReserve: the loop makes room at once, again only when
+// nudged, nudges in its pause coalesce, a failure does not stop it and is
+// logged once however often it repeats, and it stops with its context.
+func TestKeepArtifactReserve(t *testing.T) {
+	t.Parallel()
+	r := &countingReserver{}
+	logs := &syncBuffer{}
+	nudge := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		keepArtifactReserve(ctx, r, 1<<20, nudge, slog.New(slog.NewTextHandler(logs, nil)))
+	}()
+	waitUntil(t, "the first call", func() bool { return r.calls.Load() == 1 })
+	time.Sleep(1500 * time.Millisecond)
+	assert.Equal(t, int32(1), r.calls.Load(), "not again without a nudge")
+	nudge <- struct{}{}
+	waitUntil(t, "the nudged call", func() bool { return r.calls.Load() == 2 })
+	for range 3 {
+		select {
+		case nudge <- struct{}{}:
+		default:
+		}
+	}
+	waitUntil(t, "the coalesced call", func() bool { return r.calls.Load() == 3 })
+	time.Sleep(1500 * time.Millisecond)
+	assert.Equal(t, int32(3), r.calls.Load(), "three nudges in the pause are one call")
+	cancel()
+	<-done
+	assert.Equal(t, 1, strings.Count(logs.String(), "making room for artifacts failed"), "a failure again is not logged again:\n%s", logs)
+	assert.Equal(t, 1, strings.Count(logs.String(), "works again"), "%s", logs)
+}
+
+func TestParseMiB(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"0": 0, "64MiB": 64 << 20, "4096MiB": 4096 << 20, "0MiB": 0} {
+		got, err := parseMiB(in, 4096)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "64", "64MB", "-1MiB", "4097MiB", "1.5MiB", "MiB"} {
+		_, err := parseMiB(in, 4096)
+		assert.Error(t, err, in)
+		if err != nil {
+			assert.True(t, strings.Contains(err.Error(), "64MiB"), in)
+		}
+	}
+}
