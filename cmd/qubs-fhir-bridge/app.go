@@ -408,7 +408,7 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			keepArtifactReserve(wctx, reserve, bg.artifactReserve, nudge, log.With("component", "artifact-reserve"))
+			keepArtifactReserve(wctx, reserve, bg.artifactReserve, nudge, time.Second, log.With("component", "artifact-reserve"))
 		}()
 	}
 	srv := server.New(cfg)
@@ -444,10 +444,10 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 
 // keepArtifactReserve keeps want bytes of room for artifacts made in the
 // store (ReserveArtifactSpace): at the start, and after reports with
-// artifacts were accepted (nudge), at most once a second, so that a
-// request never waits for the table to grow unless reports come faster
-// than the room is made.
-func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int64, nudge <-chan struct{}, log *slog.Logger) {
+// artifacts were accepted (nudge), at most once a pause (serve: a
+// second), so that a request never waits for the table to grow unless
+// reports come faster than the room is made.
+func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int64, nudge <-chan struct{}, pause time.Duration, log *slog.Logger) {
 	var failing string // the last failure logged: once, not at every report
 	for {
 		if added, err := r.ReserveArtifactSpace(ctx, want); err != nil {
@@ -470,7 +470,7 @@ func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-time.After(pause):
 		}
 		select {
 		case <-ctx.Done():

@@ -75,7 +75,7 @@ type dialect interface {
 	// of time (ReserveArtifactSpace), returning how many it added;
 	// vacuumChunks makes the pages of deleted chunks free now. Both do
 	// nothing where the table stays empty (SQLite).
-	reserveChunkPages(ctx context.Context, w *sql.DB, want int64) (int64, error)
+	reserveChunkPages(ctx context.Context, w *sql.DB, st *chunkReserve, want int64) (int64, error)
 	vacuumChunks(ctx context.Context, w *sql.DB) error
 	// artifactFiles is where artifacts' bytes are kept when not in
 	// report_artifacts.data (SQLite, migration 0012); nil where they are

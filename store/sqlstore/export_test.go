@@ -9,3 +9,11 @@ func SetAuditMoveAt(s *Store, n int) {
 	defer g.mu.Unlock()
 	g.moveAt = n
 }
+
+// ReservePaddings is how many times s's ReserveArtifactSpace padded the
+// table.
+func ReservePaddings(s *Store) int {
+	s.reserve.mu.Lock()
+	defer s.reserve.mu.Unlock()
+	return s.reserve.paddings
+}

@@ -168,9 +168,9 @@ func (s *Store) PurgeBefore(ctx context.Context, cutoff time.Time) (n int, err e
 			if err != nil {
 				return err
 			}
-			if k, err := res.RowsAffected(); err != nil {
+			if deleted, err := res.RowsAffected(); err != nil {
 				return err
-			} else if k > 0 {
+			} else if deleted > 0 {
 				chunks = true
 			}
 		}

@@ -46,6 +46,8 @@ type Store struct {
 	resources resourceCache
 	// stmts caches the read pool's statements of hot queries.
 	stmts stmtCache
+	// reserve is ReserveArtifactSpace's memory (chunkreserve.go).
+	reserve chunkReserve
 }
 
 // open makes the Store of d on its pools and migrates the database.
