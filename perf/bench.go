@@ -148,6 +148,13 @@ type Reports struct {
 	// Floor is the same QUBS work without the bridge: upload URL, PUT,
 	// report submission, through qubs.Client from the harness.
 	Floor []time.Duration
+	// Flush is the least durability adds to the floor: the payload
+	// written to a new file in the run's directory and flushed to disk
+	// (fsync), as many times as the floor. The bridge answers 201 only
+	// once a report is durable in its store, which the floor is not
+	// (QUBS keeps it); Floor+Flush is information beside the goal,
+	// which stays Floor.
+	Flush []time.Duration
 	// Minimal and Full are sequential POSTs with Prefer: return=minimal
 	// and without Prefer, each sent once QUBS has received the report
 	// before it, as the floor's rounds follow each other.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,6 +112,10 @@ func (r *runner) reports(ctx context.Context) error {
 
 	r.logf("reports: the floor, %d times (upload URL, PUT, report straight to QUBS)", r.cfg.ReportPosts)
 	if rp.Floor, err = r.floor(ctx, r.ids[0], pdf); err != nil {
+		return err
+	}
+	r.logf("reports: the payload written to a file and flushed, %d times", r.cfg.ReportPosts)
+	if rp.Flush, err = flushes(r.dir, pdf, r.cfg.ReportPosts); err != nil {
 		return err
 	}
 
@@ -511,6 +516,49 @@ func (r *runner) floor(ctx context.Context, appt string, pdf []byte) ([]time.Dur
 			return nil, fmt.Errorf("bench: floor: %w", err)
 		}
 		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+// flushes writes data to a new file in dir and flushes it n times, and
+// returns how long each took: what a durable copy of a report's payload
+// costs at least on that disk (Reports.Flush), whatever keeps it. A new
+// file each time, as SQLite's artifact files are; PostgreSQL appends to
+// its WAL instead, into segments it has made beforehand. The first is
+// not counted, as the floor's first round is not. dir's disk need not be
+// the database's (docs/performance.md says so where the figure is
+// described).
+func flushes(dir string, data []byte, n int) ([]time.Duration, error) {
+	once := func() (time.Duration, error) {
+		start := time.Now()
+		f, err := os.CreateTemp(dir, "flush-*")
+		if err != nil {
+			return 0, fmt.Errorf("bench: flush: %w", err)
+		}
+		defer os.Remove(f.Name())
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		took := time.Since(start)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("bench: flush: %w", err)
+		}
+		return took, nil
+	}
+	if _, err := once(); err != nil {
+		return nil, err
+	}
+	out := make([]time.Duration, 0, n)
+	for range n {
+		d, err := once()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }

@@ -120,6 +120,10 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	assert.Equal(t, cfg.PDFBytes, rp.PayloadBytes)
 	assert.Greater(t, rp.RequestBytes, rp.PayloadBytes*4/3, "the PDF travels as base64")
 	assert.Len(t, rp.Floor, cfg.ReportPosts)
+	require.Len(t, rp.Flush, cfg.ReportPosts, "the payload flushed as often as the floor ran")
+	for _, d := range rp.Flush {
+		assert.Positive(t, d)
+	}
 	assert.Len(t, rp.Minimal, cfg.ReportPosts)
 	assert.Len(t, rp.Full, cfg.ReportPosts)
 	assert.Len(t, rp.BackToBack, cfg.ReportPosts)
