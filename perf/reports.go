@@ -505,60 +505,65 @@ func (r *runner) floor(ctx context.Context, appt string, pdf []byte) ([]time.Dur
 		_, err = c.SubmitReport(ctx, r.cfg.Domain, appt, qubs.ReportSubmission{ReportText: "Final report. No acute abnormality.", ReportStatus: qubs.ReportFinal}, key+"-r")
 		return err
 	}
-	// The first round also fetches the token; it is not counted.
-	if err := once(-1); err != nil {
+	// The first round also fetches the token.
+	out, err := timedRounds(r.cfg.ReportPosts, func(i int) (func(), error) { return nil, once(i) })
+	if err != nil {
 		return nil, fmt.Errorf("bench: floor: %w", err)
-	}
-	var out []time.Duration
-	for i := range r.cfg.ReportPosts {
-		start := time.Now()
-		if err := once(i); err != nil {
-			return nil, fmt.Errorf("bench: floor: %w", err)
-		}
-		out = append(out, time.Since(start))
 	}
 	return out, nil
 }
 
-// flushes writes data to a new file in dir and flushes it n times, and
-// returns how long each took: what a durable copy of a report's payload
-// costs at least on that disk (Reports.Flush), whatever keeps it. A new
-// file each time, as SQLite's artifact files are; PostgreSQL appends to
-// its WAL instead, into segments it has made beforehand. The first is
-// not counted, as the floor's first round is not. dir's disk need not be
-// the database's (docs/performance.md says so where the figure is
-// described).
-func flushes(dir string, data []byte, n int) ([]time.Duration, error) {
-	once := func() (time.Duration, error) {
+// timedRounds runs once(-1), not counted (a token, connections, files and
+// code used the first time), then once(0) to once(n-1), and returns how
+// long each of those took. The cleanup a round returns, if any, runs
+// after its clock has stopped.
+func timedRounds(n int, once func(i int) (cleanup func(), err error)) ([]time.Duration, error) {
+	round := func(i int) (time.Duration, error) {
 		start := time.Now()
+		cleanup, err := once(i)
+		took := time.Since(start)
+		if cleanup != nil {
+			cleanup()
+		}
+		return took, err
+	}
+	if _, err := round(-1); err != nil {
+		return nil, err
+	}
+	out := make([]time.Duration, 0, n)
+	for i := range n {
+		took, err := round(i)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, took)
+	}
+	return out, nil
+}
+
+// flushes writes data to a new file in dir and flushes it n times
+// (timedRounds), and returns how long each took: what a durable copy of a
+// report's payload costs at least on that disk (Reports.Flush), whatever
+// keeps it. A new file each time, as SQLite's artifact files are;
+// PostgreSQL appends to its WAL instead, into segments it has made
+// beforehand. Each file is removed after its round's clock stops (an
+// unlink is ~0.7 ms here, and files left in place made rounds slower and
+// noisier). dir's disk need not be the database's (docs/performance.md
+// says so where the figure is described).
+func flushes(dir string, data []byte, n int) ([]time.Duration, error) {
+	out, err := timedRounds(n, func(int) (func(), error) {
 		f, err := os.CreateTemp(dir, "flush-*")
 		if err != nil {
-			return 0, fmt.Errorf("bench: flush: %w", err)
+			return nil, err
 		}
-		defer os.Remove(f.Name())
 		_, err = f.Write(data)
 		if err == nil {
 			err = f.Sync()
 		}
-		took := time.Since(start)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return 0, fmt.Errorf("bench: flush: %w", err)
-		}
-		return took, nil
-	}
-	if _, err := once(); err != nil {
-		return nil, err
-	}
-	out := make([]time.Duration, 0, n)
-	for range n {
-		d, err := once()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
+		return func() { os.Remove(f.Name()) }, errors.Join(err, f.Close())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: flush: %w", err)
 	}
 	return out, nil
 }
