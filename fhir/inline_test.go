@@ -45,6 +45,10 @@ func TestSpoolInline(t *testing.T) {
 		{"plain", `"` + enc + `"`, pdf, false, false},
 		{"escaped slash and \\u", `"` + strings.ReplaceAll(strings.Replace(enc, "A", `\u0041`, 3), "/", `\/`) + `"`, pdf, false, false},
 		{"whitespace", `"` + enc[:8] + ` \n\r\t ` + enc[8:] + `"`, pdf, false, false},
+		{"wrapped every 76 characters", `"` + wrap(enc, `\r\n`, 76) + `"`, pdf, false, false},
+		// Short pieces gathered, then one decoded where it lies, then short
+		// ones again: the order of the bytes survives the gathering.
+		{"wrapped unevenly", `"` + wrap(enc[:4000], `\n  `, 76) + `\n` + enc[4000:40000] + `\n` + wrap(enc[40000:], ` `, 64) + `"`, pdf, false, false},
 		{"padding", `"QQ=="`, []byte("A"), false, false},
 		{"empty", `""`, []byte{}, false, false},
 		{"bad character", `"QQ*="`, nil, true, false},
@@ -82,6 +86,16 @@ func TestSpoolInline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrap puts sep after every n characters of s but the last.
+func wrap(s, sep string, n int) string {
+	var w strings.Builder
+	for len(s) > n {
+		w.WriteString(s[:n] + sep)
+		s = s[n:]
+	}
+	return w.String() + s
 }
 
 // checkDigests: the digests computed while decoding are those of the
@@ -158,12 +172,7 @@ func BenchmarkSpoolInline2MBWrapped(b *testing.B) { benchSpool(b, true, true) }
 func benchSpool(b *testing.B, hashValues, wrapped bool) {
 	data := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("%PDF-1.4 x"), 2<<20/10))
 	if wrapped {
-		var w strings.Builder
-		for len(data) > 76 {
-			w.WriteString(data[:76] + `\r\n`)
-			data = data[76:]
-		}
-		data = w.String() + data
+		data = wrap(data, `\r\n`, 76)
 	}
 	body := []byte(`{"resourceType":"DiagnosticReport","presentedForm":[{"contentType":"application/pdf","data":"` + data + `"}]}`)
 	b.SetBytes(int64(len(body)))
@@ -200,6 +209,7 @@ func FuzzSpoolInline(f *testing.F) {
 		`{"resourceType":"DiagnosticReport","presentedForm":[{"contentType":"application/pdf","data":"JVBERi0="}]}`,
 		`{"presentedForm":[{"data":"QQ\/=\u0041"},{"data":" QUFB "},7,[]]}`,
 		`{"data":"QQ=="}`, `[]`, `"x"`, `{"a":{"b":[1,2,{"c":null}]}}`,
+		`{"data":"QUJD\r\nREVG\nR0hJ SktM\u000aTU5P"}`, `{"data":"Pz8\/"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -218,11 +228,60 @@ func FuzzSpoolInline(f *testing.F) {
 			for _, d := range sp.Inline {
 				checkDigests(t, d)
 			}
+			checkDecoded(t, body, array, sp.Inline, 64)
 			if got := sp.Fill(func(d *InlineData) []byte { return d.Raw }); !bytes.Equal(got, body) {
 				t.Fatalf("filled %q, want %q", got, body)
 			}
 		}
 	})
+}
+
+// checkDecoded compares what SpoolInline decoded with a plain reading of
+// the same values: encoding/json's string, whitespace removed, then
+// encoding/base64. Values that may have stopped at maxDecoded bytes are
+// left out, as the order of "too big" and "not base64" is not the
+// reference's to say.
+func checkDecoded(t *testing.T, body []byte, array string, got []*InlineData, maxDecoded int) {
+	t.Helper()
+	var root map[string]json.RawMessage
+	if json.Unmarshal(body, &root) != nil {
+		return
+	}
+	values := map[int]json.RawMessage{}
+	if array == "" {
+		values[-1] = root["data"]
+	} else {
+		var elems []json.RawMessage
+		_ = json.Unmarshal(root[array], &elems)
+		for i, e := range elems {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(e, &m) == nil {
+				values[i] = m["data"]
+			}
+		}
+	}
+	for _, d := range got {
+		var text string
+		if json.Unmarshal(values[d.Index], &text) != nil {
+			continue
+		}
+		text = strings.Map(func(r rune) rune {
+			if strings.ContainsRune(" \t\n\r", r) {
+				return -1
+			}
+			return r
+		}, text)
+		if len(text)/4*3 > maxDecoded {
+			continue
+		}
+		want, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			assert.True(t, d.Invalid, "%q decoded, the reference refuses it: %v", text, err)
+			continue
+		}
+		assert.False(t, d.Invalid || d.TooBig, "%q refused", text)
+		assert.Equal(t, want, d.Data, "%q", text)
+	}
 }
 
 // TestSpoolValueBuffersFit: a value's buffer is sized by the rest of the
