@@ -19,6 +19,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 type fixture struct {
@@ -45,7 +46,7 @@ func newFixtureUsed(t *testing.T, used qubssim.UsedUploadURL) *fixture {
 		ClientSecret: qubssim.DefaultClientSecret, AuthStyle: oauth2.AuthStyleInParams,
 		Retry: qubs.RetryPolicy{MaxAttempts: 2, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}})
 	require.NoError(t, err)
-	dbPath := t.TempDir() + "/d.db"
+	dbPath := sqlitetest.Path(t)
 	st, err := sqlite.Open(context.Background(), dbPath)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })

@@ -17,6 +17,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 func TestTracingEnabled(t *testing.T) {
@@ -106,7 +107,7 @@ func TestQUBSMetrics(t *testing.T) {
 // is.
 func TestStoreMetrics(t *testing.T) {
 	t.Parallel()
-	raw, err := sqlite.Open(context.Background(), t.TempDir()+"/b.db")
+	raw, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
 	require.NoError(t, err)
 	m := observe.NewMetrics("test")
 	st := observe.Store(raw, m, nil)

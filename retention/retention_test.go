@@ -12,6 +12,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -41,7 +42,7 @@ func TestParseDuration(t *testing.T) {
 
 func TestPurgeRemovesOldContentOnly(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir()+"/r.db")
+	st, err := sqlite.Open(ctx, sqlitetest.Path(t))
 	require.NoError(t, err)
 	defer st.Close()
 	now := time.Now().UTC()

@@ -24,6 +24,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 // faultyAudit is a real SQLite store whose RecordAudits can be held (gate)
@@ -71,7 +72,7 @@ func (f *faultyAudit) RecordAudits(ctx context.Context, batch []*store.AuditReco
 }
 
 func newFaultyAudit(t *testing.T) *faultyAudit {
-	st, err := sqlite.Open(context.Background(), t.TempDir()+"/bridge.db")
+	st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return &faultyAudit{Store: st}

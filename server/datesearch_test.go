@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
@@ -352,7 +352,7 @@ func TestDateSearchYear9999(t *testing.T) {
 // walked again, by its site's day.
 func TestDateSearchOlderRows(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "bridge.db")
+	path := sqlitetest.Path(t)
 	var syncer *worklist.Syncer
 	e := newEnv(t, func(so *qubssim.Options, _ *qubs.Config, sc *server.Config) {
 		so.Appointments = 20

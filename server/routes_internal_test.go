@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 // TestEveryFHIRRouteIsDeclared: no route under the FHIR base exists
@@ -18,7 +18,7 @@ import (
 // permission and is audited unless it is public.
 func TestEveryFHIRRouteIsDeclared(t *testing.T) {
 	t.Parallel()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
 	require.NoError(t, err)
 	defer st.Close()
 	for name, cfg := range map[string]Config{"read-only": {}, "with store": {Store: st}} {

@@ -20,13 +20,14 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 // withStore gives the bridge a real SQLite store in the test's temporary
 // directory; newEnv then runs a real delivery worker against the simulator.
 func withStore(t testing.TB) envOption {
 	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
-		st, err := sqlite.Open(context.Background(), t.TempDir()+"/bridge.db")
+		st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
 		require.NoError(t, err)
 		t.Cleanup(func() { st.Close() })
 		sc.Store = st

@@ -22,6 +22,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
 
@@ -50,7 +51,7 @@ func zones(t testing.TB, sim *qubssim.Server) *mapping.Zones {
 
 var engines = map[string]func(t testing.TB) store.Store{
 	"sqlite": func(t testing.TB) store.Store {
-		st, err := sqlite.Open(context.Background(), t.TempDir()+"/bridge.db")
+		st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
 		require.NoError(t, err)
 		t.Cleanup(func() { st.Close() })
 		return st

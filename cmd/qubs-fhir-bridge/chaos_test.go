@@ -25,6 +25,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/mapping"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs/qubssim"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 // The chaos test of issue 9: studies (a preliminary with a PDF, a final
@@ -54,7 +55,7 @@ func TestChaosDelivery(t *testing.T) {
 	// Each run waits for the killed process's delivery leases to expire
 	// (chaosLease), not computing: run them together.
 	t.Parallel()
-	sqlite := func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "bridge.db") }
+	sqlite := func(t *testing.T) string { return "sqlite:" + sqlitetest.Path(t) }
 	pg := func(t *testing.T) string { return pgtest.DSN(t) }
 	configs := map[string]chaosConfig{
 		"sqlite":   {studies: 100, kills: 1, replicas: 1, dsn: sqlite, drain: 2 * time.Minute},

@@ -25,6 +25,7 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
 // TestAuditLossOnCrash puts read load on a real bridge process, kills it
@@ -88,7 +89,7 @@ func TestAuditLossOnCrash(t *testing.T) {
 // arrived, runs it again until it stops cleanly (reading back what its
 // journal holds), and returns the correlation ids of the answers received
 // and of the records stored.
-func sqliteDSN(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "bridge.db") }
+func sqliteDSN(t *testing.T) string { return "sqlite:" + sqlitetest.Path(t) }
 
 func crashUnderLoad(t *testing.T, dsn string, env ...string) (received []string, recorded map[string]bool) {
 	t.Helper()

@@ -93,11 +93,13 @@ func TestDemoServesAPageableWorklist(t *testing.T) {
 
 	// The README's walk by next links, as fast as a loop can: the demo
 	// never throttles (TestRateLimitDefaults: its limit is off).
+	// The first and the last page are validated: the pages between come
+	// from the same code, and validating each of twenty cost half the
+	// test's time under -race.
 	next, seen := base+"/ServiceRequest?_count=50&_include=ServiceRequest:subject", 0
-	for next != "" {
+	for page := 0; next != ""; page++ {
 		status, body := fetch(t, next)
 		require.Equal(t, http.StatusOK, status, "%s", body)
-		fhirtest.RequireValidR4(t, body)
 		var b struct {
 			Link  []struct{ Relation, URL string }
 			Entry []json.RawMessage
@@ -109,6 +111,9 @@ func TestDemoServesAPageableWorklist(t *testing.T) {
 			if l.Relation == "next" {
 				next = l.URL
 			}
+		}
+		if page == 0 || next == "" {
+			fhirtest.RequireValidR4(t, body)
 		}
 	}
 	assert.GreaterOrEqual(t, seen, 1000)

@@ -15,13 +15,16 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/internal/sqlutil"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlstore"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/storetest"
 )
 
-// open is a storetest.Opener: a fresh database file in the test's temp dir.
+// open is a storetest.Opener: a new database file in the test's temp
+// dir, copied from one migrated once (the upgrade tests below migrate
+// their own).
 func open(t *testing.T) func(ctx context.Context) (store.Store, error) {
-	path := filepath.Join(t.TempDir(), "bridge.db")
+	path := sqlitetest.Path(t)
 	return func(ctx context.Context) (store.Store, error) { return sqlite.Open(ctx, path) }
 }
 
