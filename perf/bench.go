@@ -43,7 +43,14 @@ type Config struct {
 	Seed         int64
 	Appointments int // the simulator seeds this many per domain, spread over statuses
 
-	ReportPosts     int // sequential report POSTs with return=minimal, as many without, as many back to back
+	ReportPosts int // sequential report POSTs with return=minimal, as many without, as many back to back
+	// ReportWarmup is how many POSTs the sequential phase's fresh bridge
+	// gets before its measured ones, beyond its first (Reports.First). A
+	// fresh bridge's first reports were about twice as slow on PostgreSQL
+	// as its later ones (a new schema's first room for chunks, new
+	// database backends touching shared buffers for the first time):
+	// start-up, which a long-running bridge has behind it.
+	ReportWarmup    int
 	ConcurrentPosts int // report POSTs sent at once
 	// PDFBytes is the size of the report's PDF; 0 is the largest QUBS
 	// accepts (2 MiB), the size issue 10 measures. Tests use less.
@@ -85,7 +92,10 @@ func DefaultConfig() Config {
 		// Fifteen of each: the floor alone spread from 8 to 15 ms within
 		// runs of five (2026-12-03), too few for a steady median.
 		ReportPosts: 15, ConcurrentPosts: 8, BridgeLogLevel: "info",
-		AuditWait: "auto", AuditJournal: "auto",
+		// Ten: on PostgreSQL, a fresh bridge's first ten POSTs took about
+		// 50 ms, the next ten about 25 (2026-12-04, docs/performance.md).
+		ReportWarmup: 10,
+		AuditWait:    "auto", AuditJournal: "auto",
 	}
 }
 
@@ -95,6 +105,8 @@ func (c Config) check() error {
 		return errors.New("bench: no launcher")
 	case c.Rounds < 1 || c.Clients < 1 || c.ReportPosts < 1 || c.ConcurrentPosts < 1:
 		return errors.New("bench: rounds, clients, report-posts and concurrent-posts must be at least 1")
+	case c.ReportWarmup < 0:
+		return errors.New("bench: report-warmup must not be negative")
 	case c.Duration <= 0 || c.ReadDuration <= 0 || c.Warmup < 0:
 		return errors.New("bench: durations must be positive")
 	case c.Count < qubs.MinPageSize || c.Count > qubs.MaxPageSize:
@@ -171,6 +183,10 @@ type Reports struct {
 	// figure, as the floor's first round is not: the bridge's first QUBS
 	// token, connections and first use of the code are in them.
 	First []time.Duration
+	// Warmup are the sequential phase's POSTs after its first and before
+	// its measured ones (Config.ReportWarmup), each sent once QUBS had the
+	// one before; not counted either.
+	Warmup []time.Duration
 	// EchoMinimal and EchoFull are the body bytes of the answers.
 	EchoMinimal, EchoFull int64
 	// PeakSequential and PeakConcurrent are how far the bridge's peak RSS

@@ -156,7 +156,8 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 			Minimal: []time.Duration{436 * time.Millisecond}, Full: []time.Duration{500 * time.Millisecond},
 			BackToBack: []time.Duration{26 * time.Millisecond, 52 * time.Millisecond, 39 * time.Millisecond},
 			Concurrent: make([]time.Duration, 8), EchoFull: 2700000, PeakSequential: 63 << 20, PeakConcurrent: 143 << 20, Delivered: true,
-			HeapSequential: []int64{5 << 20, 2 << 20, 3 << 20}, HeapConcurrent: []int64{4 << 20, 5 << 20}},
+			HeapSequential: []int64{5 << 20, 2 << 20, 3 << 20}, HeapConcurrent: []int64{4 << 20, 5 << 20},
+			First: []time.Duration{90 * time.Millisecond}, Warmup: []time.Duration{51 * time.Millisecond, 48 * time.Millisecond}},
 	}
 	var b bytes.Buffer
 	r.WriteMarkdown(&b)
@@ -170,6 +171,7 @@ func TestMarkdownShowsFiguresRatiosAndGoals(t *testing.T) {
 		"| POST latency, `return=minimal`, against the floor + one flush of the payload to disk (information) | 436.0 ms | 13.0 ms + 7.0 ms | 21.80× |",
 		"| 4. report POST latency, bridge/floor | ≤ 3× | 33.5× | no |", // the goal stays against the floor alone
 		"floor 13.0 ms; flush 7.0 ms.",
+		"(sequential, at once, heap) 90.0 ms, as", "warm-up after its first, in order, 51.0 ms, 48.0 ms.",
 		"| heap per report: bytes allocated, POST to delivery, one at a time (median of 3; range) | 3.0 MiB (2.0 MiB–5.0 MiB) | — | 1.50× payload |",
 		"| 4. peak heap per report (bytes allocated, POST to delivery), one at a time | ≤ 2× payload | 1.50× | yes |",
 		"| 4. the same, 8 at once | ≤ 2× payload | 2.25× | no |", "| 5. read ServiceRequest/{id}, bridge/proxy | ≥ 0.7× | 0.25× | no |",

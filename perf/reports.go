@@ -119,29 +119,45 @@ func (r *runner) reports(ctx context.Context) error {
 		return err
 	}
 
-	r.logf("reports: %d sequential POSTs with return=minimal, %d without, each once QUBS has the one before, then %d back to back, on a fresh bridge",
-		r.cfg.ReportPosts, r.cfg.ReportPosts, r.cfg.ReportPosts)
+	r.logf("reports: %d sequential POSTs with return=minimal, %d without, each once QUBS has the one before, then %d back to back, on a fresh bridge after %d not counted",
+		r.cfg.ReportPosts, r.cfg.ReportPosts, r.cfg.ReportPosts, 1+r.cfg.ReportWarmup)
 	delivered := true
 	w, err := firstBody(0)
 	if err != nil {
 		return err
 	}
-	rp.PeakSequential, err = r.onFreshBridge(ctx, "reports-sequential", w, 3*r.cfg.ReportPosts, false, &delivered, func(hc *http.Client, base string, got int, _ string) error {
+	warm := r.cfg.ReportWarmup
+	rp.PeakSequential, err = r.onFreshBridge(ctx, "reports-sequential", w, warm+3*r.cfg.ReportPosts, false, &delivered, func(hc *http.Client, base string, got int, _ string) error {
 		// QUBS is asked how many reports it has only between the POSTs
 		// that wait for their delivery: its answer walks every record
 		// under the simulator's lock, which the deliveries need too.
 		waiting := true
-		for i := range 3 * r.cfg.ReportPosts {
-			b, err := body(i)
+		for i := -warm; i < 3*r.cfg.ReportPosts; i++ {
+			// The warm-up's studies are taken from the end, after those
+			// of the phases' first POSTs (firstBody).
+			var (
+				b   []byte
+				err error
+			)
+			if i < 0 {
+				b, err = firstBody(2 - i)
+			} else {
+				b, err = body(i)
+			}
 			if err != nil {
 				return err
 			}
 			phase := i / r.cfg.ReportPosts // 0 minimal, 1 no Prefer, 2 back to back
+			if i < 0 {
+				phase = -1 // warm-up, return=minimal, each once QUBS has the one before
+			}
 			took, n, err := postReport(ctx, hc, base, b, "seq-"+strconv.Itoa(i), phase != 1)
 			if err != nil {
 				return err
 			}
 			switch phase {
+			case -1:
+				rp.Warmup = append(rp.Warmup, took)
 			case 0:
 				rp.Minimal, rp.EchoMinimal = append(rp.Minimal, took), n
 			case 1:
@@ -505,19 +521,22 @@ func (r *runner) floor(ctx context.Context, appt string, pdf []byte) ([]time.Dur
 		_, err = c.SubmitReport(ctx, r.cfg.Domain, appt, qubs.ReportSubmission{ReportText: "Final report. No acute abnormality.", ReportStatus: qubs.ReportFinal}, key+"-r")
 		return err
 	}
-	// The first round also fetches the token.
-	out, err := timedRounds(r.cfg.ReportPosts, func(i int) (func(), error) { return nil, once(i) })
+	// The first round also fetches the token. No more are left out: the
+	// simulator keeps every PDF it is sent, and ten more rounds made the
+	// floor's PUTs slower (docs/performance.md, "A warm-up before the
+	// measured POSTs"), not warmer.
+	out, err := timedRounds(1, r.cfg.ReportPosts, func(i int) (func(), error) { return nil, once(i) })
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor: %w", err)
 	}
 	return out, nil
 }
 
-// timedRounds runs once(-1), not counted (a token, connections, files and
-// code used the first time), then once(0) to once(n-1), and returns how
-// long each of those took. The cleanup a round returns, if any, runs
+// timedRounds runs once(-1) to once(-untimed), not counted (a token,
+// connections, files and code used the first time), then once(0) to
+// once(n-1), and returns how long each of those took. The cleanup a round returns, if any, runs
 // after its clock has stopped.
-func timedRounds(n int, once func(i int) (cleanup func(), err error)) ([]time.Duration, error) {
+func timedRounds(untimed, n int, once func(i int) (cleanup func(), err error)) ([]time.Duration, error) {
 	round := func(i int) (time.Duration, error) {
 		start := time.Now()
 		cleanup, err := once(i)
@@ -527,8 +546,10 @@ func timedRounds(n int, once func(i int) (cleanup func(), err error)) ([]time.Du
 		}
 		return took, err
 	}
-	if _, err := round(-1); err != nil {
-		return nil, err
+	for i := range untimed {
+		if _, err := round(-1 - i); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]time.Duration, 0, n)
 	for i := range n {
@@ -551,7 +572,7 @@ func timedRounds(n int, once func(i int) (cleanup func(), err error)) ([]time.Du
 // noisier). dir's disk need not be the database's (docs/performance.md
 // says so where the figure is described).
 func flushes(dir string, data []byte, n int) ([]time.Duration, error) {
-	out, err := timedRounds(n, func(int) (func(), error) {
+	out, err := timedRounds(1, n, func(int) (func(), error) {
 		f, err := os.CreateTemp(dir, "flush-*")
 		if err != nil {
 			return nil, err

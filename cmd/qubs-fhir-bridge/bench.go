@@ -74,7 +74,8 @@ func benchFlags(cfg *perf.Config) []benchFlag {
 				return nil
 			}},
 		strFlag("domain", "QUBS domain the work goes to", &cfg.Domain),
-		intFlag("report-posts", "sequential report POSTs with return=minimal, as many without (each once QUBS has the one before), and as many back to back, after one not counted", &cfg.ReportPosts),
+		intFlag("report-posts", "sequential report POSTs with return=minimal, as many without (each once QUBS has the one before), and as many back to back, after one and the warm-up not counted", &cfg.ReportPosts),
+		intFlag("report-warmup", "report POSTs a fresh bridge gets after its first and before the sequential ones, not counted", &cfg.ReportWarmup),
 		intFlag("concurrent-posts", "report POSTs sent at once", &cfg.ConcurrentPosts),
 		strFlag("bridge-log-level", "BRIDGE_LOG_LEVEL of the bridge under test", &cfg.BridgeLogLevel),
 		strFlag("audit-wait", "BRIDGE_AUDIT_WAIT of the bridge under test: auto, commit or queue", &cfg.AuditWait),

@@ -54,7 +54,7 @@ func tinyBench() perf.Config {
 	return perf.Config{
 		Rounds: 2, Duration: 300 * time.Millisecond, ReadDuration: 200 * time.Millisecond, Warmup: 100 * time.Millisecond,
 		Clients: 2, Count: 20, Domain: "acme", Seed: 1, Appointments: 120,
-		ReportPosts: 1, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn", AuditWait: "auto", AuditJournal: "auto",
+		ReportPosts: 1, ReportWarmup: 2, ConcurrentPosts: 2, PDFBytes: 64 << 10, BridgeLogLevel: "warn", AuditWait: "auto", AuditJournal: "auto",
 	}
 }
 
@@ -130,6 +130,10 @@ func TestBenchProducesSaneFigures(t *testing.T) {
 	assert.Len(t, rp.Concurrent, cfg.ConcurrentPosts)
 	require.Len(t, rp.First, 3, "each phase's fresh bridge gets one report first, not counted")
 	for _, d := range rp.First {
+		assert.Positive(t, d)
+	}
+	require.Len(t, rp.Warmup, cfg.ReportWarmup, "then the sequential phase's warm-up, not counted either")
+	for _, d := range rp.Warmup {
 		assert.Positive(t, d)
 	}
 	assert.Len(t, rp.HeapSequential, cfg.ReportPosts)
