@@ -474,8 +474,6 @@ const (
 	clsOther = iota // valid JSON, not base64
 	clsB64
 	clsSpace
-	clsQuote
-	clsEscape
 	clsControl // invalid JSON
 )
 
@@ -487,8 +485,6 @@ var b64class = func() (t [256]byte) {
 		t[c] = clsB64
 	}
 	t[' '] = clsSpace
-	t['"'] = clsQuote
-	t['\\'] = clsEscape
 	return t
 }()
 
@@ -549,7 +545,6 @@ func (p *spooler) spool() error {
 		case p.buf[p.pos] == '"':
 			raw([]byte{'"'})
 			p.pos++
-			b.flush()
 			b.finish()
 			return nil
 		}
@@ -794,6 +789,7 @@ func (b *b64sink) grow(n int) {
 }
 
 func (b *b64sink) finish() {
+	b.flush()
 	if len(b.p.enc) > 0 && !b.stop { // a length that is not a multiple of 4
 		b.d.Invalid = true
 	}

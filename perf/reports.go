@@ -525,18 +525,18 @@ func (r *runner) floor(ctx context.Context, appt string, pdf []byte) ([]time.Dur
 	// floor's client has nothing else to warm, the simulator has served
 	// the load phases, and the goal was stated against this floor
 	// (docs/performance.md, "A warm-up before the measured POSTs").
-	out, err := timedRounds(1, r.cfg.ReportPosts, func(i int) (func(), error) { return nil, once(i) })
+	out, err := timedRounds(r.cfg.ReportPosts, func(i int) (func(), error) { return nil, once(i) })
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor: %w", err)
 	}
 	return out, nil
 }
 
-// timedRounds runs once(-1) to once(-untimed), not counted (a token,
-// connections, files and code used the first time), then once(0) to
-// once(n-1), and returns how long each of those took. The cleanup a round returns, if any, runs
+// timedRounds runs once(-1), not counted (a token, connections, files and
+// code used the first time), then once(0) to once(n-1), and returns how
+// long each of those took. The cleanup a round returns, if any, runs
 // after its clock has stopped.
-func timedRounds(untimed, n int, once func(i int) (cleanup func(), err error)) ([]time.Duration, error) {
+func timedRounds(n int, once func(i int) (cleanup func(), err error)) ([]time.Duration, error) {
 	round := func(i int) (time.Duration, error) {
 		start := time.Now()
 		cleanup, err := once(i)
@@ -546,10 +546,8 @@ func timedRounds(untimed, n int, once func(i int) (cleanup func(), err error)) (
 		}
 		return took, err
 	}
-	for i := range untimed {
-		if _, err := round(-1 - i); err != nil {
-			return nil, err
-		}
+	if _, err := round(-1); err != nil {
+		return nil, err
 	}
 	out := make([]time.Duration, 0, n)
 	for i := range n {
@@ -572,7 +570,7 @@ func timedRounds(untimed, n int, once func(i int) (cleanup func(), err error)) (
 // noisier). dir's disk need not be the database's (docs/performance.md
 // says so where the figure is described).
 func flushes(dir string, data []byte, n int) ([]time.Duration, error) {
-	out, err := timedRounds(1, n, func(int) (func(), error) {
+	out, err := timedRounds(n, func(int) (func(), error) {
 		f, err := os.CreateTemp(dir, "flush-*")
 		if err != nil {
 			return nil, err

@@ -11,7 +11,6 @@ import (
 
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/retention"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
@@ -42,9 +41,7 @@ func TestParseDuration(t *testing.T) {
 
 func TestPurgeRemovesOldContentOnly(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlitetest.Path(t))
-	require.NoError(t, err)
-	defer st.Close()
+	st := sqlitetest.Open(t)
 	now := time.Now().UTC()
 	for _, r := range []struct {
 		id  string
@@ -57,7 +54,7 @@ func TestPurgeRemovesOldContentOnly(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, st.CompleteDelivery(ctx, "w", job.Domain, job.ID, job.Version, "guid-"+r.id, now))
 	}
-	_, err = st.ClaimDelivery(ctx, "w", time.Minute, now, nil)
+	_, err := st.ClaimDelivery(ctx, "w", time.Minute, now, nil)
 	require.True(t, errors.Is(err, store.ErrNotFound))
 
 	n, err := retention.Purge(ctx, st, retention.DefaultKeep, now)

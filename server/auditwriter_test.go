@@ -72,10 +72,7 @@ func (f *faultyAudit) RecordAudits(ctx context.Context, batch []*store.AuditReco
 }
 
 func newFaultyAudit(t *testing.T) *faultyAudit {
-	st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { st.Close() })
-	return &faultyAudit{Store: st}
+	return &faultyAudit{Store: sqlitetest.Open(t)}
 }
 
 func testRecord(i int) *store.AuditRecord {

@@ -1,14 +1,12 @@
 package server
 
 import (
-	"context"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
@@ -18,9 +16,7 @@ import (
 // permission and is audited unless it is public.
 func TestEveryFHIRRouteIsDeclared(t *testing.T) {
 	t.Parallel()
-	st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
-	require.NoError(t, err)
-	defer st.Close()
+	st := sqlitetest.Open(t)
 	for name, cfg := range map[string]Config{"read-only": {}, "with store": {Store: st}} {
 		t.Run(name, func(t *testing.T) {
 			s := New(cfg)

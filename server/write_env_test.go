@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/delivery"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/observe"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/qubs"
@@ -19,7 +17,6 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/server"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 )
 
@@ -27,10 +24,7 @@ import (
 // directory; newEnv then runs a real delivery worker against the simulator.
 func withStore(t testing.TB) envOption {
 	return func(_ *qubssim.Options, _ *qubs.Config, sc *server.Config) {
-		st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
-		require.NoError(t, err)
-		t.Cleanup(func() { st.Close() })
-		sc.Store = st
+		sc.Store = sqlitetest.Open(t)
 	}
 }
 

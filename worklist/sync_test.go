@@ -21,7 +21,6 @@ import (
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
-	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/sqlite/sqlitetest"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/worklist"
 )
@@ -51,10 +50,7 @@ func zones(t testing.TB, sim *qubssim.Server) *mapping.Zones {
 
 var engines = map[string]func(t testing.TB) store.Store{
 	"sqlite": func(t testing.TB) store.Store {
-		st, err := sqlite.Open(context.Background(), sqlitetest.Path(t))
-		require.NoError(t, err)
-		t.Cleanup(func() { st.Close() })
-		return st
+		return sqlitetest.Open(t)
 	},
 	"postgres": func(t testing.TB) store.Store { return pgtest.Open(t) },
 }
