@@ -210,8 +210,7 @@ type spooler struct {
 	opt       SpoolOptions
 	// elemIndex is the index of the current element of opt.Array.
 	elemIndex int
-	enc       []byte // base64 text short of a whole quad
-	stage     []byte // base64 text gathered by b64sink.push
+	enc       []byte // base64 text not decoded yet (b64sink.push)
 	out       []byte
 	holes     []int
 	inline    []*InlineData
@@ -499,7 +498,7 @@ func (p *spooler) spool() error {
 		b.h = &valueHasher{h1: sha1.New(), h256: sha256.New()}
 		p.hashing = b.h
 	}
-	p.enc, p.stage = p.enc[:0], p.stage[:0]
+	p.enc = p.enc[:0]
 	keep := p.opt.KeepRaw > 0
 	raw := func(seg []byte) {
 		if !keep {
@@ -651,51 +650,35 @@ const (
 	stageDirect = 4 << 10
 )
 
-// push passes base64 text on to add, gathering short pieces first.
+// push takes base64 text. Short pieces are gathered in p.enc, which is
+// decoded when the next would overflow it or a long piece comes; a long
+// piece first completes the quad the gathered text ends short of, and is
+// then decoded where it lies. What is short of a quad stays in p.enc.
 func (b *b64sink) push(chars []byte) {
-	if len(chars) >= stageDirect {
-		b.flush()
-		b.add(chars)
-		return
-	}
-	if len(b.p.stage)+len(chars) > stageSize {
-		b.flush()
-	}
-	if b.p.stage == nil {
-		b.p.stage = make([]byte, 0, stageSize)
-	}
-	b.p.stage = append(b.p.stage, chars...)
-}
-
-// flush decodes what push gathered.
-func (b *b64sink) flush() {
-	if len(b.p.stage) > 0 {
-		b.add(b.p.stage)
-		b.p.stage = b.p.stage[:0]
-	}
-}
-
-func (b *b64sink) add(chars []byte) {
 	if b.stop || b.d.Invalid {
 		return
 	}
-	if enc := b.p.enc; len(enc) > 0 {
-		// Complete the pending quad first.
-		n := min(4-len(enc), len(chars))
-		b.p.enc = append(enc, chars[:n]...)
-		chars = chars[n:]
-		if len(b.p.enc) < 4 {
-			return
+	enc := b.p.enc
+	long := len(chars) >= stageDirect
+	if long || len(enc)+len(chars) > stageSize {
+		if long {
+			n := min(-len(enc)&3, len(chars))
+			enc = append(enc, chars[:n]...)
+			chars = chars[n:]
 		}
-		b.decode(b.p.enc)
-		b.p.enc = b.p.enc[:0]
+		whole := len(enc) / 4 * 4
+		b.decode(enc[:whole])
+		enc = enc[:copy(enc, enc[whole:])]
 	}
-	// Whole quads are decoded where they lie, without a copy.
-	n := len(chars) / 4 * 4
-	if n > 0 {
+	if long {
+		n := len(chars) / 4 * 4
 		b.decode(chars[:n])
+		chars = chars[n:]
 	}
-	b.p.enc = append(b.p.enc, chars[n:]...)
+	if cap(enc) < stageSize {
+		enc = append(make([]byte, 0, stageSize), enc...)
+	}
+	b.p.enc = append(enc, chars...)
 }
 
 // escaped handles an escape sequence inside the value: \/ is a slash,
@@ -732,7 +715,7 @@ func (b *b64sink) escaped(esc []byte) {
 // decode decodes whole quads of base64 text onto the value.
 func (b *b64sink) decode(src []byte) {
 	d := b.d
-	if d.Invalid || b.stop {
+	if len(src) == 0 || d.Invalid || b.stop {
 		return
 	}
 	if b.padded { // padding ended the value already
@@ -789,9 +772,11 @@ func (b *b64sink) grow(n int) {
 }
 
 func (b *b64sink) finish() {
-	b.flush()
-	if len(b.p.enc) > 0 && !b.stop { // a length that is not a multiple of 4
-		b.d.Invalid = true
+	if enc := b.p.enc; len(enc) > 0 {
+		b.decode(enc[:len(enc)/4*4])
+		if len(enc)%4 != 0 && !b.stop { // a length that is not a multiple of 4
+			b.d.Invalid = true
+		}
 	}
 	if b.d.Invalid || b.d.TooBig {
 		if b.h != nil {

@@ -133,23 +133,16 @@ func (r *runner) reports(ctx context.Context) error {
 		// under the simulator's lock, which the deliveries need too.
 		waiting := true
 		for i := -warm; i < 3*r.cfg.ReportPosts; i++ {
-			// The warm-up's studies are taken from the end, after those
-			// of the phases' first POSTs (firstBody).
-			var (
-				b   []byte
-				err error
-			)
+			phase, k, next := i/r.cfg.ReportPosts, i, body // 0 minimal, 1 no Prefer, 2 back to back
 			if i < 0 {
-				b, err = firstBody(2 - i)
-			} else {
-				b, err = body(i)
+				// The warm-up, return=minimal, each once QUBS has the one
+				// before; its studies are taken from the end, after those
+				// of the phases' first POSTs (firstBody).
+				phase, k, next = -1, 2-i, firstBody
 			}
+			b, err := next(k)
 			if err != nil {
 				return err
-			}
-			phase := i / r.cfg.ReportPosts // 0 minimal, 1 no Prefer, 2 back to back
-			if i < 0 {
-				phase = -1 // warm-up, return=minimal, each once QUBS has the one before
 			}
 			took, n, err := postReport(ctx, hc, base, b, "seq-"+strconv.Itoa(i), phase != 1)
 			if err != nil {
