@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"sync"
 
 	simdbase64 "github.com/segmentio/asm/base64"
 )
@@ -801,10 +802,10 @@ func (b *b64sink) finish() {
 }
 
 // hashAside is how many bytes of a value are hashed where they are
-// decoded; the rest is hashed by a goroutine of its own, beside the
+// decoded; the rest is hashed by goroutines of their own, beside the
 // decoding (a 2 MiB PDF's SHA-1 and SHA-256 take longer than its
 // decoding), so that a second core shortens the request instead of
-// idling. It is also the least that goroutine is handed at a time:
+// idling. It is also the least those goroutines are handed at a time:
 // base64 that is not one plain run (line breaks escaped every 76
 // characters, spaces between quads) decodes in pieces of a few bytes,
 // and a handover per piece would cost more than the hashing it moves.
@@ -814,11 +815,18 @@ const hashAside = 64 << 10
 // bytes. What it has been handed must not change afterwards: the
 // decoder only appends to the value, and a grown buffer is a copy (the
 // old one stays as it was).
+//
+// Aside, each digest has a goroutine of its own. With one doing both, a
+// report POST with an Idempotency-Key (which skips the body's own hash)
+// waited for ~2 ms of hashing after ~0.6 ms of decoding a 2 MiB PDF; with
+// two, the decoder's core takes one digest once it is done, and the read
+// took 2.08 instead of 2.81 ms (BenchmarkSpoolInline2MBKeyed, medians of
+// five interleaved runs, docs/performance.md).
 type valueHasher struct {
 	h1, h256 hash.Hash
-	sent     int         // bytes of the value hashed or handed over
-	aside    chan []byte // set once hashing moved to its goroutine
-	done     chan struct{}
+	sent     int           // bytes of the value hashed or handed over
+	aside    []chan []byte // one per digest, set once hashing moved aside
+	done     sync.WaitGroup
 }
 
 // add hashes, or hands over, the bytes of data (the value decoded so
@@ -826,7 +834,7 @@ type valueHasher struct {
 func (v *valueHasher) add(data []byte) {
 	if v.aside != nil {
 		if len(data)-v.sent >= hashAside {
-			v.aside <- data[v.sent:]
+			v.handOver(data[v.sent:])
 			v.sent = len(data)
 		}
 		return
@@ -834,14 +842,21 @@ func (v *valueHasher) add(data []byte) {
 	v.h1.Write(data[v.sent:])
 	v.h256.Write(data[v.sent:])
 	if v.sent = len(data); v.sent >= hashAside {
-		v.aside, v.done = make(chan []byte, 64), make(chan struct{})
-		go func() {
-			defer close(v.done)
-			for p := range v.aside {
-				v.h1.Write(p)
-				v.h256.Write(p)
-			}
-		}()
+		for _, h := range []hash.Hash{v.h1, v.h256} {
+			ch := make(chan []byte, 64)
+			v.aside = append(v.aside, ch)
+			v.done.Go(func() {
+				for p := range ch {
+					h.Write(p)
+				}
+			})
+		}
+	}
+}
+
+func (v *valueHasher) handOver(p []byte) {
+	for _, ch := range v.aside {
+		ch <- p
 	}
 }
 
@@ -851,7 +866,7 @@ func (v *valueHasher) sum(d *InlineData) {
 	// Hashed where decoded, every byte is in the digests already; aside,
 	// the last batch may not be handed over yet.
 	if v.aside != nil && v.sent < len(d.Data) {
-		v.aside <- d.Data[v.sent:]
+		v.handOver(d.Data[v.sent:])
 	}
 	v.close()
 	v.h1.Sum(d.SHA1[:0])
@@ -859,12 +874,12 @@ func (v *valueHasher) sum(d *InlineData) {
 	d.Hashed = true
 }
 
-// close ends the goroutine, if there is one, and waits for it. Safe to
-// call more than once.
+// close ends the goroutines, if any, and waits for them. Safe to call
+// more than once.
 func (v *valueHasher) close() {
-	if v.aside != nil {
-		close(v.aside)
-		<-v.done
-		v.aside = nil
+	for _, ch := range v.aside {
+		close(ch)
 	}
+	v.done.Wait()
+	v.aside = nil
 }
