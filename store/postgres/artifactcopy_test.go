@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,10 +24,7 @@ import (
 func TestArtifactCopy(t *testing.T) {
 	ctx := context.Background()
 	s := pgtest.Open(t)
-	data := make([]byte, 600<<10+7) // several COPY messages
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := pattern(600<<10+7, 7) // several COPY messages
 	name := "a\tb\\c\nd\r.pdf"
 	created := time.Now().Add(-48 * time.Hour)
 	r := &store.Report{Domain: "acme", ID: "cp", AppointmentID: "A1", Resource: []byte(`{}`), Submission: []byte(`{}`),
@@ -59,6 +58,16 @@ func TestArtifactCopy(t *testing.T) {
 	assert.Nil(t, b.Artifact.Data)
 }
 
+// pattern is n bytes that differ from their neighbours (i*step), so that
+// a chunk read back in the wrong place or order shows.
+func pattern(n, step int) []byte {
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i * step)
+	}
+	return data
+}
+
 // openWithPool opens a store in a new schema and a pool on the same
 // schema, for looking at its tables; both closed by the test's end.
 func openWithPool(t *testing.T) (*sqlstore.Store, *pgxpool.Pool) {
@@ -82,10 +91,7 @@ func TestArtifactChunks(t *testing.T) {
 	ctx := context.Background()
 	s, db := openWithPool(t)
 
-	data := make([]byte, 100_000)
-	for i := range data {
-		data[i] = byte(i * 13)
-	}
+	data := pattern(100_000, 13)
 	old := time.Now().Add(-48 * time.Hour)
 	for i, id := range []string{"cut", "whole"} {
 		// cut first in the queue, so that the claim meets it first.
@@ -148,6 +154,35 @@ func TestArtifactChunks(t *testing.T) {
 	assert.Equal(t, 2, n)
 	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM report_artifact_chunks`).Scan(&rows))
 	assert.Zero(t, rows, "the purge deletes the chunks")
+}
+
+// TestArtifactChunksNotToasted: a chunk row keeps its key in the row
+// (migration 0019). Before, PostgreSQL moved every chunk's report_id (a
+// "dr-" id of 43 bytes) to the TOAST table, a TOAST row and index entry
+// per 8,000 bytes; a long domain, which shortens the chunks instead
+// (chunkSize), must fit in the row as well.
+func TestArtifactChunksNotToasted(t *testing.T) {
+	ctx := context.Background()
+	s, db := openWithPool(t)
+	data := pattern(100_000, 31)
+	for i, domain := range []string{"acme", strings.Repeat("d", 300)} {
+		id := "dr-" + strings.Repeat(strconv.Itoa(i), 40)
+		r := &store.Report{Domain: domain, ID: id, AppointmentID: "A1", Resource: []byte(`{}`), Submission: []byte(`{}`),
+			CreatedAt: time.Now(), Artifacts: []store.Artifact{{FileName: "a.pdf", ContentType: "application/pdf", Data: data, BinaryID: "dra-" + id}}}
+		require.NoError(t, s.CreateReport(ctx, r))
+		a, err := s.ReportArtifact(ctx, domain, id, 1, 0)
+		require.NoError(t, err)
+		assert.Equal(t, data, a.Data)
+	}
+	var rows, toasted int
+	var toastBytes int64
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*),
+		count(*) FILTER (WHERE pg_column_size(report_id) < octet_length(report_id) OR pg_column_size(domain) < octet_length(domain)),
+		(SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'report_artifact_chunks'::regclass)
+		FROM report_artifact_chunks`).Scan(&rows, &toasted, &toastBytes))
+	assert.Equal(t, 13+14, rows, "100,000 bytes in chunks of 7,953 and of 7,657 bytes")
+	assert.Zero(t, toasted, "chunk rows whose key is a TOAST pointer")
+	assert.Zero(t, toastBytes, "the chunks' TOAST table is empty")
 }
 
 // TestUpgradeTo0015: a schema at 0014 holds an artifact's bytes in
@@ -215,10 +250,7 @@ func TestUpgradeTo0015(t *testing.T) {
 func TestArtifactChunksEveryExecMode(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	data := make([]byte, 20_000) // three chunks
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := pattern(20_000, 7) // three chunks
 	for i, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
 		t.Run(mode, func(t *testing.T) {
 			s, err := postgres.Open(ctx, dsn+"&default_query_exec_mode="+mode)

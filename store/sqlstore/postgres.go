@@ -224,7 +224,8 @@ func (postgresDialect) appendChunks(ctx context.Context, q q, dst []byte, domain
 // chunkSize is how many bytes of an artifact one report_artifact_chunks
 // row holds: as many as fit, with the row's key, in one heap tuple of a
 // PostgreSQL page (at most 8,160 bytes), since the column is STORAGE
-// PLAIN. The key's text columns are bounded by the primary keys' B-tree
+// PLAIN and the table's toast_tuple_target (0019) keeps the key in the
+// row too. The key's text columns are bounded by the primary keys' B-tree
 // entries (2,700 bytes), so there is always room for thousands.
 func chunkSize(r *store.Report) int { return maxChunkBytes - len(r.Domain) - len(r.ID) }
 
