@@ -1,18 +1,20 @@
 -- 0019: an artifact chunk's row keeps its key in the row.
 --
--- The chunk's bytes are STORAGE PLAIN (0015), but PostgreSQL's toaster
--- still works on any row over the table's toast_tuple_target (2,032 bytes
--- by default), moving out every other column it may: report_id ("dr-" and
--- 40 hex digits, over the 24 bytes it leaves in place) went to the TOAST
--- table for every chunk. That is a TOAST row, its index entry and a new
--- OID checked against that index per 8,000 bytes: 30 % of PostgreSQL's
--- time in a 2 MiB artifact's COPY on the reference machine (a perf profile,
--- docs/performance.md), 263 TOAST rows per report, and a TOAST fetch per
--- chunk wherever a row's report_id is read.
+-- The chunk's bytes are STORAGE PLAIN (0015), but PostgreSQL hands every
+-- row over 2,032 bytes to its toaster, which shrinks the row towards the
+-- table's toast_tuple_target (2,032 bytes by default) by compressing, then
+-- moving out, every other column that allows it and is over 24 bytes:
+-- report_id ("dr-" and 40 hex digits, which pglz cannot shrink) went to
+-- the TOAST table for every chunk. That is a TOAST row, its index entry and
+-- a new OID checked against that index per ~8,000 bytes: 30 % of
+-- PostgreSQL's time in a 2 MiB artifact's COPY on the reference machine (a
+-- perf profile, docs/performance.md), 264 TOAST rows per report, and a
+-- TOAST fetch per chunk wherever a row's report_id is read.
 --
 -- 8,160 is the largest target allowed, a page's one tuple: a chunk row
--- (chunkSize leaves 8,000 bytes for the key and the bytes together, ~8,050
--- with headers) is then never toasted. Only the table's setting changes:
--- rows written before keep their TOAST pointers and read as before.
--- A release before this one keeps the setting if rolled back to.
+-- (chunkSize leaves 8,000 bytes to the key and the bytes together, ~8,045
+-- with headers, whatever the key's length) is then small enough as it is.
+-- Only the table's setting changes: rows written before keep their TOAST
+-- pointers and read as before; an older release's writes keep their key
+-- in the row too.
 ALTER TABLE report_artifact_chunks SET (toast_tuple_target = 8160);
