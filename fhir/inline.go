@@ -854,6 +854,7 @@ func (v *valueHasher) add(data []byte) {
 	}
 }
 
+// handOver gives p to every digest's goroutine.
 func (v *valueHasher) handOver(p []byte) {
 	for _, ch := range v.aside {
 		ch <- p

@@ -154,32 +154,28 @@ func TestSpoolInlineEmpty(t *testing.T) {
 
 // BenchmarkSpoolInline2MB reads a report carrying a 2 MiB PDF, the body's
 // own SHA-256 included (a create without Idempotency-Key).
-func BenchmarkSpoolInline2MB(b *testing.B) { benchSpool(b, false, false) }
+func BenchmarkSpoolInline2MB(b *testing.B) { benchSpool(b, false, false, false) }
 
 // BenchmarkSpoolInline2MBHashed is BenchmarkSpoolInline2MB with the
 // value's SHA-1 and SHA-256, as a report POST asks for them: past its
 // first 64 KiB they are computed beside the decoding (valueHasher), so
 // ns/op shows the wall-clock time a request waits, which a second core
 // shortens.
-func BenchmarkSpoolInline2MBHashed(b *testing.B) { benchSpool(b, true, false) }
+func BenchmarkSpoolInline2MBHashed(b *testing.B) { benchSpool(b, true, false, false) }
 
 // BenchmarkSpoolInline2MBKeyed is BenchmarkSpoolInline2MBHashed without
 // the body's SHA-256, as a report POST with an Idempotency-Key reads its
 // body: the decoding is then the shorter of the two paths, and the
 // request waits for the values' digests.
-func BenchmarkSpoolInline2MBKeyed(b *testing.B) { benchSpoolWith(b, true, false, true) }
+func BenchmarkSpoolInline2MBKeyed(b *testing.B) { benchSpool(b, true, false, true) }
 
 // BenchmarkSpoolInline2MBWrapped is BenchmarkSpoolInline2MBHashed with the
 // base64 broken into MIME lines (an escaped CRLF every 76 characters), as
 // some encoders send it: decoded in pieces of 57 bytes, which must not
 // cost a handover each.
-func BenchmarkSpoolInline2MBWrapped(b *testing.B) { benchSpool(b, true, true) }
+func BenchmarkSpoolInline2MBWrapped(b *testing.B) { benchSpool(b, true, true, false) }
 
-func benchSpool(b *testing.B, hashValues, wrapped bool) {
-	benchSpoolWith(b, hashValues, wrapped, false)
-}
-
-func benchSpoolWith(b *testing.B, hashValues, wrapped, skipHash bool) {
+func benchSpool(b *testing.B, hashValues, wrapped, skipHash bool) {
 	data := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("%PDF-1.4 x"), 2<<20/10))
 	if wrapped {
 		data = wrap(data, `\r\n`, 76)
