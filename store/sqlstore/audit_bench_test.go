@@ -66,6 +66,8 @@ func BenchmarkRecordAudits(b *testing.B) {
 		{"read/batch=4", 1, 4, 1},
 		{"read/batch=16", 1, 16, 1},
 		{"read/batch=64", 1, 64, 1},
+		{"read/batch=128", 1, 128, 1},
+		{"read/batch=256", 1, 256, 1},
 		{"page/batch=4", 100, 4, 100},
 		{"page/batch=16", 100, 16, 100},
 		{"page/batch=64", 100, 64, 100},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -252,23 +253,38 @@ func TestPostgresAuditBatchRefused(t *testing.T) {
 	require.NoError(t, err)
 
 	at := time.Now().UTC().Truncate(time.Microsecond)
-	good := pageRecord("good-1", at, "Patient/p1", "Patient/p2")
-	bad := pageRecord("bad-1", at, "Patient/p3", "Patient/p4")
-	bad.OutcomeDesc = "refuse me"
-	for _, readsOnly := range []bool{true, false} {
-		if !readsOnly {
-			bad.Outcome, bad.ID = store.AuditOutcomeMinorFailure, "bad-2"
+	// Two records, written with INSERT; and 200, written with COPY
+	// (recordAudits), the refused one among them.
+	for _, size := range []int{2, 200} {
+		for _, readsOnly := range []bool{true, false} {
+			batch := []*store.AuditRecord{pageRecord(fmt.Sprintf("good-%d-%t", size, readsOnly), at, "Patient/p1", "Patient/p2")}
+			for i := 2; i < size; i++ {
+				batch = append(batch, pageRecord(fmt.Sprintf("more-%d-%t-%d", size, readsOnly, i), at, "Patient/p5"))
+			}
+			bad := pageRecord(fmt.Sprintf("bad-%d-%t", size, readsOnly), at, "Patient/p3", "Patient/p4")
+			bad.OutcomeDesc = "refuse me"
+			if !readsOnly {
+				bad.Outcome = store.AuditOutcomeMinorFailure
+			}
+			batch = slices.Insert(batch, len(batch)/2, bad)
+			err := st.RecordAudits(ctx, batch)
+			require.ErrorIs(t, err, store.ErrInvalid, "%d records", size)
+			assert.NotContains(t, err.Error(), "refuse me", "the data is not quoted")
+			assert.Empty(t, patientAudits(t, st, "Patient/p1"), "nothing of a refused batch")
+			assert.Empty(t, patientAudits(t, st, "Patient/p5"), "nothing of a refused batch")
 		}
-		err := st.RecordAudits(ctx, []*store.AuditRecord{good, bad})
-		require.ErrorIs(t, err, store.ErrInvalid)
-		assert.NotContains(t, err.Error(), "refuse me", "the data is not quoted")
-		assert.Empty(t, patientAudits(t, st, "Patient/p1"), "nothing of a refused batch")
 	}
 	for i := range 3 {
 		require.NoError(t, st.RecordAudits(ctx, []*store.AuditRecord{pageRecord("next-"+strconv.Itoa(i), at, "Patient/p1", "Patient/p2")}))
 	}
+	var big []*store.AuditRecord
+	for i := range 200 {
+		big = append(big, pageRecord("big-"+strconv.Itoa(i), at, "Patient/p5"))
+	}
+	require.NoError(t, st.RecordAudits(ctx, big), "the one connection is usable after a refused COPY")
 	assert.Len(t, patientAudits(t, st, "Patient/p1"), 3)
 	assert.Len(t, patientAudits(t, st, "Patient/p2"), 3)
+	assert.Len(t, patientAudits(t, st, "Patient/p5"), 200)
 }
 
 // TestAuditHostileText: a NUL or bytes that are not UTF-8 in the text a

@@ -204,6 +204,26 @@ func testAuditBatch(t *testing.T, s store.Store) {
 		require.NoError(t, s.RecordAudits(ctxT(t), again))
 		assert.Equal(t, want, countPatient("Patient/p3"))
 		assert.Equal(t, 1, countPatient("Patient/retry"), "the new record of the batch is written")
+
+		// A large batch (PostgreSQL writes it with COPY, which cannot
+		// skip a record it has) written again, with new records among
+		// the old, as the journal gives back a crashed process's records.
+		big := slices.Clone(batch[100:400])
+		var fresh []*store.AuditRecord
+		for i := range 150 {
+			a := auditRecord("acme", "", base.Add(time.Duration(i)*time.Millisecond))
+			a.PatientRefs = []string{"Patient/retry-big", fmt.Sprintf("Patient/retry-%d", i)}
+			fresh = append(fresh, a)
+			big = append(big[:2*i+1], append([]*store.AuditRecord{a}, big[2*i+1:]...)...)
+		}
+		require.NoError(t, s.RecordAudits(ctxT(t), big))
+		assert.Equal(t, want, countPatient("Patient/p3"), "no old record doubled")
+		assert.Equal(t, len(fresh), countPatient("Patient/retry-big"), "every new record written")
+		got, err := s.AuditEvent(ctxT(t), "acme", fresh[149].ID)
+		require.NoError(t, err)
+		assert.Equal(t, fresh[149], got)
+		require.NoError(t, s.RecordAudits(ctxT(t), fresh), "the new records again, on their own")
+		assert.Equal(t, len(fresh), countPatient("Patient/retry-big"))
 	})
 
 	t.Run("one invalid record refuses the batch", func(t *testing.T) {
