@@ -304,3 +304,90 @@ func TestAuditHostileText(t *testing.T) {
 		assert.Len(t, patientAudits(t, r, "Patient/p1"), 2)
 	}
 }
+
+// TestAuditLargeBatchColumns writes a batch large enough for PostgreSQL's
+// COPY (recordAudits), every field of every record its own non-empty
+// value, records naming no patient, one, or several among them, and reads
+// each back whole; on PostgreSQL a record naming no patient has no patient
+// set (NULL, as the smaller batches' INSERT writes it). Both engines, so
+// that the two agree.
+func TestAuditLargeBatchColumns(t *testing.T) {
+	t.Parallel()
+	for _, postgres := range []bool{false, true} {
+		r := openRaw(t, postgres)
+		at := time.Now().UTC().Truncate(time.Microsecond)
+		var batch []*store.AuditRecord
+		patientless := 0
+		for i := range 200 {
+			a := &store.AuditRecord{Domain: "acme", ID: fmt.Sprintf("col-%03d", i), Recorded: at.Add(time.Duration(i) * time.Millisecond),
+				Action: store.AuditActionRead, Interaction: store.AuditInteractions[i%len(store.AuditInteractions)], Outcome: store.AuditOutcomeSuccess,
+				OutcomeDesc: "desc-" + strconv.Itoa(i), AgentID: "agent-" + strconv.Itoa(i), AgentMethod: "method-" + strconv.Itoa(i),
+				TokenID: "token-" + strconv.Itoa(i), NetworkAddr: "10.0.0." + strconv.Itoa(i), Query: "ServiceRequest?p" + strconv.Itoa(i),
+				CorrelationID: "corr-" + strconv.Itoa(i), RequestPath: "/path/" + strconv.Itoa(i),
+				EntityRefs: []string{"ServiceRequest/s" + strconv.Itoa(i)}}
+			switch i % 3 {
+			case 0:
+				patientless++
+			case 1:
+				a.PatientRefs = []string{"Patient/one-" + strconv.Itoa(i)}
+			case 2:
+				a.PatientRefs = []string{"Patient/many", "Patient/many-" + strconv.Itoa(i)}
+			}
+			batch = append(batch, a)
+		}
+		require.NoError(t, r.RecordAudits(context.Background(), batch))
+		for _, want := range batch {
+			got, err := r.AuditEvent(context.Background(), "acme", want.ID)
+			require.NoError(t, err)
+			require.Equal(t, want, got, "postgres=%t", postgres)
+		}
+		if postgres { // SQLite stages a lone patient instead (auditstage.go)
+			var nulls int
+			require.NoError(t, r.db.QueryRow(`SELECT count(*) FROM audit_events WHERE id LIKE 'col-%' AND patient_set IS NULL`).Scan(&nulls))
+			assert.Equal(t, patientless, nulls, "no patient set for a record naming none")
+			var set string
+			require.NoError(t, r.db.QueryRow(`SELECT patient_set FROM audit_events WHERE id = 'col-001'`).Scan(&set))
+			assert.Equal(t, "Patient/one-1", set, "a lone patient is its own set")
+		}
+		assert.Equal(t, []string{"col-001"}, patientAudits(t, r, "Patient/one-1"))
+		assert.Len(t, patientAudits(t, r, "Patient/many"), 66)
+	}
+}
+
+// TestPostgresAuditBatchCancelled writes large batches (COPY) under
+// deadlines that end before, during or after them: each batch is written
+// whole or not at all, and the store writes the next one.
+func TestPostgresAuditBatchCancelled(t *testing.T) {
+	t.Parallel()
+	r := openRaw(t, true)
+	const n = 1000
+	written, failed := 0, 0
+	for i := range 20 {
+		var batch []*store.AuditRecord
+		for j := range n {
+			batch = append(batch, &store.AuditRecord{Domain: "acme", ID: fmt.Sprintf("cancel-%02d-%04d", i, j), Action: store.AuditActionRead,
+				Interaction: "read", Outcome: store.AuditOutcomeSuccess, PatientRefs: []string{fmt.Sprintf("Patient/%d-%d", i, j%50)}})
+		}
+		// A cancelled statement closes its connection, so the next
+		// batch connects anew: the deadlines grow past that too.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i+1)*10*time.Millisecond)
+		err := r.RecordAudits(ctx, batch)
+		cancel()
+		var got int
+		require.NoError(t, r.db.QueryRow(`SELECT count(*) FROM audit_events WHERE id LIKE $1`, fmt.Sprintf("cancel-%02d-%%", i)).Scan(&got))
+		if err != nil {
+			failed++
+			assert.Zero(t, got, "batch %d failed (%v) but left records", i, err)
+		} else {
+			written++
+			assert.Equal(t, n, got, "batch %d", i)
+		}
+	}
+	t.Logf("%d batches written, %d failed", written, failed)
+	last := []*store.AuditRecord{}
+	for j := range 200 {
+		last = append(last, pageRecord(fmt.Sprintf("after-%d", j), time.Now().UTC(), "Patient/after"))
+	}
+	require.NoError(t, r.RecordAudits(context.Background(), last), "the store writes on after the cancellations")
+	assert.Len(t, patientAudits(t, r, "Patient/after"), 200)
+}
