@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -377,19 +378,29 @@ func auditSetsLock(exclusive bool) string {
 // promised durable before their answer is sent, like the report they are
 // about.
 func auditStatements(batch []*store.AuditRecord) []auditStatement {
+	p := planAudits(batch)
+	return slices.Concat(p.before, []auditStatement{{insertAuditsSQL, auditArgs(batch, p.ids)}}, p.after)
+}
+
+// auditPlan is what a batch's transaction runs around its records'
+// insert (auditStatements), however the records are sent: INSERT over
+// column arrays, or COPY (copyAudits).
+type auditPlan struct {
+	before, after []auditStatement
+	ids           []string // the records' patient sets; "" is none
+}
+
+func planAudits(batch []*store.AuditRecord) auditPlan {
 	ids, sets := patientSets(batch)
-	var st []auditStatement
+	p := auditPlan{ids: ids}
 	if readsOnly(batch) {
-		st = append(st, auditStatement{sql: `SET LOCAL synchronous_commit = off`})
+		p.before = append(p.before, auditStatement{sql: `SET LOCAL synchronous_commit = off`})
 	}
 	if len(sets) > 0 {
-		st = append(st, auditStatement{sql: auditSetsLock(false)})
+		p.before = append(p.before, auditStatement{sql: auditSetsLock(false)})
+		p.after = append(p.after, auditStatement{insertAuditSetsSQL, auditSetArgs(sets)})
 	}
-	st = append(st, auditStatement{insertAuditsSQL, auditArgs(batch, ids)})
-	if len(sets) > 0 {
-		st = append(st, auditStatement{insertAuditSetsSQL, auditSetArgs(sets)})
-	}
-	return st
+	return p
 }
 
 type auditStatement struct {
@@ -506,13 +517,8 @@ func (postgresDialect) recordAudits(ctx context.Context, w *sql.DB, batch []*sto
 				return errors.Join(err, driver.ErrBadConn)
 			}
 		}
-		b := &pgx.Batch{}
-		b.Queue(`BEGIN`)
-		for _, st := range auditStatements(batch) {
-			b.Queue(st.sql, st.args...)
-		}
-		b.Queue(`COMMIT`)
-		return leaveNoTransaction(c, auditDataError(c.SendBatch(ctx, b).Close()))
+		sts := slices.Concat([]auditStatement{{sql: `BEGIN`}}, auditStatements(batch), []auditStatement{{sql: `COMMIT`}})
+		return leaveNoTransaction(c, auditDataError(sendPipeline(ctx, c, sts)))
 	})
 }
 
@@ -529,17 +535,16 @@ func leaveNoTransaction(c *pgx.Conn, err error) error {
 // auditCopyMin is the smallest batch of audit records written with COPY
 // rather than INSERT over column arrays. COPY costs PostgreSQL a third
 // less a record (one heap insert for many rows, no per-row executor, no
-// speculative insertion for ON CONFLICT) and the bridge a quarter less
-// (rows encoded straight into the protocol's binary format), but two more
-// round trips a batch, and pgx's COPY its goroutines: from about 128
-// records a batch it is cheaper on both sides, under that dearer (a
-// scratch program, PostgreSQL's CPU a record over 6 rounds, median:
-// batches of 256, 21.9 µs with INSERT ... ON CONFLICT against 14.7 µs
-// with COPY, the client 9.2 against 6.5; batches of 128, 18.8 against
-// 14.5; batches of 64, no gain on the server and 40 % more on the
-// client; docs/performance.md). Batches that large are the audit
-// journal's (reads do not wait for commits, and a batch lingers for up
-// to 256 records): a replica under load.
+// speculative insertion for ON CONFLICT) and the bridge a sixth to a
+// fifth less (rows encoded straight into the protocol's binary format),
+// but two more round trips a batch, and pgx's COPY its goroutines: from
+// about 128 records a batch it is cheaper on both sides, under that
+// dearer (PostgreSQL's CPU a record, medians: 21.9 µs with INSERT ... ON
+// CONFLICT against 14.7 µs with COPY in batches of 256, 18.8 against
+// 14.5 in batches of 128; in batches of 64 no gain on the server and a
+// third more on the client; docs/performance.md). Batches that large are
+// the audit journal's (reads do not wait for commits, and a batch lingers
+// for up to 256 records): a replica under load.
 const auditCopyMin = 128
 
 // auditCopyColumns are audit_events' columns in the order auditCopyRows
@@ -549,31 +554,28 @@ var auditCopyColumns = []string{"domain", "id", "recorded", "action", "interacti
 	"correlation_id", "request_path", "patient_set"}
 
 // copyAudits writes a batch as auditStatements do, in one transaction and
-// in the same order, with the records themselves sent by COPY. COPY
-// cannot skip a record the table has: a batch holding one fails with a
-// unique violation (recordAudits then writes it again with INSERT ... ON
-// CONFLICT DO NOTHING), and the transaction is left for the caller.
+// in the same order (planAudits), with the records themselves sent by
+// COPY. COPY cannot skip a record the table has: a batch holding one
+// fails with a unique violation (recordAudits then writes it again with
+// INSERT ... ON CONFLICT DO NOTHING), and the transaction is left for the
+// caller.
 func copyAudits(ctx context.Context, c *pgx.Conn, batch []*store.AuditRecord) error {
-	ids, sets := patientSets(batch)
+	p := planAudits(batch)
+	if err := sendPipeline(ctx, c, slices.Concat([]auditStatement{{sql: `BEGIN`}}, p.before)); err != nil {
+		return err
+	}
+	if _, err := c.CopyFrom(ctx, pgx.Identifier{"audit_events"}, auditCopyColumns, &auditCopyRows{batch: batch, ids: p.ids, i: -1}); err != nil {
+		return err
+	}
+	return sendPipeline(ctx, c, append(p.after, auditStatement{sql: `COMMIT`}))
+}
+
+// sendPipeline sends the statements in one round trip (a pgx batch).
+func sendPipeline(ctx context.Context, c *pgx.Conn, sts []auditStatement) error {
 	b := &pgx.Batch{}
-	b.Queue(`BEGIN`)
-	if readsOnly(batch) {
-		b.Queue(`SET LOCAL synchronous_commit = off`)
+	for _, st := range sts {
+		b.Queue(st.sql, st.args...)
 	}
-	if len(sets) > 0 {
-		b.Queue(auditSetsLock(false))
-	}
-	if err := c.SendBatch(ctx, b).Close(); err != nil {
-		return err
-	}
-	if _, err := c.CopyFrom(ctx, pgx.Identifier{"audit_events"}, auditCopyColumns, &auditCopyRows{batch: batch, ids: ids, i: -1}); err != nil {
-		return err
-	}
-	b = &pgx.Batch{}
-	if len(sets) > 0 {
-		b.Queue(insertAuditSetsSQL, auditSetArgs(sets)...)
-	}
-	b.Queue(`COMMIT`)
 	return c.SendBatch(ctx, b).Close()
 }
 
