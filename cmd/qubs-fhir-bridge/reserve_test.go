@@ -166,6 +166,62 @@ func TestKeepArtifactReserve(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(logs.String(), "works again"), "%s", logs)
 }
 
+// timedReserver records when it is called and whether it makes room,
+// taking took to make it.
+type timedReserver struct {
+	adds  bool
+	took  time.Duration
+	calls chan time.Time
+}
+
+func (r *timedReserver) ReserveArtifactSpace(context.Context, int64) (int64, error) {
+	r.calls <- time.Now()
+	if !r.adds {
+		return 0, nil
+	}
+	time.Sleep(r.took)
+	return 1, nil
+}
+
+// TestKeepArtifactReserveBusy: while reports use up the room (the last
+// call made some), a nudge is answered after a tenth of the pause, not a
+// whole one, unless the top-up took long: then after three times its
+// length, so that making room takes at most a quarter of the time; once
+// calls make none, the whole pause is kept. Only bounds with margins of
+// a second or more are asserted.
+func TestKeepArtifactReserveBusy(t *testing.T) {
+	t.Parallel()
+	const pause = 4 * time.Second
+	for _, tc := range []struct {
+		name     string
+		adds     bool
+		took     time.Duration
+		min, max time.Duration // from one call's start to the next's
+	}{
+		{"quick top-up", true, 0, 0, pause - time.Second},
+		{"slow top-up", true, 500 * time.Millisecond, 1900 * time.Millisecond, pause},
+		{"no room made", false, 0, pause, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := &timedReserver{adds: tc.adds, took: tc.took, calls: make(chan time.Time, 4)}
+			nudge := make(chan struct{}, 1)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				keepArtifactReserve(ctx, r, 1<<20, nudge, pause, slog.New(slog.DiscardHandler))
+			}()
+			defer func() { cancel(); <-done }()
+			first := <-r.calls
+			nudge <- struct{}{}
+			took := (<-r.calls).Sub(first)
+			assert.GreaterOrEqual(t, took, tc.min)
+			assert.Less(t, took, tc.max)
+		})
+	}
+}
+
 func TestParseMiB(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]int64{"0": 0, "64MiB": 64 << 20, "4096MiB": 4096 << 20, "0MiB": 0} {
