@@ -445,31 +445,33 @@ func serveWithDelivery(ctx context.Context, ln net.Listener, cfg server.Config, 
 // keepArtifactReserve keeps want bytes of room for artifacts made in the
 // store (ReserveArtifactSpace): at the start, and after reports with
 // artifacts were accepted (nudge), at most once a pause (serve: a
-// second) while reports are few, and sooner while they use up the room
-// (room was made within the last pause): after a tenth of the pause, or
-// three times as long as the last top-up took if that is longer, so
-// that making room takes at most a quarter of the time. A request then
-// never waits for the table to grow unless reports come faster than
-// the room is made.
+// second) while reports are few. While they use up the room (room was
+// made within the last pause) it checks again after a nudge sooner: a
+// tenth of the pause after its last call ended, or three times as long
+// as that call took if that is longer, so that making room takes at most
+// a quarter of the time, however long a top-up takes. After a failure it
+// waits the whole pause. A request then never waits for the table to
+// grow unless reports come faster than the room is made.
 //
 // Why sooner: one top-up a second makes at most want a second, 16 MiB
 // by default, eight 2 MiB reports; a reporting system sending its
-// reports one after another sends 25 a second here, and most of them
-// then grew the table themselves, 4–5 ms more each (docs/performance.md,
-// "Room for artifacts as fast as reports use it"). Why the bound: a
-// top-up's VACUUM reads the table's whole index, tenths of a second once
-// many reports' chunks are kept (docs/known-gaps.md). The whole pause
-// comes back once a pause goes by without room made, so an idle or slow
-// bridge checks no more often than before.
+// reports one after another sent about 28 a second in the harness, and
+// most of them then grew the table themselves, 4–5 ms more each
+// (docs/performance.md, "Room for artifacts as fast as reports use it").
+// Why the bound: a top-up's VACUUM reads the table's whole index, tenths
+// of a second once many reports' chunks are kept (docs/known-gaps.md).
+// Once a pause goes by without room made, the whole pause comes back.
 func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int64, nudge <-chan struct{}, pause time.Duration, log *slog.Logger) {
 	var (
-		failing string        // the last failure logged: once, not at every report
-		made    time.Time     // when room was last made
-		busy    time.Duration // the pause while reports use up the room
+		failing string    // the last failure logged: once, not at every report
+		made    time.Time // when room was last made
 	)
 	for {
 		start := time.Now()
-		if added, err := r.ReserveArtifactSpace(ctx, want); err != nil {
+		added, err := r.ReserveArtifactSpace(ctx, want)
+		took := time.Since(start)
+		wait := pause
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -484,13 +486,11 @@ func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int
 			}
 			if added > 0 {
 				made = time.Now()
-				busy = min(pause, max(pause/10, 3*made.Sub(start)))
 				log.Debug("made room for artifacts", "bytes", added)
 			}
-		}
-		wait := pause
-		if !made.IsZero() && time.Since(made) < pause {
-			wait = busy
+			if !made.IsZero() && time.Since(made) < pause {
+				wait = max(pause/10, 3*took)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store"
 	"github.com/qubs-fhir-bridge/qubs-fhir-bridge/store/postgres/pgtest"
 )
 
@@ -166,60 +167,103 @@ func TestKeepArtifactReserve(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(logs.String(), "works again"), "%s", logs)
 }
 
-// timedReserver records when it is called and whether it makes room,
-// taking took to make it.
+// timedReserver records when each call starts and ends; it makes room
+// (taking took) in the calls adds says.
 type timedReserver struct {
-	adds  bool
 	took  time.Duration
-	calls chan time.Time
+	adds  func(call int) bool
+	n     int
+	calls chan [2]time.Time
 }
 
 func (r *timedReserver) ReserveArtifactSpace(context.Context, int64) (int64, error) {
-	r.calls <- time.Now()
-	if !r.adds {
-		return 0, nil
+	start := time.Now()
+	r.n++
+	var added int64
+	if r.adds(r.n) {
+		time.Sleep(r.took)
+		added = 1
 	}
-	time.Sleep(r.took)
-	return 1, nil
+	r.calls <- [2]time.Time{start, time.Now()}
+	return added, nil
 }
 
-// TestKeepArtifactReserveBusy: while reports use up the room (the last
-// call made some), a nudge is answered after a tenth of the pause, not a
-// whole one, unless the top-up took long: then after three times its
-// length, so that making room takes at most a quarter of the time; once
-// calls make none, the whole pause is kept. Only bounds with margins of
-// a second or more are asserted.
+// runReserveLoop runs keepArtifactReserve on r until the test ends, and
+// returns the context that ends with it.
+func runReserveLoop(t *testing.T, r store.ArtifactReserver, nudge <-chan struct{}, pause time.Duration) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		keepArtifactReserve(ctx, r, 1<<20, nudge, pause, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
+}
+
+// TestKeepArtifactReserveBusy: while reports use up the room (room was
+// made within the last pause), a nudge is answered after a tenth of the
+// pause, not a whole one, unless the last top-up took long: then after
+// three times its length, so that making room takes at most a quarter of
+// the time; once calls make none, the whole pause is kept, and it comes
+// back once a pause has gone by since room was last made. Only bounds
+// with margins of a second or more are asserted.
 func TestKeepArtifactReserveBusy(t *testing.T) {
 	t.Parallel()
 	const pause = 4 * time.Second
+	always := func(int) bool { return true }
 	for _, tc := range []struct {
 		name     string
-		adds     bool
+		adds     func(call int) bool
 		took     time.Duration
-		min, max time.Duration // from one call's start to the next's
+		min, max time.Duration // from the first call's end to the next's start
 	}{
-		{"quick top-up", true, 0, 0, pause - time.Second},
-		{"slow top-up", true, 500 * time.Millisecond, 1900 * time.Millisecond, pause},
-		{"no room made", false, 0, pause, time.Hour},
+		{"quick top-up", always, 0, pause / 10, pause - time.Second},
+		{"slow top-up", always, 1500 * time.Millisecond, 3 * 1500 * time.Millisecond, time.Hour},
+		{"no room made", func(int) bool { return false }, 0, pause, time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := &timedReserver{adds: tc.adds, took: tc.took, calls: make(chan time.Time, 4)}
+			r := &timedReserver{adds: tc.adds, took: tc.took, calls: make(chan [2]time.Time, 4)}
 			nudge := make(chan struct{}, 1)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				keepArtifactReserve(ctx, r, 1<<20, nudge, pause, slog.New(slog.DiscardHandler))
-			}()
-			defer func() { cancel(); <-done }()
+			_ = runReserveLoop(t, r, nudge, pause)
 			first := <-r.calls
 			nudge <- struct{}{}
-			took := (<-r.calls).Sub(first)
-			assert.GreaterOrEqual(t, took, tc.min)
-			assert.Less(t, took, tc.max)
+			second := <-r.calls
+			gap := second[0].Sub(first[1])
+			assert.GreaterOrEqual(t, gap, tc.min)
+			assert.Less(t, gap, tc.max)
 		})
 	}
+	// Room made by the first call only, nudges all the time: short waits
+	// until a pause has gone by since, then the whole pause again.
+	t.Run("busy ends", func(t *testing.T) {
+		t.Parallel()
+		const pause = 2 * time.Second
+		r := &timedReserver{adds: func(call int) bool { return call == 1 }, calls: make(chan [2]time.Time, 64)}
+		nudge := make(chan struct{}, 1)
+		ctx := runReserveLoop(t, r, nudge, pause)
+		go func() { // a report with artifacts after every call
+			for ctx.Err() == nil {
+				select {
+				case nudge <- struct{}{}:
+				case <-ctx.Done():
+				}
+			}
+		}()
+		first := <-r.calls
+		second := <-r.calls
+		assert.Less(t, second[0].Sub(first[1]), pause-time.Second, "room just made: a short wait")
+		var last [2]time.Time
+		for c := second; ; c = last {
+			last = <-r.calls
+			if gap := last[0].Sub(c[1]); gap >= pause {
+				assert.GreaterOrEqual(t, c[1].Sub(first[1]), pause-pause/10, "short waits for about a pause after room was made")
+				return
+			}
+			require.Less(t, last[0].Sub(first[1]), 5*pause, "the whole pause never came back")
+		}
+	})
 }
 
 func TestParseMiB(t *testing.T) {
