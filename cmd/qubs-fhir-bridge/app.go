@@ -488,7 +488,7 @@ func keepArtifactReserve(ctx context.Context, r store.ArtifactReserver, want int
 				made = time.Now()
 				log.Debug("made room for artifacts", "bytes", added)
 			}
-			if !made.IsZero() && time.Since(made) < pause {
+			if time.Since(made) < pause { // false while none was made: the zero time is long past
 				wait = max(pause/10, 3*took)
 			}
 		}

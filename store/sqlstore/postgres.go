@@ -421,9 +421,7 @@ func (postgresDialect) insertAudits(ctx context.Context, tx *tx, batch []*store.
 
 // insertAuditsSQL inserts a batch of audit records from column arrays
 // (auditArgs).
-const insertAuditsSQL = `INSERT INTO audit_events
-		(domain, id, recorded, action, interaction, outcome, outcome_desc, agent_id, agent_method,
-		 token_id, network_addr, patient_refs, entity_refs, query, correlation_id, request_path, patient_set)
+var insertAuditsSQL = `INSERT INTO audit_events (` + strings.Join(auditColumns, ", ") + `)
 	SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, NULLIF(c17, '')
 	FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
 		$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
@@ -431,16 +429,29 @@ const insertAuditsSQL = `INSERT INTO audit_events
 		AS r (c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
 	ON CONFLICT (domain, id) DO NOTHING`
 
+// auditColumns are audit_events' columns as insertAuditsSQL and
+// copyAudits write them: in auditFields' order.
+var auditColumns = []string{"domain", "id", "recorded", "action", "interaction", "outcome", "outcome_desc",
+	"agent_id", "agent_method", "token_id", "network_addr", "patient_refs", "entity_refs", "query",
+	"correlation_id", "request_path", "patient_set"}
+
+// auditFields are a's values in auditColumns' order, with set its
+// patient set ("" for none), all text but recorded (the 3rd), left "" for
+// the caller to give as a time.
+func auditFields(a *store.AuditRecord, set string) [17]string {
+	return [...]string{a.Domain, a.ID, "", a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
+		a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs),
+		a.Query, a.CorrelationID, a.RequestPath, set}
+}
+
 // auditArgs are insertAuditsSQL's arguments: one array per column, text
 // except recorded (the 3rd); ids are the records' patient sets.
 func auditArgs(batch []*store.AuditRecord, ids []string) []any {
-	text := make([][]string, 17)
+	text := make([][]string, len(auditColumns))
 	at := make([]time.Time, 0, len(batch))
 	for i, a := range batch {
 		at = append(at, a.Recorded)
-		for j, v := range [...]string{a.Domain, a.ID, "", a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
-			a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs),
-			a.Query, a.CorrelationID, a.RequestPath, ids[i]} {
+		for j, v := range auditFields(a, ids[i]) {
 			text[j] = append(text[j], v)
 		}
 	}
@@ -547,12 +558,6 @@ func leaveNoTransaction(c *pgx.Conn, err error) error {
 // for up to 256 records): a replica under load.
 const auditCopyMin = 128
 
-// auditCopyColumns are audit_events' columns in the order auditCopyRows
-// gives their values.
-var auditCopyColumns = []string{"domain", "id", "recorded", "action", "interaction", "outcome", "outcome_desc",
-	"agent_id", "agent_method", "token_id", "network_addr", "patient_refs", "entity_refs", "query",
-	"correlation_id", "request_path", "patient_set"}
-
 // copyAudits writes a batch as auditStatements do, in one transaction and
 // in the same order (planAudits), with the records themselves sent by
 // COPY. COPY cannot skip a record the table has: a batch holding one
@@ -564,7 +569,20 @@ func copyAudits(ctx context.Context, c *pgx.Conn, batch []*store.AuditRecord) er
 	if err := sendPipeline(ctx, c, slices.Concat([]auditStatement{{sql: `BEGIN`}}, p.before)); err != nil {
 		return err
 	}
-	if _, err := c.CopyFrom(ctx, pgx.Identifier{"audit_events"}, auditCopyColumns, &auditCopyRows{batch: batch, ids: p.ids, i: -1}); err != nil {
+	// One row reused from record to record: pgx encodes a row's values
+	// before it asks for the next.
+	var row [17]any
+	rows := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
+		for j, v := range auditFields(batch[i], p.ids[i]) {
+			row[j] = v
+		}
+		row[2] = batch[i].Recorded
+		if p.ids[i] == "" {
+			row[16] = nil // NULL: the record names no patient
+		}
+		return row[:], nil
+	})
+	if _, err := c.CopyFrom(ctx, pgx.Identifier{"audit_events"}, auditColumns, rows); err != nil {
 		return err
 	}
 	return sendPipeline(ctx, c, append(p.after, auditStatement{sql: `COMMIT`}))
@@ -578,32 +596,6 @@ func sendPipeline(ctx context.Context, c *pgx.Conn, sts []auditStatement) error 
 	}
 	return c.SendBatch(ctx, b).Close()
 }
-
-// auditCopyRows gives COPY a batch's records, one row of values at a
-// time, in one slice reused from row to row: pgx encodes a row's values
-// before it asks for the next.
-type auditCopyRows struct {
-	batch []*store.AuditRecord
-	ids   []string // the records' patient sets; "" is none
-	i     int
-	row   [17]any
-}
-
-func (r *auditCopyRows) Next() bool { r.i++; return r.i < len(r.batch) }
-
-func (r *auditCopyRows) Values() ([]any, error) {
-	a := r.batch[r.i]
-	var set any // NULL: the record names no patient
-	if r.ids[r.i] != "" {
-		set = r.ids[r.i]
-	}
-	r.row = [17]any{a.Domain, a.ID, a.Recorded, a.Action, a.Interaction, a.Outcome, a.OutcomeDesc, a.AgentID,
-		a.AgentMethod, a.TokenID, a.NetworkAddr, sqlutil.EncodeRefs(a.PatientRefs), sqlutil.EncodeRefs(a.EntityRefs),
-		a.Query, a.CorrelationID, a.RequestPath, set}
-	return r.row[:], nil
-}
-
-func (r *auditCopyRows) Err() error { return nil }
 
 // isUniqueViolation reports whether err is PostgreSQL's unique_violation.
 func isUniqueViolation(err error) bool {
